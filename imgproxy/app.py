@@ -1,0 +1,55 @@
+"""``create_app(config)``: the aiohttp application that ``cli``, ``demo`` and the tests all run.
+
+Long-lived resources (one S3 client per source) are ``cleanup_ctx`` entries: created at
+start-up, closed at shutdown in reverse order, and only if their start-up succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+
+from imgproxy import keys
+from imgproxy.auth.principal import AuthPolicy
+from imgproxy.auth.tokens import load_tokens
+from imgproxy.config import Config
+from imgproxy.health import Readiness
+from imgproxy.middleware import observe, stamp_request_id
+from imgproxy.routes import add_routes
+from imgproxy.storage.s3 import S3Source, s3_client
+
+
+async def s3_sources(app: web.Application) -> AsyncIterator[None]:
+    """One aiobotocore client per source for the app's lifetime (never one per request)."""
+    config = app[keys.CONFIG]
+    async with AsyncExitStack() as stack:
+        sources = {
+            name: S3Source(src, await stack.enter_async_context(s3_client(src)))
+            for name, src in config.sources.items()
+        }
+        app[keys.SOURCES] = sources
+        app[keys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[keys.CLOCK])
+        yield
+
+
+def auth_policy(config: Config) -> AuthPolicy:
+    return AuthPolicy(
+        keys={kid: secret.reveal().encode("utf-8") for kid, secret in config.auth.keys.items()},
+        tokens=load_tokens(config.auth.tokens),
+        max_ttl=config.auth.max_ttl,
+        clock_skew=config.auth.clock_skew,
+    )
+
+
+def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
+    app = web.Application(middlewares=[observe], handler_args={"max_field_size": 8190})
+    app[keys.CONFIG] = config
+    app[keys.AUTH] = auth_policy(config)
+    app[keys.CLOCK] = clock
+    app.cleanup_ctx.append(s3_sources)
+    app.on_response_prepare.append(stamp_request_id)
+    add_routes(app)
+    return app

@@ -1,0 +1,1 @@
+"""Authorization of image requests: signed URLs (``signing``) and bearer tokens (``tokens``)."""

@@ -1,0 +1,206 @@
+"""Signed image URLs: the canonical form, signing, and verification.
+
+Pure, and importable by a dashboard backend with no server, network or aiohttp:
+
+    from imgproxy.auth.signing import UrlSigner
+    signer = UrlSigner(secret="...32+ bytes...", kid="k1", base_url="https://img.example.com")
+    url = signer.sign("photos", "employees/ada.jpg", ttl=3600)
+
+Canonical form (the README's "Signing spec" is the normative text):
+
+    canonical = PATH "?" QUERY
+    PATH      = "/img/" enc(source) "/" enc_keep_slash(key)
+    QUERY     = every parameter except ``sig`` (``exp`` and ``kid`` included), sorted by name,
+                each written enc(name) "=" enc(value), joined with "&"
+    enc(s)    = UTF-8 bytes of s, each byte outside A-Z a-z 0-9 "-" "." "_" "~" written %XX
+                (uppercase hex); enc_keep_slash also leaves "/" as it is
+    sig       = base64url(HMAC-SHA256(secret, canonical)) without "=" padding
+
+The signed URL is ``canonical + "&sig=" + sig``. Verification rebuilds the canonical form from
+the *decoded* request, so any equivalent encoding of the same key verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from imgproxy.errors import (
+    BadRequest,
+    ExpiredSignature,
+    ExpiryTooFar,
+    InvalidParameter,
+    InvalidSignature,
+    UnknownKeyId,
+)
+from imgproxy.paths import check_key, image_path, percent_decode, percent_encode
+
+RESERVED_PARAMS: Final = frozenset({"exp", "kid", "sig"})
+MAX_PARAM_BYTES: Final = 256
+_EXP: Final = re.compile(r"^[0-9]{1,12}$")
+
+
+def canonical_query(params: Mapping[str, str]) -> str:
+    """Every parameter but ``sig``, sorted by name, canonically encoded and joined by '&'."""
+    return "&".join(
+        f"{percent_encode(name, keep_slash=False)}={percent_encode(value, keep_slash=False)}"
+        for name, value in sorted(params.items())
+        if name != "sig"
+    )
+
+
+def canonical_form(source: str, key: str, params: Mapping[str, str]) -> str:
+    return f"{image_path(source, key)}?{canonical_query(params)}"
+
+
+def compute_signature(secret: bytes, canonical: str) -> str:
+    digest = hmac.new(secret, canonical.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def sign_url(
+    source: str,
+    key: str,
+    *,
+    secret: str | bytes,
+    exp: int,
+    kid: str | None = None,
+    params: Mapping[str, str] | None = None,
+    base_url: str = "",
+) -> str:
+    """A signed proxy URL (path and query, prefixed by ``base_url``) valid until ``exp``."""
+    extra = dict(params or {})
+    clash = RESERVED_PARAMS & extra.keys()
+    if clash:
+        raise ValueError(f"parameter names {sorted(clash)} are reserved for signing")
+    check_key(key)
+    signed = {**extra, "exp": str(int(exp))}
+    if kid is not None:
+        signed["kid"] = kid
+    canonical = canonical_form(source, key, signed)
+    secret_bytes = secret.encode("utf-8") if isinstance(secret, str) else secret
+    return f"{base_url.rstrip('/')}{canonical}&sig={compute_signature(secret_bytes, canonical)}"
+
+
+@dataclass(frozen=True, slots=True)
+class UrlSigner:
+    """Signs proxy URLs for one key; what a dashboard holds. ``repr`` never shows the secret."""
+
+    secret: bytes
+    kid: str | None = None
+    base_url: str = ""
+
+    def __init__(self, secret: str | bytes, kid: str | None = None, base_url: str = "") -> None:
+        object.__setattr__(self, "secret", secret.encode() if isinstance(secret, str) else secret)
+        object.__setattr__(self, "kid", kid)
+        object.__setattr__(self, "base_url", base_url)
+
+    def __repr__(self) -> str:
+        return f"UrlSigner(kid={self.kid!r}, base_url={self.base_url!r}, secret='**********')"
+
+    def sign(
+        self,
+        source: str,
+        key: str,
+        *,
+        ttl: float = 3600,
+        params: Mapping[str, str] | None = None,
+        now: float | None = None,
+    ) -> str:
+        issued = time.time() if now is None else now
+        return sign_url(
+            source, key, secret=self.secret, exp=int(issued + ttl), kid=self.kid,
+            params=params, base_url=self.base_url,
+        )
+
+    def sign_many(
+        self,
+        items: Iterable[tuple[str, str, Mapping[str, str] | None]],
+        *,
+        ttl: float = 3600,
+        now: float | None = None,
+    ) -> list[str]:
+        """Sign many (source, key, params) items with one expiry: no call per image."""
+        issued = time.time() if now is None else now
+        return [self.sign(s, k, ttl=ttl, params=p, now=issued) for s, k, p in items]
+
+
+def parse_query(raw_query: str, max_params: int) -> dict[str, str]:
+    """Decode a raw query string; duplicate, empty-named or oversized parameters are errors."""
+    params: dict[str, str] = {}
+    if not raw_query:
+        return params
+    parts = raw_query.split("&")
+    if len(parts) > max_params:
+        raise InvalidParameter("too many query parameters",
+                               public_message=f"At most {max_params} query parameters are allowed.")
+    for part in parts:
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition("=")
+        name = percent_decode(raw_name.replace("+", " "), "query parameter name")
+        value = percent_decode(raw_value.replace("+", " "), f"query parameter {name!r}")
+        if not name:
+            raise InvalidParameter("empty parameter name",
+                                   public_message="A query parameter has no name.")
+        if len(name) + len(value) > MAX_PARAM_BYTES:
+            raise InvalidParameter(f"parameter {name!r} too long",
+                                   public_message=f"Query parameter {name!r} is too long.")
+        if name in params:
+            raise InvalidParameter(f"duplicate parameter {name!r}",
+                                   public_message=f"Query parameter {name!r} is given twice.")
+        params[name] = value
+    return params
+
+
+def verify_signature(
+    source: str,
+    key: str,
+    params: Mapping[str, str],
+    *,
+    keys: Mapping[str, bytes],
+    now: float,
+    max_ttl: float,
+    clock_skew: float,
+) -> str:
+    """Check ``sig`` over the canonical form, then ``exp``; return the key id that matched."""
+    sig = params.get("sig", "")
+    exp_text = params.get("exp")
+    if exp_text is None:
+        raise InvalidParameter("missing exp",
+                               public_message="Signed URLs need an 'exp' parameter (unix seconds).")
+    if not _EXP.match(exp_text):
+        raise InvalidParameter("malformed exp",
+                               public_message="Parameter 'exp' must be unix seconds (digits only).")
+    kid = params.get("kid")
+    if kid is None:
+        if len(keys) != 1:
+            raise UnknownKeyId("kid missing with several keys",
+                               public_message="Parameter 'kid' is required: several keys are active.")
+        kid = next(iter(keys))
+    secret = keys.get(kid)
+    if secret is None:
+        raise UnknownKeyId("unknown kid")
+    expected = compute_signature(secret, canonical_form(source, key, params))
+    if not hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace")):
+        raise InvalidSignature("signature mismatch")
+    exp = int(exp_text)
+    if exp < now:
+        raise ExpiredSignature("expired")
+    if exp > now + max_ttl + clock_skew:
+        raise ExpiryTooFar("exp beyond max_ttl")
+    return kid
+
+
+def require_no_reserved(params: Mapping[str, str]) -> None:
+    """Bearer-token requests carry no signing parameters; mixing the two is a client bug."""
+    clash = sorted(RESERVED_PARAMS & params.keys())
+    if clash:
+        raise BadRequest(f"signing params {clash} without sig",
+                         public_message=f"Parameter {clash[0]!r} only belongs in a signed URL (with 'sig').")

@@ -1,0 +1,69 @@
+"""Bearer tokens: recognising a presented token and checking its scopes.
+
+Pure. Tokens are compared as SHA-256 digests with ``hmac.compare_digest`` against *every*
+configured token (no early exit), so neither timing nor order reveals which one came close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from imgproxy.config import Scope, TokenConfig
+from imgproxy.errors import InvalidToken, OutOfScope
+
+_BEARER: Final = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
+MAX_TOKEN_CHARS: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A configured token as the server keeps it: its name (safe to log), digest and scopes."""
+
+    name: str
+    digest: bytes
+    scopes: tuple[Scope, ...]
+
+    def __repr__(self) -> str:
+        return f"Token(name={self.name!r}, scopes={len(self.scopes)})"
+
+    def allows(self, source: str, key: str) -> bool:
+        return any(scope.allows(source, key) for scope in self.scopes)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def load_tokens(configs: Sequence[TokenConfig]) -> tuple[Token, ...]:
+    return tuple(Token(c.name, _digest(c.token.reveal()), c.scopes) for c in configs)
+
+
+def parse_bearer(header: str) -> str:
+    """The token from an ``Authorization: Bearer ...`` value, or ``InvalidToken``."""
+    match = _BEARER.match(header) if len(header) <= MAX_TOKEN_CHARS else None
+    if match is None:
+        raise InvalidToken("malformed Authorization header",
+                           public_message="Use 'Authorization: Bearer <token>'.")
+    return match.group(1)
+
+
+def find_token(presented: str, tokens: Sequence[Token]) -> Token:
+    """The configured token equal to ``presented``; constant time in the token's content."""
+    digest = _digest(presented)
+    found: Token | None = None
+    for token in tokens:
+        if hmac.compare_digest(digest, token.digest):
+            found = token
+    if found is None:
+        raise InvalidToken("unknown bearer token")
+    return found
+
+
+def check_scope(token: Token, source: str, key: str) -> None:
+    if not token.allows(source, key):
+        raise OutOfScope(f"token {token.name!r} has no scope for this path")

@@ -1,0 +1,124 @@
+"""Conditional and range requests: parse the client's headers into what to ask S3 for.
+
+Pure. RFC 9110 rules applied here: If-Modified-Since is ignored when If-None-Match is present
+(13.2.2); an unparseable date is ignored (13.1.3); a Range that is not a single, well-formed
+``bytes=`` range is ignored and the whole object is served (14.2: a server MAY ignore Range);
+If-Range turns a range request into a full one when its validator does not match (13.1.5).
+Whether a range is satisfiable is S3's answer, since only S3 knows the size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Final
+
+_RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE)
+_ETAG_LIST_ITEM: Final = re.compile(r'\s*(?:W/)?("[^"]*")\s*(?:,|$)')
+MAX_VALIDATOR_CHARS: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """One ``bytes=`` range: ``first-last``, ``first-`` or the suffix ``-length``."""
+
+    first: int | None
+    last: int | None
+
+    def header(self) -> str:
+        first = "" if self.first is None else str(self.first)
+        last = "" if self.last is None else str(self.last)
+        return f"bytes={first}-{last}"
+
+
+@dataclass(frozen=True, slots=True)
+class Preconditions:
+    """The request's validators, normalised; each maps onto one S3 GetObject/HeadObject field."""
+
+    if_none_match: str | None = None
+    if_modified_since: datetime | None = None
+    if_match: str | None = None
+    if_unmodified_since: datetime | None = None
+    if_range_etag: str | None = None
+    if_range_date: datetime | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == Preconditions()
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    if not value or len(value) > 64:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def format_http_date(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def parse_range(value: str | None) -> ByteRange | None:
+    """A single satisfiable-looking byte range, or ``None`` to serve the whole object."""
+    if not value or "," in value:
+        return None
+    match = _RANGE.match(value)
+    if match is None:
+        return None
+    first_text, last_text = match.groups()
+    if not first_text and not last_text:
+        return None
+    if not first_text:
+        length = int(last_text)
+        return ByteRange(None, length) if length > 0 else None
+    first = int(first_text)
+    last = int(last_text) if last_text else None
+    if last is not None and last < first:
+        return None
+    return ByteRange(first, last)
+
+
+def _validator(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_VALIDATOR_CHARS or any(ord(c) < 0x20 for c in value):
+        return None
+    return value
+
+
+def parse_preconditions(headers: Mapping[str, str]) -> Preconditions:
+    """Validators from request headers (names as in ``aiohttp.hdrs``, case-insensitive map)."""
+    if_none_match = _validator(headers.get("If-None-Match"))
+    if_range = _validator(headers.get("If-Range"))
+    if_range_etag = if_range if if_range and if_range.startswith('"') else None
+    return Preconditions(
+        if_none_match=if_none_match,
+        if_modified_since=None if if_none_match else parse_http_date(headers.get("If-Modified-Since")),
+        if_match=_validator(headers.get("If-Match")),
+        if_unmodified_since=parse_http_date(headers.get("If-Unmodified-Since")),
+        if_range_etag=if_range_etag,
+        if_range_date=None if if_range_etag or not if_range else parse_http_date(if_range),
+    )
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2 weak comparison of an If-None-Match list against one ETag."""
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag[2:] if etag.startswith("W/") else etag
+    position = 0
+    while position < len(if_none_match):
+        match = _ETAG_LIST_ITEM.match(if_none_match, position)
+        if match is None:
+            return False
+        if match.group(1) == opaque:
+            return True
+        position = match.end()
+    return False

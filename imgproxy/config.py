@@ -1,0 +1,442 @@
+"""Configuration: TOML (or its environment stand-ins) -> frozen, validated, typed dataclasses.
+
+This is the only module that reads files or the environment. Every problem is a ``ConfigError``
+whose text names the key path (``sources.photos.prefix: must not contain '..'``), so the CLI can
+print one line and exit. Secrets are ``Secret`` values: masked in ``repr``/``str``, revealed only
+where they are used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+CONFIG_PATH_ENV: Final = "IMGPROXY_CONFIG"
+CONFIG_TOML_ENV: Final = "IMGPROXY_CONFIG_TOML"
+MIN_SIGNING_KEY_BYTES: Final = 32
+MIN_TOKEN_BYTES: Final = 32
+MAX_TTL_LIMIT: Final = 7 * 24 * 3600  # S3 presigned URLs cannot outlive seven days either
+NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DEFAULT_INLINE_TYPES: Final = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/bmp",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+)
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for one line of output: ``key.path: what is wrong``."""
+
+
+class Secret:
+    """A secret string whose ``repr`` and ``str`` are masked; ``reveal()`` at the point of use."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from a number or a string like ``"90s"``, ``"5m"``, ``"1h"``, ``"7d"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration such as 30, \"30s\", \"5m\" or \"1h\"")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ConfigError(f"{where}: expected a duration such as 30, \"30s\", \"5m\" or \"1h\"")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{where}: must be a finite, non-negative duration")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a bearer token may read: one source (or ``*``) and a key prefix or exact key."""
+
+    source: str
+    key: str
+    is_prefix: bool
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Scope:
+        source, sep, key = text.partition(":")
+        if not sep:
+            key = "*"
+        if source != "*" and not NAME_PATTERN.match(source):
+            raise ConfigError(f"{where}: {text!r} must look like 'SOURCE:PREFIX*' or '*'")
+        if "*" in key[:-1]:
+            raise ConfigError(f"{where}: {text!r} may hold '*' only at the end")
+        is_prefix = key.endswith("*")
+        return cls(source=source, key=key[:-1] if is_prefix else key, is_prefix=is_prefix)
+
+    def allows(self, source: str, key: str) -> bool:
+        if self.source not in ("*", source):
+            return False
+        return key.startswith(self.key) if self.is_prefix else key == self.key
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    name: str
+    token: Secret
+    scopes: tuple[Scope, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    keepalive_timeout: float = 75.0
+    shutdown_timeout: float = 30.0
+    ready_cache_seconds: float = 5.0
+    inline_types: tuple[str, ...] = DEFAULT_INLINE_TYPES
+    log_keys: bool = False
+    max_query_params: int = 32
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    keys: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    sign_with: str = ""
+    max_ttl: float = 7 * 24 * 3600.0
+    clock_skew: float = 60.0
+    tokens: tuple[TokenConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    name: str
+    bucket: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    addressing_style: str = "auto"
+    prefix: str = ""
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+    profile: str | None = None
+    cache_control: str = "private, max-age=3600"
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    max_connections: int = 32
+    max_attempts: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    auth: AuthConfig
+    sources: Mapping[str, SourceConfig]
+
+
+class _Table:
+    """A TOML table being read: typed getters that name the key path, and unknown-key checks."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a table")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def raw(self, key: str) -> object:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self.raw(key)
+        if value is None:
+            if required or default is None:
+                raise ConfigError(f"{self.where(key)}: is required")
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(f"{self.where(key)}: expected a string")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self.raw(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self.where(key)}: expected a string")
+        return value or None
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self.where(key)}: expected a whole number")
+        if not low <= value <= high:
+            raise ConfigError(f"{self.where(key)}: must be between {low} and {high}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.where(key)}: expected true or false")
+        return value
+
+    def duration(self, key: str, default: float, low: float = 0.0, high: float = 1e9) -> float:
+        value = self.raw(key)
+        if value is None:
+            return default
+        seconds = parse_duration(value, self.where(key))
+        if not low <= seconds <= high:
+            raise ConfigError(f"{self.where(key)}: must be between {low:g}s and {high:g}s")
+        return seconds
+
+    def string_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self.where(key)}: expected a list of strings")
+        return tuple(value)
+
+    def secret(self, key: str, environ: Mapping[str, str], *, required: bool = False) -> Secret | None:
+        value = self.raw(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"{self.where(key)}: is required")
+            return None
+        return resolve_secret(value, self.where(key), environ)
+
+    def table(self, key: str) -> _Table:
+        value = self.raw(key)
+        return _Table({} if value is None else value, self.where(key))
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.where(unknown[0])}: unknown key")
+
+
+def resolve_secret(value: object, where: str, environ: Mapping[str, str]) -> Secret:
+    """A literal string, or ``env:VAR_NAME`` read from the environment."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a non-empty string or 'env:VAR_NAME'")
+    if value.startswith("env:"):
+        var = value[4:]
+        if not var:
+            raise ConfigError(f"{where}: 'env:' needs a variable name")
+        if var not in environ:
+            raise ConfigError(f"{where}: environment variable {var} is not set")
+        if not environ[var]:
+            raise ConfigError(f"{where}: environment variable {var} is empty")
+        return Secret(environ[var])
+    return Secret(value)
+
+
+def _server(t: _Table) -> ServerConfig:
+    public_url = t.string("public_url", "")
+    if public_url and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", public_url):
+        raise ConfigError(f"{t.where('public_url')}: expected an http(s) URL such as https://img.example.com")
+    inline = t.string_list("inline_types", DEFAULT_INLINE_TYPES)
+    for mime in inline:
+        if not re.match(r"^[a-z0-9.+-]+/[a-z0-9.+-]+$", mime):
+            raise ConfigError(f"{t.where('inline_types')}: {mime!r} is not a media type")
+        if mime in ("image/svg+xml", "text/html", "application/xhtml+xml", "text/xml"):
+            raise ConfigError(f"{t.where('inline_types')}: {mime} can run scripts; it is never inline")
+    server = ServerConfig(
+        host=t.string("host", "127.0.0.1"),
+        port=t.integer("port", 8080, 0, 65535),
+        public_url=public_url,
+        keepalive_timeout=t.duration("keepalive_timeout", 75.0, 0, 3600),
+        shutdown_timeout=t.duration("shutdown_timeout", 30.0, 0, 3600),
+        ready_cache_seconds=t.duration("ready_cache_seconds", 5.0, 0, 3600),
+        inline_types=tuple(m.lower() for m in inline),
+        log_keys=t.boolean("log_keys", False),
+        max_query_params=t.integer("max_query_params", 32, 4, 256),
+    )
+    t.reject_unknown()
+    return server
+
+
+def _auth(t: _Table, environ: Mapping[str, str]) -> AuthConfig:
+    keys_table = t.table("keys")
+    keys: dict[str, Secret] = {}
+    for kid in keys_table.data:
+        if not NAME_PATTERN.match(kid):
+            raise ConfigError(f"{keys_table.where(kid)}: key ids use letters, digits, '_' and '-'")
+        secret = keys_table.secret(kid, environ, required=True)
+        assert secret is not None
+        if len(secret.reveal().encode()) < MIN_SIGNING_KEY_BYTES:
+            raise ConfigError(
+                f"{keys_table.where(kid)}: signing keys must be at least {MIN_SIGNING_KEY_BYTES} bytes"
+            )
+        keys[kid] = secret
+    sign_with = t.string("sign_with", next(iter(keys), ""))
+    if keys and sign_with not in keys:
+        raise ConfigError(f"{t.where('sign_with')}: {sign_with!r} is not a key in auth.keys")
+
+    tokens_table = t.table("tokens")
+    tokens: list[TokenConfig] = []
+    for name in tokens_table.data:
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(f"{tokens_table.where(name)}: token names use letters, digits, '_' and '-'")
+        tt = tokens_table.table(name)
+        token = tt.secret("token", environ, required=True)
+        assert token is not None
+        if len(token.reveal().encode()) < MIN_TOKEN_BYTES:
+            raise ConfigError(f"{tt.where('token')}: tokens must be at least {MIN_TOKEN_BYTES} bytes")
+        scopes = tt.string_list("scopes", ())
+        if not scopes:
+            raise ConfigError(f"{tt.where('scopes')}: list at least one scope, e.g. 'photos:employees/*'")
+        tokens.append(
+            TokenConfig(
+                name=name,
+                token=token,
+                scopes=tuple(Scope.parse(s, tt.where("scopes")) for s in scopes),
+            )
+        )
+        tt.reject_unknown()
+    if len({tok.token for tok in tokens}) != len(tokens):
+        raise ConfigError(f"{tokens_table.path}: two tokens share the same secret")
+
+    auth = AuthConfig(
+        keys=MappingProxyType(keys),
+        sign_with=sign_with,
+        max_ttl=t.duration("max_ttl", 7 * 24 * 3600.0, 1, MAX_TTL_LIMIT),
+        clock_skew=t.duration("clock_skew", 60.0, 0, 3600),
+        tokens=tuple(tokens),
+    )
+    t.reject_unknown()
+    return auth
+
+
+def _source(name: str, t: _Table, environ: Mapping[str, str]) -> SourceConfig:
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{t.path}: source names use letters, digits, '_' and '-' (at most 64)")
+    bucket = t.string("bucket", required=True)
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$", bucket):
+        raise ConfigError(f"{t.where('bucket')}: {bucket!r} is not a bucket name")
+    endpoint_url = t.optional_string("endpoint_url")
+    if endpoint_url and not re.match(r"^https?://[^/?#\s]+/?$", endpoint_url):
+        raise ConfigError(f"{t.where('endpoint_url')}: expected a URL such as https://minio.local:9000")
+    style = t.string("addressing_style", "auto")
+    if style not in ("auto", "path", "virtual"):
+        raise ConfigError(f"{t.where('addressing_style')}: must be 'auto', 'path' or 'virtual'")
+    prefix = t.string("prefix", "")
+    if prefix.startswith("/") or "\\" in prefix or any(s in (".", "..") for s in prefix.split("/")):
+        raise ConfigError(f"{t.where('prefix')}: must be a relative key prefix without '.' or '..'")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in prefix):
+        raise ConfigError(f"{t.where('prefix')}: must not contain control characters")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    access_key = t.secret("access_key_id", environ)
+    secret_key = t.secret("secret_access_key", environ)
+    if (access_key is None) != (secret_key is None):
+        raise ConfigError(f"{t.path}: give both access_key_id and secret_access_key, or neither")
+    session_token = t.secret("session_token", environ)
+    if session_token is not None and access_key is None:
+        raise ConfigError(f"{t.where('session_token')}: needs access_key_id and secret_access_key")
+    profile = t.optional_string("profile")
+    if profile and access_key is not None:
+        raise ConfigError(f"{t.where('profile')}: give explicit keys or a profile, not both")
+    cache_control = t.string("cache_control", "private, max-age=3600")
+    if not cache_control or any(ord(c) < 0x20 for c in cache_control):
+        raise ConfigError(f"{t.where('cache_control')}: expected a Cache-Control header value")
+    source = SourceConfig(
+        name=name,
+        bucket=bucket,
+        region=t.string("region", "us-east-1"),
+        endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
+        addressing_style=style,
+        prefix=prefix,
+        access_key_id=access_key,
+        secret_access_key=secret_key,
+        session_token=session_token,
+        profile=profile,
+        cache_control=cache_control,
+        connect_timeout=t.duration("connect_timeout", 3.0, 0.05, 300),
+        read_timeout=t.duration("read_timeout", 10.0, 0.05, 3600),
+        max_connections=t.integer("max_connections", 32, 1, 1024),
+        max_attempts=t.integer("max_attempts", 2, 1, 10),
+    )
+    t.reject_unknown()
+    return source
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a ``Config`` from parsed TOML data."""
+    env = os.environ if environ is None else environ
+    root = _Table(dict(data), "")
+    server = _server(root.table("server"))
+    auth = _auth(root.table("auth"), env)
+    sources_table = root.table("sources")
+    sources = {name: _source(name, sources_table.table(name), env) for name in sources_table.data}
+    if not sources:
+        raise ConfigError("sources: define at least one [sources.NAME] table")
+    if not auth.keys and not auth.tokens:
+        raise ConfigError("auth: define at least one signing key (auth.keys) or bearer token (auth.tokens)")
+    root.reject_unknown()
+    return Config(server=server, auth=auth, sources=MappingProxyType(sources))
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config from ``path``, else ``$IMGPROXY_CONFIG``, else ``$IMGPROXY_CONFIG_TOML``."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get(CONFIG_PATH_ENV):
+        path = env[CONFIG_PATH_ENV]
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{os.fspath(path)}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{os.fspath(path)}: cannot read: {exc.__class__.__name__}") from None
+        origin = os.fspath(path)
+    elif env.get(CONFIG_TOML_ENV):
+        text, origin = env[CONFIG_TOML_ENV], f"${CONFIG_TOML_ENV}"
+    else:
+        raise ConfigError(f"config: give --config PATH, or set {CONFIG_PATH_ENV} or {CONFIG_TOML_ENV}")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+    return parse_config(data, env)

@@ -1,0 +1,167 @@
+"""``imgproxy demo``: an in-process S3 (moto) with a private bucket of sample images, and the proxy.
+
+Needs no AWS account and nothing running: it starts moto's threaded server on loopback, creates
+the bucket, uploads generated images, starts the proxy with fresh random credentials, and prints
+signed URLs and curl commands that work as printed. Ctrl-C (or SIGTERM) stops both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+from aiohttp import web
+
+from imgproxy.app import create_app
+from imgproxy.auth.signing import UrlSigner
+from imgproxy.config import Config, parse_config
+from imgproxy.storage.s3 import s3_client
+
+BUCKET: Final = "demo-private"
+SOURCE: Final = "demo"
+DEMO_TTL: Final = 3600
+
+
+def sample_images() -> dict[str, tuple[bytes, str]]:
+    """Generated samples: key -> (bytes, content type). Pillow is imported only here."""
+    from PIL import Image, ImageDraw
+
+    def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    photo = Image.linear_gradient("L").resize((1200, 800)).convert("RGB")
+    draw = ImageDraw.Draw(photo)
+    draw.ellipse((450, 250, 750, 550), fill=(220, 120, 40))
+    draw.text((40, 40), "imgproxy demo: private photo", fill=(255, 255, 255))
+
+    badge = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    ImageDraw.Draw(badge).ellipse((16, 16, 240, 240), fill=(30, 140, 220, 200))
+
+    large = Image.effect_noise((4000, 3000), 64).convert("RGB")
+    return {
+        "photos/employee photo.jpg": (encode(photo, "JPEG", quality=88), "image/jpeg"),
+        "badges/badge+alpha.png": (encode(badge, "PNG"), "image/png"),
+        "large/scan-4000x3000.jpg": (encode(large, "JPEG", quality=95), "image/jpeg"),
+    }
+
+
+@contextmanager
+def moto_server(host: str = "127.0.0.1") -> Iterator[str]:
+    """moto's threaded S3-compatible server on a free loopback port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+    server.start()
+    try:
+        bound_host, port = server.get_host_and_port()
+        yield f"http://{bound_host}:{port}"
+    finally:
+        server.stop()
+
+
+def demo_config(endpoint: str, host: str, port: int) -> tuple[Config, str, str]:
+    """A config for the demo, with a fresh signing key and bearer token."""
+    signing_key = secrets.token_urlsafe(32)
+    token = secrets.token_urlsafe(32)
+    data = {
+        "server": {"host": host, "port": port},
+        "auth": {
+            "keys": {"demo": signing_key},
+            "max_ttl": "1d",
+            "tokens": {"curl": {"token": token, "scopes": [f"{SOURCE}:*"]}},
+        },
+        "sources": {
+            SOURCE: {
+                "bucket": BUCKET,
+                "region": "us-east-1",
+                "endpoint_url": endpoint,
+                "addressing_style": "path",
+                "access_key_id": "demo-access-key",
+                "secret_access_key": "demo-secret-key",
+                "connect_timeout": 2,
+                "read_timeout": 10,
+            }
+        },
+    }
+    return parse_config(data, environ={}), signing_key, token
+
+
+async def seed_bucket(config: Config, images: dict[str, tuple[bytes, str]]) -> None:
+    async with s3_client(config.sources[SOURCE]) as client:
+        await client.create_bucket(Bucket=BUCKET)
+        for key, (body, content_type) in images.items():
+            await client.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType=content_type)
+
+
+def banner(base_url: str, endpoint: str, signer: UrlSigner, token: str,
+           images: dict[str, tuple[bytes, str]]) -> str:
+    lines = [
+        f"imgproxy demo: proxy on {base_url}",
+        f"  in-process S3 (moto) on {endpoint}, private bucket {BUCKET!r}, source {SOURCE!r}",
+        "",
+        f"Signed URLs (valid {DEMO_TTL // 60} minutes; open them in a browser or <img src>):",
+    ]
+    urls = {key: signer.sign(SOURCE, key, ttl=DEMO_TTL) for key in images}
+    for key, url in urls.items():
+        lines.append(f"  {key} ({len(images[key][0]):,} bytes)")
+        lines.append(f"    {url}")
+    first_key, first_url = next(iter(urls.items()))
+    name = first_key.rsplit("/", 1)[-1]
+    plain = f"{base_url}/img/{SOURCE}/" + first_key.replace(" ", "%20")
+    lines += [
+        "",
+        "curl commands:",
+        f"  curl -fsS -o {shlex.quote(name)} {shlex.quote(first_url)}",
+        f"  curl -sS -D - -o /dev/null {shlex.quote(first_url)}",
+        f"  curl -sS -D - -o /dev/null -H 'Range: bytes=0-99' {shlex.quote(first_url)}",
+        f"  curl -fsS -H {shlex.quote('Authorization: Bearer ' + token)} -o {shlex.quote(name)} "
+        f"{shlex.quote(plain)}",
+        f"  curl -sS {shlex.quote(plain)}    # no credentials: 401",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def serve_demo(host: str, port: int) -> None:
+    images = sample_images()
+    with moto_server() as endpoint:
+        config, signing_key, token = demo_config(endpoint, host, port)
+        await seed_bucket(config, images)
+        runner = web.AppRunner(create_app(config), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            server = site._server
+            bound = server.sockets[0].getsockname()[1] if isinstance(server, asyncio.Server) else port
+            base_url = f"http://{host}:{bound}"
+            signer = UrlSigner(signing_key, "demo", base_url)
+            sys.stdout.write(banner(base_url, endpoint, signer, token, images))
+            sys.stdout.flush()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def run_demo(host: str, port: int) -> int:
+    try:
+        asyncio.run(serve_demo(host, port))
+    except OSError as exc:
+        sys.stderr.write(f"imgproxy: demo cannot listen on {host}:{port}: {exc.strerror or exc}\n")
+        return 1
+    sys.stdout.write("imgproxy demo stopped.\n")
+    return 0

@@ -1,0 +1,185 @@
+"""The proxy's error tree: every failure a client can see, with its status, code and public message.
+
+    ProxyError (500 internal_error)
+    ├── BadRequest (400 bad_request)
+    │   ├── InvalidPath (400 invalid_path)
+    │   └── InvalidParameter (400 invalid_parameter)
+    ├── Unauthorized (401 unauthorized)
+    │   └── InvalidToken (401 invalid_token)
+    ├── Forbidden (403 forbidden)
+    │   ├── InvalidSignature (403 invalid_signature)
+    │   ├── ExpiredSignature (403 expired)
+    │   ├── ExpiryTooFar (403 expiry_too_far)
+    │   ├── UnknownKeyId (403 unknown_key)
+    │   └── OutOfScope (403 out_of_scope)
+    ├── NotFound (404 not_found)
+    │   ├── UnknownSource (404 unknown_source)
+    │   └── ObjectNotFound (404 not_found)
+    ├── MethodNotAllowed (405 method_not_allowed)
+    ├── PreconditionFailed (412 precondition_failed)
+    ├── RangeNotSatisfiable (416 range_not_satisfiable)
+    ├── StorageError (502 storage_error)
+    ├── NotReady (503 not_ready)
+    └── StorageTimeout (504 storage_timeout)
+
+The constructor's text goes to the log only; a client sees ``public_message``, which never
+carries internal detail (keys, bucket names, botocore messages). ``middleware.py`` is the one
+place an error becomes a response. This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ProxyError(Exception):
+    """Base of every error with a public face. Subclasses set the three class attributes."""
+
+    status: int = 500
+    code: str = "internal_error"
+    public_message: str = "The server hit an unexpected error."
+
+    def __init__(
+        self,
+        log_detail: str = "",
+        *,
+        public_message: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(log_detail or self.public_message)
+        if public_message is not None:
+            self.public_message = public_message
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class BadRequest(ProxyError):
+    status = 400
+    code = "bad_request"
+    public_message = "The request is malformed."
+
+
+class InvalidPath(BadRequest):
+    code = "invalid_path"
+    public_message = "The image path is not valid."
+
+
+class InvalidParameter(BadRequest):
+    code = "invalid_parameter"
+    public_message = "A query parameter is not valid."
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    code = "unauthorized"
+    public_message = "This request needs a signed URL or an Authorization: Bearer token."
+    challenge = 'Bearer realm="imgproxy"'
+
+    def __init__(
+        self,
+        log_detail: str = "",
+        *,
+        public_message: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(log_detail, public_message=public_message, headers=headers)
+        self.headers.setdefault("WWW-Authenticate", self.challenge)
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+    public_message = "The bearer token is not valid."
+    challenge = 'Bearer realm="imgproxy", error="invalid_token"'
+
+
+class Forbidden(ProxyError):
+    status = 403
+    code = "forbidden"
+    public_message = "Access denied."
+
+
+class InvalidSignature(Forbidden):
+    code = "invalid_signature"
+    public_message = "The URL signature does not match."
+
+
+class ExpiredSignature(Forbidden):
+    code = "expired"
+    public_message = "The signed URL has expired."
+
+
+class ExpiryTooFar(Forbidden):
+    code = "expiry_too_far"
+    public_message = "The signed URL's expiry lies further ahead than the server allows."
+
+
+class UnknownKeyId(Forbidden):
+    code = "unknown_key"
+    public_message = "The URL was signed with a key this server does not know."
+
+
+class OutOfScope(Forbidden):
+    code = "out_of_scope"
+    public_message = "The credentials do not grant access to this path."
+
+
+class NotFound(ProxyError):
+    status = 404
+    code = "not_found"
+    public_message = "No such resource."
+
+
+class UnknownSource(NotFound):
+    code = "unknown_source"
+    public_message = "No such image source."
+
+
+class ObjectNotFound(NotFound):
+    code = "not_found"
+    public_message = "No such image."
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    code = "method_not_allowed"
+    public_message = "This method is not allowed here."
+
+
+class PreconditionFailed(ProxyError):
+    status = 412
+    code = "precondition_failed"
+    public_message = "A request precondition did not hold."
+
+
+class RangeNotSatisfiable(ProxyError):
+    status = 416
+    code = "range_not_satisfiable"
+    public_message = "The requested range lies outside the object."
+
+
+class StorageError(ProxyError):
+    status = 502
+    code = "storage_error"
+    public_message = "The image storage refused or failed the request."
+
+
+class NotReady(ProxyError):
+    status = 503
+    code = "not_ready"
+    public_message = "The server cannot reach all of its image sources."
+
+
+class StorageTimeout(ProxyError):
+    status = 504
+    code = "storage_timeout"
+    public_message = "The image storage did not answer in time."
+
+
+def all_error_classes() -> list[type[ProxyError]]:
+    """Every class in the tree, base first: the README's error table is checked against this."""
+    found: list[type[ProxyError]] = []
+    pending: list[type[ProxyError]] = [ProxyError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

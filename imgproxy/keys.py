@@ -1,0 +1,19 @@
+"""The typed ``web.AppKey`` constants under which the application keeps its state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from aiohttp import web
+
+from imgproxy.auth.principal import AuthPolicy
+from imgproxy.config import Config
+from imgproxy.health import Readiness
+from imgproxy.storage.s3 import S3Source
+
+CONFIG: Final = web.AppKey("config", Config)
+AUTH: Final = web.AppKey("auth", AuthPolicy)
+CLOCK: Final[web.AppKey[Callable[[], float]]] = web.AppKey("clock")
+SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
+READINESS: Final = web.AppKey("readiness", Readiness)

@@ -1,0 +1,105 @@
+"""Request ids, the access log, and the one place an error becomes a response.
+
+Every error a client sees is ``{"error", "message", "request_id"}`` with the status of its
+``ProxyError`` class; anything unexpected is logged with its traceback and answered as a bare 500.
+The access log never holds a query string (signatures), a token, or (unless the operator opts
+in) an object key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import hdrs, web
+
+from imgproxy.errors import MethodNotAllowed, NotFound, ProxyError
+
+log = logging.getLogger("imgproxy.error")
+access_log = logging.getLogger("imgproxy.access")
+REQUEST_ID: Final = web.RequestKey("imgproxy.request_id", str)
+LOG_FIELDS: Final[web.RequestKey[dict[str, str]]] = web.RequestKey("imgproxy.log_fields", dict)
+_CLIENT_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def new_request_id(incoming: str | None) -> str:
+    """Keep a well-formed id from a trusted front proxy; otherwise mint one."""
+    if incoming and _CLIENT_REQUEST_ID.match(incoming):
+        return incoming
+    return secrets.token_hex(8)
+
+
+def error_response(exc: ProxyError, request_id: str) -> web.Response:
+    headers = {hdrs.CACHE_CONTROL: "no-store", "X-Content-Type-Options": "nosniff", **exc.headers}
+    body = {"error": exc.code, "message": exc.public_message, "request_id": request_id}
+    return web.json_response(body, status=exc.status, headers=headers)
+
+
+def from_http_exception(exc: web.HTTPException) -> ProxyError:
+    """aiohttp's own routing errors (no such route, wrong method) in our shape."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"method {exc.method}",
+                                headers={hdrs.ALLOW: ", ".join(sorted(exc.allowed_methods))})
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such route")
+    error = ProxyError(f"aiohttp {exc.status}", public_message=exc.reason)
+    error.status = exc.status
+    error.code = re.sub(r"[^a-z0-9]+", "_", exc.reason.lower()).strip("_") or "error"
+    return error
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = new_request_id(request.headers.get("X-Request-Id"))
+    request[REQUEST_ID] = request_id
+    request[LOG_FIELDS] = {}
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ProxyError as exc:
+        response = error_response(exc, request_id)
+        level = logging.ERROR if exc.status >= 500 else logging.INFO
+        log.log(level, "request_id=%s status=%d error=%s detail=%r",
+                request_id, exc.status, exc.code, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(from_http_exception(exc), request_id)
+    except Exception:
+        log.exception("request_id=%s unexpected error", request_id)
+        response = error_response(ProxyError("unexpected"), request_id)
+    write_access_log(request, response, time.perf_counter() - started)
+    return response
+
+
+async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer, streamed or not, carries its request id."""
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["X-Request-Id"] = request_id
+
+
+def _logfmt(value: str) -> str:
+    if value and re.fullmatch(r"[A-Za-z0-9._:/*@+-]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_access_log(request: web.Request, response: web.StreamResponse, seconds: float) -> None:
+    sent = response.body_length if response.prepared else (response.content_length or 0)
+    route = request.match_info.route.resource
+    fields = {
+        "request_id": request.get(REQUEST_ID, "-"),
+        "method": request.method,
+        "route": route.canonical if route is not None else "-",
+        "status": str(response.status),
+        "bytes": str(sent),
+        "duration_ms": f"{seconds * 1000:.1f}",
+        **request.get(LOG_FIELDS, {}),
+    }
+    access_log.info(" ".join(f"{k}={_logfmt(v)}" for k, v in fields.items()))

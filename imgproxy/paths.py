@@ -1,0 +1,98 @@
+"""Image URL paths: ``/img/{source}/{key}`` -> (source, object key), validated and confined.
+
+Pure. The key is decoded from the *raw* request path exactly once (strict percent-decoding,
+strict UTF-8), then checked before anything is sent to S3: no ``.``/``..`` segments, no
+backslashes, no control characters, at most 1024 bytes. ``object_key`` joins a source's prefix
+and a checked key, so no request can name an object outside the prefix.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote, unquote_to_bytes
+
+from imgproxy.errors import InvalidPath
+
+ROUTE_PREFIX: Final = "/img/"
+MAX_KEY_BYTES: Final = 1024
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# RFC 3986 unreserved characters stay literal; every other byte is %XX (uppercase).
+_UNRESERVED: Final = "-._~"
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePath:
+    """A checked request target: the source's name and the key relative to its prefix."""
+
+    source: str
+    key: str
+
+
+def percent_decode(text: str, what: str) -> str:
+    """Strictly decode ``%XX`` escapes to UTF-8 text; malformed escapes or bytes are errors."""
+    if _BAD_ESCAPE.search(text):
+        raise InvalidPath(f"malformed percent-escape in {what}",
+                          public_message=f"The {what} has a malformed %-escape.")
+    try:
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPath(f"{what} is not UTF-8",
+                          public_message=f"The {what} is not valid UTF-8.") from None
+
+
+def percent_encode(text: str, *, keep_slash: bool) -> str:
+    """The one canonical encoding: every byte but RFC 3986 unreserved (and '/' if kept) as %XX."""
+    return quote(text, safe=_UNRESERVED + ("/" if keep_slash else ""))
+
+
+def is_control(char: str) -> bool:
+    return unicodedata.category(char) == "Cc"
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key, else raise ``InvalidPath`` saying why."""
+    if not key:
+        raise InvalidPath("empty key", public_message="The image path names no object key.")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidPath("key too long",
+                          public_message=f"Object keys are at most {MAX_KEY_BYTES} bytes of UTF-8.")
+    if "\\" in key:
+        raise InvalidPath("backslash in key", public_message="Object keys may not contain '\\'.")
+    if any(is_control(c) for c in key):
+        raise InvalidPath("control character in key",
+                          public_message="Object keys may not contain control characters.")
+    if any(segment in (".", "..") for segment in key.split("/")):
+        raise InvalidPath("dot segment in key",
+                          public_message="Object keys may not contain '.' or '..' segments.")
+    return key
+
+
+def parse_image_path(raw_path: str) -> ImagePath:
+    """Split and check the raw (still percent-encoded) path of an ``/img/...`` request."""
+    path = raw_path.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith(ROUTE_PREFIX):
+        raise InvalidPath(f"path outside {ROUTE_PREFIX}")
+    raw_source, sep, raw_key = path[len(ROUTE_PREFIX):].partition("/")
+    if not sep or not raw_source:
+        raise InvalidPath("no source segment",
+                          public_message="The path must be /img/{source}/{key}.")
+    source = percent_decode(raw_source, "source name")
+    key = check_key(percent_decode(raw_key, "object key"))
+    return ImagePath(source=source, key=key)
+
+
+def image_path(source: str, key: str) -> str:
+    """The canonical, percent-encoded URL path for ``source`` and ``key``."""
+    return f"{ROUTE_PREFIX}{percent_encode(source, keep_slash=False)}/{percent_encode(key, keep_slash=True)}"
+
+
+def object_key(prefix: str, key: str) -> str:
+    """The S3 key for ``key`` inside ``prefix``; the key is re-checked so nothing escapes."""
+    full = prefix + check_key(key)
+    if len(full.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidPath("prefixed key too long",
+                          public_message=f"Object keys are at most {MAX_KEY_BYTES} bytes of UTF-8.")
+    return full

@@ -1,0 +1,98 @@
+"""Writing the chosen answer to the client: streamed object, HEAD, or 304.
+
+Streaming is a state machine: set every header, ``prepare()``, write chunk by chunk (each write
+waits for the socket to drain, so memory stays flat), ``write_eof()``; the S3 body is closed in
+``finally`` so a client that goes away frees the S3 connection at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from aiohttp import hdrs, web
+
+from imgproxy.conditional import format_http_date
+from imgproxy.media import needs_sniffing, safety_headers, sniff_type
+from imgproxy.storage.s3 import NotModified, ObjectBody, ObjectMeta
+
+log = logging.getLogger("imgproxy.respond")
+CHUNK_BYTES: Final = 64 * 1024
+ABORTED: Final = web.RequestKey("imgproxy.aborted", str)
+
+
+def object_headers(
+    meta: ObjectMeta, content_type: str, cache_control: str, inline_types: tuple[str, ...]
+) -> dict[str, str]:
+    headers = {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CACHE_CONTROL: cache_control,
+        hdrs.ACCEPT_RANGES: "bytes",
+        **safety_headers(content_type, inline_types),
+    }
+    if meta.etag:
+        headers[hdrs.ETAG] = meta.etag
+    if meta.last_modified:
+        headers[hdrs.LAST_MODIFIED] = format_http_date(meta.last_modified)
+    if meta.content_range:
+        headers[hdrs.CONTENT_RANGE] = meta.content_range
+    return headers
+
+
+def not_modified(answer: NotModified, cache_control: str) -> web.Response:
+    """304 with the validators and caching policy, and no body (RFC 9110 15.4.5)."""
+    headers = {hdrs.CACHE_CONTROL: cache_control, "X-Content-Type-Options": "nosniff"}
+    if answer.etag:
+        headers[hdrs.ETAG] = answer.etag
+    if answer.last_modified:
+        headers[hdrs.LAST_MODIFIED] = format_http_date(answer.last_modified)
+    return web.Response(status=304, headers=headers)
+
+
+async def send_head(
+    request: web.Request, meta: ObjectMeta, content_type: str, cache_control: str,
+    inline_types: tuple[str, ...],
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=200, headers=object_headers(meta, content_type, cache_control, inline_types))
+    response.content_length = meta.content_length
+    await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
+async def stream_object(
+    request: web.Request, meta: ObjectMeta, body: ObjectBody, cache_control: str,
+    inline_types: tuple[str, ...],
+) -> web.StreamResponse:
+    """Stream ``body`` to the client; always closes ``body``."""
+    try:
+        first = await body.read(CHUNK_BYTES)
+        content_type = meta.content_type or ""
+        if needs_sniffing(content_type):
+            content_type = sniff_type(first)
+        response = web.StreamResponse(
+            status=206 if meta.is_partial else 200,
+            headers=object_headers(meta, content_type, cache_control, inline_types),
+        )
+        response.content_length = meta.content_length
+        await response.prepare(request)
+        try:
+            chunk = first
+            while chunk:
+                await response.write(chunk)
+                chunk = await body.read(CHUNK_BYTES)
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            request[ABORTED] = "client_gone"
+            log.info("client went away mid-stream after %d bytes", response.body_length)
+        except Exception as exc:
+            # Headers are sent: the only honest signal left is to cut the connection short.
+            request[ABORTED] = "storage_failed"
+            log.error("storage failed mid-stream after %d bytes: %s",
+                      response.body_length, exc.__class__.__name__)
+            if request.transport is not None:
+                request.transport.close()
+        return response
+    finally:
+        body.close()

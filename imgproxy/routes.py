@@ -1,0 +1,97 @@
+"""HTTP handlers: each is a checklist of calls (parse -> authorize -> fetch -> deliver).
+
+No handler chooses a status code or builds an error body; they raise ``ProxyError`` subclasses
+and ``middleware.observe`` renders them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+
+from imgproxy import keys
+from imgproxy.auth.principal import authorize
+from imgproxy.auth.signing import parse_query
+from imgproxy.conditional import ByteRange, parse_preconditions, parse_range
+from imgproxy.errors import NotReady, UnknownSource
+from imgproxy.media import SNIFF_BYTES, needs_sniffing, sniff_type
+from imgproxy.middleware import LOG_FIELDS
+from imgproxy.paths import parse_image_path
+from imgproxy.respond import not_modified, send_head, stream_object
+from imgproxy.storage.s3 import NotModified, S3Source
+
+
+async def image(request: web.Request) -> web.StreamResponse:
+    config = request.app[keys.CONFIG]
+    fields = request[LOG_FIELDS]
+    # 1. What is asked for: a checked source name and key, and the decoded query.
+    target = parse_image_path(request.raw_path)
+    params = parse_query(request.raw_path.partition("?")[2], config.server.max_query_params)
+    fields["source"] = target.source
+    if config.server.log_keys:
+        fields["key"] = target.key
+    # 2. Who asks, and may they: signature or bearer token; nothing touches S3 before this.
+    principal = authorize(target.source, target.key, params,
+                          request.headers.get(hdrs.AUTHORIZATION),
+                          request.app[keys.AUTH], request.app[keys.CLOCK]())
+    fields["auth"] = f"{principal.kind}:{principal.name}"
+    # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
+    source = find_source(request, target.source)
+    cache_control = source.config.cache_control
+    inline = config.server.inline_types
+    preconditions = parse_preconditions(request.headers)
+    fields["delivery"] = "stream"
+    # 4. Deliver: HEAD asks S3 for metadata only; GET streams (a range, if one was asked for).
+    if request.method == hdrs.METH_HEAD:
+        head = await source.head(target.key, preconditions)
+        if isinstance(head, NotModified):
+            return not_modified(head, cache_control)
+        content_type = head.content_type or ""
+        if needs_sniffing(content_type):
+            content_type = await sniff_remote(source, target.key)
+        return await send_head(request, head, content_type, cache_control, inline)
+    result = await source.get(target.key, parse_range(request.headers.get(hdrs.RANGE)), preconditions)
+    if isinstance(result, NotModified):
+        return not_modified(result, cache_control)
+    meta, body = result
+    return await stream_object(request, meta, body, cache_control, inline)
+
+
+async def sniff_remote(source: S3Source, key: str) -> str:
+    """For HEAD of an untyped object: read only its first bytes, as a ranged GET."""
+    result = await source.get(key, ByteRange(0, SNIFF_BYTES - 1))
+    if isinstance(result, NotModified):
+        return "application/octet-stream"
+    _, body = result
+    try:
+        return sniff_type(await body.read(SNIFF_BYTES))
+    finally:
+        body.close()
+
+
+def find_source(request: web.Request, name: str) -> S3Source:
+    source = request.app[keys.SOURCES].get(name)
+    if source is None:
+        raise UnknownSource(f"unknown source {name!r}")
+    return source
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Never touches S3."""
+    return web.json_response({"status": "ok"}, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: every source reachable with its credentials (cached probe results)."""
+    report = await request.app[keys.READINESS].report()
+    if not report.ready:
+        failing = sorted(name for name, state in report.sources.items() if state != "ok")
+        raise NotReady(f"sources not ready: {failing}",
+                       public_message=f"Sources not ready: {', '.join(failing)}.")
+    return web.json_response({"status": "ready", "sources": dict(report.sources)},
+                             headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/img/{tail:.+}", image)

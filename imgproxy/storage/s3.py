@@ -1,0 +1,276 @@
+"""S3 access for one source: a long-lived aiobotocore client, and get/head/probe on it.
+
+Every botocore or aiohttp exception is translated here into a ``ProxyError`` (the log gets the
+detail; the client gets a fixed sentence). Keys are joined to the source's prefix by
+``paths.object_key``, so nothing outside the prefix can be requested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from imgproxy.conditional import ByteRange, Preconditions, parse_http_date
+from imgproxy.config import SourceConfig
+from imgproxy.errors import (
+    ObjectNotFound,
+    PreconditionFailed,
+    ProxyError,
+    RangeNotSatisfiable,
+    StorageError,
+    StorageTimeout,
+)
+from imgproxy.paths import object_key
+
+log = logging.getLogger("imgproxy.storage")
+T = TypeVar("T")
+NO_PRECONDITIONS = Preconditions()
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+_DENIED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                     "ExpiredToken", "InvalidToken", "AccountProblem", "AllAccessDisabled"})
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """What S3 said about an object (or the requested range of it)."""
+
+    content_length: int
+    content_type: str | None
+    etag: str | None
+    last_modified: datetime | None
+    content_range: str | None = None
+
+    @property
+    def is_partial(self) -> bool:
+        return self.content_range is not None
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """S3 answered 304: the client's copy is current. Validators to echo back."""
+
+    etag: str | None
+    last_modified: datetime | None
+
+
+class ObjectBody:
+    """An open S3 response body; ``close()`` frees its connection at once."""
+
+    def __init__(self, stream: Any, source: SourceConfig) -> None:
+        self._stream = stream
+        self._source = source
+
+    async def read(self, size: int) -> bytes:
+        try:
+            data: bytes = await self._stream.read(size)
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate(self._source, exc, "read") from None
+        return data
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+@asynccontextmanager
+async def s3_client(source: SourceConfig) -> AsyncIterator[Any]:
+    """One aiobotocore client for the source's lifetime: bounded pool, timeouts, retries."""
+    session = AioSession(profile=source.profile) if source.profile else AioSession()
+    config = AioConfig(
+        region_name=source.region,
+        signature_version="s3v4",
+        connect_timeout=source.connect_timeout,
+        read_timeout=source.read_timeout,
+        max_pool_connections=source.max_connections,
+        retries={"total_max_attempts": source.max_attempts, "mode": "standard"},
+        s3={"addressing_style": source.addressing_style},
+        # botocore >= 1.36 adds CRC checksums by default; MinIO/R2/older stores reject or
+        # mangle them. Only send or check checksums where the API requires them.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    kwargs: dict[str, Any] = {"config": config, "region_name": source.region}
+    if source.endpoint_url:
+        kwargs["endpoint_url"] = source.endpoint_url
+    if source.access_key_id is not None and source.secret_access_key is not None:
+        kwargs["aws_access_key_id"] = source.access_key_id.reveal()
+        kwargs["aws_secret_access_key"] = source.secret_access_key.reveal()
+        if source.session_token is not None:
+            kwargs["aws_session_token"] = source.session_token.reveal()
+    async with session.create_client("s3", **kwargs) as client:
+        yield client
+
+
+def _translate(source: SourceConfig, exc: BaseException, operation: str) -> ProxyError:
+    """One botocore/aiohttp/timeout exception -> the ProxyError a client may see."""
+    where = f"source={source.name} op={operation}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _NOT_FOUND:
+            return ObjectNotFound(f"{where}: no such key")
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return PreconditionFailed(f"{where}: precondition failed")
+        if code in _DENIED or status == 403:
+            log.error("storage denied the proxy's credentials (%s, code=%s)", where, code)
+            return StorageError(f"{where}: access denied ({code})")
+        if code == "NoSuchBucket":
+            log.error("storage says the bucket does not exist (%s)", where)
+            return StorageError(f"{where}: no such bucket")
+        log.error("storage error (%s, code=%s, status=%s)", where, code, status)
+        return StorageError(f"{where}: {code or status}")
+    if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
+        log.error("storage timed out (%s)", where)
+        return StorageTimeout(f"{where}: timed out")
+    if isinstance(exc, NoCredentialsError):
+        log.error("no AWS credentials found for the source (%s)", where)
+        return StorageError(f"{where}: no credentials")
+    log.error("storage unreachable (%s): %s", where, exc.__class__.__name__)
+    return StorageError(f"{where}: {exc.__class__.__name__}")
+
+
+class S3Source:
+    """Object reads from one configured source; the client is owned by the app's cleanup_ctx."""
+
+    def __init__(self, config: SourceConfig, client: Any) -> None:
+        self.config = config
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"S3Source(name={self.config.name!r})"
+
+    @property
+    def deadline(self) -> float:
+        """The most a call may take until S3's response headers, retries included."""
+        return self.config.connect_timeout + self.config.read_timeout
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await call()
+        except ClientError as exc:
+            raise _translate(self.config, exc, operation) from None
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate(self.config, exc, operation) from None
+
+    def _request(self, key: str, pre: Preconditions) -> dict[str, Any]:
+        request: dict[str, Any] = {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, key)}
+        if pre.if_none_match:
+            request["IfNoneMatch"] = pre.if_none_match
+        if pre.if_modified_since:
+            request["IfModifiedSince"] = pre.if_modified_since
+        if pre.if_match:
+            request["IfMatch"] = pre.if_match
+        if pre.if_unmodified_since:
+            request["IfUnmodifiedSince"] = pre.if_unmodified_since
+        return request
+
+    @staticmethod
+    def _not_modified(exc: ClientError) -> NotModified | None:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 304:
+            return None
+        headers = exc.response["ResponseMetadata"].get("HTTPHeaders", {})
+        return NotModified(headers.get("etag"), parse_http_date(headers.get("last-modified")))
+
+    async def head(self, key: str, pre: Preconditions = NO_PRECONDITIONS) -> ObjectMeta | NotModified:
+        request = self._request(key, pre)
+        try:
+            response = await self._call("head", lambda: self._head_or_304(request))
+        except _NotModifiedSignal as signal:
+            return signal.answer
+        return _meta(response)
+
+    async def _head_or_304(self, request: dict[str, Any]) -> Any:
+        try:
+            return await self.client.head_object(**request)
+        except ClientError as exc:
+            answer = self._not_modified(exc)
+            if answer is not None:
+                raise _NotModifiedSignal(answer) from None
+            raise
+
+    async def get(
+        self, key: str, byte_range: ByteRange | None = None, pre: Preconditions = NO_PRECONDITIONS
+    ) -> tuple[ObjectMeta, ObjectBody] | NotModified:
+        """Open the object (or one range of it); the caller must ``close()`` the body."""
+        request = self._request(key, pre)
+        if byte_range is not None:
+            request["Range"] = byte_range.header()
+            if pre.if_range_etag:
+                request.setdefault("IfMatch", pre.if_range_etag)
+            elif pre.if_range_date:
+                request.setdefault("IfUnmodifiedSince", pre.if_range_date)
+        try:
+            response = await self._call("get", lambda: self._get_or_304(request))
+        except _NotModifiedSignal as signal:
+            return signal.answer
+        except PreconditionFailed:
+            if byte_range is None or not (pre.if_range_etag or pre.if_range_date):
+                raise
+            # If-Range did not match: RFC 9110 13.1.5 says send the whole, current object.
+            return await self.get(key, None, Preconditions(pre.if_none_match, pre.if_modified_since,
+                                                           pre.if_match, pre.if_unmodified_since))
+        except _RangeSignal:
+            size = await self._size(key)
+            raise RangeNotSatisfiable("range outside object",
+                                      headers={"Content-Range": f"bytes */{size}"}) from None
+        return _meta(response), ObjectBody(response["Body"], self.config)
+
+    async def _get_or_304(self, request: dict[str, Any]) -> Any:
+        try:
+            return await self.client.get_object(**request)
+        except ClientError as exc:
+            answer = self._not_modified(exc)
+            if answer is not None:
+                raise _NotModifiedSignal(answer) from None
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                raise _RangeSignal from None
+            raise
+
+    async def _size(self, key: str) -> int | str:
+        try:
+            meta = await self.head(key)
+        except ProxyError:
+            return "*"
+        return meta.content_length if isinstance(meta, ObjectMeta) else "*"
+
+    async def probe(self) -> None:
+        """Prove the bucket is reachable with the configured credentials (one small LIST)."""
+        await self._call("probe", lambda: self.client.list_objects_v2(
+            Bucket=self.config.bucket, Prefix=self.config.prefix, MaxKeys=1))
+
+
+class _NotModifiedSignal(Exception):
+    def __init__(self, answer: NotModified) -> None:
+        super().__init__("not modified")
+        self.answer = answer
+
+
+class _RangeSignal(Exception):
+    pass
+
+
+def _meta(response: dict[str, Any]) -> ObjectMeta:
+    return ObjectMeta(
+        content_length=int(response.get("ContentLength", 0)),
+        content_type=response.get("ContentType"),
+        etag=response.get("ETag"),
+        last_modified=response.get("LastModified"),
+        content_range=response.get("ContentRange"),
+    )
