@@ -1,0 +1,120 @@
+"""Shared fixtures: a real moto S3 server on a random loopback port, buckets seeded through the
+real boto3 client over HTTP, and ``create_app`` clients that reach S3 through aiobotocore."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from aiohttp.test_utils import TestClient
+
+from imgproxy.app import create_app
+from imgproxy.auth.signing import UrlSigner
+from imgproxy.config import Config, parse_config
+from imgproxy.demo import moto_server
+
+SIGNING_KEY = "test-signing-key-0123456789abcdef-0123456789"  # 44 bytes
+OTHER_KEY = "another-signing-key-for-rotation-0123456789ab"
+TOKEN = "test-bearer-token-0123456789abcdef0123456789"
+SCOPED_TOKEN = "scoped-bearer-token-0123456789abcdef01234567"
+ACCESS_KEY = "testing-access-key"
+SECRET_KEY = "testing-secret-key"
+
+# Nothing in the tests may reach a real AWS endpoint or read the developer's AWS profile.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+os.environ["AWS_CONFIG_FILE"] = os.devnull
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3(moto_endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def source_table(endpoint: str, bucket: str, **overrides: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "bucket": bucket,
+        "region": "us-east-1",
+        "endpoint_url": endpoint,
+        "addressing_style": "path",
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+        "connect_timeout": 1,
+        "read_timeout": 5,
+    }
+    table.update(overrides)
+    return table
+
+
+def config_data(endpoint: str, bucket: str, **source_overrides: Any) -> dict[str, Any]:
+    return {
+        "server": {"host": "127.0.0.1", "port": 0, "ready_cache_seconds": 0},
+        "auth": {
+            "keys": {"k1": SIGNING_KEY},
+            "max_ttl": "1d",
+            "tokens": {
+                "ops": {"token": TOKEN, "scopes": ["*"]},
+                "hr": {"token": SCOPED_TOKEN, "scopes": ["photos:employees/*"]},
+            },
+        },
+        "sources": {"photos": source_table(endpoint, bucket, **source_overrides)},
+    }
+
+
+@pytest.fixture
+def make_config(moto_endpoint: str, bucket: str) -> Callable[..., Config]:
+    """``make_config(**source_overrides)`` or ``make_config(data=...)`` for a whole table."""
+
+    def build(data: dict[str, Any] | None = None, **source_overrides: Any) -> Config:
+        return parse_config(data or config_data(moto_endpoint, bucket, **source_overrides), environ={})
+
+    return build
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config()
+
+
+@pytest.fixture
+def signer() -> UrlSigner:
+    return UrlSigner(SIGNING_KEY, "k1")
+
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory, config: Config) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(config))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for 'storage is down' tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
