@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 from aiohttp.test_utils import TestClient
+from tcp_relay import Blackhole, TcpRelay
 
 from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
@@ -118,3 +119,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+RelayFactory = Callable[[str], Awaitable[TcpRelay]]
+
+
+@pytest.fixture
+async def relay_to() -> AsyncIterator[RelayFactory]:
+    """``await relay_to(endpoint)``: a byte-counting TCP relay in front of ``endpoint``."""
+    relays: list[TcpRelay] = []
+
+    async def start(endpoint: str) -> TcpRelay:
+        relay = await TcpRelay(endpoint).start()
+        relays.append(relay)
+        return relay
+
+    yield start
+    for relay in relays:
+        await relay.close()
+
+
+@pytest.fixture
+async def relay(relay_to: RelayFactory, moto_endpoint: str) -> TcpRelay:
+    """A byte-counting relay in front of the moto server."""
+    return await relay_to(moto_endpoint)
+
+
+@pytest.fixture
+async def blackhole() -> AsyncIterator[Blackhole]:
+    """A storage endpoint that accepts connections and never answers."""
+    hole = await Blackhole().start()
+    yield hole
+    await hole.close()
