@@ -15,11 +15,15 @@ from aiohttp import web
 from imgproxy import keys
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.auth.tokens import load_tokens
+from imgproxy.cache import MetadataCache, VariantCache
 from imgproxy.config import Config
 from imgproxy.health import Readiness
 from imgproxy.middleware import observe, stamp_request_id
 from imgproxy.routes import add_routes
 from imgproxy.storage.s3 import S3Source, s3_client
+from imgproxy.transform.pool import TransformPool
+from imgproxy.transform.steps import supported_outputs
+from imgproxy.variants import VariantService
 
 
 async def s3_sources(app: web.Application) -> AsyncIterator[None]:
@@ -33,6 +37,23 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
         app[keys.SOURCES] = sources
         app[keys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[keys.CLOCK])
         yield
+
+
+async def variant_service(app: web.Application) -> AsyncIterator[None]:
+    """The image worker pool (started before serving, stopped after) and the variant caches."""
+    config = app[keys.CONFIG]
+    pool = TransformPool(config.transform.workers, config.transform.queue_size,
+                         config.transform.timeout, config.transform.max_source_pixels)
+    try:
+        if config.transform.enabled:
+            await pool.start()
+        app[keys.VARIANTS] = VariantService(
+            config.transform, pool, VariantCache(config.cache.variant_bytes),
+            MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl),
+            supported_outputs())
+        yield
+    finally:
+        pool.close()
 
 
 def auth_policy(config: Config) -> AuthPolicy:
@@ -50,6 +71,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[keys.AUTH] = auth_policy(config)
     app[keys.CLOCK] = clock
     app.cleanup_ctx.append(s3_sources)
+    app.cleanup_ctx.append(variant_service)
     app.on_response_prepare.append(stamp_request_id)
     add_routes(app)
     return app

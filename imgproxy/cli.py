@@ -129,7 +129,14 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills positionals only up to the first option: `sign SRC KEY --ttl 1h w=300`
+    # leaves `w=300` over. Those are the sign command's params; anything else is an error.
+    if extra:
+        if args.command != "sign" or any(arg.startswith("-") for arg in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.params += extra
     configure_logging(args.log_level)
     try:
         if args.command == "demo":

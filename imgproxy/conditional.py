@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Final
 
-_RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE)
+_RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE | re.ASCII)
 _ETAG_LIST_ITEM: Final = re.compile(r'\s*(?:W/)?("[^"]*")\s*(?:,|$)')
 MAX_VALIDATOR_CHARS: Final = 1024
 
@@ -44,6 +44,7 @@ class Preconditions:
     if_unmodified_since: datetime | None = None
     if_range_etag: str | None = None
     if_range_date: datetime | None = None
+    if_range_never_matches: bool = False  # weak ETag or bad date: serve the whole object
 
     @property
     def is_empty(self) -> bool:
@@ -98,13 +99,16 @@ def parse_preconditions(headers: Mapping[str, str]) -> Preconditions:
     if_none_match = _validator(headers.get("If-None-Match"))
     if_range = _validator(headers.get("If-Range"))
     if_range_etag = if_range if if_range and if_range.startswith('"') else None
+    if_range_date = None if if_range_etag or not if_range else parse_http_date(if_range)
     return Preconditions(
         if_none_match=if_none_match,
         if_modified_since=None if if_none_match else parse_http_date(headers.get("If-Modified-Since")),
         if_match=_validator(headers.get("If-Match")),
         if_unmodified_since=parse_http_date(headers.get("If-Unmodified-Since")),
         if_range_etag=if_range_etag,
-        if_range_date=None if if_range_etag or not if_range else parse_http_date(if_range),
+        if_range_date=if_range_date,
+        # RFC 9110 13.1.5: a weak entity tag or an unusable date never matches.
+        if_range_never_matches=bool(if_range) and if_range_etag is None and if_range_date is None,
     )
 
 

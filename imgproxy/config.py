@@ -23,7 +23,7 @@ CONFIG_TOML_ENV: Final = "IMGPROXY_CONFIG_TOML"
 MIN_SIGNING_KEY_BYTES: Final = 32
 MIN_TOKEN_BYTES: Final = 32
 MAX_TTL_LIMIT: Final = 7 * 24 * 3600  # S3 presigned URLs cannot outlive seven days either
-NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
 DEFAULT_INLINE_TYPES: Final = (
     "image/jpeg",
     "image/png",
@@ -34,6 +34,11 @@ DEFAULT_INLINE_TYPES: Final = (
     "image/x-icon",
     "image/vnd.microsoft.icon",
 )
+_SIZE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS: Final = {"B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2,
+                      "GB": 1000**3, "GiB": 1024**3}
+INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
+DEFAULT_INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF")
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -81,6 +86,21 @@ def parse_duration(value: object, where: str) -> float:
     return seconds
 
 
+def parse_size(value: object, where: str) -> int:
+    """Bytes from a whole number or a string like ``"512KiB"``, ``"40MB"``, ``"1GiB"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a size such as 1048576, \"512KiB\" or \"40MiB\"")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2) or "B"])
+    else:
+        raise ConfigError(f"{where}: expected a size such as 1048576, \"512KiB\" or \"40MiB\"")
+    if size < 0:
+        raise ConfigError(f"{where}: must not be negative")
+    return size
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """What a bearer token may read: one source (or ``*``) and a key prefix or exact key."""
@@ -94,8 +114,10 @@ class Scope:
         source, sep, key = text.partition(":")
         if not sep:
             key = "*"
-        if source != "*" and not NAME_PATTERN.match(source):
+        if source != "*" and not NAME_PATTERN.fullmatch(source):
             raise ConfigError(f"{where}: {text!r} must look like 'SOURCE:PREFIX*' or '*'")
+        if not key:
+            raise ConfigError(f"{where}: {text!r} names no key; use '{source}:*' for the whole source")
         if "*" in key[:-1]:
             raise ConfigError(f"{where}: {text!r} may hold '*' only at the end")
         is_prefix = key.endswith("*")
@@ -164,10 +186,36 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TransformConfig:
+    enabled: bool = True
+    workers: int = 0  # 0: one per CPU
+    queue_size: int = 32
+    timeout: float = 10.0
+    max_width: int = 4096
+    max_height: int = 4096
+    max_source_bytes: int = 40 * 1024 * 1024
+    max_source_pixels: int = 50_000_000
+    input_formats: tuple[str, ...] = DEFAULT_INPUT_FORMATS
+    jpeg_quality: int = 82
+    webp_quality: int = 80
+    avif_quality: int = 60
+    png_compress_level: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    variant_bytes: int = 256 * 1024 * 1024  # 0 disables the variant cache
+    metadata_ttl: float = 30.0
+    metadata_entries: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     auth: AuthConfig
     sources: Mapping[str, SourceConfig]
+    transform: TransformConfig = TransformConfig()
+    cache: CacheConfig = CacheConfig()
 
 
 class _Table:
@@ -212,6 +260,15 @@ class _Table:
         if not low <= value <= high:
             raise ConfigError(f"{self.where(key)}: must be between {low} and {high}")
         return value
+
+    def size(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.raw(key)
+        if value is None:
+            return default
+        size = parse_size(value, self.where(key))
+        if not low <= size <= high:
+            raise ConfigError(f"{self.where(key)}: must be between {low} and {high} bytes")
+        return size
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.raw(key)
@@ -274,11 +331,11 @@ def resolve_secret(value: object, where: str, environ: Mapping[str, str]) -> Sec
 
 def _server(t: _Table) -> ServerConfig:
     public_url = t.string("public_url", "")
-    if public_url and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", public_url):
+    if public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", public_url, re.ASCII):
         raise ConfigError(f"{t.where('public_url')}: expected an http(s) URL such as https://img.example.com")
     inline = t.string_list("inline_types", DEFAULT_INLINE_TYPES)
     for mime in inline:
-        if not re.match(r"^[a-z0-9.+-]+/[a-z0-9.+-]+$", mime):
+        if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", mime, re.ASCII):
             raise ConfigError(f"{t.where('inline_types')}: {mime!r} is not a media type")
         if mime in ("image/svg+xml", "text/html", "application/xhtml+xml", "text/xml"):
             raise ConfigError(f"{t.where('inline_types')}: {mime} can run scripts; it is never inline")
@@ -301,7 +358,7 @@ def _auth(t: _Table, environ: Mapping[str, str]) -> AuthConfig:
     keys_table = t.table("keys")
     keys: dict[str, Secret] = {}
     for kid in keys_table.data:
-        if not NAME_PATTERN.match(kid):
+        if not NAME_PATTERN.fullmatch(kid):
             raise ConfigError(f"{keys_table.where(kid)}: key ids use letters, digits, '_' and '-'")
         secret = keys_table.secret(kid, environ, required=True)
         assert secret is not None
@@ -317,7 +374,7 @@ def _auth(t: _Table, environ: Mapping[str, str]) -> AuthConfig:
     tokens_table = t.table("tokens")
     tokens: list[TokenConfig] = []
     for name in tokens_table.data:
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"{tokens_table.where(name)}: token names use letters, digits, '_' and '-'")
         tt = tokens_table.table(name)
         token = tt.secret("token", environ, required=True)
@@ -350,13 +407,13 @@ def _auth(t: _Table, environ: Mapping[str, str]) -> AuthConfig:
 
 
 def _source(name: str, t: _Table, environ: Mapping[str, str]) -> SourceConfig:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{t.path}: source names use letters, digits, '_' and '-' (at most 64)")
     bucket = t.string("bucket", required=True)
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$", bucket):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket, re.ASCII):
         raise ConfigError(f"{t.where('bucket')}: {bucket!r} is not a bucket name")
     endpoint_url = t.optional_string("endpoint_url")
-    if endpoint_url and not re.match(r"^https?://[^/?#\s]+/?$", endpoint_url):
+    if endpoint_url and not re.fullmatch(r"https?://[^/?#\s]+/?", endpoint_url, re.ASCII):
         raise ConfigError(f"{t.where('endpoint_url')}: expected a URL such as https://minio.local:9000")
     style = t.string("addressing_style", "auto")
     if style not in ("auto", "path", "virtual"):
@@ -402,6 +459,40 @@ def _source(name: str, t: _Table, environ: Mapping[str, str]) -> SourceConfig:
     return source
 
 
+def _transform(t: _Table) -> TransformConfig:
+    formats = tuple(f.upper() for f in t.string_list("input_formats", DEFAULT_INPUT_FORMATS))
+    for fmt in formats:
+        if fmt not in INPUT_FORMATS:
+            raise ConfigError(f"{t.where('input_formats')}: {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
+    transform = TransformConfig(
+        enabled=t.boolean("enabled", True),
+        workers=t.integer("workers", 0, 0, 256),
+        queue_size=t.integer("queue_size", 32, 0, 100_000),
+        timeout=t.duration("timeout", 10.0, 0.1, 600),
+        max_width=t.integer("max_width", 4096, 1, 16384),
+        max_height=t.integer("max_height", 4096, 1, 16384),
+        max_source_bytes=t.size("max_source_bytes", 40 * 1024 * 1024, 1024, 1024**3),
+        max_source_pixels=t.integer("max_source_pixels", 50_000_000, 1, 1_000_000_000),
+        input_formats=formats,
+        jpeg_quality=t.integer("jpeg_quality", 82, 1, 100),
+        webp_quality=t.integer("webp_quality", 80, 1, 100),
+        avif_quality=t.integer("avif_quality", 60, 1, 100),
+        png_compress_level=t.integer("png_compress_level", 6, 0, 9),
+    )
+    t.reject_unknown()
+    return transform
+
+
+def _cache(t: _Table) -> CacheConfig:
+    cache = CacheConfig(
+        variant_bytes=t.size("variant_bytes", 256 * 1024 * 1024, 0, 64 * 1024**3),
+        metadata_ttl=t.duration("metadata_ttl", 30.0, 0, 86400),
+        metadata_entries=t.integer("metadata_entries", 100_000, 1, 10_000_000),
+    )
+    t.reject_unknown()
+    return cache
+
+
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
     """Build and validate a ``Config`` from parsed TOML data."""
     env = os.environ if environ is None else environ
@@ -414,14 +505,21 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         raise ConfigError("sources: define at least one [sources.NAME] table")
     if not auth.keys and not auth.tokens:
         raise ConfigError("auth: define at least one signing key (auth.keys) or bearer token (auth.tokens)")
+    transform = _transform(root.table("transform"))
+    cache = _cache(root.table("cache"))
     root.reject_unknown()
-    return Config(server=server, auth=auth, sources=MappingProxyType(sources))
+    return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
+                  cache=cache)
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read the config from ``path``, else ``$IMGPROXY_CONFIG``, else ``$IMGPROXY_CONFIG_TOML``."""
+    """Read the config from ``path``, else ``$IMGPROXY_CONFIG_TOML``, else ``$IMGPROXY_CONFIG``.
+
+    The TOML text beats the path variable, which is often a baked-in default (the Docker image's
+    ``/etc/imgproxy/config.toml``) that a ``-e IMGPROXY_CONFIG_TOML=…`` must be able to replace.
+    """
     env = os.environ if environ is None else environ
-    if path is None and env.get(CONFIG_PATH_ENV):
+    if path is None and env.get(CONFIG_PATH_ENV) and not env.get(CONFIG_TOML_ENV):
         path = env[CONFIG_PATH_ENV]
     if path is not None:
         try:

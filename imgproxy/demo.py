@@ -114,6 +114,9 @@ def banner(base_url: str, endpoint: str, signer: UrlSigner, token: str,
     for key, url in urls.items():
         lines.append(f"  {key} ({len(images[key][0]):,} bytes)")
         lines.append(f"    {url}")
+    lines += ["", "Thumbnails (resized and converted on the fly; fmt=auto picks AVIF/WebP/JPEG/PNG):"]
+    for key in images:
+        lines.append(f"  {signer.sign(SOURCE, key, ttl=DEMO_TTL, params={'w': '300', 'fmt': 'auto'})}")
     first_key, first_url = next(iter(urls.items()))
     name = first_key.rsplit("/", 1)[-1]
     plain = f"{base_url}/img/{SOURCE}/" + first_key.replace(" ", "%20")

@@ -17,9 +17,15 @@
     │   └── ObjectNotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── PreconditionFailed (412 precondition_failed)
+    ├── SourceTooLarge (413 source_too_large)
+    ├── NotAnImage (415 unsupported_image)
     ├── RangeNotSatisfiable (416 range_not_satisfiable)
+    ├── UnprocessableImage (422 corrupt_image)
+    │   ├── ImageTooLarge (422 image_too_large)
+    │   └── TransformTimeout (422 transform_timeout)
     ├── StorageError (502 storage_error)
     ├── NotReady (503 not_ready)
+    │   └── Overloaded (503 overloaded)
     └── StorageTimeout (504 storage_timeout)
 
 The constructor's text goes to the log only; a client sees ``public_message``, which never
@@ -150,10 +156,38 @@ class PreconditionFailed(ProxyError):
     public_message = "A request precondition did not hold."
 
 
+class SourceTooLarge(ProxyError):
+    status = 413
+    code = "source_too_large"
+    public_message = "The source image is larger than this server transforms."
+
+
+class NotAnImage(ProxyError):
+    status = 415
+    code = "unsupported_image"
+    public_message = "The object is not an image in a format this server transforms."
+
+
 class RangeNotSatisfiable(ProxyError):
     status = 416
     code = "range_not_satisfiable"
     public_message = "The requested range lies outside the object."
+
+
+class UnprocessableImage(ProxyError):
+    status = 422
+    code = "corrupt_image"
+    public_message = "The image is corrupt or truncated and cannot be transformed."
+
+
+class ImageTooLarge(UnprocessableImage):
+    code = "image_too_large"
+    public_message = "The image has more pixels than this server decodes."
+
+
+class TransformTimeout(UnprocessableImage):
+    code = "transform_timeout"
+    public_message = "The image took too long to transform."
 
 
 class StorageError(ProxyError):
@@ -166,6 +200,11 @@ class NotReady(ProxyError):
     status = 503
     code = "not_ready"
     public_message = "The server cannot reach all of its image sources."
+
+
+class Overloaded(NotReady):
+    code = "overloaded"
+    public_message = "The image workers are saturated; retry shortly."
 
 
 class StorageTimeout(ProxyError):

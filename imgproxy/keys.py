@@ -11,9 +11,11 @@ from imgproxy.auth.principal import AuthPolicy
 from imgproxy.config import Config
 from imgproxy.health import Readiness
 from imgproxy.storage.s3 import S3Source
+from imgproxy.variants import VariantService
 
 CONFIG: Final = web.AppKey("config", Config)
 AUTH: Final = web.AppKey("auth", AuthPolicy)
 CLOCK: Final[web.AppKey[Callable[[], float]]] = web.AppKey("clock")
 SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
 READINESS: Final = web.AppKey("readiness", Readiness)
+VARIANTS: Final = web.AppKey("variants", VariantService)

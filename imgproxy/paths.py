@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
-from imgproxy.errors import InvalidPath
+from imgproxy.errors import BadRequest, InvalidPath
 
 ROUTE_PREFIX: Final = "/img/"
 MAX_KEY_BYTES: Final = 1024
@@ -31,16 +31,15 @@ class ImagePath:
     key: str
 
 
-def percent_decode(text: str, what: str) -> str:
-    """Strictly decode ``%XX`` escapes to UTF-8 text; malformed escapes or bytes are errors."""
+def percent_decode(text: str, what: str, error: type[BadRequest] = InvalidPath) -> str:
+    """Strictly decode ``%XX`` escapes to UTF-8 text; malformed escapes or bytes are ``error``."""
     if _BAD_ESCAPE.search(text):
-        raise InvalidPath(f"malformed percent-escape in {what}",
-                          public_message=f"The {what} has a malformed %-escape.")
+        raise error(f"malformed percent-escape in {what}",
+                    public_message=f"The {what} has a malformed %-escape.")
     try:
         return unquote_to_bytes(text).decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidPath(f"{what} is not UTF-8",
-                          public_message=f"The {what} is not valid UTF-8.") from None
+        raise error(f"{what} is not UTF-8", public_message=f"The {what} is not valid UTF-8.") from None
 
 
 def percent_encode(text: str, *, keep_slash: bool) -> str:

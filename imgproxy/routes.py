@@ -38,9 +38,15 @@ async def image(request: web.Request) -> web.StreamResponse:
     source = find_source(request, target.source)
     cache_control = source.config.cache_control
     inline = config.server.inline_types
+    # 4. A transform (w, h, fmt, ...) is always rendered here: cache, 304, or one render.
+    spec = request.app[keys.VARIANTS].parse(params)
+    if spec is not None:
+        fields["delivery"] = "transform"
+        return await request.app[keys.VARIANTS].respond(request, source, target.key, spec,
+                                                        cache_control, inline)
     preconditions = parse_preconditions(request.headers)
     fields["delivery"] = "stream"
-    # 4. Deliver: HEAD asks S3 for metadata only; GET streams (a range, if one was asked for).
+    # 5. Deliver the original: HEAD asks S3 for metadata only; GET streams (a range, if one was asked for).
     if request.method == hdrs.METH_HEAD:
         head = await source.head(target.key, preconditions)
         if isinstance(head, NotModified):
@@ -49,7 +55,10 @@ async def image(request: web.Request) -> web.StreamResponse:
         if needs_sniffing(content_type):
             content_type = await sniff_remote(source, target.key)
         return await send_head(request, head, content_type, cache_control, inline)
-    result = await source.get(target.key, parse_range(request.headers.get(hdrs.RANGE)), preconditions)
+    byte_range = parse_range(request.headers.get(hdrs.RANGE))
+    if preconditions.if_range_never_matches:
+        byte_range = None
+    result = await source.get(target.key, byte_range, preconditions)
     if isinstance(result, NotModified):
         return not_modified(result, cache_control)
     meta, body = result

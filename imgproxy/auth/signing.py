@@ -136,7 +136,7 @@ def parse_query(raw_query: str, max_params: int) -> dict[str, str]:
     params: dict[str, str] = {}
     if not raw_query:
         return params
-    parts = raw_query.split("&")
+    parts = [part for part in raw_query.split("&") if part]
     if len(parts) > max_params:
         raise InvalidParameter("too many query parameters",
                                public_message=f"At most {max_params} query parameters are allowed.")
@@ -144,12 +144,12 @@ def parse_query(raw_query: str, max_params: int) -> dict[str, str]:
         if not part:
             continue
         raw_name, _, raw_value = part.partition("=")
-        name = percent_decode(raw_name.replace("+", " "), "query parameter name")
-        value = percent_decode(raw_value.replace("+", " "), f"query parameter {name!r}")
+        name = percent_decode(raw_name.replace("+", " "), "query parameter name", InvalidParameter)
+        value = percent_decode(raw_value.replace("+", " "), f"query parameter {name!r}", InvalidParameter)
         if not name:
             raise InvalidParameter("empty parameter name",
                                    public_message="A query parameter has no name.")
-        if len(name) + len(value) > MAX_PARAM_BYTES:
+        if len(name.encode()) + len(value.encode()) > MAX_PARAM_BYTES:
             raise InvalidParameter(f"parameter {name!r} too long",
                                    public_message=f"Query parameter {name!r} is too long.")
         if name in params:
@@ -175,7 +175,7 @@ def verify_signature(
     if exp_text is None:
         raise InvalidParameter("missing exp",
                                public_message="Signed URLs need an 'exp' parameter (unix seconds).")
-    if not _EXP.match(exp_text):
+    if not _EXP.fullmatch(exp_text):
         raise InvalidParameter("malformed exp",
                                public_message="Parameter 'exp' must be unix seconds (digits only).")
     kid = params.get("kid")

@@ -16,7 +16,7 @@ from typing import Final
 from imgproxy.config import Scope, TokenConfig
 from imgproxy.errors import InvalidToken, OutOfScope
 
-_BEARER: Final = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
+_BEARER: Final = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*) *", re.IGNORECASE | re.ASCII)
 MAX_TOKEN_CHARS: Final = 1024
 
 
@@ -45,7 +45,7 @@ def load_tokens(configs: Sequence[TokenConfig]) -> tuple[Token, ...]:
 
 def parse_bearer(header: str) -> str:
     """The token from an ``Authorization: Bearer ...`` value, or ``InvalidToken``."""
-    match = _BEARER.match(header) if len(header) <= MAX_TOKEN_CHARS else None
+    match = _BEARER.fullmatch(header) if len(header) <= MAX_TOKEN_CHARS else None
     if match is None:
         raise InvalidToken("malformed Authorization header",
                            public_message="Use 'Authorization: Bearer <token>'.")

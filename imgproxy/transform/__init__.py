@@ -1,0 +1,1 @@
+"""Image transformation: parameters (pure), Pillow steps, and the worker pool."""

@@ -1,0 +1,286 @@
+"""The image pipeline: the ordered list of Pillow steps that turns source bytes into a variant.
+
+Synchronous, no asyncio: it runs only inside ``transform/pool.py``'s worker processes. Every
+Pillow failure is translated here into a ``ProxyError`` (415 not an image / format not allowed,
+422 corrupt or too many pixels). Animated inputs are rendered from their first frame only: a
+thumbnail is a still, and one frame keeps the cost of a request bounded and predictable.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Final
+
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from imgproxy.errors import ImageTooLarge, NotAnImage, UnprocessableImage
+from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
+
+REDUCING_GAP: Final = 3.0  # reduce() by whole factors down to 3x the target, then LANCZOS
+_SRGB: Final = ImageCms.createProfile("sRGB")
+_SOURCE_FAMILY: Final = {"JPEG": OutputFormat.JPEG, "PNG": OutputFormat.PNG,
+                         "WEBP": OutputFormat.WEBP, "AVIF": OutputFormat.AVIF}
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    """What a worker needs besides the spec: limits and per-format defaults (from config)."""
+
+    input_formats: tuple[str, ...]
+    max_source_pixels: int
+    jpeg_quality: int
+    webp_quality: int
+    avif_quality: int
+    png_compress_level: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: bytes
+    media_type: str
+    width: int
+    height: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class Job:
+    """The state passed from step to step."""
+
+    image: Image.Image
+    source_format: str
+    spec: TransformSpec
+    target: OutputFormat | None  # None: decide from alpha (JPEG or PNG) at encode time
+    settings: RenderSettings
+    icc_profile: bytes | None = None
+
+
+def open_image(data: bytes, settings: RenderSettings) -> Image.Image:
+    """Identify the image from its header only; refuse formats not allowed and pixel bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(settings.input_formats))
+    except UnidentifiedImageError:
+        raise NotAnImage("not an allowed image format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge("pixel bomb (Pillow)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnprocessableImage(f"header unreadable: {exc.__class__.__name__}") from None
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    width, height = image.size
+    if width < 1 or height < 1 or width * height * frames > settings.max_source_pixels:
+        raise ImageTooLarge(f"{width}x{height}x{frames} pixels exceeds the limit")
+    return image
+
+
+def draft(job: Job) -> None:
+    """JPEG: let the decoder scale by 1/2, 1/4 or 1/8 (DCT scaling) when the target is small."""
+    box = target_box(job.image.size, job.spec)
+    if job.source_format == "JPEG" and box is not None:
+        requested = (int(box[0] * REDUCING_GAP), int(box[1] * REDUCING_GAP))
+        job.image.draft(job.image.mode if job.image.mode in ("RGB", "L") else None, requested)
+
+
+def load_first_frame(job: Job) -> None:
+    try:
+        job.image.seek(0)
+        job.image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise UnprocessableImage(f"decode failed: {exc.__class__.__name__}: {exc}") from None
+    job.icc_profile = job.image.info.get("icc_profile")
+
+
+def orient(job: Job) -> None:
+    """Apply the EXIF orientation to the pixels (the EXIF itself is not carried over)."""
+    job.image = ImageOps.exif_transpose(job.image)
+
+
+def normalise_mode(job: Job) -> None:
+    """CMYK (via its ICC profile), palette, 16-bit and odd modes -> RGB, RGBA, L or LA."""
+    image = job.image
+    if image.mode == "CMYK":
+        if job.icc_profile:
+            try:
+                source = ImageCms.ImageCmsProfile(io.BytesIO(job.icc_profile))
+                converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+                image = converted if converted is not None else image.convert("RGB")
+            except (ImageCms.PyCMSError, OSError):
+                image = image.convert("RGB")
+        else:
+            image = image.convert("RGB")
+        job.icc_profile = None  # the pixels are sRGB now; a CMYK profile would be a lie
+    elif image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        scale = 1 / 256 if image.mode != "I" or image.getextrema()[1] > 255 else 1  # type: ignore[operator]
+        image = image.convert("I").point(lambda v: v * scale).convert("L")
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("1", "F", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+    elif image.mode in ("PA", "RGBa"):
+        image = image.convert("RGBA")
+    job.image = image
+
+
+def target_box(size: tuple[int, int], spec: TransformSpec) -> tuple[int, int] | None:
+    """The size the image is scaled to before any crop or letterbox, or None for no scaling."""
+    width, height = size
+    if spec.width is None and spec.height is None:
+        return None
+    if spec.fit is Fit.FILL and spec.width and spec.height:
+        return spec.width, spec.height
+    ratios = [r for r in ((spec.width or 0) / width, (spec.height or 0) / height) if r > 0]
+    if spec.fit is Fit.COVER:
+        scale = max(ratios)
+    else:
+        scale = min(ratios)
+        if spec.fit is Fit.INSIDE:
+            scale = min(scale, 1.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _crop_origin(gravity: Gravity, spare_x: float, spare_y: float) -> tuple[float, float]:
+    name = gravity.value
+    x = 0.0 if "west" in name else spare_x if "east" in name else spare_x / 2
+    y = 0.0 if "north" in name else spare_y if "south" in name else spare_y / 2
+    return x, y
+
+
+def resize(job: Job) -> None:
+    image, spec = job.image, job.spec
+    box = target_box(image.size, spec)
+    if box is None:
+        return
+    if spec.fit is Fit.COVER and spec.width and spec.height:
+        # Crop in source coordinates, then resample once straight to the output size.
+        scale = max(spec.width / image.width, spec.height / image.height)
+        crop_w, crop_h = spec.width / scale, spec.height / scale
+        x, y = _crop_origin(spec.gravity, image.width - crop_w, image.height - crop_h)
+        job.image = image.resize((spec.width, spec.height), Image.Resampling.LANCZOS,
+                                 box=(x, y, x + crop_w, y + crop_h), reducing_gap=REDUCING_GAP)
+        return
+    if box != image.size:
+        job.image = image.resize(box, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    if spec.fit is Fit.CONTAIN and spec.width and spec.height and job.image.size != (spec.width, spec.height):
+        letterbox(job)
+
+
+def letterbox(job: Job) -> None:
+    spec = job.spec
+    assert spec.width is not None
+    assert spec.height is not None
+    fill = spec.background or (0, 0, 0, 0)
+    if fill[3] < 255 or job.image.mode in ("RGBA", "LA"):
+        canvas = Image.new("RGBA", (spec.width, spec.height), fill)
+        layer = job.image.convert("RGBA")
+    else:
+        canvas = Image.new("RGB", (spec.width, spec.height), fill[:3])
+        layer = job.image.convert("RGB")
+    offset = ((spec.width - layer.width) // 2, (spec.height - layer.height) // 2)
+    canvas.paste(layer, offset, layer if layer.mode == "RGBA" else None)
+    job.image = canvas
+
+
+def has_alpha(image: Image.Image) -> bool:
+    if image.mode not in ("RGBA", "LA"):
+        return False
+    extrema = image.getchannel("A").getextrema()
+    return isinstance(extrema[0], int | float) and extrema[0] < 255
+
+
+def choose_output(job: Job) -> None:
+    if job.target is None:
+        family = _SOURCE_FAMILY.get(job.source_format)
+        job.target = family if family is not None and job.spec.fmt is None and not job.spec.auto_format \
+            else (OutputFormat.PNG if has_alpha(job.image) else OutputFormat.JPEG)
+
+
+def flatten(job: Job) -> None:
+    """Formats without alpha get the image composited onto ``bg`` (default white)."""
+    assert job.target is not None
+    if job.target.has_alpha or job.image.mode not in ("RGBA", "LA"):
+        if job.target is OutputFormat.JPEG and job.image.mode not in ("RGB", "L"):
+            job.image = job.image.convert("RGB")
+        return
+    r, g, b, _ = job.spec.background or (255, 255, 255, 255)
+    canvas = Image.new("RGB", job.image.size, (r, g, b))
+    rgba = job.image.convert("RGBA")
+    canvas.paste(rgba, (0, 0), rgba)
+    job.image = canvas
+
+
+def encode(job: Job) -> bytes:
+    """Write the output with no EXIF/XMP (private photos carry GPS), keeping the ICC profile."""
+    assert job.target is not None
+    settings, quality = job.settings, job.spec.quality
+    options: dict[str, object] = {}
+    if job.icc_profile:
+        options["icc_profile"] = job.icc_profile
+    if job.target is OutputFormat.JPEG:
+        options.update(quality=quality or settings.jpeg_quality, optimize=False, progressive=False)
+        fmt = "JPEG"
+    elif job.target is OutputFormat.WEBP:
+        options.update(quality=quality or settings.webp_quality, method=4)
+        fmt = "WEBP"
+    elif job.target is OutputFormat.AVIF:
+        options.update(quality=quality or settings.avif_quality, speed=8)
+        fmt = "AVIF"
+    else:
+        options.update(compress_level=settings.png_compress_level)
+        fmt = "PNG"
+    buffer = io.BytesIO()
+    try:
+        job.image.save(buffer, fmt, **options)
+    except (OSError, ValueError) as exc:
+        raise UnprocessableImage(f"encode failed: {exc.__class__.__name__}: {exc}") from None
+    return buffer.getvalue()
+
+
+# The pipeline, in order. Each step reads and updates the Job.
+STEPS: Final[tuple[Callable[[Job], None], ...]] = (
+    draft,
+    load_first_frame,
+    orient,
+    normalise_mode,
+    resize,
+    choose_output,
+    flatten,
+)
+
+
+def render(
+    data: bytes,
+    spec: TransformSpec,
+    target: OutputFormat | None,
+    settings: RenderSettings,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Rendered:
+    """Run every step on ``data``. ``target`` None: JPEG/PNG by alpha, or the source's family."""
+    started = clock()
+    image = open_image(data, settings)
+    with image:
+        job = Job(image=image, source_format=image.format or "", spec=spec, target=target,
+                  settings=settings)
+        for step in STEPS:
+            step(job)
+        body = encode(job)
+        assert job.target is not None
+        width, height = job.image.size
+    return Rendered(body=body, media_type=job.target.media_type, width=width, height=height,
+                    seconds=clock() - started)
+
+
+def supported_outputs() -> Collection[OutputFormat]:
+    """Output formats this Pillow build can encode (AVIF needs Pillow's AVIF plugin)."""
+    from PIL import features
+
+    formats = {OutputFormat.JPEG, OutputFormat.PNG}
+    if features.check("webp"):
+        formats.add(OutputFormat.WEBP)
+    if features.check("avif"):
+        formats.add(OutputFormat.AVIF)
+    return formats
