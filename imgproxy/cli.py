@@ -7,37 +7,45 @@ exit status 2; there is never a traceback for a bad config.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import shlex
 import sys
 from collections.abc import Sequence
 from typing import Final, TextIO
 
-from aiohttp import web
-
 from imgproxy import __version__
 from imgproxy.app import create_app
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, load_config, parse_duration
 from imgproxy.errors import ProxyError
+from imgproxy.server import serve
 
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1
 log = logging.getLogger("imgproxy")
 
 
+class UsageError(Exception):
+    """A command-line argument problem (not the config's): one line, exit 2."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgproxy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"imgproxy {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+    parser.add_argument("--log-level", default="INFO", choices=levels)
+    common = argparse.ArgumentParser(add_help=False)  # --log-level also after the command
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the proxy")
+    serve = commands.add_parser("serve", help="run the proxy", parents=[common])
     serve.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
 
-    sign = commands.add_parser("sign", help="print a signed proxy URL for SOURCE and KEY")
+    sign = commands.add_parser("sign", help="print a signed proxy URL for SOURCE and KEY",
+                               parents=[common])
     sign.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
     sign.add_argument("source")
     sign.add_argument("key")
@@ -47,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--base-url", help="URL prefix (default: server.public_url or http://host:port)")
     sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
 
-    demo = commands.add_parser("demo", help="run against an in-process S3 with sample images")
+    demo = commands.add_parser("demo", help="run against an in-process S3 with sample images",
+                               parents=[common])
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080, help="proxy port (0 picks a free one)")
     return parser
@@ -74,11 +83,11 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise ConfigError(f"parameter {pair!r}: expected name=value")
+            raise UsageError(f"parameter {pair!r}: expected name=value")
         if name in RESERVED_PARAMS:
-            raise ConfigError(f"parameter {name!r}: is set by signing itself")
+            raise UsageError(f"parameter {name!r}: is set by signing itself")
         if name in params:
-            raise ConfigError(f"parameter {name!r}: given twice")
+            raise UsageError(f"parameter {name!r}: given twice")
         params[name] = value
     return params
 
@@ -88,19 +97,22 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
         raise ConfigError("auth.keys: no signing key is configured")
     kid = args.kid or config.auth.sign_with
     if kid not in config.auth.keys:
-        raise ConfigError(f"--kid: {kid!r} is not a key in auth.keys")
-    ttl = parse_duration(args.ttl, "--ttl")
+        raise UsageError(f"--kid: {kid!r} is not a key in auth.keys")
+    try:
+        ttl = parse_duration(args.ttl, "--ttl")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     if not 1 <= ttl <= config.auth.max_ttl:
-        raise ConfigError(f"--ttl: must be between 1s and auth.max_ttl ({config.auth.max_ttl:g}s)")
+        raise UsageError(f"--ttl: must be between 1s and auth.max_ttl ({config.auth.max_ttl:g}s)")
     if args.source not in config.sources:
-        raise ConfigError(f"source {args.source!r}: not in [sources] (known: {', '.join(config.sources)})")
+        raise UsageError(f"source {args.source!r}: not in [sources] (known: {', '.join(config.sources)})")
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, args.base_url or config.server.base_url)
     try:
         url = signer.sign(args.source, args.key, ttl=ttl, params=parse_params(args.params))
     except ProxyError as exc:  # paths.check_key refuses keys the server would refuse too
-        raise ConfigError(f"key {args.key!r}: {exc.public_message}") from None
+        raise UsageError(f"key {args.key!r}: {exc.public_message}") from None
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if args.curl:
         name = args.key.rsplit("/", 1)[-1] or "image"
         return f"curl -fsS -o {shlex.quote(name)} {shlex.quote(url)}"
@@ -110,19 +122,11 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
 def serve_command(config: Config, args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    log.info("imgproxy %s serving on %s:%d with sources %s", __version__, host, port,
-             ", ".join(config.sources))
+    log.info("imgproxy %s starting with sources %s", __version__, ", ".join(config.sources))
     try:
-        web.run_app(
-            create_app(config),
-            host=host,
-            port=port,
-            access_log=None,
-            shutdown_timeout=config.server.shutdown_timeout,
-            keepalive_timeout=config.server.keepalive_timeout,
-            print=None,
-            handle_signals=True,
-        )
+        asyncio.run(serve(create_app(config), host, port,
+                          shutdown_timeout=config.server.shutdown_timeout,
+                          keepalive_timeout=config.server.keepalive_timeout))
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_RUNTIME)
     return 0
@@ -150,5 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_command(config, args)
     except ConfigError as exc:
         return _fail(f"config error: {exc}", EXIT_CONFIG)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
     except KeyboardInterrupt:
         return 0

@@ -22,6 +22,7 @@ from aiohttp import web
 from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
+from imgproxy.paths import image_path
 from imgproxy.storage.s3 import s3_client
 
 BUCKET: Final = "demo-private"
@@ -119,14 +120,14 @@ def banner(base_url: str, endpoint: str, signer: UrlSigner, token: str,
         lines.append(f"  {signer.sign(SOURCE, key, ttl=DEMO_TTL, params={'w': '300', 'fmt': 'auto'})}")
     first_key, first_url = next(iter(urls.items()))
     name = first_key.rsplit("/", 1)[-1]
-    plain = f"{base_url}/img/{SOURCE}/" + first_key.replace(" ", "%20")
+    plain = base_url + image_path(SOURCE, first_key)
     lines += [
         "",
         "curl commands:",
         f"  curl -fsS -o {shlex.quote(name)} {shlex.quote(first_url)}",
         f"  curl -sS -D - -o /dev/null {shlex.quote(first_url)}",
         f"  curl -sS -D - -o /dev/null -H 'Range: bytes=0-99' {shlex.quote(first_url)}",
-        f"  curl -fsS -H {shlex.quote('Authorization: Bearer ' + token)} -o {shlex.quote(name)} "
+        f"  curl -fsS -H {shlex.quote('Authorization: Bearer ' + token)} -o {shlex.quote('token-' + name)} "
         f"{shlex.quote(plain)}",
         f"  curl -sS {shlex.quote(plain)}    # no credentials: 401",
         "",

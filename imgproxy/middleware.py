@@ -23,6 +23,7 @@ log = logging.getLogger("imgproxy.error")
 access_log = logging.getLogger("imgproxy.access")
 REQUEST_ID: Final = web.RequestKey("imgproxy.request_id", str)
 LOG_FIELDS: Final[web.RequestKey[dict[str, str]]] = web.RequestKey("imgproxy.log_fields", dict)
+BODY_BYTES: Final = web.RequestKey("imgproxy.body_bytes", int)  # set by handlers that stream
 _CLIENT_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -91,7 +92,10 @@ def _logfmt(value: str) -> str:
 
 
 def write_access_log(request: web.Request, response: web.StreamResponse, seconds: float) -> None:
-    sent = response.body_length if response.prepared else (response.content_length or 0)
+    if response.prepared:
+        sent = request.get(BODY_BYTES, 0)
+    else:
+        sent = 0 if request.method == "HEAD" else (response.content_length or 0)
     route = request.match_info.route.resource
     fields = {
         "request_id": request.get(REQUEST_ID, "-"),

@@ -14,6 +14,7 @@ from aiohttp import hdrs, web
 
 from imgproxy.conditional import format_http_date
 from imgproxy.media import needs_sniffing, safety_headers, sniff_type
+from imgproxy.middleware import BODY_BYTES
 from imgproxy.storage.s3 import NotModified, ObjectBody, ObjectMeta
 
 log = logging.getLogger("imgproxy.respond")
@@ -77,20 +78,22 @@ async def stream_object(
         )
         response.content_length = meta.content_length
         await response.prepare(request)
+        sent = 0
         try:
             chunk = first
             while chunk:
                 await response.write(chunk)
+                sent += len(chunk)
+                request[BODY_BYTES] = sent
                 chunk = await body.read(CHUNK_BYTES)
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             request[ABORTED] = "client_gone"
-            log.info("client went away mid-stream after %d bytes", response.body_length)
+            log.info("client went away mid-stream after %d bytes", sent)
         except Exception as exc:
             # Headers are sent: the only honest signal left is to cut the connection short.
             request[ABORTED] = "storage_failed"
-            log.error("storage failed mid-stream after %d bytes: %s",
-                      response.body_length, exc.__class__.__name__)
+            log.error("storage failed mid-stream after %d bytes: %s", sent, exc.__class__.__name__)
             if request.transport is not None:
                 request.transport.close()
         return response

@@ -103,4 +103,5 @@ async def readyz(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/img/{tail:.+}", image)
+    # [\s\S], not ".": a key with an encoded newline (%0A) must reach the path check (400).
+    app.router.add_get(r"/img/{tail:[\s\S]+}", image)

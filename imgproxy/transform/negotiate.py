@@ -14,7 +14,7 @@ from typing import Final
 from imgproxy.transform.params import OutputFormat, TransformSpec
 
 _MEDIA_RANGE: Final = re.compile(r"^\s*([^;\s]+)\s*(?:;(.*))?$")
-_QVALUE: Final = re.compile(r"(?:^|;)\s*q\s*=\s*([0-9.]+)")
+_QVALUE: Final = re.compile(r"(?:^|;)\s*q\s*=\s*([0-9.]+)", re.IGNORECASE)  # RFC 9110 12.4.2
 MAX_ACCEPT_CHARS: Final = 2048
 
 

@@ -155,10 +155,11 @@ def parse_transform(params: Mapping[str, str], limits: TransformLimits) -> Trans
         if fmt_text.lower() == "auto":
             auto = True
         else:
-            fmt = _choice(params, "fmt", OutputFormat, OutputFormat.JPEG)
-            if fmt not in limits.formats:
+            fmt = next((f for f in OutputFormat if f.value == fmt_text.lower()), None)
+            if fmt is None or fmt not in limits.formats:
                 supported = ", ".join(["auto", *(f.value for f in OutputFormat if f in limits.formats)])
-                raise _bad("fmt", f"{fmt.value} is not supported by this server (supported: {supported})")
+                what = f"{fmt.value} is not supported by this server" if fmt else "is not a known format"
+                raise _bad("fmt", f"{what} (supported: {supported})")
 
     quality: int | None = None
     if "q" in params:

@@ -15,6 +15,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
@@ -27,6 +29,7 @@ from imgproxy.transform.steps import Rendered, RenderSettings, render
 log = logging.getLogger("imgproxy.transform")
 BACKSTOP_SECONDS: Final = 2.0
 RETRY_AFTER: Final = "1"
+ORPHAN_POLL_SECONDS: Final = 1.0
 
 
 class _Alarm(Exception):
@@ -37,12 +40,37 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise _Alarm
 
 
-def _init_worker(max_pixels: int) -> None:
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _exit_when_orphaned(server_pid: int) -> None:
+    """If the server is SIGKILLed (OOM killer), leave too; once every worker has gone, the
+    forkserver and the resource tracker see EOF on their pipes and exit as well."""
+    while is_alive(server_pid):
+        time.sleep(ORPHAN_POLL_SECONDS)
+    os._exit(0)
+
+
+def _init_worker(max_pixels: int, server_pid: int) -> None:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     signal.signal(signal.SIGALRM, _on_alarm)
+    threading.Thread(target=_exit_when_orphaned, args=(server_pid,), daemon=True,
+                     name="orphan-watch").start()
 
 
 def _warm() -> int:
@@ -82,7 +110,7 @@ class TransformPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["imgproxy.transform.steps"])
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
-                                   initializer=_init_worker, initargs=(self._max_pixels,))
+                                   initializer=_init_worker, initargs=(self._max_pixels, os.getpid()))
 
     async def start(self) -> None:
         """Start every worker now, so the first requests do not pay for process start-up."""

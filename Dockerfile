@@ -1,0 +1,35 @@
+# imgproxy: authenticated proxy for private S3 images.
+#
+#   docker build -t imgproxy-s3 .
+#   docker run -p 8080:8080 -v $PWD/config.toml:/etc/imgproxy/config.toml:ro imgproxy-s3
+#   docker run -p 8080:8080 -e IMGPROXY_CONFIG_TOML="$(cat config.toml)" imgproxy-s3
+#
+# The config must set   [server] host = "0.0.0.0"   (the default, 127.0.0.1, is unreachable from
+# outside the container) and keep port 8080 (the default), which EXPOSE and HEALTHCHECK assume.
+# Secrets belong in the environment (`env:VAR_NAME` in the config; -e VAR_NAME=…), not the image.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    IMGPROXY_CONFIG=/etc/imgproxy/config.toml
+
+# A fixed numeric uid/gid, so Kubernetes' runAsNonRoot can verify it.
+RUN groupadd --system --gid 10001 imgproxy \
+ && useradd --system --uid 10001 --gid imgproxy --no-create-home --shell /usr/sbin/nologin imgproxy \
+ && mkdir -p /etc/imgproxy
+
+# Install from the build context (filtered by .dockerignore: no .venv, .git, tests, local configs).
+COPY . /tmp/imgproxy-src
+RUN pip install --no-cache-dir /tmp/imgproxy-src \
+ && rm -rf /tmp/imgproxy-src
+
+USER 10001:10001
+EXPOSE 8080
+
+# slim has no curl: python's urllib, which exits non-zero on a refused connection or a non-2xx.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+
+ENTRYPOINT ["imgproxy", "serve"]
