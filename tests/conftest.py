@@ -11,8 +11,10 @@ from typing import Any
 
 import boto3
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from tcp_relay import Blackhole, TcpRelay
+from yarl import URL
 
 from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
@@ -151,3 +153,25 @@ async def blackhole() -> AsyncIterator[Blackhole]:
     hole = await Blackhole().start()
     yield hole
     await hole.close()
+
+
+RawRequest = Callable[..., Awaitable[ClientResponse]]
+
+
+@pytest.fixture
+def raw_request() -> RawRequest:
+    """``await raw_request(client, "GET", "/img/photos/../x", headers=...)``, target sent as written.
+
+    ``TestClient.get(path)`` joins paths with yarl, which removes dot segments and requotes
+    escapes; attack paths must reach the server exactly as an attacker would send them. The body
+    is read before returning (which releases the connection).
+    """
+
+    async def send(test_client: TestClient[Any, Any], method: str, target: str,
+                   **kwargs: Any) -> ClientResponse:
+        root = str(test_client.make_url("/")).rstrip("/")
+        resp = await test_client.session.request(method, URL(root + target, encoded=True), **kwargs)
+        await resp.read()
+        return resp
+
+    return send

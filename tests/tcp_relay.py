@@ -23,6 +23,7 @@ class Link:
     from_upstream: int = 0  # bytes the upstream (S3) sent back towards the proxy
     to_upstream: int = 0  # bytes the proxy sent towards the upstream
     closed_at: float | None = None  # when the connection to the upstream was closed
+    sent: bytearray = field(default_factory=bytearray)  # what the proxy sent (requests are small)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -40,6 +41,9 @@ class TcpRelay:
         self._target = (parts.hostname, parts.port)
         self._server: asyncio.Server | None = None
         self.links: list[Link] = []
+        # When set, each connection stops forwarding (and reading) after this many bytes from
+        # the upstream: a storage that stalls mid-body.
+        self.stall_after: int | None = None
 
     async def start(self) -> TcpRelay:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -62,6 +66,10 @@ class TcpRelay:
     def bytes_to_upstream(self) -> int:
         return sum(link.to_upstream for link in self.links)
 
+    def requests_sent(self) -> int:
+        """How many HTTP requests the proxy sent through the relay (their request lines)."""
+        return sum(bytes(link.sent).count(b" HTTP/1.1\r\n") for link in self.links)
+
     def open_links(self) -> list[Link]:
         return [link for link in self.links if link.is_open]
 
@@ -71,6 +79,11 @@ class TcpRelay:
         while link.is_open and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return link.closed_at
+
+    def _budget(self, link: Link) -> int:
+        if self.stall_after is None:
+            return 64 * 1024
+        return max(0, min(64 * 1024, self.stall_after - link.from_upstream))
 
     async def _accept(self, down_reader: asyncio.StreamReader, down_writer: asyncio.StreamWriter) -> None:
         link = Link(opened_at=time.monotonic())
@@ -90,13 +103,16 @@ class TcpRelay:
 
         async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool) -> None:
             try:
-                while data := await reader.read(64 * 1024):
+                while data := await reader.read(self._budget(link) if upstream else 64 * 1024):
                     if upstream:
                         link.from_upstream += len(data)
                     else:
                         link.to_upstream += len(data)
+                        link.sent += data
                     writer.write(data)
                     await writer.drain()
+                    if upstream and self._budget(link) == 0:
+                        await asyncio.Event().wait()  # stalled: hold the connection, send nothing
             except (OSError, asyncio.CancelledError):
                 pass
             finally:
@@ -138,6 +154,11 @@ class Blackhole:
     def endpoint(self) -> str:
         assert self._server is not None, "start() the blackhole first"
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def _budget(self, link: Link) -> int:
+        if self.stall_after is None:
+            return 64 * 1024
+        return max(0, min(64 * 1024, self.stall_after - link.from_upstream))
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1

@@ -1,0 +1,189 @@
+"""Liveness and readiness over HTTP: /healthz never touches S3, /readyz probes it, briefly cached.
+
+The probes are counted on the wire with a ``TcpRelay``; the readiness cache's clock is the one
+injected into ``create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import hdrs
+from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, RelayFactory, config_data, free_port
+from tcp_relay import TcpRelay
+
+from imgproxy.app import create_app
+from imgproxy.config import Config
+
+CACHE_SECONDS = 5.0
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_900_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- /healthz ----------------------------------------------------------------------------------
+
+async def test_healthz_is_200(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_healthz_is_not_cacheable(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/healthz")
+    assert response.headers[hdrs.CACHE_CONTROL] == "no-store"
+
+
+async def test_healthz_is_200_while_storage_is_down(aiohttp_client: ClientFactory,
+                                                    make_config: Callable[..., Config]) -> None:
+    client = await aiohttp_client(create_app(make_config(endpoint_url=f"http://127.0.0.1:{free_port()}")))
+    response = await client.get("/healthz")
+    assert response.status == 200
+
+
+async def test_healthz_never_touches_storage(aiohttp_client: ClientFactory,
+                                             make_config: Callable[..., Config], relay: TcpRelay) -> None:
+    client = await aiohttp_client(create_app(make_config(endpoint_url=relay.endpoint)))
+    for _ in range(3):
+        assert (await client.get("/healthz")).status == 200
+    assert relay.requests_sent() == 0
+
+
+async def test_healthz_needs_no_credentials_and_carries_a_request_id(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert response.headers["X-Request-Id"]
+
+
+# --- /readyz -----------------------------------------------------------------------------------
+
+async def test_readyz_is_200_listing_sources_when_storage_is_up(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ready", "sources": {"photos": "ok"}}
+
+
+async def test_readyz_is_not_cacheable(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/readyz")
+    assert response.headers[hdrs.CACHE_CONTROL] == "no-store"
+
+
+async def test_readyz_is_503_not_ready_when_a_source_is_down(aiohttp_client: ClientFactory,
+                                                             make_config: Callable[..., Config]) -> None:
+    client = await aiohttp_client(create_app(make_config(endpoint_url=f"http://127.0.0.1:{free_port()}")))
+    response = await client.get("/readyz")
+    assert response.status == 503
+    body = await response.json()
+    assert body["error"] == "not_ready"
+    assert set(body) == {"error", "message", "request_id"}
+
+
+async def test_readyz_is_503_when_a_bucket_is_missing(aiohttp_client: ClientFactory, moto_endpoint: str,
+                                                      make_config: Callable[..., Config]) -> None:
+    data = config_data(moto_endpoint, "no-such-bucket-for-readyz")
+    client = await aiohttp_client(create_app(make_config(data=data)))
+    response = await client.get("/readyz")
+    assert response.status == 503
+
+
+async def test_readyz_names_only_the_failing_source(aiohttp_client: ClientFactory, moto_endpoint: str,
+                                                    bucket: str, make_config: Callable[..., Config]) -> None:
+    data = config_data(moto_endpoint, bucket)
+    data["sources"]["archive"] = {**data["sources"]["photos"], "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    client = await aiohttp_client(create_app(make_config(data=data)))
+    response = await client.get("/readyz")
+    message = (await response.json())["message"]
+    assert response.status == 503
+    assert "archive" in message
+    assert "photos" not in message
+
+
+async def test_readyz_tells_nothing_internal(aiohttp_client: ClientFactory, moto_endpoint: str,
+                                             make_config: Callable[..., Config]) -> None:
+    data = config_data(moto_endpoint, "no-such-bucket-for-readyz")
+    client = await aiohttp_client(create_app(make_config(data=data)))
+    text = await (await client.get("/readyz")).text()
+    assert "no-such-bucket-for-readyz" not in text
+    assert moto_endpoint not in text
+
+
+# --- Readiness is cached -------------------------------------------------------------------------
+
+@pytest.fixture
+async def cached(aiohttp_client: ClientFactory, make_config: Callable[..., Config], relay_to: RelayFactory,
+                 moto_endpoint: str, bucket: str) -> tuple[TestClient[Any, Any], TcpRelay, Clock]:
+    """Readiness cached for ``CACHE_SECONDS`` on a hand-moved clock, probed through a relay."""
+    relay = await relay_to(moto_endpoint)
+    data = config_data(relay.endpoint, bucket)
+    data["server"]["ready_cache_seconds"] = CACHE_SECONDS
+    clock = Clock()
+    client = await aiohttp_client(create_app(make_config(data=data), clock=clock))
+    return client, relay, clock
+
+
+async def test_the_first_readyz_probes_storage(cached: tuple[TestClient[Any, Any], TcpRelay, Clock]) -> None:
+    client, relay, _ = cached
+    assert relay.requests_sent() == 0
+    assert (await client.get("/readyz")).status == 200
+    assert relay.requests_sent() == 1
+
+
+async def test_readyz_is_not_probed_again_within_the_cache_window(
+    cached: tuple[TestClient[Any, Any], TcpRelay, Clock]
+) -> None:
+    client, relay, clock = cached
+    await client.get("/readyz")
+    clock.now += CACHE_SECONDS - 0.1
+    for _ in range(3):
+        assert (await client.get("/readyz")).status == 200
+    assert relay.requests_sent() == 1
+
+
+async def test_readyz_is_probed_again_once_the_window_has_passed(
+    cached: tuple[TestClient[Any, Any], TcpRelay, Clock]
+) -> None:
+    client, relay, clock = cached
+    await client.get("/readyz")
+    clock.now += CACHE_SECONDS
+    assert (await client.get("/readyz")).status == 200
+    assert relay.requests_sent() == 2
+
+
+async def test_concurrent_readyz_requests_share_one_probe(
+    cached: tuple[TestClient[Any, Any], TcpRelay, Clock]
+) -> None:
+    client, relay, _ = cached
+    responses = await asyncio.gather(*(client.get("/readyz") for _ in range(5)))
+    assert [r.status for r in responses] == [200] * 5
+    assert relay.requests_sent() == 1
+
+
+async def test_a_cached_failure_lasts_only_the_window(
+    aiohttp_client: ClientFactory, make_config: Callable[..., Config], relay_to: RelayFactory,
+    moto_endpoint: str, s3: Any,
+) -> None:
+    relay = await relay_to(moto_endpoint)
+    name = "readyz-created-later"
+    data = config_data(relay.endpoint, name)
+    data["server"]["ready_cache_seconds"] = CACHE_SECONDS
+    clock = Clock()
+    client = await aiohttp_client(create_app(make_config(data=data), clock=clock))
+    assert (await client.get("/readyz")).status == 503
+    s3.create_bucket(Bucket=name)  # storage recovers
+    try:
+        assert (await client.get("/readyz")).status == 503  # still the cached answer
+        clock.now += CACHE_SECONDS
+        assert (await client.get("/readyz")).status == 200
+    finally:
+        s3.delete_bucket(Bucket=name)
