@@ -45,7 +45,7 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
     pool = TransformPool(config.transform.workers, config.transform.queue_size,
                          config.transform.timeout, config.transform.max_source_pixels)
     try:
-        if config.transform.enabled:
+        if config.transform.enabled and config.transform.prestart_workers:
             await pool.start()
         app[keys.VARIANTS] = VariantService(
             config.transform, pool, VariantCache(config.cache.variant_bytes),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from enum import Enum
 from typing import Final
 
 _RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE | re.ASCII)
@@ -112,17 +113,51 @@ def parse_preconditions(headers: Mapping[str, str]) -> Preconditions:
     )
 
 
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """RFC 9110 13.1.2 weak comparison of an If-None-Match list against one ETag."""
-    if if_none_match.strip() == "*":
+def etag_matches(header: str, etag: str, *, strong: bool = False) -> bool:
+    """RFC 9110 13.1.2: does an If-None-Match (weak) or If-Match (strong) list match ``etag``?"""
+    if header.strip() == "*":
         return True
+    if strong and etag.startswith("W/"):
+        return False
     opaque = etag[2:] if etag.startswith("W/") else etag
     position = 0
-    while position < len(if_none_match):
-        match = _ETAG_LIST_ITEM.match(if_none_match, position)
+    while position < len(header):
+        match = _ETAG_LIST_ITEM.match(header, position)
         if match is None:
             return False
-        if match.group(1) == opaque:
+        is_weak = header[match.start():match.end()].lstrip().startswith("W/")
+        if match.group(1) == opaque and not (strong and is_weak):
             return True
         position = match.end()
     return False
+
+
+class Decision(Enum):
+    """The outcome of evaluating validators against a known ETag (RFC 9110 13.2.2 order)."""
+
+    PROCEED = "proceed"
+    NOT_MODIFIED = "not_modified"
+    PRECONDITION_FAILED = "precondition_failed"
+
+
+_SINGLE_STRONG_ETAG: Final = re.compile(r'"[^",\s]*"', re.ASCII)
+
+
+def needs_local_evaluation(pre: Preconditions) -> bool:
+    """S3 compares If-None-Match/If-Match as one exact string; lists, weak tags and '*' are
+    evaluated here, against the ETag from a HEAD, instead."""
+    return any(value is not None and not _SINGLE_STRONG_ETAG.fullmatch(value)
+               for value in (pre.if_none_match, pre.if_match))
+
+
+def evaluate(pre: Preconditions, etag: str | None) -> Decision:
+    if pre.if_match is not None and (etag is None or not etag_matches(pre.if_match, etag, strong=True)):
+        return Decision.PRECONDITION_FAILED
+    if pre.if_none_match is not None and etag is not None and etag_matches(pre.if_none_match, etag):
+        return Decision.NOT_MODIFIED
+    return Decision.PROCEED
+
+
+def without_etag_validators(pre: Preconditions) -> Preconditions:
+    """What is left for S3 once the ETag validators were evaluated here."""
+    return replace(pre, if_none_match=None, if_match=None)

@@ -189,6 +189,7 @@ class SourceConfig:
 class TransformConfig:
     enabled: bool = True
     workers: int = 0  # 0: one per CPU
+    prestart_workers: bool = True
     queue_size: int = 32
     timeout: float = 10.0
     max_width: int = 4096
@@ -467,6 +468,7 @@ def _transform(t: _Table) -> TransformConfig:
     transform = TransformConfig(
         enabled=t.boolean("enabled", True),
         workers=t.integer("workers", 0, 0, 256),
+        prestart_workers=t.boolean("prestart_workers", True),
         queue_size=t.integer("queue_size", 32, 0, 100_000),
         timeout=t.duration("timeout", 10.0, 0.1, 600),
         max_width=t.integer("max_width", 4096, 1, 16384),

@@ -11,13 +11,11 @@ from aiohttp import hdrs, web
 from imgproxy import keys
 from imgproxy.auth.principal import authorize
 from imgproxy.auth.signing import parse_query
-from imgproxy.conditional import ByteRange, parse_preconditions, parse_range
 from imgproxy.errors import NotReady, UnknownSource
-from imgproxy.media import SNIFF_BYTES, needs_sniffing, sniff_type
 from imgproxy.middleware import LOG_FIELDS
+from imgproxy.originals import respond_original
 from imgproxy.paths import parse_image_path
-from imgproxy.respond import not_modified, send_head, stream_object
-from imgproxy.storage.s3 import NotModified, S3Source
+from imgproxy.storage.s3 import S3Source
 
 
 async def image(request: web.Request) -> web.StreamResponse:
@@ -36,45 +34,16 @@ async def image(request: web.Request) -> web.StreamResponse:
     fields["auth"] = f"{principal.kind}:{principal.name}"
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(request, target.source)
-    cache_control = source.config.cache_control
     inline = config.server.inline_types
     # 4. A transform (w, h, fmt, ...) is always rendered here: cache, 304, or one render.
     spec = request.app[keys.VARIANTS].parse(params)
     if spec is not None:
         fields["delivery"] = "transform"
         return await request.app[keys.VARIANTS].respond(request, source, target.key, spec,
-                                                        cache_control, inline)
-    preconditions = parse_preconditions(request.headers)
+                                                        source.config.cache_control, inline)
+    # 5. The original, streamed from S3.
     fields["delivery"] = "stream"
-    # 5. Deliver the original: HEAD asks S3 for metadata only; GET streams (a range, if one was asked for).
-    if request.method == hdrs.METH_HEAD:
-        head = await source.head(target.key, preconditions)
-        if isinstance(head, NotModified):
-            return not_modified(head, cache_control)
-        content_type = head.content_type or ""
-        if needs_sniffing(content_type):
-            content_type = await sniff_remote(source, target.key)
-        return await send_head(request, head, content_type, cache_control, inline)
-    byte_range = parse_range(request.headers.get(hdrs.RANGE))
-    if preconditions.if_range_never_matches:
-        byte_range = None
-    result = await source.get(target.key, byte_range, preconditions)
-    if isinstance(result, NotModified):
-        return not_modified(result, cache_control)
-    meta, body = result
-    return await stream_object(request, meta, body, cache_control, inline)
-
-
-async def sniff_remote(source: S3Source, key: str) -> str:
-    """For HEAD of an untyped object: read only its first bytes, as a ranged GET."""
-    result = await source.get(key, ByteRange(0, SNIFF_BYTES - 1))
-    if isinstance(result, NotModified):
-        return "application/octet-stream"
-    _, body = result
-    try:
-        return sniff_type(await body.read(SNIFF_BYTES))
-    finally:
-        body.close()
+    return await respond_original(request, source, target.key, inline)
 
 
 def find_source(request: web.Request, name: str) -> S3Source:

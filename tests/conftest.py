@@ -85,6 +85,8 @@ def config_data(endpoint: str, bucket: str, **source_overrides: Any) -> dict[str
             },
         },
         "sources": {"photos": source_table(endpoint, bucket, **source_overrides)},
+        # Workers start on the first transform, so tests that never transform spawn none.
+        "transform": {"prestart_workers": False},
     }
 
 
