@@ -15,12 +15,12 @@ from aiohttp import web
 from imgproxy import keys
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.auth.tokens import load_tokens
-from imgproxy.cache import MetadataCache, VariantCache
+from imgproxy.cache import HotCounter, MetadataCache, VariantCache
 from imgproxy.config import Config
 from imgproxy.health import Readiness
 from imgproxy.middleware import observe, stamp_request_id
 from imgproxy.routes import add_routes
-from imgproxy.storage.s3 import S3Source, s3_client
+from imgproxy.storage.s3 import open_source
 from imgproxy.transform.pool import TransformPool
 from imgproxy.transform.steps import supported_outputs
 from imgproxy.variants import VariantService
@@ -30,10 +30,8 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
     """One aiobotocore client per source for the app's lifetime (never one per request)."""
     config = app[keys.CONFIG]
     async with AsyncExitStack() as stack:
-        sources = {
-            name: S3Source(src, await stack.enter_async_context(s3_client(src)))
-            for name, src in config.sources.items()
-        }
+        sources = {name: await stack.enter_async_context(open_source(src))
+                   for name, src in config.sources.items()}
         app[keys.SOURCES] = sources
         app[keys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[keys.CLOCK])
         yield
@@ -48,8 +46,7 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
         if config.transform.enabled and config.transform.prestart_workers:
             await pool.start()
         app[keys.VARIANTS] = VariantService(
-            config.transform, pool, VariantCache(config.cache.variant_bytes),
-            MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl),
+            config.transform, pool, VariantCache(config.cache.variant_bytes), app[keys.METADATA],
             supported_outputs())
         yield
     finally:
@@ -70,6 +67,10 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth_policy(config)
     app[keys.CLOCK] = clock
+    app[keys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
+    deliveries = [source.delivery for source in config.sources.values()]
+    app[keys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),
+                               max(d.hot_window for d in deliveries))
     app.cleanup_ctx.append(s3_sources)
     app.cleanup_ctx.append(variant_service)
     app.on_response_prepare.append(stamp_request_id)

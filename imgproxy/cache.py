@@ -87,6 +87,28 @@ class MetadataCache:
         self._ttl.pop((source, key), None)
 
 
+class HotCounter:
+    """Requests per key within a window, in a bounded TTL cache: memory stays bounded whatever
+    the key space (the least recently counted keys are dropped first)."""
+
+    def __init__(self, entries: int, max_window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._counts: TTLCache[Hashable, tuple[float, int]] = TTLCache(
+            maxsize=entries, ttl=max(max_window, 0.001), timer=clock)
+
+    def hit(self, key: Hashable, window: float) -> int:
+        """Count one request for ``key``; return how many fell in the current window."""
+        now = self._clock()
+        started, count = self._counts.get(key, (now, 0))
+        if now - started >= window:
+            started, count = now, 0
+        self._counts[key] = (started, count + 1)
+        return count + 1
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
 class Coalescer(Generic[T]):
     """Single flight: the first caller for a key runs the work; later callers await its result."""
 

@@ -8,6 +8,7 @@ where they are used.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -134,6 +135,7 @@ class TokenConfig:
     name: str
     token: Secret
     scopes: tuple[Scope, ...]
+    sign_scopes: tuple[Scope, ...] = ()  # what POST /sign may sign with this token
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,7 @@ class ServerConfig:
     inline_types: tuple[str, ...] = DEFAULT_INLINE_TYPES
     log_keys: bool = False
     max_query_params: int = 32
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For/-Proto are believed
 
     @property
     def base_url(self) -> str:
@@ -164,6 +167,27 @@ class AuthConfig:
     max_ttl: float = 7 * 24 * 3600.0
     clock_skew: float = 60.0
     tokens: tuple[TokenConfig, ...] = ()
+    url_window: float = 0.0  # >0: signed proxy URLs' exp rounds up to a multiple of this
+    sign_max_items: int = 500
+    sign_ttl: float = 3600.0
+
+
+DELIVERY_MODES: Final = ("stream", "redirect", "auto", "accel")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """How originals reach the client; ``[delivery]`` with ``[sources.NAME.delivery]`` overrides."""
+
+    mode: str = "auto"
+    redirect_status: int = 302
+    redirect_min_bytes: int = 8 * 1024 * 1024
+    hot_requests: int = 50
+    hot_window: float = 60.0
+    hot_entries: int = 100_000
+    presign_window: float = 3600.0
+    presign_ttl: float = 2 * 3600.0
+    accel_location: str = "/_imgproxy_s3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +207,7 @@ class SourceConfig:
     read_timeout: float = 10.0
     max_connections: int = 32
     max_attempts: int = 2
+    delivery: DeliveryConfig = DeliveryConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +355,16 @@ def resolve_secret(value: object, where: str, environ: Mapping[str, str]) -> Sec
     return Secret(value)
 
 
+def _networks(t: _Table, key: str) -> tuple[str, ...]:
+    networks = t.string_list(key, ())
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{t.where(key)}: {cidr!r} is not an IP address or CIDR") from None
+    return networks
+
+
 def _server(t: _Table) -> ServerConfig:
     public_url = t.string("public_url", "")
     if public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", public_url, re.ASCII):
@@ -350,6 +385,7 @@ def _server(t: _Table) -> ServerConfig:
         inline_types=tuple(m.lower() for m in inline),
         log_keys=t.boolean("log_keys", False),
         max_query_params=t.integer("max_query_params", 32, 4, 256),
+        trusted_proxies=_networks(t, "trusted_proxies"),
     )
     t.reject_unknown()
     return server
@@ -383,13 +419,15 @@ def _auth(t: _Table, environ: Mapping[str, str]) -> AuthConfig:
         if len(token.reveal().encode()) < MIN_TOKEN_BYTES:
             raise ConfigError(f"{tt.where('token')}: tokens must be at least {MIN_TOKEN_BYTES} bytes")
         scopes = tt.string_list("scopes", ())
-        if not scopes:
+        sign_scopes = tt.string_list("sign_scopes", ())
+        if not scopes and not sign_scopes:
             raise ConfigError(f"{tt.where('scopes')}: list at least one scope, e.g. 'photos:employees/*'")
         tokens.append(
             TokenConfig(
                 name=name,
                 token=token,
                 scopes=tuple(Scope.parse(s, tt.where("scopes")) for s in scopes),
+                sign_scopes=tuple(Scope.parse(s, tt.where("sign_scopes")) for s in sign_scopes),
             )
         )
         tt.reject_unknown()
@@ -402,12 +440,50 @@ def _auth(t: _Table, environ: Mapping[str, str]) -> AuthConfig:
         max_ttl=t.duration("max_ttl", 7 * 24 * 3600.0, 1, MAX_TTL_LIMIT),
         clock_skew=t.duration("clock_skew", 60.0, 0, 3600),
         tokens=tuple(tokens),
+        url_window=t.duration("url_window", 0.0, 0, 86400),
+        sign_max_items=t.integer("sign_max_items", 500, 1, 10_000),
+        sign_ttl=t.duration("sign_ttl", 3600.0, 1, MAX_TTL_LIMIT),
     )
+    if auth.sign_ttl + auth.url_window > auth.max_ttl:
+        raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "
+                          "(the server would refuse the URLs it signs)")
     t.reject_unknown()
     return auth
 
 
-def _source(name: str, t: _Table, environ: Mapping[str, str]) -> SourceConfig:
+MIN_PRESIGNED_VALIDITY: Final = 60.0
+
+
+def _delivery(t: _Table, base: DeliveryConfig) -> DeliveryConfig:
+    mode = t.string("mode", base.mode)
+    if mode not in DELIVERY_MODES:
+        raise ConfigError(f"{t.where('mode')}: must be one of {', '.join(DELIVERY_MODES)}")
+    status = t.integer("redirect_status", base.redirect_status, 300, 399)
+    if status not in (302, 303, 307):
+        raise ConfigError(f"{t.where('redirect_status')}: must be 302, 303 or 307")
+    accel = t.string("accel_location", base.accel_location)
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", accel, re.ASCII):
+        raise ConfigError(f"{t.where('accel_location')}: expected an nginx location path like /_imgproxy_s3")
+    delivery = DeliveryConfig(
+        mode=mode,
+        redirect_status=status,
+        redirect_min_bytes=t.size("redirect_min_bytes", base.redirect_min_bytes, 0, 1 << 50),
+        hot_requests=t.integer("hot_requests", base.hot_requests, 1, 10_000_000),
+        hot_window=t.duration("hot_window", base.hot_window, 1, 86400),
+        hot_entries=t.integer("hot_entries", base.hot_entries, 1, 10_000_000),
+        presign_window=t.duration("presign_window", base.presign_window, 1, MAX_TTL_LIMIT / 2),
+        presign_ttl=t.duration("presign_ttl", base.presign_ttl, 2, MAX_TTL_LIMIT),
+        accel_location=accel.rstrip("/") or "/",
+    )
+    if delivery.presign_ttl - delivery.presign_window < MIN_PRESIGNED_VALIDITY:
+        raise ConfigError(
+            f"{t.where('presign_ttl')}: must exceed presign_window by at least "
+            f"{MIN_PRESIGNED_VALIDITY:g}s, so a URL handed out late in a window still works")
+    t.reject_unknown()
+    return delivery
+
+
+def _source(name: str, t: _Table, environ: Mapping[str, str], delivery: DeliveryConfig) -> SourceConfig:
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{t.path}: source names use letters, digits, '_' and '-' (at most 64)")
     bucket = t.string("bucket", required=True)
@@ -455,6 +531,7 @@ def _source(name: str, t: _Table, environ: Mapping[str, str]) -> SourceConfig:
         read_timeout=t.duration("read_timeout", 10.0, 0.05, 3600),
         max_connections=t.integer("max_connections", 32, 1, 1024),
         max_attempts=t.integer("max_attempts", 2, 1, 10),
+        delivery=_delivery(t.table("delivery"), delivery),
     )
     t.reject_unknown()
     return source
@@ -502,7 +579,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     server = _server(root.table("server"))
     auth = _auth(root.table("auth"), env)
     sources_table = root.table("sources")
-    sources = {name: _source(name, sources_table.table(name), env) for name in sources_table.data}
+    delivery = _delivery(root.table("delivery"), DeliveryConfig())
+    sources = {name: _source(name, sources_table.table(name), env, delivery)
+               for name in sources_table.data}
     if not sources:
         raise ConfigError("sources: define at least one [sources.NAME] table")
     if not auth.keys and not auth.tokens:

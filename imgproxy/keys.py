@@ -8,6 +8,7 @@ from typing import Final
 from aiohttp import web
 
 from imgproxy.auth.principal import AuthPolicy
+from imgproxy.cache import HotCounter, MetadataCache
 from imgproxy.config import Config
 from imgproxy.health import Readiness
 from imgproxy.storage.s3 import S3Source
@@ -19,3 +20,5 @@ CLOCK: Final[web.AppKey[Callable[[], float]]] = web.AppKey("clock")
 SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
 READINESS: Final = web.AppKey("readiness", Readiness)
 VARIANTS: Final = web.AppKey("variants", VariantService)
+METADATA: Final = web.AppKey("metadata", MetadataCache)
+HOT: Final = web.AppKey("hot", HotCounter)

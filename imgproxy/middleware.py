@@ -79,10 +79,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every answer, streamed or not, carries its request id."""
+    """``on_response_prepare``: every answer carries its request id; image answers say how they
+    were delivered (``X-Delivery: stream|redirect|accel``)."""
     request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers["X-Request-Id"] = request_id
+    delivery = request.get(LOG_FIELDS, {}).get("delivery")
+    if delivery and response.status < 400:
+        response.headers["X-Delivery"] = delivery
 
 
 def _logfmt(value: str) -> str:

@@ -1,5 +1,8 @@
 """Originals: delivering an object as stored (no transform), with S3 doing the heavy lifting.
 
+The delivery mode is chosen first (``delivery.choose_delivery``) from what the caches already
+know; redirect and accel hand the bytes to S3 or nginx (``offload``), stream sends them here.
+
 Validators and a single range are handed to S3, so S3 answers 304/412/206 and no bytes are
 read and discarded. The forms S3 compares as one exact string (ETag lists, weak tags, ``*``)
 are evaluated here against the ETag of one HEAD instead.
@@ -7,27 +10,93 @@ are evaluated here against the ETag of one HEAD instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import hdrs, web
 
+from imgproxy.cache import HotCounter, MetadataCache, SourceMeta
 from imgproxy.conditional import (
     ByteRange,
     Decision,
+    Preconditions,
+    etag_matches,
     evaluate,
     needs_local_evaluation,
     parse_preconditions,
     parse_range,
     without_etag_validators,
 )
+from imgproxy.delivery import Delivery, choose_delivery
 from imgproxy.errors import PreconditionFailed
 from imgproxy.media import SNIFF_BYTES, needs_sniffing, sniff_type
+from imgproxy.middleware import LOG_FIELDS
+from imgproxy.offload import offload
 from imgproxy.respond import not_modified, send_head, stream_object
 from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
 
 
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What delivering an original needs besides the request (app-wide, loop-thread only)."""
+
+    metadata: MetadataCache
+    hot: HotCounter
+    inline_types: tuple[str, ...]
+    now: float
+
+
+async def known_meta(source: S3Source, key: str, metadata: MetadataCache) -> SourceMeta:
+    meta = metadata.get(source.config.name, key)
+    if meta is None:
+        head = await source.head(key)
+        assert isinstance(head, ObjectMeta)  # no preconditions were sent
+        meta = SourceMeta(head.etag, head.content_length, head.content_type)
+        metadata.put(source.config.name, key, meta)
+    return meta
+
+
+def remember(metadata: MetadataCache, source: S3Source, key: str, meta: ObjectMeta) -> None:
+    """Responses teach the metadata cache an object's size, ETag and type for free."""
+    size = total_size(meta)
+    if size is not None:
+        metadata.put(source.config.name, key, SourceMeta(meta.etag, size, meta.content_type))
+
+
+def total_size(meta: ObjectMeta) -> int | None:
+    if meta.content_range is None:
+        return meta.content_length
+    total = meta.content_range.rpartition("/")[2]
+    return int(total) if total.isdigit() else None
+
+
 async def respond_original(request: web.Request, source: S3Source, key: str,
-                           inline_types: tuple[str, ...]) -> web.StreamResponse:
-    cache_control = source.config.cache_control
+                           context: Context) -> web.StreamResponse:
+    """The answer; ``request[LOG_FIELDS]["delivery"]`` says how (stream, redirect or accel)."""
+    # 1. Choose: the source's mode, with what the caches know (no S3 call to decide).
+    cached = context.metadata.get(source.config.name, key)
+    recent = context.hot.hit((source.config.name, key), source.config.delivery.hot_window)
+    how = choose_delivery(source.config.delivery, size=cached.content_length if cached else None,
+                          recent_requests=recent)
+    request[LOG_FIELDS]["delivery"] = how.value
     preconditions = parse_preconditions(request.headers)
+    # 2. A validator the proxy can answer from what it knows: 304 without S3.
+    if cached is not None and cached.etag and preconditions.if_none_match \
+            and etag_matches(preconditions.if_none_match, cached.etag):
+        return not_modified(NotModified(cached.etag, None), source.config.cache_control)
+    # 3. Offload: S3 (redirect) or nginx (accel) moves the bytes; the HEAD (if needed) proves
+    #    the object exists and gives its type for a safe response-content-type.
+    if how is not Delivery.STREAM:
+        meta = cached or await known_meta(source, key, context.metadata)
+        if preconditions.if_none_match and meta.etag and etag_matches(preconditions.if_none_match, meta.etag):
+            return not_modified(NotModified(meta.etag, None), source.config.cache_control)
+        return await offload(source, key, meta, how, context.now, context.inline_types)
+    return await stream_original(request, source, key, context, preconditions)
+
+
+async def stream_original(request: web.Request, source: S3Source, key: str, context: Context,
+                          preconditions: Preconditions) -> web.StreamResponse:
+    cache_control = source.config.cache_control
+    inline_types = context.inline_types
     # 1. Validators S3 cannot compare: decide here from a HEAD (still no object bytes).
     if needs_local_evaluation(preconditions):
         head = await source.head(key)
@@ -43,6 +112,7 @@ async def respond_original(request: web.Request, source: S3Source, key: str,
         meta = await source.head(key, preconditions)
         if isinstance(meta, NotModified):
             return not_modified(meta, cache_control)
+        remember(context.metadata, source, key, meta)
         content_type = meta.content_type or ""
         if needs_sniffing(content_type):
             content_type = await sniff_remote(source, key)
@@ -55,6 +125,7 @@ async def respond_original(request: web.Request, source: S3Source, key: str,
     if isinstance(result, NotModified):
         return not_modified(result, cache_control)
     meta, body = result
+    remember(context.metadata, source, key, meta)
     return await stream_object(request, meta, body, cache_control, inline_types)
 
 

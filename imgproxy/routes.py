@@ -13,7 +13,7 @@ from imgproxy.auth.principal import authorize
 from imgproxy.auth.signing import parse_query
 from imgproxy.errors import NotReady, UnknownSource
 from imgproxy.middleware import LOG_FIELDS
-from imgproxy.originals import respond_original
+from imgproxy.originals import Context, respond_original
 from imgproxy.paths import parse_image_path
 from imgproxy.storage.s3 import S3Source
 
@@ -38,12 +38,13 @@ async def image(request: web.Request) -> web.StreamResponse:
     # 4. A transform (w, h, fmt, ...) is always rendered here: cache, 304, or one render.
     spec = request.app[keys.VARIANTS].parse(params)
     if spec is not None:
-        fields["delivery"] = "transform"
+        fields["delivery"] = "stream"
+        fields["transform"] = "1"
         return await request.app[keys.VARIANTS].respond(request, source, target.key, spec,
                                                         source.config.cache_control, inline)
-    # 5. The original, streamed from S3.
-    fields["delivery"] = "stream"
-    return await respond_original(request, source, target.key, inline)
+    # 5. The original: streamed, or offloaded to S3 (redirect) or nginx (accel).
+    context = Context(request.app[keys.METADATA], request.app[keys.HOT], inline, request.app[keys.CLOCK]())
+    return await respond_original(request, source, target.key, context)
 
 
 def find_source(request: web.Request, name: str) -> S3Source:

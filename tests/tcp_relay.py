@@ -155,11 +155,6 @@ class Blackhole:
         assert self._server is not None, "start() the blackhole first"
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
-    def _budget(self, link: Link) -> int:
-        if self.stall_after is None:
-            return 64 * 1024
-        return max(0, min(64 * 1024, self.stall_after - link.from_upstream))
-
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         self._writers.append(writer)

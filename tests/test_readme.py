@@ -41,7 +41,9 @@ def test_signing_vector_in_readme_is_what_the_code_computes() -> None:
     secret = re.search(r"\| secret \| `([^`]+)` \|", README)
     sig = re.search(r"\| sig \| `([^`]+)` \|", README)
     canonical = re.search(r"\| canonical form \| `([^`]+)` \|", README)
-    assert secret and sig and canonical
+    assert secret
+    assert sig
+    assert canonical
     params = {"exp": "1767225600", "kid": "k1", "w": "300"}
     assert canonical_form("photos", "employees/Zoë Smith+1.jpg", params) == canonical.group(1)
     url = sign_url("photos", "employees/Zoë Smith+1.jpg", secret=secret.group(1), exp=1767225600,
@@ -64,9 +66,20 @@ def test_example_config_is_a_working_config() -> None:
 def test_example_config_mentions_every_key() -> None:
     from dataclasses import fields
 
-    from imgproxy.config import AuthConfig, ServerConfig, SourceConfig, TokenConfig
+    from imgproxy.config import (
+        AuthConfig,
+        CacheConfig,
+        DeliveryConfig,
+        ServerConfig,
+        SourceConfig,
+        TokenConfig,
+        TransformConfig,
+    )
 
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    names = {f.name for cls in (ServerConfig, AuthConfig, SourceConfig, TokenConfig) for f in fields(cls)}
-    missing = sorted(n for n in names - {"name"} if not re.search(rf"^(#? ?{n} = |\[auth\.{n}\.)", text, re.MULTILINE))
+    sections = (ServerConfig, AuthConfig, SourceConfig, TokenConfig, TransformConfig, CacheConfig,
+                DeliveryConfig)
+    names = {f.name for cls in sections for f in fields(cls)}
+    pattern = r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\])"
+    missing = sorted(n for n in names - {"name"} if not re.search(pattern.format(n), text, re.MULTILINE))
     assert missing == []

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -37,6 +37,7 @@ from imgproxy.errors import (
     StorageTimeout,
 )
 from imgproxy.paths import object_key
+from imgproxy.storage.presign import PresignCredentials, locate, presign_get
 
 log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")
@@ -87,10 +88,14 @@ class ObjectBody:
         self._stream.close()
 
 
+def _session(source: SourceConfig) -> AioSession:
+    return AioSession(profile=source.profile) if source.profile else AioSession()
+
+
 @asynccontextmanager
-async def s3_client(source: SourceConfig) -> AsyncIterator[Any]:
+async def s3_client(source: SourceConfig, session: AioSession | None = None) -> AsyncIterator[Any]:
     """One aiobotocore client for the source's lifetime: bounded pool, timeouts, retries."""
-    session = AioSession(profile=source.profile) if source.profile else AioSession()
+    session = session or _session(source)
     config = AioConfig(
         region_name=source.region,
         signature_version="s3v4",
@@ -145,12 +150,59 @@ def _translate(source: SourceConfig, exc: BaseException, operation: str) -> Prox
     return StorageError(f"{where}: {exc.__class__.__name__}")
 
 
+class Credentials:
+    """The source's credentials as plain values for presigning: explicit ones from the config,
+    else the standard AWS chain (refreshed by botocore before temporary ones expire)."""
+
+    def __init__(self, source: SourceConfig, session: AioSession) -> None:
+        self._source = source
+        self._session = session
+        self._chain: Any = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(source={self._source.name!r})"
+
+    async def current(self) -> tuple[PresignCredentials, float | None]:
+        """Frozen credentials and, for temporary ones, when they expire (unix seconds)."""
+        src = self._source
+        if src.access_key_id is not None and src.secret_access_key is not None:
+            token = src.session_token.reveal() if src.session_token else None
+            return PresignCredentials(src.access_key_id.reveal(), src.secret_access_key.reveal(), token), None
+        if self._chain is None:
+            self._chain = await self._session.get_credentials()
+        if self._chain is None:
+            log.error("no AWS credentials found for presigning (source=%s)", src.name)
+            raise StorageError(f"source={src.name}: no credentials")
+        frozen = await self._chain.get_frozen_credentials()
+        expiry = getattr(self._chain, "_expiry_time", None)
+        expires = expiry.timestamp() if isinstance(expiry, datetime) else None
+        return PresignCredentials(frozen.access_key, frozen.secret_key, frozen.token), expires
+
+
+@asynccontextmanager
+async def open_source(config: SourceConfig) -> AsyncIterator[S3Source]:
+    """An ``S3Source`` with its client and credentials, for the app's lifetime."""
+    session = _session(config)
+    async with s3_client(config, session) as client:
+        yield S3Source(config, client, Credentials(config, session))
+
+
 class S3Source:
     """Object reads from one configured source; the client is owned by the app's cleanup_ctx."""
 
-    def __init__(self, config: SourceConfig, client: Any) -> None:
+    def __init__(self, config: SourceConfig, client: Any, credentials: Credentials | None = None) -> None:
         self.config = config
         self.client = client
+        self.credentials = credentials or Credentials(config, _session(config))
+        self.location = locate(config.endpoint_url, config.region, config.bucket, config.addressing_style)
+
+    async def presign(self, key: str, signed_at: int, expires_in: int,
+                      response_headers: dict[str, str]) -> str:
+        """A presigned GET URL for ``key`` (inside the prefix), signed at ``signed_at``."""
+        creds, _ = await self.credentials.current()
+        return presign_get(self.location, self.config.bucket, object_key(self.config.prefix, key), creds,
+                           signed_at=datetime.fromtimestamp(signed_at, UTC), expires_in=expires_in,
+                           response_headers=response_headers)
 
     def __repr__(self) -> str:
         return f"S3Source(name={self.config.name!r})"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from imgproxy.errors import ImageTooLarge, NotAnImage, UnprocessableImage
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
@@ -80,10 +80,16 @@ def open_image(data: bytes, settings: RenderSettings) -> Image.Image:
 
 def draft(job: Job) -> None:
     """JPEG: let the decoder scale by 1/2, 1/4 or 1/8 (DCT scaling) when the target is small."""
-    box = target_box(job.image.size, job.spec)
-    if job.source_format == "JPEG" and box is not None:
+    if job.source_format != "JPEG":
+        return
+    # The spec is in displayed pixels; a quarter-turn EXIF orientation swaps the stored axes.
+    turned = job.image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+    width, height = job.image.size
+    box = target_box((height, width) if turned else (width, height), job.spec)
+    if box is not None:
         requested = (int(box[0] * REDUCING_GAP), int(box[1] * REDUCING_GAP))
-        job.image.draft(job.image.mode if job.image.mode in ("RGB", "L") else None, requested)
+        job.image.draft(job.image.mode if job.image.mode in ("RGB", "L") else None,
+                        requested[::-1] if turned else requested)
 
 
 def load_first_frame(job: Job) -> None:
@@ -119,6 +125,8 @@ def normalise_mode(job: Job) -> None:
         image = image.convert("I").point(lambda v: v * scale).convert("L")
     elif image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("RGB", "L") and "transparency" in image.info:
+        image = image.convert("LA" if image.mode == "L" else "RGBA")  # a tRNS colour key -> alpha
     elif image.mode in ("1", "F", "YCbCr", "LAB", "HSV"):
         image = image.convert("RGB")
     elif image.mode in ("PA", "RGBa"):
@@ -221,7 +229,9 @@ def encode(job: Job) -> bytes:
     if job.icc_profile:
         options["icc_profile"] = job.icc_profile
     if job.target is OutputFormat.JPEG:
-        options.update(quality=quality or settings.jpeg_quality, optimize=False, progressive=False)
+        # comment: Pillow would otherwise copy the source's COM marker (free text, often private).
+        options.update(quality=quality or settings.jpeg_quality, optimize=False, progressive=False,
+                       comment=b"")
         fmt = "JPEG"
     elif job.target is OutputFormat.WEBP:
         options.update(quality=quality or settings.webp_quality, method=4)

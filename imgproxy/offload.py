@@ -1,0 +1,57 @@
+"""Offloaded answers: the proxy authorizes, S3 (or nginx) moves the bytes.
+
+- redirect: ``302``/``307`` to a presigned GET URL that is identical for every request in a
+  window, with ``Cache-Control: private, max-age=<seconds left in the window>``.
+- accel: ``X-Accel-Redirect`` to an internal nginx location, with the presigned URL in
+  ``X-Imgproxy-Upstream``; nginx fetches it and streams it to the client.
+
+The presigned URL carries ``response-cache-control`` (the source's policy, so the browser
+caches the bytes S3 sends) and a safe ``response-content-type`` (types outside the inline
+allowlist become ``application/octet-stream`` with ``response-content-disposition: attachment``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import hdrs, web
+
+from imgproxy.cache import SourceMeta
+from imgproxy.delivery import Delivery, presign_window
+from imgproxy.media import is_inline
+from imgproxy.storage.s3 import S3Source
+
+UPSTREAM_HEADER: Final = "X-Imgproxy-Upstream"
+
+
+def s3_response_headers(meta: SourceMeta, cache_control: str,
+                        inline_types: tuple[str, ...]) -> dict[str, str]:
+    content_type = meta.content_type or "application/octet-stream"
+    headers = {"response-cache-control": cache_control}
+    if is_inline(content_type, inline_types):
+        headers["response-content-type"] = content_type
+    else:
+        headers["response-content-type"] = "application/octet-stream"
+        headers["response-content-disposition"] = "attachment"
+    return headers
+
+
+async def offload(source: S3Source, key: str, meta: SourceMeta, how: Delivery, now: float,
+                  inline_types: tuple[str, ...]) -> web.Response:
+    config = source.config.delivery
+    _, credentials_expire = await source.credentials.current()
+    plan = presign_window(config, now, credentials_expire)
+    url = await source.presign(key, plan.signed_at, plan.expires_in,
+                               s3_response_headers(meta, source.config.cache_control, inline_types))
+    if how is Delivery.ACCEL:
+        return web.Response(status=200, headers={
+            "X-Accel-Redirect": config.accel_location,
+            UPSTREAM_HEADER: url,
+            hdrs.CACHE_CONTROL: source.config.cache_control,
+            "X-Accel-Buffering": "no",
+        })
+    return web.Response(status=config.redirect_status, headers={
+        hdrs.LOCATION: url,
+        hdrs.CACHE_CONTROL: f"private, max-age={plan.max_age}",
+        "X-Content-Type-Options": "nosniff",
+    })
