@@ -17,8 +17,9 @@ from imgproxy.auth.principal import AuthPolicy
 from imgproxy.auth.tokens import load_tokens
 from imgproxy.cache import HotCounter, MetadataCache, VariantCache
 from imgproxy.config import Config
+from imgproxy.forwarded import parse_networks
 from imgproxy.health import Readiness
-from imgproxy.middleware import observe, stamp_request_id
+from imgproxy.middleware import TRUSTED_PROXIES, observe, stamp_request_id
 from imgproxy.routes import add_routes
 from imgproxy.storage.s3 import open_source
 from imgproxy.transform.pool import TransformPool
@@ -67,6 +68,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth_policy(config)
     app[keys.CLOCK] = clock
+    app[TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
     app[keys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
     deliveries = [source.delivery for source in config.sources.values()]
     app[keys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),

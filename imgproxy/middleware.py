@@ -18,12 +18,15 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from imgproxy.errors import MethodNotAllowed, NotFound, ProxyError
+from imgproxy.forwarded import Network, client_address, public_scheme
 
 log = logging.getLogger("imgproxy.error")
 access_log = logging.getLogger("imgproxy.access")
 REQUEST_ID: Final = web.RequestKey("imgproxy.request_id", str)
 LOG_FIELDS: Final[web.RequestKey[dict[str, str]]] = web.RequestKey("imgproxy.log_fields", dict)
 BODY_BYTES: Final = web.RequestKey("imgproxy.body_bytes", int)  # set by handlers that stream
+SCHEME: Final = web.RequestKey("imgproxy.scheme", str)  # the client's, through trusted proxies
+TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
 _CLIENT_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -58,7 +61,11 @@ def from_http_exception(exc: web.HTTPException) -> ProxyError:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = new_request_id(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = request_id
-    request[LOG_FIELDS] = {}
+    trusted = request.app.get(TRUSTED_PROXIES, ())
+    request[LOG_FIELDS] = {
+        "client": client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)}
+    request[SCHEME] = public_scheme(request.remote, request.headers.get("X-Forwarded-Proto"), trusted,
+                                    request.scheme)
     started = time.perf_counter()
     try:
         response = await handler(request)

@@ -6,13 +6,17 @@ and ``middleware.observe`` renders them.
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import hdrs, web
 
 from imgproxy import keys
 from imgproxy.auth.principal import authorize
-from imgproxy.auth.signing import parse_query
-from imgproxy.errors import NotReady, UnknownSource
-from imgproxy.middleware import LOG_FIELDS
+from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
+from imgproxy.auth.tokens import find_token, parse_bearer
+from imgproxy.batch import parse_batch, sign_items
+from imgproxy.errors import BadRequest, NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
+from imgproxy.middleware import LOG_FIELDS, SCHEME
 from imgproxy.originals import Context, respond_original
 from imgproxy.paths import parse_image_path
 from imgproxy.storage.s3 import S3Source
@@ -47,6 +51,41 @@ async def image(request: web.Request) -> web.StreamResponse:
     return await respond_original(request, source, target.key, context)
 
 
+async def sign_batch(request: web.Request) -> web.Response:
+    """POST /sign: signed proxy URLs for a list of {source, key, params}, in order."""
+    config = request.app[keys.CONFIG]
+    # 1. Who: a bearer token that has sign scopes.
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None:
+        raise Unauthorized("no credentials for /sign")
+    token = find_token(parse_bearer(header), request.app[keys.AUTH].tokens)
+    request[LOG_FIELDS]["auth"] = f"token:{token.name}"
+    if not token.sign_scopes:
+        raise OutOfScope(f"token {token.name!r} has no sign scopes",
+                         public_message="This token may not sign URLs (it has no sign_scopes).")
+    if not config.auth.keys:
+        raise NotFound("no signing keys", public_message="This server has no signing keys.")
+    # 2. What: a bounded JSON body (aiohttp refuses bodies over client_max_size with 413).
+    try:
+        body = await request.json(loads=json.loads)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"bad json: {exc}", public_message=f"The body is not valid JSON: {exc}.") from None
+    except UnicodeDecodeError:
+        raise BadRequest("body not utf-8", public_message="The body is not UTF-8.") from None
+    items = parse_batch(body, config.auth.sign_max_items)
+    # 3. Sign every item that is valid and in scope; the others get their own error.
+    base_url = config.server.public_url.rstrip("/") or f"{request[SCHEME]}://{request.host}"
+    kid = config.auth.sign_with
+    signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
+    now = request.app[keys.CLOCK]()
+    answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer,
+                         check_params=request.app[keys.VARIANTS].parse, ttl=config.auth.sign_ttl,
+                         window=config.auth.url_window, now=now)
+    expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
+    return web.json_response({"expires": expires, "items": answers},
+                             headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
 def find_source(request: web.Request, name: str) -> S3Source:
     source = request.app[keys.SOURCES].get(name)
     if source is None:
@@ -73,5 +112,6 @@ async def readyz(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_post("/sign", sign_batch)
     # [\s\S], not ".": a key with an encoded newline (%0A) must reach the path check (400).
     app.router.add_get(r"/img/{tail:[\s\S]+}", image)

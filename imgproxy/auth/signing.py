@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -112,10 +113,13 @@ class UrlSigner:
         ttl: float = 3600,
         params: Mapping[str, str] | None = None,
         now: float | None = None,
+        window: float = 0,
     ) -> str:
+        """``window`` > 0: ``exp`` rounds up to a multiple of it, so every signing in the same
+        window yields the identical URL (and the browser reuses its cached image)."""
         issued = time.time() if now is None else now
         return sign_url(
-            source, key, secret=self.secret, exp=int(issued + ttl), kid=self.kid,
+            source, key, secret=self.secret, exp=stable_expiry(issued, ttl, window), kid=self.kid,
             params=params, base_url=self.base_url,
         )
 
@@ -125,10 +129,20 @@ class UrlSigner:
         *,
         ttl: float = 3600,
         now: float | None = None,
+        window: float = 0,
     ) -> list[str]:
         """Sign many (source, key, params) items with one expiry: no call per image."""
         issued = time.time() if now is None else now
-        return [self.sign(s, k, ttl=ttl, params=p, now=issued) for s, k, p in items]
+        return [self.sign(s, k, ttl=ttl, params=p, now=issued, window=window) for s, k, p in items]
+
+
+def stable_expiry(now: float, ttl: float, window: float = 0) -> int:
+    """``now + ttl``, rounded up to a multiple of ``window`` when ``window`` > 0."""
+    exp = math.ceil(now + ttl)
+    if window > 0:
+        step = math.ceil(window)
+        exp = -(-exp // step) * step
+    return exp
 
 
 def parse_query(raw_query: str, max_params: int) -> dict[str, str]:

@@ -27,6 +27,7 @@ class Token:
     name: str
     digest: bytes
     scopes: tuple[Scope, ...]
+    sign_scopes: tuple[Scope, ...] = ()
 
     def __repr__(self) -> str:
         return f"Token(name={self.name!r}, scopes={len(self.scopes)})"
@@ -40,7 +41,7 @@ def _digest(token: str) -> bytes:
 
 
 def load_tokens(configs: Sequence[TokenConfig]) -> tuple[Token, ...]:
-    return tuple(Token(c.name, _digest(c.token.reveal()), c.scopes) for c in configs)
+    return tuple(Token(c.name, _digest(c.token.reveal()), c.scopes, c.sign_scopes) for c in configs)
 
 
 def parse_bearer(header: str) -> str:

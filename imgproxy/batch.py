@@ -1,0 +1,88 @@
+"""Batch signing: one call returns the signed proxy URLs for a whole page of images (no N+1).
+
+Pure. ``parse_batch`` checks the JSON shape; ``sign_items`` checks each item (source exists,
+key valid, parameters valid, inside the token's ``sign_scopes``) and signs it, returning a
+per-item error instead of failing the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
+from imgproxy.auth.tokens import Token
+from imgproxy.errors import BadRequest, InvalidParameter, OutOfScope, ProxyError, UnknownSource
+from imgproxy.paths import check_key
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    source: str
+    key: str
+    params: Mapping[str, str]
+
+
+def _bad(message: str) -> BadRequest:
+    return BadRequest(message, public_message=message)
+
+
+def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
+    """A JSON list of ``{source, key, params}`` (or ``{"items": [...]}``) -> items, or 400."""
+    items = body.get("items") if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        raise _bad('The body must be a JSON list of {source, key, params} objects (or {"items": [...]}).')
+    if isinstance(body, dict) and set(body) - {"items"}:
+        raise _bad(f"Unknown field {sorted(set(body) - {'items'})[0]!r} in the body.")
+    if len(items) > max_items:
+        raise _bad(f"At most {max_items} items per call; got {len(items)}.")
+    parsed = []
+    for index, item in enumerate(items):
+        where = f"items[{index}]"
+        if not isinstance(item, dict):
+            raise _bad(f"{where} must be an object with source, key and optional params.")
+        unknown = set(item) - {"source", "key", "params"}
+        if unknown:
+            raise _bad(f"{where} has an unknown field {sorted(unknown)[0]!r}.")
+        source, key, params = item.get("source"), item.get("key"), item.get("params", {})
+        if not isinstance(source, str) or not isinstance(key, str):
+            raise _bad(f"{where}.source and {where}.key must be strings.")
+        if not isinstance(params, dict) or not all(
+                isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
+                for k, v in params.items()):
+            raise _bad(f"{where}.params must be an object of string (or integer) values.")
+        parsed.append(BatchItem(source, key, {k: str(v) for k, v in params.items()}))
+    return parsed
+
+
+def sign_items(
+    items: list[BatchItem],
+    *,
+    token: Token,
+    sources: Collection[str],
+    signer: UrlSigner,
+    check_params: Callable[[Mapping[str, str]], object],
+    ttl: float,
+    window: float,
+    now: float,
+) -> list[dict[str, str]]:
+    """One entry per item, in order: ``{"url": ...}`` or ``{"error": code, "message": ...}``."""
+    answers: list[dict[str, str]] = []
+    for item in items:
+        try:
+            if item.source not in sources:
+                raise UnknownSource(f"unknown source {item.source!r}")
+            check_key(item.key)
+            if RESERVED_PARAMS & item.params.keys():
+                raise InvalidParameter("reserved param",
+                                       public_message="Parameters exp, kid and sig are set by signing.")
+            check_params(item.params)
+            if not any(scope.allows(item.source, item.key) for scope in token.sign_scopes):
+                raise OutOfScope(f"token {token.name!r} may not sign this path",
+                                 public_message="The token's sign scopes do not cover this item.")
+            answers.append({"url": signer.sign(item.source, item.key, ttl=ttl, params=item.params,
+                                               now=now, window=window)})
+        except ProxyError as exc:
+            answers.append({"error": exc.code, "message": exc.public_message})
+    return answers
