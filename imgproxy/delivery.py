@@ -38,7 +38,7 @@ def choose_delivery(config: DeliveryConfig, *, size: int | None, recent_requests
         return Delivery.REDIRECT
     if config.mode == "accel":
         return Delivery.ACCEL
-    is_large = size is not None and size >= config.redirect_min_bytes
+    is_large = size is not None and size > config.redirect_min_bytes
     is_hot = recent_requests > config.hot_requests
     return Delivery.REDIRECT if is_large or is_hot else Delivery.STREAM
 

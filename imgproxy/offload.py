@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 
 from imgproxy.cache import SourceMeta
 from imgproxy.delivery import Delivery, presign_window
-from imgproxy.media import is_inline
+from imgproxy.media import CONTENT_SECURITY_POLICY, is_inline
 from imgproxy.storage.s3 import S3Source
 
 UPSTREAM_HEADER: Final = "X-Imgproxy-Upstream"
@@ -39,16 +39,19 @@ def s3_response_headers(meta: SourceMeta, cache_control: str,
 async def offload(source: S3Source, key: str, meta: SourceMeta, how: Delivery, now: float,
                   inline_types: tuple[str, ...]) -> web.Response:
     config = source.config.delivery
-    _, credentials_expire = await source.credentials.current()
+    credentials, credentials_expire = await source.credentials.current()
     plan = presign_window(config, now, credentials_expire)
-    url = await source.presign(key, plan.signed_at, plan.expires_in,
-                               s3_response_headers(meta, source.config.cache_control, inline_types))
+    url = source.presign(key, plan.signed_at, plan.expires_in,
+                         s3_response_headers(meta, source.config.cache_control, inline_types), credentials)
     if how is Delivery.ACCEL:
         return web.Response(status=200, headers={
             "X-Accel-Redirect": config.accel_location,
             UPSTREAM_HEADER: url,
             hdrs.CACHE_CONTROL: source.config.cache_control,
             "X-Accel-Buffering": "no",
+            # For nginx to add to S3's answer (deploy/nginx.conf), as streamed answers carry them.
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         })
     return web.Response(status=config.redirect_status, headers={
         hdrs.LOCATION: url,

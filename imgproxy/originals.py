@@ -77,6 +77,8 @@ async def respond_original(request: web.Request, source: S3Source, key: str,
     recent = context.hot.hit((source.config.name, key), source.config.delivery.hot_window)
     how = choose_delivery(source.config.delivery, size=cached.content_length if cached else None,
                           recent_requests=recent)
+    if request.method == hdrs.METH_HEAD and how is Delivery.REDIRECT:
+        how = Delivery.STREAM  # headers only: cheap here, and a GET-presigned URL 403s a HEAD
     request[LOG_FIELDS]["delivery"] = how.value
     preconditions = parse_preconditions(request.headers)
     # 2. A validator the proxy can answer from what it knows: 304 without S3.

@@ -13,6 +13,7 @@ import boto3
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
+from s3_gate import ManualClock, S3Gate
 from tcp_relay import Blackhole, TcpRelay
 from yarl import URL
 
@@ -177,3 +178,22 @@ def raw_request() -> RawRequest:
         return resp
 
     return send
+
+
+# Delivery (issue 5): a test-controlled clock, and an S3 front door that enforces presigned URLs.
+
+DELIVERY_NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a whole hour, so windows start here
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Unix time for the app (``create_app(clock=...)``) and the gate; moves only on ``advance``."""
+    return ManualClock(DELIVERY_NOW)
+
+
+@pytest.fixture
+async def s3_gate(moto_endpoint: str, clock: ManualClock) -> AsyncIterator[S3Gate]:
+    """moto behind a gate that checks presigned URLs' signatures and expiry as S3 does."""
+    gate = await S3Gate(moto_endpoint, {ACCESS_KEY: SECRET_KEY}, clock).start()
+    yield gate
+    await gate.close()

@@ -138,7 +138,7 @@ class UrlSigner:
 
 def stable_expiry(now: float, ttl: float, window: float = 0) -> int:
     """``now + ttl``, rounded up to a multiple of ``window`` when ``window`` > 0."""
-    exp = math.ceil(now + ttl)
+    exp = int(now + ttl)
     if window > 0:
         step = math.ceil(window)
         exp = -(-exp // step) * step

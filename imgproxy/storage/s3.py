@@ -196,10 +196,9 @@ class S3Source:
         self.credentials = credentials or Credentials(config, _session(config))
         self.location = locate(config.endpoint_url, config.region, config.bucket, config.addressing_style)
 
-    async def presign(self, key: str, signed_at: int, expires_in: int,
-                      response_headers: dict[str, str]) -> str:
+    def presign(self, key: str, signed_at: int, expires_in: int, response_headers: dict[str, str],
+                creds: PresignCredentials) -> str:
         """A presigned GET URL for ``key`` (inside the prefix), signed at ``signed_at``."""
-        creds, _ = await self.credentials.current()
         return presign_get(self.location, self.config.bucket, object_key(self.config.prefix, key), creds,
                            signed_at=datetime.fromtimestamp(signed_at, UTC), expires_in=expires_in,
                            response_headers=response_headers)

@@ -1,0 +1,663 @@
+"""Real nginx in front of a real ``imgproxy serve``, configured by the shipped ``deploy/`` files.
+
+Each file is rendered (its ``${NAME}`` placeholders filled), checked with ``nginx -t`` and run as
+a foreground child of the test: prefix, logs and temp paths under tmp, HTTPS with a throwaway
+certificate on a free loopback port, nothing system-wide touched. Behind them, moto's S3 server.
+
+- stream (``deploy/nginx-stream.conf``): bytes, headers, ranges through nginx; the client's
+  X-Forwarded-For and X-Forwarded-Proto believed only from imgproxy's trusted proxies. Clients
+  connect from 127.0.0.3, so nginx (127.0.0.1 to imgproxy) and "the client" are different hops.
+- accel (``deploy/nginx.conf``): imgproxy authorizes and answers ``X-Accel-Redirect``; nginx
+  fetches the presigned URL from S3 and the client gets S3's bytes. S3 is moto behind
+  ``S3Gate`` (which checks presigned signatures, host and method as S3 does) behind a recorder
+  that shows exactly what nginx sent to S3.
+
+Skipped only where the nginx binary is missing (``.ci/run`` installs the Debian package).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import ipaddress
+import json
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import aiohttp
+import pytest
+from aiohttp import hdrs, web
+from conftest import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data, free_port
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from multidict import CIMultiDict
+from processes import PHOTO, PHOTO_KEY, Process, command, write_config
+from s3_gate import S3Gate
+from yarl import URL
+
+from imgproxy.auth.signing import UrlSigner
+from imgproxy.errors import ObjectNotFound, ProxyError, StorageError, StorageTimeout
+from imgproxy.media import CONTENT_SECURITY_POLICY
+
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+pytestmark = pytest.mark.skipif(
+    NGINX is None, reason="the nginx binary is not installed (Debian: apt-get install nginx; .ci/run does)")
+
+DEPLOY: Final = Path(__file__).resolve().parent.parent / "deploy"
+CLIENT: Final = "127.0.0.3"  # where the test's client connects from: not nginx's address
+SPOOFED: Final = "203.0.113.7"  # what that client claims in its own X-Forwarded-For
+START_TIMEOUT: Final = 15.0
+STOP_TIMEOUT: Final = 10.0
+HTTP_TIMEOUT: Final = 10.0
+T = TypeVar("T")
+
+
+# --- rendering and running nginx -----------------------------------------------------------------
+
+PLACEHOLDER: Final = re.compile(r"\$\{([A-Z_]+)\}")  # nginx's own variables are lower case
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Fill every ``${NAME}``; a placeholder without a value is an error, not a silent blank."""
+    missing = set(PLACEHOLDER.findall(template)) - values.keys()
+    if missing:
+        raise KeyError(f"no value for {sorted(missing)}")
+    return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+
+
+def main_config(prefix: Path, site: Path) -> str:
+    """What Debian's /etc/nginx/nginx.conf puts around conf.d/*.conf, every path inside ``prefix``."""
+    return f"""
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client_body_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+    include {site};
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Tls:
+    cert: Path
+    key: Path
+    context: ssl.SSLContext  # a client context that trusts ``cert``
+
+
+def make_tls(directory: Path) -> Tls:
+    """A throwaway self-signed certificate for 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imgproxy nginx test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(cafile=str(cert_path))
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT  # a bare self-signed root, not a CA's chain
+    return Tls(cert_path, key_path, context)
+
+
+def site_values(prefix: Path, port: int, imgproxy_port: int, tls: Tls) -> dict[str, str]:
+    return {
+        "LISTEN": f"127.0.0.1:{port}",
+        "SERVER_NAME": "127.0.0.1",
+        "TLS_CERT": str(tls.cert),
+        "TLS_KEY": str(tls.key),
+        "IMGPROXY": f"127.0.0.1:{imgproxy_port}",
+        "RESOLVER": "127.0.0.1",  # never asked: the test's presigned URLs name 127.0.0.1
+        "LOG_DIR": str(prefix),
+    }
+
+
+def nginx_command(prefix: Path, config: Path, *extra: str) -> list[str]:
+    assert NGINX is not None
+    return [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(config), *extra]
+
+
+def prepare_nginx(prefix: Path, site_name: str, values: Mapping[str, str]) -> Path:
+    """Render ``deploy/<site_name>`` into ``prefix`` and wrap it; returns the main config."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    site = prefix / site_name
+    site.write_text(render((DEPLOY / site_name).read_text(encoding="utf-8"), values), encoding="utf-8")
+    main = prefix / "nginx-main.conf"
+    main.write_text(main_config(prefix, site), encoding="utf-8")
+    return main
+
+
+def check_nginx_config(prefix: Path, main: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(nginx_command(prefix, main, "-t"), capture_output=True, text=True,
+                          timeout=START_TIMEOUT, check=False)
+
+
+def wait_for_port(process: Process, port: int, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.popen.poll() is not None:
+            pytest.fail(f"nginx exited during start-up\n{process.describe()}\n--- error.log\n"
+                        f"{log.read_text(errors='replace') if log.exists() else ''}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"nginx did not listen on {port} within {START_TIMEOUT}s")
+        time.sleep(0.05)
+
+
+# --- HTTP through nginx ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Message  # case-insensitive; get_all() shows duplicates
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """nginx (HTTPS on ``port``) in front of one ``imgproxy serve``."""
+
+    imgproxy: Process
+    nginx: Process
+    port: int
+    prefix: Path
+    tls: Tls
+
+    def request(self, target: str, headers: Mapping[str, str] | None = None, method: str = "GET",
+                body: bytes | None = None, source: str = "127.0.0.1") -> Answer:
+        """``target`` is sent as written (path and query); ``source`` is the client's address."""
+        connection = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT,
+                                                 context=self.tls.context, source_address=(source, 0))
+        try:
+            connection.request(method, target, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return Answer(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    def access_log(self, request_id: str) -> dict[str, str]:
+        """The fields of imgproxy's access-log line for ``request_id`` (written after the answer)."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            for line in self.imgproxy.stderr.splitlines():
+                if " imgproxy.access " in line and f"request_id={request_id} " in line:
+                    fields = line.split(" imgproxy.access ", 1)[1]
+                    return {k: v.strip('"') for k, v in re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', fields)}
+            if time.monotonic() > deadline:
+                pytest.fail(f"no access-log line for request_id={request_id}\n{self.imgproxy.stderr}")
+            time.sleep(0.05)
+
+    @property
+    def nginx_access_log(self) -> str:
+        return (self.prefix / "imgproxy.access.log").read_text(encoding="utf-8", errors="replace")
+
+
+Launch = Callable[[str, str, dict[str, Any]], Stack]  # (name, deploy file, imgproxy config)
+StreamStacks = Callable[[str], Stack]  # trust -> stack
+
+
+def signed(key: str, **params: str) -> str:
+    return UrlSigner(SIGNING_KEY, "k1").sign("photos", key, params=params)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Launch]:
+    """``launch(name, site_file, imgproxy_config)``: imgproxy, then nginx in front; both killed at
+    the end of the module, whatever happened."""
+    processes: list[Process] = []
+
+    def start(name: str, site_name: str, data: dict[str, Any]) -> Stack:
+        directory = tmp_path_factory.mktemp(name)
+        imgproxy_port, nginx_port = free_port(), free_port()
+        data["server"]["port"] = imgproxy_port
+        config = write_config(directory, data)
+        imgproxy = Process(command("serve", "--config", str(config)), directory / "imgproxy")
+        processes.append(imgproxy)
+        imgproxy.wait_until_healthy(f"http://127.0.0.1:{imgproxy_port}")
+        prefix = directory / "nginx"
+        main = prepare_nginx(prefix, site_name, site_values(prefix, nginx_port, imgproxy_port, tls))
+        checked = check_nginx_config(prefix, main)
+        assert checked.returncode == 0, checked.stderr
+        nginx = Process(nginx_command(prefix, main), directory / "nginx-process")
+        processes.append(nginx)
+        wait_for_port(nginx, nginx_port, prefix / "error.log")
+        return Stack(imgproxy, nginx, nginx_port, prefix, tls)
+
+    try:
+        yield start
+    finally:
+        for process in reversed(processes):  # nginx first; SIGTERM lets its master reap workers
+            if process.popen.poll() is None:
+                process.popen.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=STOP_TIMEOUT)
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def nginx_bucket(s3: Any) -> str:
+    name = f"nginx-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key=PHOTO_KEY, Body=PHOTO, ContentType="image/png")
+    return name
+
+
+def etag_of(s3: Any, bucket: str, key: str) -> str:
+    return str(s3.head_object(Bucket=bucket, Key=key)["ETag"])
+
+
+# --- the shipped files are valid nginx ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("site_name", ["nginx.conf", "nginx-stream.conf"])
+def test_shipped_config_passes_nginx_t(tmp_path: Path, tls: Tls, site_name: str) -> None:
+    prefix = tmp_path / "nginx"
+    main = prepare_nginx(prefix, site_name, site_values(prefix, free_port(), 8080, tls))
+    checked = check_nginx_config(prefix, main)
+    assert checked.returncode == 0, checked.stderr
+    assert "test is successful" in checked.stderr
+
+
+# --- stream: nginx-stream.conf ----------------------------------------------------------------------
+
+TRUSTED: Final = {
+    "nginx": ["127.0.0.1/32"],  # imgproxy trusts nginx only
+    "nginx-and-cdn": ["127.0.0.1/32", f"{CLIENT}/32"],  # ... and a CDN hop in front of nginx
+    "nobody": [],
+}
+
+
+@pytest.fixture(scope="module")
+def stream_stack(launch: Launch, moto_endpoint: str, nginx_bucket: str) -> StreamStacks:
+    """``stream_stack(trust)``: a stream-mode stack whose imgproxy trusts ``TRUSTED[trust]``."""
+    stacks: dict[str, Stack] = {}
+
+    def get(trust: str) -> Stack:
+        if trust not in stacks:
+            data = config_data(moto_endpoint, nginx_bucket)
+            data["server"]["trusted_proxies"] = TRUSTED[trust]
+            data["delivery"] = {"mode": "stream"}
+            data["auth"]["tokens"]["ops"]["sign_scopes"] = ["*"]
+            stacks[trust] = launch(f"stream-{trust}", "nginx-stream.conf", data)
+        return stacks[trust]
+
+    return get
+
+
+def test_stream_through_nginx_sends_the_objects_bytes_and_headers(
+        stream_stack: StreamStacks, s3: Any, nginx_bucket: str) -> None:
+    stack = stream_stack("nginx")
+    answer = stack.request(signed(PHOTO_KEY))
+    assert answer.status == 200
+    assert answer.body == PHOTO
+    assert answer.headers["Content-Length"] == str(len(PHOTO))
+    assert answer.headers["Content-Type"] == "image/png"
+    assert answer.headers["ETag"] == etag_of(s3, nginx_bucket, PHOTO_KEY)
+    assert answer.headers["X-Delivery"] == "stream"
+    fields = stack.access_log(answer.headers["X-Request-Id"])
+    assert (fields["delivery"], fields["bytes"]) == ("stream", str(len(PHOTO)))
+
+
+def test_stream_range_through_nginx_is_206(stream_stack: StreamStacks) -> None:
+    answer = stream_stack("nginx").request(signed(PHOTO_KEY), {"Range": "bytes=10-29"})
+    assert answer.status == 206
+    assert answer.headers["Content-Range"] == f"bytes 10-29/{len(PHOTO)}"
+    assert answer.body == PHOTO[10:30]
+
+
+def test_stream_revalidation_through_nginx_is_304(stream_stack: StreamStacks, s3: Any,
+                                                 nginx_bucket: str) -> None:
+    etag = etag_of(s3, nginx_bucket, PHOTO_KEY)
+    answer = stream_stack("nginx").request(signed(PHOTO_KEY), {"If-None-Match": etag})
+    assert (answer.status, answer.body) == (304, b"")
+    assert answer.headers["ETag"] == etag
+
+
+@pytest.mark.parametrize(("trust", "logged"), [
+    ("nginx", CLIENT),  # nginx appends the address it saw: the client's own claim is ignored
+    ("nginx-and-cdn", SPOOFED),  # the client is a trusted hop itself, so its claim is believed
+    ("nobody", "127.0.0.1"),  # nginx is not trusted: imgproxy sees only nginx
+], ids=["trusts-nginx", "trusts-nginx-and-cdn", "trusts-nobody"])
+def test_access_log_names_the_client_the_trusted_proxies_vouch_for(
+        stream_stack: StreamStacks, trust: str, logged: str) -> None:
+    stack = stream_stack(trust)
+    answer = stack.request(signed(PHOTO_KEY), {"X-Forwarded-For": SPOOFED}, source=CLIENT)
+    assert answer.status == 200
+    assert stack.access_log(answer.headers["X-Request-Id"])["client"] == logged
+
+
+@pytest.mark.parametrize(("trust", "scheme"), [("nginx", "https"), ("nobody", "http")],
+                         ids=["trusts-nginx", "trusts-nobody"])
+def test_signed_urls_use_the_scheme_the_trusted_proxy_reports(
+        stream_stack: StreamStacks, trust: str, scheme: str) -> None:
+    """nginx terminates TLS and says so (X-Forwarded-Proto: https, whatever the client sent);
+    POST /sign builds its URLs from that only if nginx is trusted."""
+    stack = stream_stack(trust)
+    body = json.dumps([{"source": "photos", "key": PHOTO_KEY}]).encode()
+    answer = stack.request("/sign", {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
+                                     "X-Forwarded-Proto": "http"}, method="POST", body=body, source=CLIENT)
+    assert answer.status == 200, answer.body
+    [item] = answer.json()["items"]
+    assert item["url"].startswith(f"{scheme}://127.0.0.1:{stack.port}/img/photos/")
+
+
+def test_url_signed_through_nginx_is_served_through_nginx(stream_stack: StreamStacks) -> None:
+    stack = stream_stack("nginx")
+    body = json.dumps([{"source": "photos", "key": PHOTO_KEY}]).encode()
+    signing = stack.request("/sign", {"Authorization": f"Bearer {TOKEN}"}, method="POST", body=body)
+    url = URL(signing.json()["items"][0]["url"], encoded=True)
+    assert (url.scheme, url.host, url.port) == ("https", "127.0.0.1", stack.port)
+    answer = stack.request(url.raw_path_qs)
+    assert (answer.status, answer.body) == (200, PHOTO)
+
+
+# --- accel: nginx.conf, with S3 behind a recorder and the signature-checking gate ---------------------
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    method: str
+    target: str  # path and query, as sent
+    headers: CIMultiDict[str]
+
+    @property
+    def is_presigned(self) -> bool:
+        return "X-Amz-Signature=" in self.target
+
+
+class S3Recorder:
+    """Records what reaches S3, then passes it on as sent (Host included, so signatures hold).
+
+    Refuses, as S3 does, a presigned URL that also carries an Authorization header; answers a
+    presigned GET of a path in ``errors`` with that S3 error instead of passing it on.
+    """
+
+    HOP_BY_HOP: Final = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.seen: list[SeenRequest] = []
+        self.errors: dict[str, tuple[int, str]] = {}  # path -> (status, S3 error code)
+        self.endpoint = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> S3Recorder:
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.endpoint = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    def presigned_since(self, mark: int) -> list[SeenRequest]:
+        return [seen for seen in self.seen[mark:] if seen.is_presigned]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        seen = SeenRequest(request.method, request.raw_path, CIMultiDict(request.headers))
+        self.seen.append(seen)
+        if seen.is_presigned and hdrs.AUTHORIZATION in request.headers:
+            return web.Response(status=400, content_type="application/xml", text=(
+                "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed; only "
+                "the X-Amz-Algorithm query parameter, Signature query string parameter or the "
+                "Authorization header should be specified</Message></Error>"))
+        path = request.raw_path.partition("?")[0]
+        if seen.is_presigned and path in self.errors:
+            status, code = self.errors[path]
+            return web.Response(status=status, content_type="application/xml", text=(
+                f"<Error><Code>{code}</Code><Message>S3 says no</Message><Key>{path}</Key>"
+                f"<AWSAccessKeyId>{ACCESS_KEY}</AWSAccessKeyId></Error>"))
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in self.HOP_BY_HOP)
+        async with self._session.request(request.method, URL(self.upstream + request.raw_path, encoded=True),
+                                         headers=headers, data=await request.read() or None,
+                                         allow_redirects=False) as upstream:
+            response = web.StreamResponse(status=upstream.status, headers=CIMultiDict(
+                (k, v) for k, v in upstream.headers.items() if k.lower() not in self.HOP_BY_HOP))
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(64 * 1024):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+
+class BackgroundLoop:
+    """An event loop in a thread: the S3 front servers answer while the test blocks on HTTP."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="s3-front", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=START_TIMEOUT)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=START_TIMEOUT)
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
+@dataclass(frozen=True)
+class S3Front:
+    recorder: S3Recorder
+    gate: S3Gate
+
+
+@pytest.fixture(scope="module")
+def s3_front(moto_endpoint: str) -> Iterator[S3Front]:
+    """recorder -> S3Gate (real clock: imgproxy signs with it) -> moto."""
+    loop = BackgroundLoop()
+    gate = S3Gate(moto_endpoint, {ACCESS_KEY: SECRET_KEY}, time.time)
+    recorder = S3Recorder("")
+    try:
+        loop.run(gate.start())
+        recorder.upstream = gate.endpoint
+        loop.run(recorder.start())
+        yield S3Front(recorder, gate)
+    finally:
+        loop.run(recorder.close())
+        loop.run(gate.close())
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def accel(launch: Launch, s3_front: S3Front, nginx_bucket: str) -> Stack:
+    data = config_data(s3_front.recorder.endpoint, nginx_bucket)
+    data["server"]["trusted_proxies"] = ["127.0.0.1/32"]
+    data["delivery"] = {"mode": "accel"}
+    return launch("accel", "nginx.conf", data)
+
+
+def test_accel_client_gets_the_objects_bytes_from_s3_through_nginx(
+        accel: Stack, s3_front: S3Front, s3: Any, nginx_bucket: str) -> None:
+    mark = len(s3_front.recorder.seen)
+    answer = accel.request(signed(PHOTO_KEY))
+    assert answer.status == 200
+    assert answer.body == PHOTO
+    assert answer.headers["Content-Type"] == "image/png"
+    assert answer.headers["Content-Length"] == str(len(PHOTO))
+    assert answer.headers["ETag"] == etag_of(s3, nginx_bucket, PHOTO_KEY)
+    assert answer.headers.get_all("Cache-Control") == ["private, max-age=3600"]
+    assert answer.headers["X-Delivery"] == "accel"
+    # nginx fetched the presigned URL (its signature checked by the gate); imgproxy sent no bytes.
+    [fetched] = s3_front.recorder.presigned_since(mark)
+    assert fetched.method == "GET"
+    assert fetched.target.startswith(f"/{nginx_bucket}/team/ada%20lovelace%2B1.png?")
+    assert s3_front.gate.accepted[-1] == f"/{nginx_bucket}/team/ada%20lovelace%2B1.png"
+    fields = accel.access_log(answer.headers["X-Request-Id"])
+    assert (fields["delivery"], fields["bytes"], fields["status"]) == ("accel", "0", "200")
+
+
+def test_accel_answer_reaches_the_client_without_internal_headers(accel: Stack) -> None:
+    answer = accel.request(signed(PHOTO_KEY))
+    assert answer.status == 200
+    names = {name.lower() for name in answer.headers}
+    assert "x-imgproxy-upstream" not in names
+    assert not {name for name in names if name.startswith(("x-accel-", "x-amz", "access-control-"))}
+    assert not any("X-Amz-Signature" in value for value in answer.headers.values())
+    # What imgproxy's streamed answers carry, added by nginx to S3's answer.
+    assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["X-Request-Id"]
+
+
+def test_accel_range_is_answered_206_by_s3_through_nginx(accel: Stack, s3_front: S3Front) -> None:
+    mark = len(s3_front.recorder.seen)
+    answer = accel.request(signed(PHOTO_KEY), {"Range": "bytes=0-99"})
+    assert answer.status == 206
+    assert answer.headers["Content-Range"] == f"bytes 0-99/{len(PHOTO)}"
+    assert answer.body == PHOTO[:100]
+    [fetched] = s3_front.recorder.presigned_since(mark)
+    assert fetched.headers["Range"] == "bytes=0-99"
+
+
+def test_accel_unsatisfiable_range_is_s3s_416(accel: Stack) -> None:
+    answer = accel.request(signed(PHOTO_KEY), {"Range": "bytes=100000-"})
+    assert answer.status == 416
+    assert b"lovelace" not in answer.body
+    assert ACCESS_KEY.encode() not in answer.body
+
+
+def test_accel_head_gets_the_headers_from_a_presigned_get(accel: Stack, s3_front: S3Front) -> None:
+    """The URL is presigned for GET (S3 refuses it for HEAD); nginx sends GET, the client gets
+    HEAD's answer."""
+    mark = len(s3_front.recorder.seen)
+    answer = accel.request(signed(PHOTO_KEY), method="HEAD")
+    assert (answer.status, answer.body) == (200, b"")
+    assert answer.headers["Content-Length"] == str(len(PHOTO))
+    assert answer.headers["X-Delivery"] == "accel"
+    [fetched] = s3_front.recorder.presigned_since(mark)
+    assert fetched.method == "GET"
+
+
+def test_accel_bearer_token_and_cookies_never_reach_s3(accel: Stack, s3_front: S3Front) -> None:
+    mark = len(s3_front.recorder.seen)
+    path = "/img/photos/team/ada%20lovelace%2B1.png"
+    answer = accel.request(path, {"Authorization": f"Bearer {TOKEN}", "Cookie": "session=secret"})
+    assert answer.status == 200, answer.body
+    assert answer.body == PHOTO
+    [fetched] = s3_front.recorder.presigned_since(mark)
+    assert fetched.headers["Host"] == s3_front.recorder.endpoint.removeprefix("http://")
+    for name in ("Authorization", "Cookie", "X-Forwarded-For", "X-Request-Id"):
+        assert name not in fetched.headers
+
+
+def test_accel_unauthorized_request_is_imgproxys_401_json(accel: Stack, s3_front: S3Front) -> None:
+    mark = len(s3_front.recorder.seen)
+    answer = accel.request("/img/photos/team/ada%20lovelace%2B1.png")
+    assert answer.status == 401
+    assert answer.headers["Content-Type"].startswith("application/json")
+    body = answer.json()
+    assert body["error"] == "unauthorized"
+    assert body["request_id"] == answer.headers["X-Request-Id"]
+    assert s3_front.recorder.seen[mark:] == []
+
+
+def test_accel_revalidation_is_304(accel: Stack, s3: Any, nginx_bucket: str) -> None:
+    etag = etag_of(s3, nginx_bucket, PHOTO_KEY)
+    answer = accel.request(signed(PHOTO_KEY), {"If-None-Match": etag})
+    assert (answer.status, answer.body) == (304, b"")
+    assert answer.headers["ETag"] == etag
+
+
+def test_accel_type_outside_the_inline_list_is_an_attachment(accel: Stack, s3: Any,
+                                                             nginx_bucket: str) -> None:
+    page = b"<html><script>alert(1)</script></html>"
+    s3.put_object(Bucket=nginx_bucket, Key="notes/page.html", Body=page, ContentType="text/html")
+    answer = accel.request(signed("notes/page.html"))
+    assert (answer.status, answer.body) == (200, page)
+    assert answer.headers["Content-Type"] == "application/octet-stream"
+    assert answer.headers["Content-Disposition"] == "attachment"
+    assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+
+
+@pytest.mark.parametrize(("s3_status", "s3_code", "error"), [
+    (404, "NoSuchKey", ObjectNotFound),  # deleted after imgproxy presigned it
+    (403, "AccessDenied", StorageError),  # expired, or no s3:ListBucket for a missing key
+    (503, "SlowDown", StorageError),
+    (504, "GatewayTimeout", StorageTimeout),
+], ids=["404", "403", "503", "504"])
+def test_accel_s3_error_is_answered_in_imgproxys_shape(
+        accel: Stack, s3_front: S3Front, s3: Any, nginx_bucket: str, s3_status: int, s3_code: str,
+        error: type[ProxyError]) -> None:
+    """S3's error bodies name keys and access key ids: the client gets what imgproxy would say."""
+    key = f"errors/{s3_code}.png"
+    s3.put_object(Bucket=nginx_bucket, Key=key, Body=PHOTO, ContentType="image/png")
+    s3_front.recorder.errors[f"/{nginx_bucket}/{key}"] = (s3_status, s3_code)
+    answer = accel.request(signed(key))
+    assert answer.status == error.status
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.json() == {"error": error.code, "message": error.public_message,
+                             "request_id": answer.headers["X-Request-Id"]}
+    assert ACCESS_KEY.encode() not in answer.body
+
+
+def test_internal_s3_location_is_not_reachable_from_outside(accel: Stack, s3_front: S3Front) -> None:
+    mark = len(s3_front.recorder.seen)
+    answer = accel.request("/_imgproxy_s3", {"X-Imgproxy-Upstream": s3_front.recorder.endpoint + "/"})
+    assert answer.status == 404
+    assert s3_front.recorder.seen[mark:] == []
+
+
+def test_nginx_access_log_holds_no_signature_or_key(accel: Stack) -> None:
+    answer = accel.request(signed(PHOTO_KEY))
+    assert answer.status == 200
+    request_id = answer.headers["X-Request-Id"]
+    deadline = time.monotonic() + 5.0
+    while request_id not in (log := accel.nginx_access_log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [line] = [line for line in log.splitlines() if request_id in line]
+    assert '"GET /img/photos/..." 200' in line
+    assert "sig=" not in log
+    assert "lovelace" not in log
