@@ -1,0 +1,117 @@
+"""Configuration: TOML (or its environment stand-ins) -> frozen, validated, typed dataclasses.
+
+The package splits along its seams: ``values`` (errors, secrets, durations), ``model`` (the
+dataclasses), ``reader`` (typed access to one table), ``sections`` (one builder per section);
+this module loads and assembles.
+
+This is the only module that reads files or the environment. Every problem is a ``ConfigError``
+whose text names the key path (``sources.photos.prefix: must not contain '..'``), so the CLI can
+print one line and exit. Secrets are ``Secret`` values: masked in ``repr``/``str``, revealed only
+where they are used.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from imgproxy.config.model import (
+    AuthConfig,
+    CacheConfig,
+    Config,
+    DeliveryConfig,
+    Scope,
+    ServerConfig,
+    SourceConfig,
+    TokenConfig,
+    TransformConfig,
+)
+from imgproxy.config.reader import Table
+from imgproxy.config.sections import (
+    read_auth,
+    read_cache,
+    read_delivery,
+    read_server,
+    read_source,
+    read_transform,
+)
+from imgproxy.config.values import (
+    CONFIG_PATH_ENV,
+    CONFIG_TOML_ENV,
+    DEFAULT_INLINE_TYPES,
+    DEFAULT_INPUT_FORMATS,
+    DELIVERY_MODES,
+    INPUT_FORMATS,
+    MAX_TTL_LIMIT,
+    MIN_PRESIGNED_VALIDITY,
+    MIN_SIGNING_KEY_BYTES,
+    MIN_TOKEN_BYTES,
+    NAME_PATTERN,
+    ConfigError,
+    Secret,
+    parse_duration,
+    parse_size,
+    resolve_secret,
+)
+
+__all__ = [
+    "CONFIG_PATH_ENV", "CONFIG_TOML_ENV", "DEFAULT_INLINE_TYPES", "DEFAULT_INPUT_FORMATS",
+    "DELIVERY_MODES", "INPUT_FORMATS", "MAX_TTL_LIMIT", "MIN_PRESIGNED_VALIDITY",
+    "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AuthConfig", "CacheConfig",
+    "Config", "ConfigError", "DeliveryConfig", "Scope", "Secret", "ServerConfig", "SourceConfig",
+    "TokenConfig", "TransformConfig", "load_config", "parse_config", "parse_duration",
+    "parse_size", "resolve_secret",
+]
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a ``Config`` from parsed TOML data."""
+    env = os.environ if environ is None else environ
+    root = Table(dict(data), "")
+    server = read_server(root.table("server"))
+    auth = read_auth(root.table("auth"), env)
+    sources_table = root.table("sources")
+    delivery = read_delivery(root.table("delivery"), DeliveryConfig())
+    sources = {name: read_source(name, sources_table.table(name), env, delivery)
+               for name in sources_table.data}
+    if not sources:
+        raise ConfigError("sources: define at least one [sources.NAME] table")
+    if not auth.keys and not auth.tokens:
+        raise ConfigError("auth: define at least one signing key (auth.keys) or bearer token (auth.tokens)")
+    transform = read_transform(root.table("transform"))
+    cache = read_cache(root.table("cache"))
+    root.reject_unknown()
+    return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
+                  cache=cache)
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config from ``path``, else ``$IMGPROXY_CONFIG_TOML``, else ``$IMGPROXY_CONFIG``.
+
+    The TOML text beats the path variable, which is often a baked-in default (the Docker image's
+    ``/etc/imgproxy/config.toml``) that a ``-e IMGPROXY_CONFIG_TOML=…`` must be able to replace.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get(CONFIG_PATH_ENV) and not env.get(CONFIG_TOML_ENV):
+        path = env[CONFIG_PATH_ENV]
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{os.fspath(path)}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{os.fspath(path)}: cannot read: {exc.__class__.__name__}") from None
+        origin = os.fspath(path)
+    elif env.get(CONFIG_TOML_ENV):
+        text, origin = env[CONFIG_TOML_ENV], f"${CONFIG_TOML_ENV}"
+    else:
+        raise ConfigError(f"config: give --config PATH, or set {CONFIG_PATH_ENV} or {CONFIG_TOML_ENV}")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+    return parse_config(data, env)

@@ -1,0 +1,154 @@
+"""The configuration as frozen, typed dataclasses: one per TOML section, defaults beside fields."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from imgproxy.config.values import (
+    DEFAULT_INLINE_TYPES,
+    DEFAULT_INPUT_FORMATS,
+    NAME_PATTERN,
+    ConfigError,
+    Secret,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a bearer token may read: one source (or ``*``) and a key prefix or exact key."""
+
+    source: str
+    key: str
+    is_prefix: bool
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Scope:
+        source, sep, key = text.partition(":")
+        if not sep:
+            key = "*"
+        if source != "*" and not NAME_PATTERN.fullmatch(source):
+            raise ConfigError(f"{where}: {text!r} must look like 'SOURCE:PREFIX*' or '*'")
+        if not key:
+            raise ConfigError(f"{where}: {text!r} names no key; use '{source}:*' for the whole source")
+        if "*" in key[:-1]:
+            raise ConfigError(f"{where}: {text!r} may hold '*' only at the end")
+        is_prefix = key.endswith("*")
+        return cls(source=source, key=key[:-1] if is_prefix else key, is_prefix=is_prefix)
+
+    def allows(self, source: str, key: str) -> bool:
+        if self.source not in ("*", source):
+            return False
+        return key.startswith(self.key) if self.is_prefix else key == self.key
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    name: str
+    token: Secret
+    scopes: tuple[Scope, ...]
+    sign_scopes: tuple[Scope, ...] = ()  # what POST /sign may sign with this token
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    keepalive_timeout: float = 75.0
+    shutdown_timeout: float = 30.0
+    ready_cache_seconds: float = 5.0
+    inline_types: tuple[str, ...] = DEFAULT_INLINE_TYPES
+    log_keys: bool = False
+    max_query_params: int = 32
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For/-Proto are believed
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    keys: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    sign_with: str = ""
+    max_ttl: float = 7 * 24 * 3600.0
+    clock_skew: float = 60.0
+    tokens: tuple[TokenConfig, ...] = ()
+    url_window: float = 0.0  # >0: signed proxy URLs' exp rounds up to a multiple of this
+    sign_max_items: int = 500
+    sign_ttl: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """How originals reach the client; ``[delivery]`` with ``[sources.NAME.delivery]`` overrides."""
+
+    mode: str = "auto"
+    redirect_status: int = 302
+    redirect_min_bytes: int = 8 * 1024 * 1024
+    hot_requests: int = 50
+    hot_window: float = 60.0
+    hot_entries: int = 100_000
+    presign_window: float = 3600.0
+    presign_ttl: float = 2 * 3600.0
+    accel_location: str = "/_imgproxy_s3"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    name: str
+    bucket: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    addressing_style: str = "auto"
+    prefix: str = ""
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+    profile: str | None = None
+    cache_control: str = "private, max-age=3600"
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    max_connections: int = 32
+    max_attempts: int = 2
+    delivery: DeliveryConfig = DeliveryConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class TransformConfig:
+    enabled: bool = True
+    workers: int = 0  # 0: one per CPU
+    prestart_workers: bool = True
+    queue_size: int = 32
+    timeout: float = 10.0
+    max_width: int = 4096
+    max_height: int = 4096
+    max_source_bytes: int = 40 * 1024 * 1024
+    max_source_pixels: int = 50_000_000
+    input_formats: tuple[str, ...] = DEFAULT_INPUT_FORMATS
+    jpeg_quality: int = 82
+    webp_quality: int = 80
+    avif_quality: int = 60
+    png_compress_level: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    variant_bytes: int = 256 * 1024 * 1024  # 0 disables the variant cache
+    metadata_ttl: float = 30.0
+    metadata_entries: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    auth: AuthConfig
+    sources: Mapping[str, SourceConfig]
+    transform: TransformConfig = TransformConfig()
+    cache: CacheConfig = CacheConfig()

@@ -1,0 +1,247 @@
+"""Building each section's dataclass from its TOML table, with the checks that span keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from imgproxy.config.model import (
+    AuthConfig,
+    CacheConfig,
+    DeliveryConfig,
+    Scope,
+    ServerConfig,
+    SourceConfig,
+    TokenConfig,
+    TransformConfig,
+)
+from imgproxy.config.reader import Table
+from imgproxy.config.values import (
+    DEFAULT_INLINE_TYPES,
+    DEFAULT_INPUT_FORMATS,
+    DELIVERY_MODES,
+    INPUT_FORMATS,
+    MAX_TTL_LIMIT,
+    MIN_PRESIGNED_VALIDITY,
+    MIN_SIGNING_KEY_BYTES,
+    MIN_TOKEN_BYTES,
+    NAME_PATTERN,
+    ConfigError,
+    Secret,
+)
+
+
+def _networks(t: Table, key: str) -> tuple[str, ...]:
+    networks = t.string_list(key, ())
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{t.where(key)}: {cidr!r} is not an IP address or CIDR") from None
+    return networks
+
+
+def read_server(t: Table) -> ServerConfig:
+    public_url = t.string("public_url", "")
+    if public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", public_url, re.ASCII):
+        raise ConfigError(f"{t.where('public_url')}: expected an http(s) URL such as https://img.example.com")
+    inline = t.string_list("inline_types", DEFAULT_INLINE_TYPES)
+    for mime in inline:
+        if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", mime, re.ASCII):
+            raise ConfigError(f"{t.where('inline_types')}: {mime!r} is not a media type")
+        if mime in ("image/svg+xml", "text/html", "application/xhtml+xml", "text/xml"):
+            raise ConfigError(f"{t.where('inline_types')}: {mime} can run scripts; it is never inline")
+    server = ServerConfig(
+        host=t.string("host", "127.0.0.1"),
+        port=t.integer("port", 8080, 0, 65535),
+        public_url=public_url,
+        keepalive_timeout=t.duration("keepalive_timeout", 75.0, 0, 3600),
+        shutdown_timeout=t.duration("shutdown_timeout", 30.0, 0, 3600),
+        ready_cache_seconds=t.duration("ready_cache_seconds", 5.0, 0, 3600),
+        inline_types=tuple(m.lower() for m in inline),
+        log_keys=t.boolean("log_keys", False),
+        max_query_params=t.integer("max_query_params", 32, 4, 256),
+        trusted_proxies=_networks(t, "trusted_proxies"),
+    )
+    t.reject_unknown()
+    return server
+
+
+def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
+    keys_table = t.table("keys")
+    keys: dict[str, Secret] = {}
+    for kid in keys_table.data:
+        if not NAME_PATTERN.fullmatch(kid):
+            raise ConfigError(f"{keys_table.where(kid)}: key ids use letters, digits, '_' and '-'")
+        secret = keys_table.secret(kid, environ, required=True)
+        assert secret is not None
+        if len(secret.reveal().encode()) < MIN_SIGNING_KEY_BYTES:
+            raise ConfigError(
+                f"{keys_table.where(kid)}: signing keys must be at least {MIN_SIGNING_KEY_BYTES} bytes"
+            )
+        keys[kid] = secret
+    sign_with = t.string("sign_with", next(iter(keys), ""))
+    if keys and sign_with not in keys:
+        raise ConfigError(f"{t.where('sign_with')}: {sign_with!r} is not a key in auth.keys")
+
+    tokens_table = t.table("tokens")
+    tokens: list[TokenConfig] = []
+    for name in tokens_table.data:
+        if not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"{tokens_table.where(name)}: token names use letters, digits, '_' and '-'")
+        tt = tokens_table.table(name)
+        token = tt.secret("token", environ, required=True)
+        assert token is not None
+        if len(token.reveal().encode()) < MIN_TOKEN_BYTES:
+            raise ConfigError(f"{tt.where('token')}: tokens must be at least {MIN_TOKEN_BYTES} bytes")
+        scopes = tt.string_list("scopes", ())
+        sign_scopes = tt.string_list("sign_scopes", ())
+        if not scopes and not sign_scopes:
+            raise ConfigError(f"{tt.where('scopes')}: list at least one scope, e.g. 'photos:employees/*'")
+        tokens.append(
+            TokenConfig(
+                name=name,
+                token=token,
+                scopes=tuple(Scope.parse(s, tt.where("scopes")) for s in scopes),
+                sign_scopes=tuple(Scope.parse(s, tt.where("sign_scopes")) for s in sign_scopes),
+            )
+        )
+        tt.reject_unknown()
+    if len({tok.token for tok in tokens}) != len(tokens):
+        raise ConfigError(f"{tokens_table.path}: two tokens share the same secret")
+
+    auth = AuthConfig(
+        keys=MappingProxyType(keys),
+        sign_with=sign_with,
+        max_ttl=t.duration("max_ttl", 7 * 24 * 3600.0, 1, MAX_TTL_LIMIT),
+        clock_skew=t.duration("clock_skew", 60.0, 0, 3600),
+        tokens=tuple(tokens),
+        url_window=t.duration("url_window", 0.0, 0, 86400),
+        sign_max_items=t.integer("sign_max_items", 500, 1, 10_000),
+        sign_ttl=t.duration("sign_ttl", 3600.0, 1, MAX_TTL_LIMIT),
+    )
+    if auth.sign_ttl + auth.url_window > auth.max_ttl:
+        raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "
+                          "(the server would refuse the URLs it signs)")
+    t.reject_unknown()
+    return auth
+
+
+def read_delivery(t: Table, base: DeliveryConfig) -> DeliveryConfig:
+    mode = t.string("mode", base.mode)
+    if mode not in DELIVERY_MODES:
+        raise ConfigError(f"{t.where('mode')}: must be one of {', '.join(DELIVERY_MODES)}")
+    status = t.integer("redirect_status", base.redirect_status, 300, 399)
+    if status not in (302, 303, 307):
+        raise ConfigError(f"{t.where('redirect_status')}: must be 302, 303 or 307")
+    accel = t.string("accel_location", base.accel_location)
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", accel, re.ASCII):
+        raise ConfigError(f"{t.where('accel_location')}: expected an nginx location path like /_imgproxy_s3")
+    delivery = DeliveryConfig(
+        mode=mode,
+        redirect_status=status,
+        redirect_min_bytes=t.size("redirect_min_bytes", base.redirect_min_bytes, 0, 1 << 50),
+        hot_requests=t.integer("hot_requests", base.hot_requests, 1, 10_000_000),
+        hot_window=t.duration("hot_window", base.hot_window, 1, 86400),
+        hot_entries=t.integer("hot_entries", base.hot_entries, 1, 10_000_000),
+        presign_window=t.duration("presign_window", base.presign_window, 1, MAX_TTL_LIMIT / 2),
+        presign_ttl=t.duration("presign_ttl", base.presign_ttl, 2, MAX_TTL_LIMIT),
+        accel_location=accel.rstrip("/") or "/",
+    )
+    if delivery.presign_ttl - delivery.presign_window < MIN_PRESIGNED_VALIDITY:
+        raise ConfigError(
+            f"{t.where('presign_ttl')}: must exceed presign_window by at least "
+            f"{MIN_PRESIGNED_VALIDITY:g}s, so a URL handed out late in a window still works")
+    t.reject_unknown()
+    return delivery
+
+
+def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: DeliveryConfig) -> SourceConfig:
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{t.path}: source names use letters, digits, '_' and '-' (at most 64)")
+    bucket = t.string("bucket", required=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket, re.ASCII):
+        raise ConfigError(f"{t.where('bucket')}: {bucket!r} is not a bucket name")
+    endpoint_url = t.optional_string("endpoint_url")
+    if endpoint_url and not re.fullmatch(r"https?://[^/?#\s]+/?", endpoint_url, re.ASCII):
+        raise ConfigError(f"{t.where('endpoint_url')}: expected a URL such as https://minio.local:9000")
+    style = t.string("addressing_style", "auto")
+    if style not in ("auto", "path", "virtual"):
+        raise ConfigError(f"{t.where('addressing_style')}: must be 'auto', 'path' or 'virtual'")
+    prefix = t.string("prefix", "")
+    if prefix.startswith("/") or "\\" in prefix or any(s in (".", "..") for s in prefix.split("/")):
+        raise ConfigError(f"{t.where('prefix')}: must be a relative key prefix without '.' or '..'")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in prefix):
+        raise ConfigError(f"{t.where('prefix')}: must not contain control characters")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    access_key = t.secret("access_key_id", environ)
+    secret_key = t.secret("secret_access_key", environ)
+    if (access_key is None) != (secret_key is None):
+        raise ConfigError(f"{t.path}: give both access_key_id and secret_access_key, or neither")
+    session_token = t.secret("session_token", environ)
+    if session_token is not None and access_key is None:
+        raise ConfigError(f"{t.where('session_token')}: needs access_key_id and secret_access_key")
+    profile = t.optional_string("profile")
+    if profile and access_key is not None:
+        raise ConfigError(f"{t.where('profile')}: give explicit keys or a profile, not both")
+    cache_control = t.string("cache_control", "private, max-age=3600")
+    if not cache_control or any(ord(c) < 0x20 for c in cache_control):
+        raise ConfigError(f"{t.where('cache_control')}: expected a Cache-Control header value")
+    source = SourceConfig(
+        name=name,
+        bucket=bucket,
+        region=t.string("region", "us-east-1"),
+        endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
+        addressing_style=style,
+        prefix=prefix,
+        access_key_id=access_key,
+        secret_access_key=secret_key,
+        session_token=session_token,
+        profile=profile,
+        cache_control=cache_control,
+        connect_timeout=t.duration("connect_timeout", 3.0, 0.05, 300),
+        read_timeout=t.duration("read_timeout", 10.0, 0.05, 3600),
+        max_connections=t.integer("max_connections", 32, 1, 1024),
+        max_attempts=t.integer("max_attempts", 2, 1, 10),
+        delivery=read_delivery(t.table("delivery"), delivery),
+    )
+    t.reject_unknown()
+    return source
+
+
+def read_transform(t: Table) -> TransformConfig:
+    formats = tuple(f.upper() for f in t.string_list("input_formats", DEFAULT_INPUT_FORMATS))
+    for fmt in formats:
+        if fmt not in INPUT_FORMATS:
+            raise ConfigError(f"{t.where('input_formats')}: {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
+    transform = TransformConfig(
+        enabled=t.boolean("enabled", True),
+        workers=t.integer("workers", 0, 0, 256),
+        prestart_workers=t.boolean("prestart_workers", True),
+        queue_size=t.integer("queue_size", 32, 0, 100_000),
+        timeout=t.duration("timeout", 10.0, 0.1, 600),
+        max_width=t.integer("max_width", 4096, 1, 16384),
+        max_height=t.integer("max_height", 4096, 1, 16384),
+        max_source_bytes=t.size("max_source_bytes", 40 * 1024 * 1024, 1024, 1024**3),
+        max_source_pixels=t.integer("max_source_pixels", 50_000_000, 1, 1_000_000_000),
+        input_formats=formats,
+        jpeg_quality=t.integer("jpeg_quality", 82, 1, 100),
+        webp_quality=t.integer("webp_quality", 80, 1, 100),
+        avif_quality=t.integer("avif_quality", 60, 1, 100),
+        png_compress_level=t.integer("png_compress_level", 6, 0, 9),
+    )
+    t.reject_unknown()
+    return transform
+
+
+def read_cache(t: Table) -> CacheConfig:
+    cache = CacheConfig(
+        variant_bytes=t.size("variant_bytes", 256 * 1024 * 1024, 0, 64 * 1024**3),
+        metadata_ttl=t.duration("metadata_ttl", 30.0, 0, 86400),
+        metadata_entries=t.integer("metadata_entries", 100_000, 1, 10_000_000),
+    )
+    t.reject_unknown()
+    return cache

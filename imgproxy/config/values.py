@@ -1,0 +1,111 @@
+"""Configuration values: the error type, masked secrets, durations, sizes and fixed limits.
+
+Imports nothing of ours (``errors`` and ``config`` sit at the bottom of the import graph).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Final
+
+CONFIG_PATH_ENV: Final = "IMGPROXY_CONFIG"
+CONFIG_TOML_ENV: Final = "IMGPROXY_CONFIG_TOML"
+MIN_SIGNING_KEY_BYTES: Final = 32
+MIN_TOKEN_BYTES: Final = 32
+MAX_TTL_LIMIT: Final = 7 * 24 * 3600  # S3 presigned URLs cannot outlive seven days either
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
+DEFAULT_INLINE_TYPES: Final = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/bmp",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+)
+_SIZE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS: Final = {"B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2,
+                      "GB": 1000**3, "GiB": 1024**3}
+INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
+DEFAULT_INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF")
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DELIVERY_MODES: Final = ("stream", "redirect", "auto", "accel")
+MIN_PRESIGNED_VALIDITY: Final = 60.0  # a presigned URL handed out must work at least this long
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for one line of output: ``key.path: what is wrong``."""
+
+
+class Secret:
+    """A secret string whose ``repr`` and ``str`` are masked; ``reveal()`` at the point of use."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from a number or a string like ``"90s"``, ``"5m"``, ``"1h"``, ``"7d"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration such as 30, \"30s\", \"5m\" or \"1h\"")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ConfigError(f"{where}: expected a duration such as 30, \"30s\", \"5m\" or \"1h\"")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{where}: must be a finite, non-negative duration")
+    return seconds
+
+
+def parse_size(value: object, where: str) -> int:
+    """Bytes from a whole number or a string like ``"512KiB"``, ``"40MB"``, ``"1GiB"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a size such as 1048576, \"512KiB\" or \"40MiB\"")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2) or "B"])
+    else:
+        raise ConfigError(f"{where}: expected a size such as 1048576, \"512KiB\" or \"40MiB\"")
+    if size < 0:
+        raise ConfigError(f"{where}: must not be negative")
+    return size
+
+
+def resolve_secret(value: object, where: str, environ: Mapping[str, str]) -> Secret:
+    """A literal string, or ``env:VAR_NAME`` read from the environment."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a non-empty string or 'env:VAR_NAME'")
+    if value.startswith("env:"):
+        var = value[4:]
+        if not var:
+            raise ConfigError(f"{where}: 'env:' needs a variable name")
+        if var not in environ:
+            raise ConfigError(f"{where}: environment variable {var} is not set")
+        if not environ[var]:
+            raise ConfigError(f"{where}: environment variable {var} is empty")
+        return Secret(environ[var])
+    return Secret(value)
