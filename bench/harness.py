@@ -1,0 +1,407 @@
+"""The benchmarks' shared harness: processes (moto, ``imgproxy serve``), CPU accounting, load loop.
+
+Imported by ``bench_stream.py`` and ``bench_transform.py`` (run as scripts, so this directory is
+on ``sys.path``). Everything runs on 127.0.0.1 in separate processes, so each one's CPU is
+visible: moto (the S3 server), the proxy (and its image workers), and the bench process itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import boto3
+from botocore.config import Config as BotoConfig
+
+HOST: Final = "127.0.0.1"
+BUCKET: Final = "bench-private"
+SOURCE: Final = "bench"
+ACCESS_KEY: Final = "bench-access-key"
+SECRET_KEY: Final = "bench-secret-key"  # noqa: S105 - moto accepts any credentials
+MIB: Final = 1024 * 1024
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+MAX_ERRORS: Final = 50  # a phase stops early after this many failed requests
+NOT_CPU: Final = frozenset({"others", "steal", "idle"})  # CpuMeter figures that are not a process
+
+# moto in its own process; the port goes to stdout, then stdout is quiet; EOF on stdin stops it.
+MOTO_SNIPPET: Final = """
+import logging, sys
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address=sys.argv[1], port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdout = sys.stderr
+sys.stdin.read()
+server.stop()
+"""
+
+
+class BenchError(Exception):
+    """Something failed (not: a target was missed)."""
+
+
+def note(text: str) -> None:
+    sys.stderr.write(f"[bench] {text}\n")
+    sys.stderr.flush()
+
+
+# --- processes -------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the bench process dies, even by SIGKILL (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
+               AWS_SHARED_CREDENTIALS_FILE=os.devnull, PYTHONUNBUFFERED="1")
+    return env
+
+
+@contextmanager
+def running(argv: list[str], log_path: Path, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess in its own session (Ctrl-C reaches only us), always ended on exit."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stderr=log, env=child_env(), start_new_session=True,
+                                preexec_fn=_die_with_parent, **popen)
+        try:
+            yield proc
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextmanager
+def moto(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    log_path = workdir / "moto.log"
+    with running([sys.executable, "-c", MOTO_SNIPPET, HOST], log_path,
+                 stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline().decode().strip() if ready else ""
+        if not line.isdigit():
+            raise BenchError(f"moto did not start:\n{log_tail(log_path)}")
+        yield proc, f"http://{HOST}:{line}"
+
+
+def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "") -> str:
+    """The proxy's config: one source on moto; ``extra`` is appended (more TOML tables)."""
+    q = json.dumps  # TOML basic strings accept JSON's escapes for these ASCII values
+    return "\n".join([
+        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", "",
+        "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "",
+        f"[sources.{SOURCE}]", f"bucket = {q(BUCKET)}", 'region = "us-east-1"',
+        f"endpoint_url = {q(endpoint)}", 'addressing_style = "path"',
+        f"access_key_id = {q(ACCESS_KEY)}", f"secret_access_key = {q(SECRET_KEY)}",
+        "connect_timeout = 2", "read_timeout = 60", "",
+    ]) + extra
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"imgproxy serve exited with {proc.returncode}:\n{log_tail(log_path)}")
+        conn = http.client.HTTPConnection(HOST, port, timeout=1)
+        try:
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise BenchError(f"imgproxy serve not healthy after {timeout:g}s:\n{log_tail(log_path)}")
+
+
+@contextmanager
+def proxy(workdir: Path, endpoint: str, signing_key: str, profile: Path | None = None, *,
+          extra_toml: str = "", name: str = "imgproxy") -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``imgproxy serve`` on a free port; ``name`` names its config and log files in workdir."""
+    port = free_port()
+    config_path = workdir / f"{name}.toml"
+    config_path.write_text(proxy_toml(endpoint, port, signing_key, extra_toml))
+    log_path = workdir / f"{name}.log"
+    argv = [sys.executable, "-m", "imgproxy", "serve", "--config", str(config_path)]
+    if profile is not None:  # cProfile writes the file when SIGTERM makes serve return
+        argv[1:1] = ["-m", "cProfile", "-o", str(profile.resolve())]
+    with running(argv, log_path, stdin=None) as proc:
+        wait_healthy(proc, port, log_path)
+        yield proc, f"http://{HOST}:{port}"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc/*/stat."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return sorted(found)
+
+
+# --- CPU and memory from /proc ---------------------------------------------------------------
+
+def proc_ticks(pid: int) -> int:
+    """utime + stime of a process (all its threads), in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _ticks_or_none(pid: int) -> int | None:
+    try:
+        return proc_ticks(pid)
+    except (OSError, IndexError, ValueError):
+        return None  # the process has gone
+
+
+def system_ticks() -> tuple[int, int]:
+    """(busy, steal) ticks over all CPUs: busy excludes idle, iowait and steal."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return sum(values) - values[3] - values[4] - values[7], values[7]
+
+
+def status_kib(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"/proc/{pid}/status has no {name}")
+
+
+@dataclass
+class CpuMeter:
+    """CPU used between start() and stop(), in % of one core: each named process (or group of
+    processes, summed), 'others' (other tenants, kernel work such as loopback softirq), 'idle'
+    (what no one used). A process that exits in between is counted up to its last reading."""
+
+    pids: Mapping[str, int | Collection[int]]
+    _start: dict[int, int] = field(default_factory=dict)
+    _sys: tuple[int, int] = (0, 0)
+    _wall: float = 0.0
+
+    def _groups(self) -> dict[str, Collection[int]]:
+        return {name: (pid,) if isinstance(pid, int) else pid for name, pid in self.pids.items()}
+
+    def start(self) -> None:
+        self._start = {pid: ticks for group in self._groups().values() for pid in group
+                       if (ticks := _ticks_or_none(pid)) is not None}
+        self._sys = system_ticks()
+        self._wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self._wall, 1e-6)
+        used: dict[str, int] = {}
+        for name, group in self._groups().items():
+            used[name] = 0
+            for pid in group:
+                now = _ticks_or_none(pid)
+                if now is not None and pid in self._start:
+                    used[name] += now - self._start[pid]
+        busy_now, steal_now = system_ticks()
+        busy = busy_now - self._sys[0]
+        used["others"] = max(0, busy - sum(used.values()))
+        used["steal"] = steal_now - self._sys[1]
+        pct = {name: round(100.0 * ticks / CLK_TCK / wall, 1) for name, ticks in used.items()}
+        capacity = 100.0 * (os.cpu_count() or 1)
+        pct["idle"] = round(max(0.0, capacity - 100.0 * busy / CLK_TCK / wall - pct["steal"]), 1)
+        return pct
+
+
+# --- S3 --------------------------------------------------------------------------------------
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"),
+    )
+
+
+# --- load generation -------------------------------------------------------------------------
+
+@dataclass
+class Phase:
+    side: str
+    round: int
+    wall: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    first_error: str = ""
+    latencies: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    tally: Counter[str] = field(default_factory=Counter)  # values of one response header
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.wall if self.wall else 0.0
+
+    def cpu_ms_per_request(self) -> dict[str, float]:
+        """CPU time each of our processes spent per completed request (contention-robust)."""
+        if not self.requests:
+            return {}
+        return {name: round(10.0 * pct * self.wall / self.requests, 2)
+                for name, pct in self.cpu.items() if name not in NOT_CPU}
+
+    def percentile_ms(self, q: float) -> float:
+        """Nearest-rank percentile of request latency, in milliseconds."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return 1000.0 * ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+# A response's verdict: "" when it is right, else what is wrong with it.
+Check = Callable[[aiohttp.ClientResponse, bytes], str]
+
+
+def expect_size(size: int) -> Check:
+    def check(response: aiohttp.ClientResponse, body: bytes) -> str:
+        if response.status != 200:
+            return f"HTTP {response.status}"
+        return "" if len(body) == size else f"{len(body)} bytes instead of {size}"
+    return check
+
+
+def session_for(concurrency: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
+        timeout=aiohttp.ClientTimeout(total=60),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
+
+
+async def fetch_until(session: aiohttp.ClientSession, url: str, end: float, phase: Phase,
+                      check: Check, tally_header: str | None = None) -> None:
+    """One connection's loop: GET, read the whole body, check, record; until the phase's end."""
+    while (started := time.perf_counter()) < end and phase.errors < MAX_ERRORS:
+        label = ""
+        try:
+            async with session.get(url, allow_redirects=False) as response:  # a 3xx is a failure
+                body = await response.read()
+                problem = check(response, body)
+                if tally_header is not None:
+                    label = response.headers.get(tally_header, "-")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        if problem:
+            phase.errors += 1
+            phase.first_error = phase.first_error or problem
+            continue
+        phase.latencies.append(time.perf_counter() - started)
+        phase.requests += 1
+        if tally_header is not None:
+            phase.tally[label] += 1
+
+
+async def run_phase(session: aiohttp.ClientSession, phase: Phase, urls: Sequence[str], seconds: float,
+                    concurrency: int, meter: CpuMeter, check: Check,
+                    tally_header: str | None = None) -> Phase:
+    """``concurrency`` connections for ``seconds``; connection i asks for urls[i % len(urls)]."""
+    meter.start()
+    started = time.perf_counter()
+    end = started + seconds
+    await asyncio.gather(*(fetch_until(session, urls[i % len(urls)], end, phase, check, tally_header)
+                           for i in range(concurrency)))
+    phase.wall = time.perf_counter() - started
+    phase.cpu = meter.stop()
+    return phase
+
+
+def merged(phases: list[Phase], side: str) -> Phase:
+    """All of one side's phases as one: counts summed, CPU averaged over their wall time."""
+    total = Phase(side, 0)
+    for phase in (p for p in phases if p.side == side):
+        total.wall += phase.wall
+        total.requests += phase.requests
+        total.errors += phase.errors
+        total.first_error = total.first_error or phase.first_error
+        total.latencies += phase.latencies
+        total.tally += phase.tally
+        for name, pct in phase.cpu.items():
+            total.cpu[name] = total.cpu.get(name, 0.0) + pct * phase.wall
+    total.cpu = {name: round(v / total.wall, 1) for name, v in total.cpu.items()} if total.wall else {}
+    return total
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def run_main(bench: Callable[[argparse.Namespace, Path], dict[str, Any]],
+             failures: Callable[[dict[str, Any]], list[str]], args: argparse.Namespace) -> int:
+    """Run ``bench`` in a temporary directory; print its JSON line; 1 on failure, 130 if stopped."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        with tempfile.TemporaryDirectory(prefix="imgproxy-bench-") as tmp:
+            result = bench(args, Path(tmp))
+    except BenchError as exc:
+        note(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        note("interrupted; subprocesses stopped")
+        return 130
+    problems = failures(result)
+    result["ok"] = not problems
+    for problem in problems:
+        note(f"error: {problem}")
+    print(json.dumps(result, separators=(",", ":")))
+    return 1 if problems else 0
