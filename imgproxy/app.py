@@ -31,7 +31,7 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
     """One aiobotocore client per source for the app's lifetime (never one per request)."""
     config = app[keys.CONFIG]
     async with AsyncExitStack() as stack:
-        sources = {name: await stack.enter_async_context(open_source(src))
+        sources = {name: await stack.enter_async_context(open_source(src, app[keys.CLOCK]))
                    for name, src in config.sources.items()}
         app[keys.SOURCES] = sources
         app[keys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[keys.CLOCK])

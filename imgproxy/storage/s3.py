@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from imgproxy.conditional import ByteRange, Preconditions, parse_http_date
+from imgproxy.conditional import ByteRange, Preconditions, format_http_date, parse_http_date
 from imgproxy.config import SourceConfig
 from imgproxy.errors import (
     ObjectNotFound,
@@ -38,6 +39,7 @@ from imgproxy.errors import (
 )
 from imgproxy.paths import object_key
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
+from imgproxy.storage.reader import ResponseStream, error_code, fetch, open_session
 
 log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")
@@ -121,25 +123,33 @@ async def s3_client(source: SourceConfig, session: AioSession | None = None) -> 
         yield client
 
 
+def translate_status(source: SourceConfig, status: int, code: str, operation: str) -> ProxyError:
+    """An S3 error answer (HTTP status and the XML ``<Code>``) -> the ProxyError a client sees."""
+    where = f"source={source.name} op={operation}"
+    if code in _NOT_FOUND or (status == 404 and not code):
+        return ObjectNotFound(f"{where}: no such key")
+    if code in ("PreconditionFailed", "412") or status == 412:
+        return PreconditionFailed(f"{where}: precondition failed")
+    if code in _DENIED or status == 403:
+        log.error("storage denied the proxy's credentials (%s, code=%s)", where, code)
+        return StorageError(f"{where}: access denied ({code})")
+    if code == "NoSuchBucket":
+        log.error("storage says the bucket does not exist (%s)", where)
+        return StorageError(f"{where}: no such bucket")
+    if status in (301, 307):
+        log.error("storage redirected: is sources.%s.region right? (%s, code=%s)", source.name, where, code)
+        return StorageError(f"{where}: redirected ({code})")
+    log.error("storage error (%s, code=%s, status=%s)", where, code, status)
+    return StorageError(f"{where}: {code or status}")
+
+
 def _translate(source: SourceConfig, exc: BaseException, operation: str) -> ProxyError:
     """One botocore/aiohttp/timeout exception -> the ProxyError a client may see."""
     where = f"source={source.name} op={operation}"
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in _NOT_FOUND:
-            return ObjectNotFound(f"{where}: no such key")
-        if code in ("PreconditionFailed", "412") or status == 412:
-            return PreconditionFailed(f"{where}: precondition failed")
-        if code in _DENIED or status == 403:
-            log.error("storage denied the proxy's credentials (%s, code=%s)", where, code)
-            return StorageError(f"{where}: access denied ({code})")
-        if code == "NoSuchBucket":
-            log.error("storage says the bucket does not exist (%s)", where)
-            return StorageError(f"{where}: no such bucket")
-        log.error("storage error (%s, code=%s, status=%s)", where, code, status)
-        return StorageError(f"{where}: {code or status}")
+        return translate_status(source, int(status or 0), str(error.get("Code", "")), operation)
     if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
         log.error("storage timed out (%s)", where)
         return StorageTimeout(f"{where}: timed out")
@@ -180,20 +190,24 @@ class Credentials:
 
 
 @asynccontextmanager
-async def open_source(config: SourceConfig) -> AsyncIterator[S3Source]:
-    """An ``S3Source`` with its client and credentials, for the app's lifetime."""
+async def open_source(config: SourceConfig,
+                      clock: Callable[[], float] = time.time) -> AsyncIterator[S3Source]:
+    """An ``S3Source`` with its clients and credentials, for the app's lifetime."""
     session = _session(config)
-    async with s3_client(config, session) as client:
-        yield S3Source(config, client, Credentials(config, session))
+    async with s3_client(config, session) as client, open_session(config) as http:
+        yield S3Source(config, client, Credentials(config, session), http, clock)
 
 
 class S3Source:
     """Object reads from one configured source; the client is owned by the app's cleanup_ctx."""
 
-    def __init__(self, config: SourceConfig, client: Any, credentials: Credentials | None = None) -> None:
+    def __init__(self, config: SourceConfig, client: Any, credentials: Credentials,
+                 session: aiohttp.ClientSession, clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.client = client
-        self.credentials = credentials or Credentials(config, _session(config))
+        self.clock = clock  # signing time of the GETs' presigned URLs
+        self.client = client  # aiobotocore: HEAD and LIST
+        self.session = session  # aiohttp: body GETs (storage/reader.py)
+        self.credentials = credentials
         self.location = locate(config.endpoint_url, config.region, config.bucket, config.addressing_style)
 
     def presign(self, key: str, signed_at: int, expires_in: int, response_headers: dict[str, str],
@@ -259,40 +273,45 @@ class S3Source:
     async def get(
         self, key: str, byte_range: ByteRange | None = None, pre: Preconditions = NO_PRECONDITIONS
     ) -> tuple[ObjectMeta, ObjectBody] | NotModified:
-        """Open the object (or one range of it); the caller must ``close()`` the body."""
-        request = self._request(key, pre)
+        """Open the object (or one range of it); the caller must ``close()`` the body.
+
+        S3 evaluates the validators and the range itself, so a 304 or a 206 reads no bytes
+        that are then thrown away."""
+        headers = _validator_headers(pre)
         if byte_range is not None:
-            request["Range"] = byte_range.header()
+            headers["Range"] = byte_range.header()
             if pre.if_range_etag:
-                request.setdefault("IfMatch", pre.if_range_etag)
+                headers.setdefault("If-Match", pre.if_range_etag)
             elif pre.if_range_date:
-                request.setdefault("IfUnmodifiedSince", pre.if_range_date)
-        try:
-            response = await self._call("get", lambda: self._get_or_304(request))
-        except _NotModifiedSignal as signal:
-            return signal.answer
-        except PreconditionFailed:
-            if byte_range is None or not (pre.if_range_etag or pre.if_range_date):
-                raise
+                headers.setdefault("If-Unmodified-Since", format_http_date(pre.if_range_date))
+        response = await self._open(key, headers)
+        status = response.status
+        if status in (200, 206):
+            return _meta_from_headers(response), ObjectBody(ResponseStream(response), self.config)
+        if status == 304:
+            response.release()
+            return NotModified(response.headers.get("ETag"),
+                               parse_http_date(response.headers.get("Last-Modified")))
+        code = await error_code(response)
+        if status == 412 and byte_range is not None and (pre.if_range_etag or pre.if_range_date):
             # If-Range did not match: RFC 9110 13.1.5 says send the whole, current object.
             return await self.get(key, None, Preconditions(pre.if_none_match, pre.if_modified_since,
                                                            pre.if_match, pre.if_unmodified_since))
-        except _RangeSignal:
-            size = await self._size(key)
-            raise RangeNotSatisfiable("range outside object",
-                                      headers={"Content-Range": f"bytes */{size}"}) from None
-        return _meta(response), ObjectBody(response["Body"], self.config)
+        if status == 416 or code == "InvalidRange":
+            total = response.headers.get("Content-Range", "").rpartition("/")[2]
+            size = total if total.isdigit() else await self._size(key)
+            raise RangeNotSatisfiable("range outside object", headers={"Content-Range": f"bytes */{size}"})
+        raise translate_status(self.config, status, code, "get")
 
-    async def _get_or_304(self, request: dict[str, Any]) -> Any:
+    async def _open(self, key: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
         try:
-            return await self.client.get_object(**request)
-        except ClientError as exc:
-            answer = self._not_modified(exc)
-            if answer is not None:
-                raise _NotModifiedSignal(answer) from None
-            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
-                raise _RangeSignal from None
-            raise
+            credentials, _ = await self.credentials.current()
+            async with asyncio.timeout(self.deadline):
+                return await fetch(self.session, self.location, self.config.bucket,
+                                   object_key(self.config.prefix, key), credentials, headers,
+                                   self.config.max_attempts, self.clock())
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate(self.config, exc, "get") from None
 
     async def _size(self, key: str) -> int | str:
         try:
@@ -313,8 +332,28 @@ class _NotModifiedSignal(Exception):
         self.answer = answer
 
 
-class _RangeSignal(Exception):
-    pass
+def _validator_headers(pre: Preconditions) -> dict[str, str]:
+    headers = {}
+    if pre.if_none_match:
+        headers["If-None-Match"] = pre.if_none_match
+    if pre.if_modified_since:
+        headers["If-Modified-Since"] = format_http_date(pre.if_modified_since)
+    if pre.if_match:
+        headers["If-Match"] = pre.if_match
+    if pre.if_unmodified_since:
+        headers["If-Unmodified-Since"] = format_http_date(pre.if_unmodified_since)
+    return headers
+
+
+def _meta_from_headers(response: aiohttp.ClientResponse) -> ObjectMeta:
+    length = response.headers.get("Content-Length", "")
+    return ObjectMeta(
+        content_length=int(length) if length.isdigit() else 0,
+        content_type=response.headers.get("Content-Type"),
+        etag=response.headers.get("ETag"),
+        last_modified=parse_http_date(response.headers.get("Last-Modified")),
+        content_range=response.headers.get("Content-Range"),
+    )
 
 
 def _meta(response: dict[str, Any]) -> ObjectMeta:
