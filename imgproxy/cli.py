@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("key")
     sign.add_argument("params", nargs="*", metavar="param=value", help="extra signed parameters")
     sign.add_argument("--ttl", default="1h", help="lifetime, e.g. 300, 15m, 1h, 7d (default 1h)")
+    sign.add_argument("--window", help="round exp up to a multiple of this, so URLs signed within "
+                                       "one window are identical (default: auth.url_window)")
     sign.add_argument("--kid", help="signing key id (default: auth.sign_with)")
     sign.add_argument("--base-url", help="URL prefix (default: server.public_url or http://host:port)")
     sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
@@ -102,13 +104,18 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
         ttl = parse_duration(args.ttl, "--ttl")
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    if not 1 <= ttl <= config.auth.max_ttl:
-        raise UsageError(f"--ttl: must be between 1s and auth.max_ttl ({config.auth.max_ttl:g}s)")
+    try:
+        window = config.auth.url_window if args.window is None else parse_duration(args.window, "--window")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not 1 <= ttl + window <= config.auth.max_ttl:
+        raise UsageError(
+            f"--ttl: ttl + window must be between 1s and auth.max_ttl ({config.auth.max_ttl:g}s)")
     if args.source not in config.sources:
         raise UsageError(f"source {args.source!r}: not in [sources] (known: {', '.join(config.sources)})")
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, args.base_url or config.server.base_url)
     try:
-        url = signer.sign(args.source, args.key, ttl=ttl, params=parse_params(args.params))
+        url = signer.sign(args.source, args.key, ttl=ttl, params=parse_params(args.params), window=window)
     except ProxyError as exc:  # paths.check_key refuses keys the server would refuse too
         raise UsageError(f"key {args.key!r}: {exc.public_message}") from None
     except ValueError as exc:

@@ -299,6 +299,17 @@ def sign_config(tmp_path: Path) -> Path:
     return write_config(tmp_path, data)
 
 
+def test_sign_with_a_window_prints_the_same_url_within_the_window(sign_config: Path) -> None:
+    args = ("sign", "--config", str(sign_config), "photos", PHOTO_KEY, "--ttl", "1h", "--window", "1d")
+    first, second = run(*args), run(*args)
+    assert first.returncode == 0, first.stderr
+    exp = int(query_of(first.stdout.strip())["exp"])
+    assert exp % 86400 == 0
+    assert exp - time.time() >= 3600 - 5
+    if exp == int(query_of(second.stdout.strip())["exp"]):  # not straddling a day boundary
+        assert first.stdout == second.stdout
+
+
 @pytest.mark.parametrize("params", [[], ["w=300"]], ids=["no-params", "w=300"])
 def test_sign_prints_what_the_python_signers_produce(sign_config: Path, params: list[str]) -> None:
     base_url = "http://127.0.0.1:8080"  # server.base_url of sign_config
