@@ -127,17 +127,24 @@ def moto(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         yield proc, f"http://{HOST}:{line}"
 
 
-def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "") -> str:
-    """The proxy's config: one source on moto; ``extra`` is appended (more TOML tables)."""
+def source_toml(name: str, endpoint: str) -> str:
+    """A ``[sources.NAME]`` table for BUCKET on moto (more sources for ``proxy_toml``'s extra)."""
     q = json.dumps  # TOML basic strings accept JSON's escapes for these ASCII values
     return "\n".join([
-        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", "",
-        "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "",
-        f"[sources.{SOURCE}]", f"bucket = {q(BUCKET)}", 'region = "us-east-1"',
+        f"[sources.{name}]", f"bucket = {q(BUCKET)}", 'region = "us-east-1"',
         f"endpoint_url = {q(endpoint)}", 'addressing_style = "path"',
         f"access_key_id = {q(ACCESS_KEY)}", f"secret_access_key = {q(SECRET_KEY)}",
         "connect_timeout = 2", "read_timeout = 60", "",
-    ]) + extra
+    ])
+
+
+def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "") -> str:
+    """The proxy's config: one source (SOURCE) on moto; ``extra`` is appended (more TOML tables)."""
+    q = json.dumps
+    return "\n".join([
+        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", "",
+        "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "", "",
+    ]) + source_toml(SOURCE, endpoint) + extra
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 30.0) -> None:

@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Benchmark: one ~20 MB original delivered three ways: stream, redirect, accel (nginx).
+
+Not a test. It measures and prints; it exits non-zero only when something *failed* (a process
+would not start, a request errored, bytes came back wrong, a mode answered as another), never
+because of a figure.
+
+Separate processes on 127.0.0.1, so each one's CPU is visible:
+  moto      S3-compatible server (its own Python process) holding the object
+  proxy     one ``imgproxy serve`` with three sources on the same bucket, one per delivery mode
+            (``[sources.NAME.delivery] mode``), transforms off
+  nginx     ``deploy/nginx.conf`` rendered and run in the foreground (one worker), in front of
+            the proxy for accel; listening plain HTTP unless --nginx-tls, as moto and the
+            proxy do (in production TLS is paid in every mode: by nginx, or by S3)
+  bench     this process: seeds the bucket, is the aiohttp load generator, checks every byte
+
+The modes, each at --concurrency connections for --seconds per round, rounds interleaved
+(stream, redirect, accel, stream, ...) after a warm-up of each:
+  stream    client -> proxy -> moto; the proxy moves every byte
+  redirect  client -> proxy (302 to a presigned URL), then client -> moto; the client follows
+  accel     client -> nginx -> proxy (X-Accel-Redirect), then nginx -> moto -> nginx -> client
+and, only if asked for (--modes), stream as deployed behind nginx (deploy/nginx-stream.conf):
+  stream-nginx  client -> nginx -> proxy -> moto; the proxy and nginx both move every byte
+Per mode: req/s, MB/s, p50/p99 (the whole download, redirect included) and the CPU seconds each
+process spent per GB delivered (MB and GB are 10^6 and 10^9 bytes).
+
+    .venv/bin/python bench/bench_delivery.py [--seconds 10] [--rounds 2] [--nginx-tls]
+        [--modes stream,redirect,accel,stream-nginx] [--deploy-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import hdrs
+from harness import (
+    BUCKET,
+    HOST,
+    MAX_ERRORS,
+    NOT_CPU,
+    SOURCE,
+    BenchError,
+    CpuMeter,
+    Phase,
+    descendants,
+    free_port,
+    log_tail,
+    merged,
+    moto,
+    note,
+    proxy,
+    run_main,
+    running,
+    s3_client,
+    session_for,
+    source_toml,
+)
+from yarl import URL
+
+from imgproxy.auth.signing import UrlSigner
+
+KEY: Final = "large/bench-delivery.jpg"
+MB: Final = 1_000_000
+GB: Final = 1_000_000_000
+DEPLOY: Final = Path(__file__).resolve().parent.parent / "deploy"
+NGINX: Final = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+PLACEHOLDER: Final = re.compile(r"\$\{([A-Z_]+)\}")  # nginx's own variables are lower case
+TLS_LISTEN: Final = "listen ${LISTEN} ssl;"
+START_TIMEOUT: Final = 15.0
+
+
+# --- the proxy: one source per delivery mode ---------------------------------------------------
+
+def sources_toml(endpoint: str) -> str:
+    """Appended to harness.proxy_toml: SOURCE streams; "redirect" and "accel" are the same bucket
+    delivered the other two ways. Transforms are off: no image workers to account for."""
+    tables = [f'\n[sources.{SOURCE}.delivery]\nmode = "stream"\n']
+    for mode in ("redirect", "accel"):
+        tables.append(f'\n{source_toml(mode, endpoint)}\n[sources.{mode}.delivery]\nmode = "{mode}"\n')
+    return "".join(tables) + "\n[transform]\nenabled = false\n"
+
+
+# --- nginx in front, from deploy/nginx.conf (as tests/test_nginx.py runs it) --------------------
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Fill every ``${NAME}``; a placeholder without a value is an error, not a silent blank."""
+    missing = set(PLACEHOLDER.findall(template)) - values.keys()
+    if missing:
+        raise BenchError(f"no value for {sorted(missing)}")
+    return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+
+
+def nginx_main_config(prefix: Path, site: Path) -> str:
+    """What Debian's /etc/nginx/nginx.conf puts around conf.d/*.conf, every path inside ``prefix``."""
+    return f"""
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client_body_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+    include {site};
+}}
+"""
+
+
+def self_signed(directory: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    """A throwaway certificate for 127.0.0.1 (nginx.conf loads one even when listening plain)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imgproxy bench")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(cafile=str(cert_path))
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT  # a bare self-signed root, not a CA's chain
+    return cert_path, key_path, context
+
+
+@contextmanager
+def nginx(workdir: Path, imgproxy_url: str, template_path: Path,
+          tls: bool) -> Iterator[tuple[subprocess.Popen[bytes], str, ssl.SSLContext | None]]:
+    """A site template (deploy/nginx.conf) in front of the proxy: (process, base URL, client TLS
+    context or None). Without ``tls`` its one ``listen ... ssl`` becomes plain HTTP; nothing
+    else is changed."""
+    if NGINX is None:
+        raise BenchError("the nginx binary is not installed (Debian: apt-get install nginx)")
+    prefix = workdir / f"nginx-{template_path.stem}"
+    prefix.mkdir()
+    cert, key, context = self_signed(prefix)
+    port = free_port()
+    template = template_path.read_text(encoding="utf-8")
+    if not tls:
+        if template.count(TLS_LISTEN) != 1:
+            raise BenchError(f"{template_path} has not exactly one {TLS_LISTEN!r}; use --nginx-tls")
+        template = template.replace(TLS_LISTEN, TLS_LISTEN.replace(" ssl;", ";"))
+    site = prefix / "nginx.conf"
+    site.write_text(render(template, {
+        "LISTEN": f"{HOST}:{port}", "SERVER_NAME": HOST, "TLS_CERT": str(cert), "TLS_KEY": str(key),
+        "IMGPROXY": imgproxy_url.removeprefix("http://"),
+        "RESOLVER": HOST,  # never asked: the presigned URLs name 127.0.0.1
+        "LOG_DIR": str(prefix),
+    }), encoding="utf-8")
+    main = prefix / "nginx-main.conf"
+    main.write_text(nginx_main_config(prefix, site), encoding="utf-8")
+    argv = [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(main)]
+    checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=START_TIMEOUT,
+                             check=False)
+    if checked.returncode != 0:
+        raise BenchError(f"nginx -t refused the rendered {template_path}:\n{checked.stderr}")
+    with running(argv, prefix / "stderr.log", stdin=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"nginx exited with {proc.returncode}:\n{log_tail(prefix / 'error.log')}")
+            if descendants(proc.pid):  # its worker: what accepts, and what will use the CPU
+                with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"nginx did not listen on {port} within {START_TIMEOUT:g}s")
+            time.sleep(0.05)
+        yield proc, f"{'https' if tls else 'http'}://{HOST}:{port}", context if tls else None
+
+
+def version_of_nginx() -> str:
+    if NGINX is None:
+        return ""
+    answer = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    return answer.stderr.strip().removeprefix("nginx version: ")
+
+
+# --- load generation ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Route:
+    source: str  # the proxy's source, whose delivery mode is the one measured
+    delivery: str  # what the answer's X-Delivery header must say
+    site: str | None = None  # the deploy/ file of the nginx in front; None: straight to the proxy
+
+
+ROUTES: Final = {
+    "stream": Route(SOURCE, "stream"),
+    "redirect": Route("redirect", "redirect"),
+    "accel": Route("accel", "accel", "nginx.conf"),
+    "stream-nginx": Route(SOURCE, "stream", "nginx-stream.conf"),
+}
+DEFAULT_MODES: Final = ("stream", "redirect", "accel")
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    delivery: str
+    url: str  # the signed URL every connection GETs
+    tls: ssl.SSLContext | None = None  # behind nginx with --nginx-tls
+
+
+async def read_exact(response: aiohttp.ClientResponse, expected: bytes) -> str:
+    """Read the body chunk by chunk, comparing as it comes; "" when it is exactly ``expected``."""
+    if response.status != 200:
+        return f"HTTP {response.status}"
+    received = 0
+    async for chunk in response.content.iter_any():
+        if chunk != expected[received:received + len(chunk)]:
+            return f"bytes differ within {received}..{received + len(chunk)}"
+        received += len(chunk)
+    return "" if received == len(expected) else f"{received} bytes instead of {len(expected)}"
+
+
+async def fetch_once(session: aiohttp.ClientSession, mode: Mode, expected: bytes) -> str:
+    """One delivery; for redirect, the proxy's 302 and then the GET of its Location."""
+    async with session.get(mode.url, allow_redirects=False, ssl=mode.tls or True) as answer:
+        delivery = answer.headers.get("X-Delivery", "-")
+        if delivery != mode.delivery:
+            return f"HTTP {answer.status} with X-Delivery {delivery!r}, expected {mode.delivery!r}"
+        if mode.delivery != "redirect":
+            return await read_exact(answer, expected)
+        await answer.read()
+        location = answer.headers.get(hdrs.LOCATION, "")
+        if answer.status != 302 or not location:
+            return f"HTTP {answer.status}, Location {'present' if location else 'missing'}; expected 302"
+    async with session.get(URL(location, encoded=True), allow_redirects=False) as s3_answer:
+        return await read_exact(s3_answer, expected)
+
+
+async def fetch_until(session: aiohttp.ClientSession, mode: Mode, expected: bytes, end: float,
+                      phase: Phase) -> None:
+    """One connection's loop until the phase's end (a download under way is finished)."""
+    while (started := time.perf_counter()) < end and phase.errors < MAX_ERRORS:
+        try:
+            problem = await fetch_once(session, mode, expected)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            problem = f"{exc.__class__.__name__}: {exc}"
+        if problem:
+            phase.errors += 1
+            phase.first_error = phase.first_error or problem
+            continue
+        phase.latencies.append(time.perf_counter() - started)
+        phase.requests += 1
+
+
+async def run_phase(session: aiohttp.ClientSession, mode: Mode, expected: bytes, phase: Phase,
+                    seconds: float, concurrency: int, meter: CpuMeter) -> Phase:
+    meter.start()
+    started = time.perf_counter()
+    end = started + seconds
+    await asyncio.gather(*(fetch_until(session, mode, expected, end, phase) for _ in range(concurrency)))
+    phase.wall = time.perf_counter() - started
+    phase.cpu = meter.stop()
+    return phase
+
+
+async def measure(modes: list[Mode], expected: bytes, args: argparse.Namespace,
+                  meter: CpuMeter) -> list[Phase]:
+    """Warm up each mode, then run them in turn for args.rounds rounds (one session per mode)."""
+    phases: list[Phase] = []
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {mode.name: await stack.enter_async_context(session_for(args.concurrency))
+                    for mode in modes}
+        for mode in modes:
+            warm = await run_phase(sessions[mode.name], mode, expected, Phase(mode.name, 0), args.warmup,
+                                   args.concurrency, meter)
+            note(f"warm-up {mode.name}: {warm.requests} downloads, {warm.errors} errors")
+            if warm.errors:
+                raise BenchError(f"{mode.name} warm-up failed: {warm.first_error}")
+        for number in range(1, args.rounds + 1):
+            for mode in modes:
+                phase = await run_phase(sessions[mode.name], mode, expected, Phase(mode.name, number),
+                                        args.seconds, args.concurrency, meter)
+                note(f"round {number} {mode.name}: {phase.rps:.1f} req/s, {phase.errors} errors")
+                phases.append(phase)
+    return phases
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def cpu_seconds_per_gb(phase: Phase, size: int) -> dict[str, float]:
+    """CPU seconds each of our processes spent per GB delivered (contention-robust)."""
+    delivered = phase.requests * size / GB
+    if not delivered:
+        return {}
+    return {name: round(pct / 100.0 * phase.wall / delivered, 3)
+            for name, pct in phase.cpu.items() if name not in NOT_CPU}
+
+
+def phase_json(phase: Phase, size: int) -> dict[str, Any]:
+    return {
+        "mode": phase.side, "round": phase.round, "seconds": round(phase.wall, 2),
+        "requests": phase.requests, "errors": phase.errors, "first_error": phase.first_error,
+        "rps": round(phase.rps, 2), "mb_per_s": round(phase.rps * size / MB, 1),
+        "p50_ms": round(phase.percentile_ms(0.50), 1), "p99_ms": round(phase.percentile_ms(0.99), 1),
+        "cpu_pct_of_one_core": phase.cpu, "cpu_s_per_gb": cpu_seconds_per_gb(phase, size),
+    }
+
+
+PROCESSES: Final = ("proxy", "moto", "nginx", "bench")
+
+
+def report(phases: list[Phase], size: int) -> tuple[str, dict[str, Any]]:
+    totals = [merged(phases, name) for name in ROUTES if any(p.side == name for p in phases)]
+    head = (f"{'mode':<13}{'round':>6}{'req/s':>7}{'MB/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'err':>4}"
+            "  CPU s per GB:" + "".join(f"{name:>7}" for name in PROCESSES)
+            + "   % of a core:" + "".join(f"{name:>7}" for name in (*PROCESSES, "others", "idle")))
+    lines = [head, "-" * len(head)]
+    for phase in [*phases, *totals]:
+        per_gb = cpu_seconds_per_gb(phase, size)
+        lines.append(
+            f"{phase.side:<13}{phase.round or 'all':>6}{phase.rps:>7.2f}{phase.rps * size / MB:>7.0f}"
+            f"{phase.percentile_ms(0.5):>8.0f}{phase.percentile_ms(0.99):>8.0f}{phase.errors:>4}"
+            f"  {'':<13}" + "".join(f"{per_gb.get(name, 0.0):>7.2f}" for name in PROCESSES)
+            + f"   {'':<13}" + "".join(f"{phase.cpu.get(name, 0.0):>7.0f}"
+                                       for name in (*PROCESSES, "others", "idle")))
+        if phase is phases[-1]:
+            lines.append("-" * len(head))
+    stream = next((t for t in totals if t.side == "stream"), None)
+    if stream is not None and (base := cpu_seconds_per_gb(stream, size).get("proxy")):
+        lines.append("proxy CPU per GB relative to stream: " + ", ".join(
+            f"{t.side} {cpu_seconds_per_gb(t, size).get('proxy', 0.0) / base:.3f}" for t in totals))
+    result = {
+        "object_bytes": size,
+        "modes": {t.side: phase_json(t, size) for t in totals},
+        "phases": [phase_json(p, size) for p in phases],
+    }
+    return "\n".join(lines), result
+
+
+ARRANGEMENT: Final = (
+    "processes: moto | imgproxy serve (sources for stream, redirect, accel) | nginx (deploy/nginx.conf "
+    "for accel, nginx-stream.conf for stream-nginx; 1 worker, {scheme}) | bench = aiohttp load "
+    "generator checking every byte; all on {cpus} CPUs shared with anything else running ('others' "
+    "column). Every byte comes from moto in every mode; what differs is who carries it to the "
+    "client: the proxy (stream), nobody (redirect: the client reads moto directly), nginx (accel), "
+    "the proxy and then nginx (stream-nginx)."
+)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per mode and round (10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per mode (3)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the modes, interleaved (2)")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients (16)")
+    parser.add_argument("--size-mb", type=float, default=20.0, help="object size in MB of 10^6 bytes (20)")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                        help=f"comma-separated, of {','.join(ROUTES)} ({','.join(DEFAULT_MODES)})")
+    parser.add_argument("--nginx-tls", action="store_true",
+                        help="nginx listens with TLS as shipped (default: the same file, plain HTTP)")
+    parser.add_argument("--deploy-dir", type=Path, default=DEPLOY, metavar="DIR",
+                        help="where nginx.conf and nginx-stream.conf are, to try a change (deploy/)")
+    args = parser.parse_args(argv)
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.modes or set(args.modes) - ROUTES.keys() or len(set(args.modes)) != len(args.modes):
+        parser.error(f"--modes: a comma-separated subset of {','.join(ROUTES)}")
+    if not (0 < args.seconds <= 3600 and 0 <= args.warmup <= 600 and 1 <= args.rounds <= 20
+            and 1 <= args.concurrency <= 256 and 0.001 <= args.size_mb <= 500):
+        parser.error("an option is out of range")
+    return args
+
+
+def git_state() -> str:
+    """HEAD's short hash, and "+dirty" when imgproxy/ or deploy/ differ from it (what was measured)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "imgproxy", "deploy"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    signing_key = secrets.token_urlsafe(32)
+    size = round(args.size_mb * MB)
+    result: dict[str, Any] = {
+        "bench": "imgproxy-delivery", "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+        "python": platform.python_version(), "aiohttp": aiohttp.__version__,
+        "nginx": version_of_nginx(), "git": git_state(),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    with ExitStack() as stack:
+        moto_proc, endpoint = stack.enter_context(moto(workdir))
+        s3 = s3_client(endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        data = random.Random(20).randbytes(size)  # incompressible, like a photo
+        s3.put_object(Bucket=BUCKET, Key=KEY, Body=data, ContentType="image/jpeg")
+        proxy_proc, proxy_url = stack.enter_context(
+            proxy(workdir, endpoint, signing_key, extra_toml=sources_toml(endpoint)))
+        pids: dict[str, int | list[int]] = {"proxy": [proxy_proc.pid, *descendants(proxy_proc.pid)],
+                                            "moto": moto_proc.pid, "bench": os.getpid()}
+        fronts: dict[str, tuple[str, ssl.SSLContext | None]] = {}  # site file -> (URL, TLS)
+        nginx_pids: list[int] = []  # one group: only one of the nginx instances works at a time
+        for site in sorted({route.site for name in args.modes if (route := ROUTES[name]).site}):
+            nginx_proc, nginx_url, tls = stack.enter_context(
+                nginx(workdir, proxy_url, args.deploy_dir / site, args.nginx_tls))
+            nginx_pids += [nginx_proc.pid, *descendants(nginx_proc.pid)]
+            fronts[site] = nginx_url, tls
+        pids["nginx"] = nginx_pids
+        modes = []
+        for name in args.modes:
+            route = ROUTES[name]
+            base_url, tls = fronts[route.site] if route.site else (proxy_url, None)
+            signer = UrlSigner(signing_key, "bench", base_url)
+            modes.append(Mode(name, route.delivery, signer.sign(route.source, KEY, ttl=3600), tls))
+        print(ARRANGEMENT.format(cpus=os.cpu_count(), scheme="HTTPS" if args.nginx_tls else "plain HTTP"))
+        print(f"{size:,}-byte object, {args.concurrency} clients, {args.rounds} x {args.seconds:g} s "
+              f"per mode after {args.warmup:g} s warm-up; load avg at start "
+              f"{result['loadavg_start'][0]:.2f}; imgproxy at {result['git']}")
+        phases = asyncio.run(measure(modes, data, args, CpuMeter(pids)))
+        text, measured = report(phases, size)
+        result.update(measured)
+        print(text, flush=True)
+    result["loadavg_end"] = os.getloadavg()
+    return result
+
+
+def failures(result: dict[str, Any]) -> list[str]:
+    found = []
+    for name, mode in result.get("modes", {}).items():
+        if mode["errors"]:
+            found.append(f"{name}: {mode['errors']} failed requests, first: {mode['first_error']}")
+        if not mode["requests"]:
+            found.append(f"{name}: no request completed")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(bench, failures, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
