@@ -13,12 +13,14 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from imgproxy import keys
+from imgproxy.accesslog import LOG_FORMAT
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.auth.tokens import load_tokens
 from imgproxy.cache import HotCounter, MetadataCache, VariantCache
 from imgproxy.config import Config
 from imgproxy.forwarded import parse_networks
 from imgproxy.health import Readiness
+from imgproxy.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multiprocess_dir
 from imgproxy.middleware import TRUSTED_PROXIES, observe, stamp_request_id
 from imgproxy.routes import add_routes
 from imgproxy.storage.s3 import open_source
@@ -33,6 +35,8 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         sources = {name: await stack.enter_async_context(open_source(src, app[keys.CLOCK]))
                    for name, src in config.sources.items()}
+        for source in sources.values():
+            source.observe = app[METRICS].observe_s3
         app[keys.SOURCES] = sources
         app[keys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[keys.CLOCK])
         yield
@@ -46,9 +50,13 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
     try:
         if config.transform.enabled and config.transform.prestart_workers:
             await pool.start()
-        app[keys.VARIANTS] = VariantService(
+        service = app[keys.VARIANTS] = VariantService(
             config.transform, pool, VariantCache(config.cache.variant_bytes), app[keys.METADATA],
             supported_outputs())
+        app[METRICS].snapshot = lambda: Snapshot(
+            queued=pool.queued, rejected=pool.rejected, cache_hits=service.variants.hits,
+            cache_misses=service.variants.misses, cache_bytes=service.variants.current_bytes,
+            coalesced=service.coalescer.coalesced)
         yield
     finally:
         pool.close()
@@ -68,6 +76,8 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth_policy(config)
     app[keys.CLOCK] = clock
+    app[LOG_FORMAT] = config.log.format
+    app[METRICS] = Metrics(multiprocess_dir())
     app[TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
     app[keys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
     deliveries = [source.delivery for source in config.sources.values()]
@@ -75,6 +85,8 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
                                max(d.hot_window for d in deliveries))
     app.cleanup_ctx.append(s3_sources)
     app.cleanup_ctx.append(variant_service)
+    if config.metrics.enabled:
+        app.cleanup_ctx.append(metrics_endpoint(config.metrics.host, config.metrics.port))
     app.on_response_prepare.append(stamp_request_id)
     add_routes(app)
     return app

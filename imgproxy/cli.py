@@ -20,6 +20,7 @@ from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, load_config, parse_duration
 from imgproxy.errors import ProxyError
 from imgproxy.server import serve
+from imgproxy.supervisor import serve_workers, worker_count
 
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--workers", type=int, help="override server.workers (1: one process, "
+                                                   "no supervisor)")
 
     sign = commands.add_parser("sign", help="print a signed proxy URL for SOURCE and KEY",
                                parents=[common])
@@ -129,8 +132,13 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
 def serve_command(config: Config, args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
+    if args.workers is not None and not 0 <= args.workers <= 256:
+        raise UsageError("--workers: expected 0 (one per CPU) to 256")
+    workers = worker_count(config.server.workers if args.workers is None else args.workers)
     log.info("imgproxy %s starting with sources %s", __version__, ", ".join(config.sources))
     try:
+        if workers > 1:
+            return serve_workers(config, host, port, workers)
         asyncio.run(serve(create_app(config), host, port,
                           shutdown_timeout=config.server.shutdown_timeout,
                           keepalive_timeout=config.server.keepalive_timeout))

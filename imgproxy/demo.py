@@ -75,6 +75,7 @@ def demo_config(endpoint: str, host: str, port: int) -> tuple[Config, str, str]:
     token = secrets.token_urlsafe(32)
     data = {
         "server": {"host": host, "port": port},
+        "metrics": {"host": host, "port": 0},  # any free port: a demo must start anywhere
         "auth": {
             "keys": {"demo": signing_key},
             "max_ttl": "1d",

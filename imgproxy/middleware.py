@@ -17,14 +17,17 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
+from imgproxy import accesslog
 from imgproxy.errors import MethodNotAllowed, NotFound, ProxyError
 from imgproxy.forwarded import Network, client_address, public_scheme
+from imgproxy.metrics import METRICS
 
 log = logging.getLogger("imgproxy.error")
-access_log = logging.getLogger("imgproxy.access")
 REQUEST_ID: Final = web.RequestKey("imgproxy.request_id", str)
 LOG_FIELDS: Final[web.RequestKey[dict[str, str]]] = web.RequestKey("imgproxy.log_fields", dict)
 BODY_BYTES: Final = web.RequestKey("imgproxy.body_bytes", int)  # set by handlers that stream
+# Seconds spent on parts of the work, when a handler knows them: "storage", "transform".
+DURATIONS: Final[web.RequestKey[dict[str, float]]] = web.RequestKey("imgproxy.durations", dict)
 SCHEME: Final = web.RequestKey("imgproxy.scheme", str)  # the client's, through trusted proxies
 TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
 _CLIENT_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -64,6 +67,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     trusted = request.app.get(TRUSTED_PROXIES, ())
     request[LOG_FIELDS] = {
         "client": client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)}
+    request[DURATIONS] = {}
     request[SCHEME] = public_scheme(request.remote, request.headers.get("X-Forwarded-Proto"), trusted,
                                     request.scheme)
     started = time.perf_counter()
@@ -96,25 +100,28 @@ async def stamp_request_id(request: web.Request, response: web.StreamResponse) -
         response.headers["X-Delivery"] = delivery
 
 
-def _logfmt(value: str) -> str:
-    if value and re.fullmatch(r"[A-Za-z0-9._:/*@+-]+", value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def write_access_log(request: web.Request, response: web.StreamResponse, seconds: float) -> None:
+    """The request's access log line, and the same facts counted in the app's metrics."""
     if response.prepared:
         sent = request.get(BODY_BYTES, 0)
     else:
         sent = 0 if request.method == "HEAD" else (response.content_length or 0)
-    route = request.match_info.route.resource
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "-"
+    extra = request.get(LOG_FIELDS, {})
+    durations = request.get(DURATIONS, {})
     fields = {
         "request_id": request.get(REQUEST_ID, "-"),
         "method": request.method,
-        "route": route.canonical if route is not None else "-",
+        "route": route,
         "status": str(response.status),
         "bytes": str(sent),
         "duration_ms": f"{seconds * 1000:.1f}",
-        **request.get(LOG_FIELDS, {}),
+        **{f"{part}_ms": f"{spent * 1000:.1f}" for part, spent in durations.items()},
+        **extra,
     }
-    access_log.info(" ".join(f"{k}={_logfmt(v)}" for k, v in fields.items()))
+    accesslog.write(fields, request.app.get(accesslog.LOG_FORMAT, "logfmt"))
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.observe_request(route, response.status, extra.get("delivery", "none"), sent, seconds,
+                                durations.get("transform"))

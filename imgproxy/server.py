@@ -1,7 +1,12 @@
 """Running the app on a socket until SIGTERM/SIGINT, then stopping gracefully.
 
 On a signal the listener closes first, in-flight requests get ``shutdown_timeout`` seconds to
-finish, and then the cleanup contexts close the S3 clients and the image pool.
+finish, and then the cleanup contexts close the S3 clients and the image pool. aiohttp's
+``AppRunner.cleanup`` does exactly that: it closes the sites, then waits for every handler still
+running (a streamed body is written inside its handler, so a long download counts) for up to
+``shutdown_timeout`` before cancelling it, and only then runs the cleanup contexts.
+
+``sock`` is a listening socket bound elsewhere (the supervisor's, shared by its workers).
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ import asyncio
 import logging
 import signal
 import socket
+from typing import Final
 
 from aiohttp import web
 
 log = logging.getLogger("imgproxy")
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
-def bound_addresses(site: web.TCPSite) -> list[str]:
+def bound_addresses(site: web.BaseSite) -> list[str]:
     server = site._server
     if not isinstance(server, asyncio.Server):
         return [site.name]
@@ -28,19 +35,23 @@ def bound_addresses(site: web.TCPSite) -> list[str]:
 
 
 async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout: float,
-                keepalive_timeout: float) -> None:
+                keepalive_timeout: float, sock: socket.socket | None = None) -> None:
     """Serve ``app`` until a signal arrives; raises OSError if the address cannot be bound."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
                            keepalive_timeout=keepalive_timeout, handle_signals=False)
+    # Handlers first, so a signal during start-up is a graceful stop once started. A supervisor's
+    # worker is forked with these signals blocked (pending ones arrive now), so none is lost.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site: web.BaseSite = (web.TCPSite(runner, host, port, reuse_address=True) if sock is None
+                              else web.SockSite(runner, sock))
         await site.start()
         log.info("listening on %s", ", ".join(bound_addresses(site)))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %gs", shutdown_timeout)
     finally:

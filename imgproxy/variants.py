@@ -21,7 +21,7 @@ from imgproxy.conditional import etag_matches
 from imgproxy.config import TransformConfig
 from imgproxy.errors import InvalidParameter, SourceTooLarge
 from imgproxy.media import safety_headers
-from imgproxy.middleware import LOG_FIELDS
+from imgproxy.middleware import DURATIONS, LOG_FIELDS
 from imgproxy.storage.s3 import NotModified, S3Source
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformLimits, TransformSpec, parse_transform
@@ -121,6 +121,10 @@ class VariantService:
                 cache_key, lambda: self.render(source, key, spec, target, target_label, timing))
             state = "MISS" if ran else "HIT"
         request[LOG_FIELDS]["cache"] = state
+        if timing.storage:
+            request[DURATIONS]["storage"] = timing.storage
+        if timing.transform:
+            request[DURATIONS]["transform"] = timing.transform
         headers = {
             **base_headers,
             hdrs.ETAG: variant.etag,

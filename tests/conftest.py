@@ -76,7 +76,8 @@ def source_table(endpoint: str, bucket: str, **overrides: Any) -> dict[str, Any]
 
 def config_data(endpoint: str, bucket: str, **source_overrides: Any) -> dict[str, Any]:
     return {
-        "server": {"host": "127.0.0.1", "port": 0, "ready_cache_seconds": 0},
+        # One process unless a test asks for workers (test_workers.py); the default is one per CPU.
+        "server": {"host": "127.0.0.1", "port": 0, "ready_cache_seconds": 0, "workers": 1},
         "auth": {
             "keys": {"k1": SIGNING_KEY},
             "max_ttl": "1d",
@@ -88,6 +89,8 @@ def config_data(endpoint: str, bucket: str, **source_overrides: Any) -> dict[str
         "sources": {"photos": source_table(endpoint, bucket, **source_overrides)},
         # Workers start on the first transform, so tests that never transform spawn none.
         "transform": {"prestart_workers": False},
+        # Any free port: many apps run at once, and 9090 may be taken on the test machine.
+        "metrics": {"port": 0},
     }
 
 

@@ -70,6 +70,8 @@ def test_example_config_mentions_every_key() -> None:
         AuthConfig,
         CacheConfig,
         DeliveryConfig,
+        LogConfig,
+        MetricsConfig,
         ServerConfig,
         SourceConfig,
         TokenConfig,
@@ -78,7 +80,7 @@ def test_example_config_mentions_every_key() -> None:
 
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     sections = (ServerConfig, AuthConfig, SourceConfig, TokenConfig, TransformConfig, CacheConfig,
-                DeliveryConfig)
+                DeliveryConfig, MetricsConfig, LogConfig)
     names = {f.name for cls in sections for f in fields(cls)}
     pattern = r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\])"
     missing = sorted(n for n in names - {"name"} if not re.search(pattern.format(n), text, re.MULTILINE))

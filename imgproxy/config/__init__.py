@@ -24,6 +24,8 @@ from imgproxy.config.model import (
     CacheConfig,
     Config,
     DeliveryConfig,
+    LogConfig,
+    MetricsConfig,
     Scope,
     ServerConfig,
     SourceConfig,
@@ -35,6 +37,8 @@ from imgproxy.config.sections import (
     read_auth,
     read_cache,
     read_delivery,
+    read_log,
+    read_metrics,
     read_server,
     read_source,
     read_transform,
@@ -62,7 +66,8 @@ __all__ = [
     "CONFIG_PATH_ENV", "CONFIG_TOML_ENV", "DEFAULT_INLINE_TYPES", "DEFAULT_INPUT_FORMATS",
     "DELIVERY_MODES", "INPUT_FORMATS", "MAX_TTL_LIMIT", "MIN_PRESIGNED_VALIDITY",
     "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AuthConfig", "CacheConfig",
-    "Config", "ConfigError", "DeliveryConfig", "Scope", "Secret", "ServerConfig", "SourceConfig",
+    "Config", "ConfigError", "DeliveryConfig", "LogConfig", "MetricsConfig", "Scope", "Secret",
+    "ServerConfig", "SourceConfig",
     "TokenConfig", "TransformConfig", "load_config", "parse_config", "parse_duration",
     "parse_size", "resolve_secret",
 ]
@@ -84,9 +89,11 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
         raise ConfigError("auth: define at least one signing key (auth.keys) or bearer token (auth.tokens)")
     transform = read_transform(root.table("transform"))
     cache = read_cache(root.table("cache"))
+    metrics = read_metrics(root.table("metrics"))
+    log = read_log(root.table("log"))
     root.reject_unknown()
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
-                  cache=cache)
+                  cache=cache, metrics=metrics, log=log)
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -58,6 +58,7 @@ class ServerConfig:
     public_url: str = ""
     keepalive_timeout: float = 75.0
     shutdown_timeout: float = 30.0
+    workers: int = 0  # serving processes on one port; 0: one per CPU, 1: no supervisor
     ready_cache_seconds: float = 5.0
     inline_types: tuple[str, ...] = DEFAULT_INLINE_TYPES
     log_keys: bool = False
@@ -146,9 +147,25 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics on their own address, never the public port (``port`` 0: any free)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9090
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str = "logfmt"  # the access log line: "logfmt" or "json"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     auth: AuthConfig
     sources: Mapping[str, SourceConfig]
     transform: TransformConfig = TransformConfig()
     cache: CacheConfig = CacheConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()

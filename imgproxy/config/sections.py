@@ -11,6 +11,8 @@ from imgproxy.config.model import (
     AuthConfig,
     CacheConfig,
     DeliveryConfig,
+    LogConfig,
+    MetricsConfig,
     Scope,
     ServerConfig,
     SourceConfig,
@@ -59,6 +61,7 @@ def read_server(t: Table) -> ServerConfig:
         public_url=public_url,
         keepalive_timeout=t.duration("keepalive_timeout", 75.0, 0, 3600),
         shutdown_timeout=t.duration("shutdown_timeout", 30.0, 0, 3600),
+        workers=t.integer("workers", 0, 0, 256),
         ready_cache_seconds=t.duration("ready_cache_seconds", 5.0, 0, 3600),
         inline_types=tuple(m.lower() for m in inline),
         log_keys=t.boolean("log_keys", False),
@@ -245,3 +248,21 @@ def read_cache(t: Table) -> CacheConfig:
     )
     t.reject_unknown()
     return cache
+
+
+def read_metrics(t: Table) -> MetricsConfig:
+    metrics = MetricsConfig(
+        enabled=t.boolean("enabled", True),
+        host=t.string("host", "127.0.0.1"),
+        port=t.integer("port", 9090, 0, 65535),
+    )
+    t.reject_unknown()
+    return metrics
+
+
+def read_log(t: Table) -> LogConfig:
+    fmt = t.string("format", "logfmt")
+    if fmt not in ("logfmt", "json"):
+        raise ConfigError(f"{t.where('format')}: must be 'logfmt' or 'json'")
+    t.reject_unknown()
+    return LogConfig(format=fmt)

@@ -45,6 +45,8 @@ log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")
 NO_PRECONDITIONS = Preconditions()
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+# (operation, seconds until S3's answer, the public error code or None): the app's metrics.
+StorageObserver = Callable[[str, float, str | None], None]
 _DENIED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                      "ExpiredToken", "InvalidToken", "AccountProblem", "AllAccessDisabled"})
 
@@ -208,6 +210,7 @@ class S3Source:
         self.client = client  # aiobotocore: HEAD and LIST
         self.session = session  # aiohttp: body GETs (storage/reader.py)
         self.credentials = credentials
+        self.observe: StorageObserver = _ignore
         self.location = locate(config.endpoint_url, config.region, config.bucket, config.addressing_style)
 
     def presign(self, key: str, signed_at: int, expires_in: int, response_headers: dict[str, str],
@@ -226,13 +229,16 @@ class S3Source:
         return self.config.connect_timeout + self.config.read_timeout
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        started, code = time.perf_counter(), None
         try:
             async with asyncio.timeout(self.deadline):
                 return await call()
-        except ClientError as exc:
-            raise _translate(self.config, exc, operation) from None
-        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _translate(self.config, exc, operation) from None
+        except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = _translate(self.config, exc, operation)
+            code = error.code
+            raise error from None
+        finally:
+            self.observe(operation, time.perf_counter() - started, code)
 
     def _request(self, key: str, pre: Preconditions) -> dict[str, Any]:
         request: dict[str, Any] = {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, key)}
@@ -277,6 +283,18 @@ class S3Source:
 
         S3 evaluates the validators and the range itself, so a 304 or a 206 reads no bytes
         that are then thrown away."""
+        started, code = time.perf_counter(), None
+        try:
+            return await self._get(key, byte_range, pre)
+        except ProxyError as exc:
+            code = exc.code
+            raise
+        finally:
+            self.observe("get", time.perf_counter() - started, code)
+
+    async def _get(
+        self, key: str, byte_range: ByteRange | None, pre: Preconditions
+    ) -> tuple[ObjectMeta, ObjectBody] | NotModified:
         headers = _validator_headers(pre)
         if byte_range is not None:
             headers["Range"] = byte_range.header()
@@ -295,7 +313,7 @@ class S3Source:
         code = await error_code(response)
         if status == 412 and byte_range is not None and (pre.if_range_etag or pre.if_range_date):
             # If-Range did not match: RFC 9110 13.1.5 says send the whole, current object.
-            return await self.get(key, None, Preconditions(pre.if_none_match, pre.if_modified_since,
+            return await self._get(key, None, Preconditions(pre.if_none_match, pre.if_modified_since,
                                                            pre.if_match, pre.if_unmodified_since))
         if status == 416 or code == "InvalidRange":
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
@@ -324,6 +342,10 @@ class S3Source:
         """Prove the bucket is reachable with the configured credentials (one small LIST)."""
         await self._call("probe", lambda: self.client.list_objects_v2(
             Bucket=self.config.bucket, Prefix=self.config.prefix, MaxKeys=1))
+
+
+def _ignore(operation: str, seconds: float, error_code: str | None) -> None:
+    pass
 
 
 class _NotModifiedSignal(Exception):

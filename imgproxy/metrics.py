@@ -1,0 +1,177 @@
+"""Prometheus metrics: their definitions, and the scrape endpoint on its own (non-public) address.
+
+One ``Metrics`` per application, registered in its own ``CollectorRegistry``, so several apps in
+one process (the tests) never collide. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker
+processes on one port), prometheus-client keeps the values in files in that directory and a
+scrape of any worker answers the sum over all of them.
+
+Counters the rest of the code already keeps (pool rejections, cache hits, coalesced waiters)
+are not duplicated there: ``refresh`` reads them through a ``Snapshot`` and adds the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import hdrs, web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+log = logging.getLogger("imgproxy.metrics")
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself, too
+LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The running totals and levels kept by the pool and the caches, read on the loop thread."""
+
+    queued: int = 0
+    rejected: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_bytes: int = 0
+    coalesced: int = 0
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class Metrics:
+    """Every metric the proxy exports, and the registry a scrape reads."""
+
+    def __init__(self, multiproc_dir: str | None = None) -> None:
+        self.multiproc_dir = multiproc_dir
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter("imgproxy_requests", "Requests answered, by route, status and delivery mode.",
+                                ["route", "status", "delivery"], registry=reg)
+        self.request_seconds = Histogram("imgproxy_request_duration_seconds",
+                                         "Time from request to the last byte handed to the socket.",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=reg)
+        self.response_bytes = Counter("imgproxy_response_bytes", "Response body bytes sent.",
+                                      ["delivery"], registry=reg)
+        self.s3_seconds = Histogram("imgproxy_s3_duration_seconds",
+                                    "S3 calls until the response headers, by operation.",
+                                    ["operation"], buckets=LATENCY_BUCKETS, registry=reg)
+        self.s3_errors = Counter("imgproxy_s3_errors", "Failed S3 calls, by the error code clients see.",
+                                 ["operation", "code"], registry=reg)
+        self.transform_seconds = Histogram("imgproxy_transform_duration_seconds",
+                                           "Image transforms in the worker pool (queueing included).",
+                                           buckets=LATENCY_BUCKETS, registry=reg)
+        self.cache_hits = Counter("imgproxy_variant_cache_hits", "Variant cache lookups that hit.",
+                                  registry=reg)
+        self.cache_misses = Counter("imgproxy_variant_cache_misses", "Variant cache lookups that missed.",
+                                    registry=reg)
+        self.cache_bytes = Gauge("imgproxy_variant_cache_bytes", "Bytes held by the variant cache.",
+                                 multiprocess_mode="livesum", registry=reg)
+        self.coalesced = Counter("imgproxy_coalesced_waiters",
+                                 "Requests that waited for an identical render instead of rendering.",
+                                 registry=reg)
+        self.pool_queued = Gauge("imgproxy_transform_queue_depth",
+                                 "Transforms admitted and waiting for a worker.",
+                                 multiprocess_mode="livesum", registry=reg)
+        self.pool_rejections = Counter("imgproxy_transform_rejections",
+                                       "Transforms refused because the pool's queue was full (503).",
+                                       registry=reg)
+        self.snapshot: Callable[[], Snapshot] = Snapshot
+        self._seen = Snapshot()
+
+    def observe_request(self, route: str, status: int, delivery: str, sent: int, seconds: float,
+                        transform_seconds: float | None) -> None:
+        self.requests.labels(route, str(status), delivery).inc()
+        self.request_seconds.labels(route).observe(seconds)
+        if sent:
+            self.response_bytes.labels(delivery).inc(sent)
+        if transform_seconds is not None:
+            self.transform_seconds.observe(transform_seconds)
+        self.refresh()
+
+    def observe_s3(self, operation: str, seconds: float, error_code: str | None) -> None:
+        """``S3Source``'s observer: every call's duration, and its error (public code) if any."""
+        self.s3_seconds.labels(operation).observe(seconds)
+        if error_code is not None:
+            self.s3_errors.labels(operation, error_code).inc()
+
+    def refresh(self) -> None:
+        """Carry the pool's and the caches' own totals over (only what changed since last time)."""
+        now, seen = self.snapshot(), self._seen
+        self.pool_queued.set(now.queued)
+        self.cache_bytes.set(now.cache_bytes)
+        for counter, delta in ((self.pool_rejections, now.rejected - seen.rejected),
+                               (self.cache_hits, now.cache_hits - seen.cache_hits),
+                               (self.cache_misses, now.cache_misses - seen.cache_misses),
+                               (self.coalesced, now.coalesced - seen.coalesced)):
+            if delta > 0:
+                counter.inc(delta)
+        self._seen = now
+
+    def exposition(self) -> bytes:
+        """The text a scrape answers: this app's registry, or every worker's files summed."""
+        self.refresh()
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+METRICS: Final = web.AppKey("metrics", Metrics)
+METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the endpoint listens, once started
+
+
+def scrape_app(metrics: Metrics) -> web.Application:
+    """The tiny app behind the metrics address: ``GET /metrics`` and nothing else."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(),
+                            headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST, hdrs.CACHE_CONTROL: "no-store"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    return app
+
+
+def listen_url(site: web.TCPSite, host: str) -> str:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    for sock in sockets:
+        bound_host, port = sock.getsockname()[:2]
+        if sock.family == socket.AF_INET6:
+            return f"http://[{bound_host}]:{port}/metrics"
+        return f"http://{bound_host}:{port}/metrics"
+    return f"http://{host}/metrics"
+
+
+def metrics_endpoint(host: str, port: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` serving ``app[METRICS]`` on ``host:port`` (never the public port)."""
+
+    async def serve(app: web.Application) -> AsyncIterator[None]:
+        metrics = app[METRICS]
+        runner = web.AppRunner(scrape_app(metrics), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            # Several workers share the port; any of them answers with the summed view.
+            site = web.TCPSite(runner, host, port, reuse_address=True,
+                               reuse_port=metrics.multiproc_dir is not None)
+            await site.start()
+            app[METRICS_URL] = listen_url(site, host)
+            log.info("metrics on %s", app[METRICS_URL])
+            yield
+        finally:
+            await runner.cleanup()
+
+    return serve

@@ -1,0 +1,285 @@
+"""The supervisor: N worker processes serving one listening socket, restarted when they die.
+
+How the workers start, and why that way. The parent binds the socket once (``SO_REUSEADDR``),
+then ``os.fork``s each worker from a plain synchronous loop that never starts a thread or an
+event loop (checked before every fork). A child is thus a clean single-threaded copy: it
+inherits the socket, the parsed config and the logging set-up, and runs its own ``asyncio.run``
+with ``web.SockSite`` on the inherited socket. ``spawn``/``forkserver`` would re-import aiohttp,
+botocore and Pillow in every worker (about a second per restart) and need the descriptor passed
+explicitly; ``SO_REUSEPORT`` sockets per worker would let the kernel hash connections to a
+worker that is restarting, whereas on one shared socket whichever worker is accepting takes the
+next connection. Each worker's image pool starts its own forkserver lazily, after the fork.
+
+The parent blocks SIGTERM, SIGINT and SIGCHLD and reads them with ``sigtimedwait``: no handler
+races, no event loop. A worker that exits when not asked to is logged (exit code or signal) and
+restarted after a short backoff that grows while it keeps dying young. SIGTERM or SIGINT is
+forwarded to every worker, which stops accepting, lets in-flight requests finish for
+``server.shutdown_timeout`` and closes its S3 clients and image pool; the parent exits 0 once all
+have exited 0, or kills the stragglers after the grace period plus a margin and exits 1.
+
+Prometheus multi-process mode: the parent creates a fresh directory, names it in
+``PROMETHEUS_MULTIPROC_DIR`` for the workers, and removes it at exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from imgproxy.config import Config
+from imgproxy.transform.pool import default_workers
+
+log = logging.getLogger("imgproxy.supervisor")
+SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+BACKLOG: Final = 128  # aiohttp's default for its own sites
+RESTART_BACKOFF: Final = 0.2  # seconds before the first restart; doubles while workers die young
+RESTART_BACKOFF_MAX: Final = 5.0
+STABLE_SECONDS: Final = 10.0  # a worker that lived this long resets the backoff
+STOP_MARGIN: Final = 5.0  # beyond shutdown_timeout, for cancelled handlers and cleanup contexts
+POLL_SECONDS: Final = 1.0  # the wait when no signal comes (a lost SIGCHLD is found by then)
+ORPHAN_POLL_SECONDS: Final = 1.0
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def worker_count(configured: int) -> int:
+    return configured or default_workers()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The one listening socket every worker accepts on; OSError if the address is unusable."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def config_for_worker(config: Config, workers: int) -> Config:
+    """Share the cores: an unset ``transform.workers`` means CPUs / serving workers per worker."""
+    if config.transform.workers:
+        return config
+    per_worker = max(1, default_workers() // workers)
+    return dataclasses.replace(config, transform=dataclasses.replace(config.transform, workers=per_worker))
+
+
+def describe_exit(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"signal {-code}"
+
+
+def enable_multiprocess_metrics(directory: str) -> None:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` for the workers, also if prometheus-client is imported.
+
+    prometheus-client chooses file-backed values when ``prometheus_client.values`` is imported;
+    ``cli`` imports it (through ``app``) before any config is read, so choose again now, before
+    any metric exists and before the fork.
+    """
+    os.environ[MULTIPROC_ENV] = directory
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+
+
+def forget_metrics_of(pid: int) -> None:
+    """A dead worker's live gauges (queue depth, cache bytes) must stop counting in scrapes."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """If the supervisor is SIGKILLed, stop gracefully instead of serving on unsupervised."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@dataclass(slots=True)
+class _Slot:
+    pid: int = 0  # 0: not running
+    started: float = 0.0
+    failures: int = 0  # consecutive early deaths
+    restart_at: float = 0.0
+
+
+class Supervisor:
+    """Forks ``count`` workers that each run ``work()`` (its return value is their exit code)."""
+
+    def __init__(self, count: int, work: Callable[[], int], grace: float,
+                 listener: socket.socket | None = None) -> None:
+        self.slots = [_Slot() for _ in range(count)]
+        self._work = work
+        self._listener = listener  # closed in the parent as soon as stopping begins
+        self._grace = grace
+        self._parent = os.getpid()
+
+    def run(self) -> int:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
+            for index in range(len(self.slots)):
+                self._start(index)
+            signum = self._supervise()
+            return self._stop(signum)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _start(self, index: int) -> None:
+        if threading.active_count() != 1:
+            raise RuntimeError("the supervisor must not fork once a thread runs")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._run_child(index)
+        slot = self.slots[index]
+        slot.pid, slot.started = pid, time.monotonic()
+        log.info("worker %d started (pid %d)", index, pid)
+
+    def _run_child(self, index: int) -> None:
+        code = 1
+        try:
+            # SIGTERM/SIGINT stay blocked (pending) until server.serve has its handlers.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            threading.Thread(target=_exit_when_orphaned, args=(self._parent,), daemon=True,
+                             name="orphan-watch").start()
+            code = self._work()
+        except KeyboardInterrupt:
+            code = 0
+        except BaseException:
+            log.exception("worker %d failed", index)
+        finally:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)  # never the parent's atexit handlers or finally blocks
+
+    def _wait(self, timeout: float) -> int | None:
+        """The SIGTERM/SIGINT that arrived, or None on a SIGCHLD or after ``timeout`` seconds."""
+        info = signal.sigtimedwait(SIGNALS, max(timeout, 0.0))
+        if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+            return info.si_signo
+        return None
+
+    def _reap(self) -> list[tuple[int, int, int]]:
+        """(slot index, pid, wait status) of each worker that has exited."""
+        exited = []
+        for index, slot in enumerate(self.slots):
+            if not slot.pid:
+                continue
+            pid, status = os.waitpid(slot.pid, os.WNOHANG)
+            if pid:
+                exited.append((index, pid, status))
+                slot.pid = 0
+                forget_metrics_of(pid)
+        return exited
+
+    def _supervise(self) -> int:
+        """Restart workers that die until a stop signal arrives; returns that signal."""
+        while True:
+            now = time.monotonic()
+            for index, pid, status in self._reap():
+                slot = self.slots[index]
+                slot.failures = 0 if now - slot.started >= STABLE_SECONDS else slot.failures + 1
+                delay = min(RESTART_BACKOFF * 2 ** max(slot.failures - 1, 0), RESTART_BACKOFF_MAX)
+                slot.restart_at = now + delay
+                log.warning("worker %d (pid %d) died with %s; restarting it in %.1fs",
+                            index, pid, describe_exit(status), delay)
+            for index, slot in enumerate(self.slots):
+                if not slot.pid and slot.restart_at <= now:
+                    self._start(index)
+            pending = [slot.restart_at - now for slot in self.slots if not slot.pid]
+            signum = self._wait(min([POLL_SECONDS, *pending]))
+            if signum is not None:
+                return signum
+
+    def _forward(self, signum: int) -> None:
+        for slot in self.slots:
+            if slot.pid:
+                with contextlib.suppress(ProcessLookupError):  # a zombie not yet reaped
+                    os.kill(slot.pid, signum)
+
+    def _stop(self, signum: int) -> int:
+        log.info("%s: stopping %d workers; in-flight requests get %gs",
+                 signal.Signals(signum).name, sum(1 for s in self.slots if s.pid), self._grace)
+        self._forward(signum)
+        if self._listener is not None:
+            self._listener.close()
+        deadline = time.monotonic() + self._grace + STOP_MARGIN
+        clean = True
+        while any(slot.pid for slot in self.slots):
+            for index, pid, status in self._reap():
+                if status != 0:
+                    clean = False
+                    log.warning("worker %d (pid %d) stopped with %s", index, pid, describe_exit(status))
+            if not any(slot.pid for slot in self.slots):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for index, slot in enumerate(self.slots):
+                    if slot.pid:
+                        log.error("worker %d (pid %d) still running %gs after %s; killing it",
+                                  index, slot.pid, self._grace + STOP_MARGIN,
+                                  signal.Signals(signum).name)
+                        os.kill(slot.pid, signal.SIGKILL)
+                        os.waitpid(slot.pid, 0)
+                        slot.pid = 0
+                return 1
+            again = self._wait(min(remaining, POLL_SECONDS))
+            if again is not None:
+                self._forward(again)
+        log.info("all workers stopped")
+        return 0 if clean else 1
+
+
+def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
+    """Bind ``host:port``, run ``workers`` supervised workers on it until SIGTERM/SIGINT.
+
+    Raises OSError if the address cannot be bound; returns the exit status.
+    """
+    from imgproxy.app import create_app
+    from imgproxy.server import serve
+
+    sock = bind_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    bound_host = f"[{bound_host}]" if sock.family == socket.AF_INET6 else bound_host
+    log.info("listening on http://%s:%d with %d workers", bound_host, bound_port, workers)
+    worker_config = config_for_worker(config, workers)
+    metrics_dir = tempfile.mkdtemp(prefix="imgproxy-metrics-")
+    enable_multiprocess_metrics(metrics_dir)
+
+    def work() -> int:
+        asyncio.run(serve(create_app(worker_config), host, port, sock=sock,
+                          shutdown_timeout=config.server.shutdown_timeout,
+                          keepalive_timeout=config.server.keepalive_timeout))
+        return 0
+
+    try:
+        return Supervisor(workers, work, config.server.shutdown_timeout, listener=sock).run()
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)

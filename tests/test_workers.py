@@ -1,0 +1,273 @@
+"""``imgproxy serve --workers 2``: several processes on one port, supervised, stopped gracefully.
+
+Real processes, real sockets, real moto. Which worker holds a connection is read from /proc (the
+socket inode in the worker's fds, matched against /proc/net/tcp), never from a response header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SIGNING_KEY, config_data, free_port
+from PIL import Image
+from processes import HTTP_TIMEOUT, Process, command, http_get, reap_group, run, write_config
+
+from imgproxy.auth.signing import UrlSigner
+
+GRACE = 10.0  # server.shutdown_timeout in these tests
+BIG_KEY = "archive/big.bin"
+BIG_SIZE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Cluster:
+    process: Process
+    port: int
+    signer: UrlSigner
+
+    @property
+    def pid(self) -> int:
+        return self.process.popen.pid
+
+    def url(self, key: str, **params: str) -> str:
+        return self.signer.sign("photos", key, params=params)
+
+
+@pytest.fixture
+def start_cluster(tmp_path: Path, moto_endpoint: str, bucket: str) -> Iterator[Any]:
+    started: list[Process] = []
+
+    def start(workers: int = 2) -> Cluster:
+        port = free_port()
+        data = config_data(moto_endpoint, bucket, delivery={"mode": "stream"})
+        data["server"].update(port=port, shutdown_timeout=GRACE)
+        del data["server"]["workers"]  # from --workers
+        data["metrics"] = {"enabled": False}
+        path = write_config(tmp_path, data)
+        process = Process(command("serve", "--config", str(path), "--workers", str(workers)),
+                          tmp_path / f"serve-{len(started)}", {"TMPDIR": str(tmp_path)})
+        started.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+        process.wait_until_healthy(base_url)
+        cluster = Cluster(process, port, UrlSigner(SIGNING_KEY, "k1", base_url))
+        wait_for(lambda: len(children(cluster.pid)) == workers, "all workers running")
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.kill()
+
+
+def wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+def children(pid: int) -> set[int]:
+    """The live (not zombie) direct children of ``pid``, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(b")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != b"Z":
+            found.add(int(entry))
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if match := re.fullmatch(r"socket:\[(\d+)\]", target):
+            inodes.add(int(match.group(1)))
+    return inodes
+
+
+def server_side_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the accepted socket whose peer is our client's port (IPv4 loopback)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        if (local_port, remote_port) == (server_port, client_port):
+            return int(fields[9])
+    return None
+
+
+def owner_of(connection: http.client.HTTPConnection, cluster: Cluster) -> int | None:
+    assert connection.sock is not None
+    inode = server_side_inode(cluster.port, connection.sock.getsockname()[1])
+    for pid in children(cluster.pid):
+        if inode in socket_inodes(pid):
+            return pid
+    return None
+
+
+def open_healthy(cluster: Cluster) -> http.client.HTTPConnection:
+    """A keep-alive connection a worker has accepted (it answered /healthz on it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=HTTP_TIMEOUT)
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200
+    return connection
+
+
+def wait_exit(cluster: Cluster, timeout: float) -> int:
+    try:
+        code = cluster.process.popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {timeout}s after SIGTERM\n{cluster.process.describe()}")
+    reap_group(cluster.pid, "imgproxy serve --workers")
+    return code
+
+
+def noisy_jpeg(width: int, height: int) -> bytes:
+    rng = random.Random(7)
+    picture = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def test_two_workers_each_accept_connections_on_the_one_port(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=2)
+    workers = children(cluster.pid)
+    assert len(workers) == 2
+    owners: set[int | None] = set()
+    connections: list[http.client.HTTPConnection] = []
+    try:
+        for _ in range(10):  # which worker accepts is the kernel's choice: open a few in bursts
+            burst = [open_healthy(cluster) for _ in range(8)]
+            connections += burst
+            owners |= {owner_of(connection, cluster) for connection in burst}
+            if owners >= workers:
+                break
+    finally:
+        for connection in connections:
+            connection.close()
+    assert owners == workers
+    assert cluster.process.stop() == 0
+
+
+def test_a_killed_worker_is_restarted_and_the_restart_logged(start_cluster: Any) -> None:
+    cluster = start_cluster(workers=2)
+    victim = min(children(cluster.pid))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(children(cluster.pid)) == 2 and victim not in children(cluster.pid),
+             "a replacement worker")
+    assert re.search(rf"worker \d \(pid {victim}\) died with signal SIGKILL; restarting",
+                     cluster.process.stderr)
+    for _ in range(6):
+        assert http_get(f"http://127.0.0.1:{cluster.port}/healthz").status == 200
+    assert cluster.process.stop() == 0
+
+
+def test_sigterm_mid_download_lets_the_stream_finish_and_exits_0(start_cluster: Any, s3: Any,
+                                                                bucket: str, tmp_path: Path) -> None:
+    body = random.Random(1).randbytes(BIG_SIZE)
+    s3.put_object(Bucket=bucket, Key=BIG_KEY, Body=body, ContentType="application/octet-stream")
+    cluster = start_cluster(workers=2)
+    url = cluster.url(BIG_KEY)
+    connection = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=HTTP_TIMEOUT)
+    connection.request("GET", url.removeprefix(f"http://127.0.0.1:{cluster.port}"))
+    response = connection.getresponse()
+    assert response.status == 200
+    digest = hashlib.sha256(received := response.read(1024 * 1024))
+    total = len(received)
+    cluster.process.popen.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    while chunk := response.read(1024 * 1024):  # slowly: about 2 s for the rest
+        digest.update(chunk)
+        total += len(chunk)
+        time.sleep(0.03)
+    connection.close()
+    assert time.monotonic() - signalled > 1.0  # the signal really came mid-stream
+    assert total == BIG_SIZE
+    assert digest.hexdigest() == hashlib.sha256(body).hexdigest()
+    assert wait_exit(cluster, GRACE) == 0
+    assert "all workers stopped" in cluster.process.stderr
+    assert not list(tmp_path.glob("imgproxy-metrics-*"))  # the multi-process metrics directory
+
+
+def test_sigterm_during_a_burst_of_transforms_completes_every_request(start_cluster: Any, s3: Any,
+                                                                      bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="big.jpg", Body=noisy_jpeg(2400, 1600), ContentType="image/jpeg")
+    cluster = start_cluster(workers=2)
+    prefix = f"http://127.0.0.1:{cluster.port}"
+    connections = [open_healthy(cluster) for _ in range(10)]
+    statuses: list[int] = []
+    sent = threading.Barrier(len(connections) + 1)
+
+    def transform(connection: http.client.HTTPConnection, width: int) -> None:
+        try:
+            connection.request("GET", cluster.url("big.jpg", w=str(width)).removeprefix(prefix))
+            sent.wait()
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=transform, args=(connection, 200 + 10 * i))
+               for i, connection in enumerate(connections)]
+    for thread in threads:
+        thread.start()
+    sent.wait()
+    time.sleep(0.3)  # every request read by its worker (an unread one is an idle connection)
+    cluster.process.popen.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(GRACE)
+    assert statuses == [200] * len(connections)
+    assert wait_exit(cluster, GRACE) == 0
+
+
+def test_a_negative_worker_count_is_a_usage_error(tmp_path: Path, moto_endpoint: str,
+                                                  bucket: str) -> None:
+    path = write_config(tmp_path, config_data(moto_endpoint, bucket))
+    result = run("serve", "--config", str(path), "--workers", "-1")
+    assert result.returncode == 2
+    assert "--workers: expected 0 (one per CPU) to 256" in result.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path, moto_endpoint: str, bucket: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        data = config_data(moto_endpoint, bucket)
+        data["server"].update(port=taken.getsockname()[1], workers=2)
+        path = write_config(tmp_path, data)
+        result = run("serve", "--config", str(path))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr
