@@ -142,7 +142,10 @@ def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "") -> s
     """The proxy's config: one source (SOURCE) on moto; ``extra`` is appended (more TOML tables)."""
     q = json.dumps
     return "\n".join([
-        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", "",
+        # One server process: the figures in README.md measure one event loop (serve --workers
+        # defaults to one per CPU; pass extra TOML to measure more).
+        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", "workers = 1", "",
+        "[metrics]", "enabled = false", "",
         "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "", "",
     ]) + source_toml(SOURCE, endpoint) + extra
 
