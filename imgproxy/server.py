@@ -12,14 +12,17 @@ running (a streamed body is written inside its handler, so a long download count
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Sequence
 from typing import Final
 
 from aiohttp import web
 
 log = logging.getLogger("imgproxy")
+FLUSH_POLL_SECONDS = 0.01
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -55,5 +58,19 @@ async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout:
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %gs", shutdown_timeout)
     finally:
+        open_transports = [handler.transport for handler in runner.server.connections
+                           if handler.transport is not None] if runner.server else []
         await runner.cleanup()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(shutdown_timeout):
+                await flush(open_transports)
     log.info("stopped")
+
+
+async def flush(transports: Sequence[asyncio.BaseTransport]) -> None:
+    """Closed transports still hold up to a buffer's worth of the last response; keep the loop
+    running until the kernel has it, or the process would exit and cut those bytes off."""
+    # A transport offers no event for "buffer empty" once closed: poll it.
+    while any(isinstance(t, asyncio.WriteTransport) and t.get_write_buffer_size() > 0  # noqa: ASYNC110
+              for t in transports):
+        await asyncio.sleep(FLUSH_POLL_SECONDS)
