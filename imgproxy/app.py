@@ -24,6 +24,7 @@ from imgproxy.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multi
 from imgproxy.middleware import TRUSTED_PROXIES, observe, stamp_request_id
 from imgproxy.routes import add_routes
 from imgproxy.storage.s3 import open_source
+from imgproxy.storage.store import open_store
 from imgproxy.transform.pool import TransformPool
 from imgproxy.transform.steps import supported_outputs
 from imgproxy.variants import VariantService
@@ -42,6 +43,16 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def variant_store(app: web.Application) -> AsyncIterator[None]:
+    """The shared variant store's client (only with ``[cache.store]``); pending writes drain at exit."""
+    cache = app[keys.CONFIG].cache
+    assert cache.store is not None
+    async with open_store(cache.store, cache.store_pending_writes) as store:
+        store.observe = app[METRICS].observe_store
+        app[keys.STORE] = store
+        yield
+
+
 async def variant_service(app: web.Application) -> AsyncIterator[None]:
     """The image worker pool (started before serving, stopped after) and the variant caches."""
     config = app[keys.CONFIG]
@@ -52,7 +63,7 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
             await pool.start()
         service = app[keys.VARIANTS] = VariantService(
             config.transform, pool, VariantCache(config.cache.variant_bytes), app[keys.METADATA],
-            supported_outputs())
+            supported_outputs(), app.get(keys.STORE))
         app[METRICS].snapshot = lambda: Snapshot(
             queued=pool.queued, rejected=pool.rejected, cache_hits=service.variants.hits,
             cache_misses=service.variants.misses, cache_bytes=service.variants.current_bytes,
@@ -84,6 +95,8 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[keys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),
                                max(d.hot_window for d in deliveries))
     app.cleanup_ctx.append(s3_sources)
+    if config.cache.store is not None:
+        app.cleanup_ctx.append(variant_store)
     app.cleanup_ctx.append(variant_service)
     if config.metrics.enabled:
         app.cleanup_ctx.append(metrics_endpoint(config.metrics.host, config.metrics.port))

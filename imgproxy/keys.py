@@ -12,6 +12,7 @@ from imgproxy.cache import HotCounter, MetadataCache
 from imgproxy.config import Config
 from imgproxy.health import Readiness
 from imgproxy.storage.s3 import S3Source
+from imgproxy.storage.store import VariantStore
 from imgproxy.variants import VariantService
 
 CONFIG: Final = web.AppKey("config", Config)
@@ -22,3 +23,4 @@ READINESS: Final = web.AppKey("readiness", Readiness)
 VARIANTS: Final = web.AppKey("variants", VariantService)
 METADATA: Final = web.AppKey("metadata", MetadataCache)
 HOT: Final = web.AppKey("hot", HotCounter)
+STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]

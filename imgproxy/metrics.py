@@ -81,6 +81,9 @@ class Metrics:
         self.coalesced = Counter("imgproxy_coalesced_waiters",
                                  "Requests that waited for an identical render instead of rendering.",
                                  registry=reg)
+        self.store = Counter("imgproxy_variant_store",
+                             "Shared variant store calls: get hit/miss/error, put stored/dropped/error.",
+                             ["operation", "result"], registry=reg)
         self.pool_queued = Gauge("imgproxy_transform_queue_depth",
                                  "Transforms admitted and waiting for a worker.",
                                  multiprocess_mode="livesum", registry=reg)
@@ -105,6 +108,10 @@ class Metrics:
         self.s3_seconds.labels(operation).observe(seconds)
         if error_code is not None:
             self.s3_errors.labels(operation, error_code).inc()
+
+    def observe_store(self, operation: str, result: str) -> None:
+        """``VariantStore``'s observer: one call's outcome."""
+        self.store.labels(operation, result).inc()
 
     def refresh(self) -> None:
         """Carry the pool's and the caches' own totals over (only what changed since last time)."""

@@ -3,7 +3,9 @@
 The order keeps the expensive work last: the variant's ETag is computed from the source's ETag
 (known from the metadata cache, else one HEAD) and the normalised parameters, so a matching
 ``If-None-Match`` is a 304 before anything is fetched or decoded; then the variant cache; then
-a single render shared by every concurrent identical request.
+one piece of work shared by every concurrent identical request: the shared variant store (if
+configured), else a render, whose result is written back to the store in the background.
+``X-Cache`` says where the body came from: ``HIT`` (memory), ``STORE`` (shared store), ``MISS``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from imgproxy.errors import InvalidParameter, SourceTooLarge
 from imgproxy.media import safety_headers
 from imgproxy.middleware import DURATIONS, LOG_FIELDS
 from imgproxy.storage.s3 import NotModified, S3Source
+from imgproxy.storage.store import VariantStore
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformLimits, TransformSpec, parse_transform
 from imgproxy.transform.pool import TransformPool
@@ -51,13 +54,15 @@ class VariantService:
     """Owns the variant cache, the metadata cache, the coalescer and the worker pool."""
 
     def __init__(self, config: TransformConfig, pool: TransformPool, variants: VariantCache,
-                 metadata: MetadataCache, formats: Collection[OutputFormat]) -> None:
+                 metadata: MetadataCache, formats: Collection[OutputFormat],
+                 store: VariantStore | None = None) -> None:
         self.config = config
+        self.store = store
         self.pool = pool
         self.variants = variants
         self.metadata = metadata
         self.formats = formats
-        self.coalescer: Coalescer[Variant] = Coalescer()
+        self.coalescer: Coalescer[tuple[Variant, str]] = Coalescer()
         self.limits = TransformLimits(config.max_width, config.max_height, formats)
         self.settings = RenderSettings(
             input_formats=config.input_formats,
@@ -117,9 +122,10 @@ class VariantService:
         variant = self.variants.get(cache_key)
         state = "HIT"
         if variant is None:
-            variant, ran = await self.coalescer.run(
-                cache_key, lambda: self.render(source, key, spec, target, target_label, timing))
-            state = "MISS" if ran else "HIT"
+            (variant, origin), ran = await self.coalescer.run(
+                cache_key, lambda: self.fetch_or_render(cache_key, source, key, spec, target,
+                                                        target_label, timing))
+            state = origin if ran or origin == "STORE" else "HIT"
         request[LOG_FIELDS]["cache"] = state
         if timing.storage:
             request[DURATIONS]["storage"] = timing.storage
@@ -134,6 +140,19 @@ class VariantService:
         }
         headers["Server-Timing"] = timing.header(time.perf_counter() - started)
         return web.Response(body=variant.body, headers=headers)
+
+    async def fetch_or_render(self, cache_key: tuple[str, str, str | None, str, str], source: S3Source,
+                              key: str, spec: TransformSpec, target: OutputFormat | None,
+                              target_label: str, timing: Timing) -> tuple[Variant, str]:
+        """The variant from the shared store ("STORE"), else rendered ("MISS")."""
+        if self.store is not None:
+            started = time.perf_counter()
+            variant = await self.store.get(store_key(cache_key))
+            timing.storage += time.perf_counter() - started
+            if variant is not None:
+                self.variants.put(cache_key, variant)
+                return variant, "STORE"
+        return await self.render(source, key, spec, target, target_label, timing), "MISS"
 
     async def render(self, source: S3Source, key: str, spec: TransformSpec,
                      target: OutputFormat | None, target_label: str, timing: Timing) -> Variant:
@@ -161,5 +180,14 @@ class VariantService:
         variant = Variant(body=rendered.body, media_type=rendered.media_type,
                           etag=variant_etag(meta.etag, spec.canonical, target_label),
                           width=rendered.width, height=rendered.height)
-        self.variants.put((source.config.name, key, meta.etag, spec.canonical, target_label), variant)
+        cache_key = (source.config.name, key, meta.etag, spec.canonical, target_label)
+        self.variants.put(cache_key, variant)
+        if self.store is not None:
+            self.store.put(store_key(cache_key), variant)  # in the background: never awaited here
         return variant
+
+
+def store_key(cache_key: tuple[str, str, str | None, str, str]) -> tuple[str, ...]:
+    """The shared store's key: the memory cache's, plus the pipeline version, since replicas
+    running different releases share the bucket."""
+    return (PIPELINE_VERSION, *(str(part) for part in cache_key))

@@ -82,6 +82,6 @@ def test_example_config_mentions_every_key() -> None:
     sections = (ServerConfig, AuthConfig, SourceConfig, TokenConfig, TransformConfig, CacheConfig,
                 DeliveryConfig, MetricsConfig, LogConfig)
     names = {f.name for cls in sections for f in fields(cls)}
-    pattern = r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\])"
+    pattern = r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[cache\.{0}\])"
     missing = sorted(n for n in names - {"name"} if not re.search(pattern.format(n), text, re.MULTILINE))
     assert missing == []

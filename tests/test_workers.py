@@ -187,8 +187,8 @@ def test_a_killed_worker_is_restarted_and_the_restart_logged(start_cluster: Any)
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(children(cluster.pid)) == 2 and victim not in children(cluster.pid),
              "a replacement worker")
-    assert re.search(rf"worker \d \(pid {victim}\) died with signal SIGKILL; restarting",
-                     cluster.process.stderr)
+    wait_for(lambda: re.search(rf"worker \d \(pid {victim}\) died with signal SIGKILL; restarting",
+                               cluster.process.stderr) is not None, "the restart logged")
     for _ in range(6):
         assert http_get(f"http://127.0.0.1:{cluster.port}/healthz").status == 200
     assert cluster.process.stop() == 0

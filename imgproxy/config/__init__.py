@@ -88,7 +88,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     if not auth.keys and not auth.tokens:
         raise ConfigError("auth: define at least one signing key (auth.keys) or bearer token (auth.tokens)")
     transform = read_transform(root.table("transform"))
-    cache = read_cache(root.table("cache"))
+    cache = read_cache(root.table("cache"), env)
     metrics = read_metrics(root.table("metrics"))
     log = read_log(root.table("log"))
     root.reject_unknown()

@@ -144,6 +144,9 @@ class CacheConfig:
     variant_bytes: int = 256 * 1024 * 1024  # 0 disables the variant cache
     metadata_ttl: float = 30.0
     metadata_entries: int = 100_000
+    # ``[cache.store]``: a bucket/prefix shared by replicas; None (no table): memory only.
+    store: SourceConfig | None = None
+    store_pending_writes: int = 64  # background writes in flight; beyond this they are dropped
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,11 +240,24 @@ def read_transform(t: Table) -> TransformConfig:
     return transform
 
 
-def read_cache(t: Table) -> CacheConfig:
+def read_store(t: Table, environ: Mapping[str, str]) -> SourceConfig | None:
+    """``[cache.store]``: the same keys as a source (bucket, endpoint, credentials, timeouts),
+    minus what only concerns serving originals."""
+    if not t.data:
+        return None
+    for key in ("cache_control", "delivery"):
+        if key in t.data:
+            raise ConfigError(f"{t.where(key)}: only for sources, not the variant store")
+    return read_source("store", t, environ, DeliveryConfig())
+
+
+def read_cache(t: Table, environ: Mapping[str, str]) -> CacheConfig:
     cache = CacheConfig(
         variant_bytes=t.size("variant_bytes", 256 * 1024 * 1024, 0, 64 * 1024**3),
         metadata_ttl=t.duration("metadata_ttl", 30.0, 0, 86400),
         metadata_entries=t.integer("metadata_entries", 100_000, 1, 10_000_000),
+        store=read_store(t.table("store"), environ),
+        store_pending_writes=t.integer("store_pending_writes", 64, 1, 100_000),
     )
     t.reject_unknown()
     return cache
