@@ -63,6 +63,7 @@ from harness import (
     BenchError,
     CpuMeter,
     Phase,
+    add_load_options,
     descendants,
     free_port,
     log_tail,
@@ -380,10 +381,7 @@ ARRANGEMENT: Final = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per mode and round (10)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per mode (3)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the modes, interleaved (2)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients (16)")
+    add_load_options(parser, warmup=3.0, rounds_help="rounds of the modes")
     parser.add_argument("--size-mb", type=float, default=20.0, help="object size in MB of 10^6 bytes (20)")
     parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
                         help=f"comma-separated, of {','.join(ROUTES)} ({','.join(DEFAULT_MODES)})")

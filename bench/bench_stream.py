@@ -44,6 +44,7 @@ from harness import (
     BenchError,
     CpuMeter,
     Phase,
+    add_load_options,
     expect_size,
     merged,
     moto,
@@ -282,10 +283,7 @@ ARRANGEMENT: Final = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per side (2)")
-    parser.add_argument("--rounds", type=int, default=2, help="direct+proxy rounds, interleaved (2)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections (16)")
+    add_load_options(parser, warmup=2.0, rounds_help="direct+proxy rounds")
     parser.add_argument("--size-kb", type=int, default=500, help="image size in KB (500)")
     parser.add_argument("--big-mib", type=int, default=1024, help="big object size in MiB (1024)")
     parser.add_argument("--skip-big", action="store_true", help="skip part (b)")

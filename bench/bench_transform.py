@@ -51,6 +51,7 @@ from harness import (
     Check,
     CpuMeter,
     Phase,
+    add_load_options,
     descendants,
     merged,
     moto,
@@ -364,10 +365,7 @@ ARRANGEMENT: Final = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per side (2)")
-    parser.add_argument("--rounds", type=int, default=2, help="floor+miss+hit rounds, interleaved (2)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections (16)")
+    add_load_options(parser, warmup=2.0, rounds_help="floor+miss+hit rounds")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help=f"proxy transform workers = floor processes ({default_workers()}: CPUs)")
     parser.add_argument("--profile-proxy", type=Path, metavar="PATH",

@@ -415,3 +415,11 @@ def run_main(bench: Callable[[argparse.Namespace, Path], dict[str, Any]],
         note(f"error: {problem}")
     print(json.dumps(result, separators=(",", ":")))
     return 1 if problems else 0
+
+
+def add_load_options(parser: argparse.ArgumentParser, *, warmup: float, rounds_help: str) -> None:
+    """The options every benchmark shares: phase length, warm-up, rounds and concurrency."""
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (10)")
+    parser.add_argument("--warmup", type=float, default=warmup, help=f"warm-up seconds per side ({warmup:g})")
+    parser.add_argument("--rounds", type=int, default=2, help=f"{rounds_help}, interleaved (2)")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections (16)")
