@@ -91,13 +91,21 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: every answer carries its request id; image answers say how they
-    were delivered (``X-Delivery: stream|redirect|accel``)."""
+    were delivered (``X-Delivery: stream|redirect|accel``). The delivery and the cache result are
+    repeated in ``Server-Timing`` (``delivery;desc=stream, cache;desc=HIT``), the one response
+    header a page's script can read for an ``<img>`` (``PerformanceResourceTiming.serverTiming``)."""
     request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers["X-Request-Id"] = request_id
     delivery = request.get(LOG_FIELDS, {}).get("delivery")
     if delivery and response.status < 400:
         response.headers["X-Delivery"] = delivery
+        facts = [f"delivery;desc={delivery}"]
+        if cache := response.headers.get("X-Cache"):
+            facts.append(f"cache;desc={cache}")
+        if timing := response.headers.get("Server-Timing"):
+            facts.append(timing)
+        response.headers["Server-Timing"] = ", ".join(facts)
 
 
 def write_access_log(request: web.Request, response: web.StreamResponse, seconds: float) -> None:

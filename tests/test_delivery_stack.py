@@ -160,6 +160,7 @@ async def test_a_redirect_may_be_cached_privately_for_the_rest_of_its_window(
     clock.advance(1000)
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     assert response.headers["Cache-Control"] == "private, max-age=2600"
+    assert response.headers["Server-Timing"] == "delivery;desc=redirect"
 
 
 async def test_following_the_redirect_downloads_the_exact_bytes_from_s3(

@@ -394,6 +394,15 @@ async def test_server_timing_gives_storage_transform_and_total(stack: Stack) -> 
     assert float(timing["total"]) >= float(timing["storage"]) + float(timing["transform"])
 
 
+async def test_server_timing_names_the_delivery_and_cache_result_for_page_scripts(stack: Stack) -> None:
+    first, _ = await stack.get("photo.jpg", w="200")
+    second, _ = await stack.get("photo.jpg", w="200")
+    for response, state in ((first, "MISS"), (second, "HIT")):
+        facts = dict(re.findall(r"(\w+);desc=(\w+)", response.headers["Server-Timing"]))
+        assert facts == {"delivery": "stream", "cache": state}
+        assert "total;dur=" in response.headers["Server-Timing"]
+
+
 async def test_concurrent_identical_requests_are_transformed_once(make_stack: StackFactory) -> None:
     # The variant cache is off, so only coalescing can make 8 requests cost one transformation.
     # The source's metadata is cached first (by another variant) so all 8 reach the coalescer

@@ -1,8 +1,9 @@
 """``imgproxy demo``: an in-process S3 (moto) with a private bucket of sample images, and the proxy.
 
 Needs no AWS account and nothing running: it starts moto's threaded server on loopback, creates
-the bucket, uploads generated images, starts the proxy with fresh random credentials, and prints
-signed URLs and curl commands that work as printed. Ctrl-C (or SIGTERM) stops both.
+the bucket, uploads generated images (three samples and 200 employee portraits), starts the proxy
+with fresh random credentials and the employee directory page at ``/`` (``demo.gallery``), and
+prints signed URLs and curl commands that work as printed. Ctrl-C (or SIGTERM) stops both.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import io
 import secrets
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -22,12 +25,17 @@ from aiohttp import web
 from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
+from imgproxy.demo.gallery import Gallery, add_gallery
+from imgproxy.demo.people import Person, directory, portrait
+from imgproxy.metrics import METRICS_URL
 from imgproxy.paths import image_path
 from imgproxy.storage.s3 import s3_client
 
 BUCKET: Final = "demo-private"
 SOURCE: Final = "demo"
 DEMO_TTL: Final = 3600
+URL_WINDOW: Final = "1h"  # the directory page's URLs are identical for a whole hour
+UPLOADS: Final = 16  # concurrent uploads while seeding
 
 
 def sample_images() -> dict[str, tuple[bytes, str]]:
@@ -69,17 +77,28 @@ def moto_server(host: str = "127.0.0.1") -> Iterator[str]:
         server.stop()
 
 
-def demo_config(endpoint: str, host: str, port: int) -> tuple[Config, str, str]:
-    """A config for the demo, with a fresh signing key and bearer token."""
-    signing_key = secrets.token_urlsafe(32)
-    token = secrets.token_urlsafe(32)
+@dataclass(frozen=True, slots=True)
+class DemoSecrets:
+    signing_key: str
+    token: str  # reads every image (the curl examples)
+    gallery_token: str  # signs URLs for the directory page, reads nothing
+
+
+def demo_config(endpoint: str, host: str, port: int) -> tuple[Config, DemoSecrets]:
+    """A config for the demo, with a fresh signing key and bearer tokens."""
+    demo = DemoSecrets(*(secrets.token_urlsafe(32) for _ in range(3)))
     data = {
         "server": {"host": host, "port": port},
         "metrics": {"host": host, "port": 0},  # any free port: a demo must start anywhere
         "auth": {
-            "keys": {"demo": signing_key},
+            "keys": {"demo": demo.signing_key},
             "max_ttl": "1d",
-            "tokens": {"curl": {"token": token, "scopes": [f"{SOURCE}:*"]}},
+            "url_window": URL_WINDOW,
+            "sign_max_items": 1000,
+            "tokens": {
+                "curl": {"token": demo.token, "scopes": [f"{SOURCE}:*"]},
+                "gallery": {"token": demo.gallery_token, "sign_scopes": [f"{SOURCE}:employees/*"]},
+            },
         },
         "sources": {
             SOURCE: {
@@ -94,22 +113,41 @@ def demo_config(endpoint: str, host: str, port: int) -> tuple[Config, str, str]:
             }
         },
     }
-    return parse_config(data, environ={}), signing_key, token
+    return parse_config(data, environ={}), demo
 
 
-async def seed_bucket(config: Config, images: dict[str, tuple[bytes, str]]) -> None:
+async def seed_bucket(config: Config, images: dict[str, tuple[bytes, str]],
+                      people: tuple[Person, ...] = ()) -> None:
+    """The samples and one portrait per person (drawn in a thread while earlier ones upload)."""
+    loop = asyncio.get_running_loop()
+    limit = asyncio.Semaphore(UPLOADS)
     async with s3_client(config.sources[SOURCE]) as client:
         await client.create_bucket(Bucket=BUCKET)
-        for key, (body, content_type) in images.items():
-            await client.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType=content_type)
+
+        async def upload(key: str, body: bytes, content_type: str) -> None:
+            async with limit:
+                await client.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType=content_type)
+
+        async def upload_portrait(person: Person) -> None:
+            await upload(person.key, await loop.run_in_executor(None, portrait, person), "image/jpeg")
+
+        await asyncio.gather(*(upload(key, body, kind) for key, (body, kind) in images.items()),
+                             *(upload_portrait(person) for person in people))
 
 
 def banner(base_url: str, endpoint: str, signer: UrlSigner, token: str,
-           images: dict[str, tuple[bytes, str]]) -> str:
+           images: dict[str, tuple[bytes, str]], metrics_url: str | None = None,
+           people: int = 0) -> str:
     lines = [
         f"imgproxy demo: proxy on {base_url}",
         f"  in-process S3 (moto) on {endpoint}, private bucket {BUCKET!r}, source {SOURCE!r}",
         "",
+    ]
+    if people:
+        lines += [f"Employee directory ({people} photos; open it in a browser): {base_url}/", ""]
+    if metrics_url:
+        lines += [f"Prometheus metrics: {metrics_url}", ""]
+    lines += [
         f"Signed URLs (valid {DEMO_TTL // 60} minutes; open them in a browser or <img src>):",
     ]
     urls = {key: signer.sign(SOURCE, key, ttl=DEMO_TTL) for key in images}
@@ -137,21 +175,30 @@ def banner(base_url: str, endpoint: str, signer: UrlSigner, token: str,
     return "\n".join(lines) + "\n"
 
 
+def listen(host: str, port: int) -> tuple[socket.socket, str]:
+    """The demo's listening socket, bound first: the page and banner need its URL."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    bound = sock.getsockname()[1]
+    return sock, f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
+
+
 async def serve_demo(host: str, port: int) -> None:
+    sock, base_url = listen(host, port)
     images = sample_images()
-    with moto_server() as endpoint:
-        config, signing_key, token = demo_config(endpoint, host, port)
-        await seed_bucket(config, images)
-        runner = web.AppRunner(create_app(config), access_log=None)
+    people = directory()
+    with sock, moto_server() as endpoint:
+        config, demo = demo_config(endpoint, host, port)
+        await seed_bucket(config, images, people)
+        app = create_app(config)
+        add_gallery(app, Gallery(people, SOURCE, f"{base_url}/sign", demo.gallery_token))
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            server = site._server
-            bound = server.sockets[0].getsockname()[1] if isinstance(server, asyncio.Server) else port
-            base_url = f"http://{host}:{bound}"
-            signer = UrlSigner(signing_key, "demo", base_url)
-            sys.stdout.write(banner(base_url, endpoint, signer, token, images))
+            await web.SockSite(runner, sock).start()
+            signer = UrlSigner(demo.signing_key, "demo", base_url)
+            sys.stdout.write(banner(base_url, endpoint, signer, demo.token, images,
+                                    app.get(METRICS_URL), len(people)))
             sys.stdout.flush()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
