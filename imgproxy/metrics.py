@@ -109,6 +109,10 @@ class Metrics:
         if error_code is not None:
             self.s3_errors.labels(operation, error_code).inc()
 
+    def observe_s3_interrupted(self) -> None:
+        """An object body that failed mid-stream (after its GET had succeeded)."""
+        self.s3_errors.labels("get", "interrupted").inc()
+
     def observe_store(self, operation: str, result: str) -> None:
         """``VariantStore``'s observer: one call's outcome."""
         self.store.labels(operation, result).inc()

@@ -105,6 +105,8 @@ async def stamp_request_id(request: web.Request, response: web.StreamResponse) -
             facts.append(f"cache;desc={cache}")
         if timing := response.headers.get("Server-Timing"):
             facts.append(timing)
+        elif storage := request.get(DURATIONS, {}).get("storage"):
+            facts.append(f"storage;dur={storage * 1000:.1f}")
         response.headers["Server-Timing"] = ", ".join(facts)
 
 
@@ -133,3 +135,5 @@ def write_access_log(request: web.Request, response: web.StreamResponse, seconds
     if metrics is not None:
         metrics.observe_request(route, response.status, extra.get("delivery", "none"), sent, seconds,
                                 durations.get("transform"))
+        if extra.get("aborted") == "storage_failed":  # S3 failed after the headers were sent
+            metrics.observe_s3_interrupted()

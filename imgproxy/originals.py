@@ -10,6 +10,9 @@ are evaluated here against the ETag of one HEAD instead.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -29,7 +32,7 @@ from imgproxy.conditional import (
 from imgproxy.delivery import Delivery, choose_delivery
 from imgproxy.errors import PreconditionFailed
 from imgproxy.media import SNIFF_BYTES, needs_sniffing, sniff_type
-from imgproxy.middleware import LOG_FIELDS
+from imgproxy.middleware import DURATIONS, LOG_FIELDS
 from imgproxy.offload import offload
 from imgproxy.respond import not_modified, send_head, stream_object
 from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
@@ -88,7 +91,8 @@ async def respond_original(request: web.Request, source: S3Source, key: str,
     # 3. Offload: S3 (redirect) or nginx (accel) moves the bytes; the HEAD (if needed) proves
     #    the object exists and gives its type for a safe response-content-type.
     if how is not Delivery.STREAM:
-        meta = cached or await known_meta(source, key, context.metadata)
+        with storage_time(request):
+            meta = cached or await known_meta(source, key, context.metadata)
         if preconditions.if_none_match and meta.etag and etag_matches(preconditions.if_none_match, meta.etag):
             return not_modified(NotModified(meta.etag, None), source.config.cache_control)
         return await offload(source, key, meta, how, context.now, context.inline_types)
@@ -101,7 +105,8 @@ async def stream_original(request: web.Request, source: S3Source, key: str, cont
     inline_types = context.inline_types
     # 1. Validators S3 cannot compare: decide here from a HEAD (still no object bytes).
     if needs_local_evaluation(preconditions):
-        head = await source.head(key)
+        with storage_time(request):
+            head = await source.head(key)
         assert isinstance(head, ObjectMeta)
         decision = evaluate(preconditions, head.etag)
         if decision is Decision.NOT_MODIFIED:
@@ -111,24 +116,38 @@ async def stream_original(request: web.Request, source: S3Source, key: str, cont
         preconditions = without_etag_validators(preconditions)
     # 2. HEAD: metadata only (and the first bytes, if S3 has no useful type).
     if request.method == hdrs.METH_HEAD:
-        meta = await source.head(key, preconditions)
+        with storage_time(request):
+            meta = await source.head(key, preconditions)
         if isinstance(meta, NotModified):
             return not_modified(meta, cache_control)
         remember(context.metadata, source, key, meta)
         content_type = meta.content_type or ""
         if needs_sniffing(content_type):
-            content_type = await sniff_remote(source, key)
+            with storage_time(request):
+                content_type = await sniff_remote(source, key)
         return await send_head(request, meta, content_type, cache_control, inline_types)
     # 3. GET: S3 answers the conditions and the range itself; the body streams.
     byte_range = parse_range(request.headers.get(hdrs.RANGE))
     if preconditions.if_range_never_matches:
         byte_range = None
-    result = await source.get(key, byte_range, preconditions)
+    with storage_time(request):  # until S3's answer headers; the body's time is the stream's
+        result = await source.get(key, byte_range, preconditions)
     if isinstance(result, NotModified):
         return not_modified(result, cache_control)
     meta, body = result
     remember(context.metadata, source, key, meta)
     return await stream_object(request, meta, body, cache_control, inline_types)
+
+
+@contextmanager
+def storage_time(request: web.Request) -> Iterator[None]:
+    """Add the block's time to the request's ``storage`` duration (access log, Server-Timing)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        durations = request[DURATIONS]
+        durations["storage"] = durations.get("storage", 0.0) + time.perf_counter() - started
 
 
 async def sniff_remote(source: S3Source, key: str) -> str:

@@ -14,12 +14,11 @@ from aiohttp import hdrs, web
 
 from imgproxy.conditional import format_http_date
 from imgproxy.media import needs_sniffing, safety_headers, sniff_type
-from imgproxy.middleware import BODY_BYTES
+from imgproxy.middleware import BODY_BYTES, LOG_FIELDS
 from imgproxy.storage.s3 import NotModified, ObjectBody, ObjectMeta
 
 log = logging.getLogger("imgproxy.respond")
 CHUNK_BYTES: Final = 64 * 1024
-ABORTED: Final = web.RequestKey("imgproxy.aborted", str)
 
 
 def object_headers(
@@ -88,11 +87,11 @@ async def stream_object(
                 chunk = await body.read(CHUNK_BYTES)
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
-            request[ABORTED] = "client_gone"
+            request[LOG_FIELDS]["aborted"] = "client_gone"
             log.info("client went away mid-stream after %d bytes", sent)
         except Exception as exc:
             # Headers are sent: the only honest signal left is to cut the connection short.
-            request[ABORTED] = "storage_failed"
+            request[LOG_FIELDS]["aborted"] = "storage_failed"
             log.error("storage failed mid-stream after %d bytes: %s", sent, exc.__class__.__name__)
             if request.transport is not None:
                 request.transport.close()

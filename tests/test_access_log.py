@@ -84,6 +84,7 @@ async def test_a_json_line_of_a_streamed_original_has_its_delivery_and_bytes(
     fields = json.loads(line)
     assert (fields["status"], fields["delivery"], fields["bytes"]) == (200, "stream", len(jpeg()))
     assert "cache" not in fields
+    assert 0 < fields["storage_ms"] <= fields["duration_ms"]  # S3's answer to the GET
 
 
 async def test_logfmt_is_the_default_and_carries_the_same_fields(

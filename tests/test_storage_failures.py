@@ -24,6 +24,7 @@ from tcp_relay import Blackhole, TcpRelay
 from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config
+from imgproxy.metrics import METRICS
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 1000
 MISSING_BUCKET = "no-such-bucket-5e3c1a"
@@ -218,3 +219,19 @@ async def test_storage_stalling_mid_stream_releases_the_s3_connection(
         await response.read()
     [link] = [link for link in relay.links if link.from_upstream >= 512 * 1024]
     assert await relay.wait_until_closed(link, timeout=2) is not None
+
+
+@pytest.mark.slow
+async def test_storage_failing_mid_stream_is_counted_and_logged(
+    streaming: tuple[TestClient[Any, Any], str], relay: TcpRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, url = streaming
+    relay.stall_after = 512 * 1024
+    caplog.set_level(logging.INFO, logger="imgproxy.access")
+    response = await client.get(url)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    scrape = client.app[METRICS].exposition().decode()
+    assert 'imgproxy_s3_errors_total{code="interrupted",operation="get"} 1.0' in scrape
+    [line] = [r.getMessage() for r in caplog.records if r.name == "imgproxy.access"]
+    assert "aborted=storage_failed" in line
