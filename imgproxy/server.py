@@ -6,7 +6,7 @@ finish, and then the cleanup contexts close the S3 clients and the image pool. a
 running (a streamed body is written inside its handler, so a long download counts) for up to
 ``shutdown_timeout`` before cancelling it, and only then runs the cleanup contexts.
 
-``sock`` is a listening socket bound elsewhere (the supervisor's, shared by its workers).
+``sockets`` are listening sockets bound elsewhere (the supervisor's, shared by its workers).
 """
 
 from __future__ import annotations
@@ -26,19 +26,24 @@ FLUSH_POLL_SECONDS = 0.01
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
-def bound_addresses(site: web.BaseSite) -> list[str]:
-    server = site._server
-    if not isinstance(server, asyncio.Server):
-        return [site.name]
+def socket_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+
+
+def bound_addresses(sites: Sequence[web.BaseSite]) -> list[str]:
     found = []
-    for sock in server.sockets:
-        host, port = sock.getsockname()[:2]
-        found.append(f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}")
+    for site in sites:
+        server = site._server
+        if not isinstance(server, asyncio.Server):
+            found.append(site.name)
+            continue
+        found += [socket_url(sock) for sock in server.sockets]
     return found
 
 
 async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout: float,
-                keepalive_timeout: float, sock: socket.socket | None = None) -> None:
+                keepalive_timeout: float, sockets: Sequence[socket.socket] = ()) -> None:
     """Serve ``app`` until a signal arrives; raises OSError if the address cannot be bound."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
                            keepalive_timeout=keepalive_timeout, handle_signals=False)
@@ -51,10 +56,11 @@ async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     await runner.setup()
     try:
-        site: web.BaseSite = (web.TCPSite(runner, host, port, reuse_address=True) if sock is None
-                              else web.SockSite(runner, sock))
-        await site.start()
-        log.info("listening on %s", ", ".join(bound_addresses(site)))
+        sites: list[web.BaseSite] = ([web.SockSite(runner, sock) for sock in sockets] if sockets
+                                     else [web.TCPSite(runner, host, port, reuse_address=True)])
+        for site in sites:
+            await site.start()
+        log.info("listening on %s", ", ".join(bound_addresses(sites)))
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %gs", shutdown_timeout)
     finally:

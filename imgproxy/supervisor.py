@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -58,19 +58,36 @@ def worker_count(configured: int) -> int:
     return configured or default_workers()
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The one listening socket every worker accepts on; OSError if the address is unusable."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets every worker accepts on: one per address ``host`` resolves to
+    (``localhost`` is 127.0.0.1 and ::1), as a single process's aiohttp site binds them, all on
+    the same port (port 0: the first one's). OSError if an address is unusable."""
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, str]] = set()  # (family, host): getaddrinfo may repeat an address
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            if (family, str(address[0])) in seen:
+                continue
+            seen.add((family, str(address[0])))
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this kernel lacks (IPv6 disabled): skipped, as asyncio does
+                continue
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # "::" must not also claim IPv4: 0.0.0.0 may be next
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address[0], sockets[0].getsockname()[1] if len(sockets) > 1 else port,
+                       *address[2:]))
+            sock.listen(BACKLOG)
     except OSError:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return sock
+    if not sockets:
+        raise OSError(f"no usable address for {host!r}")
+    return sockets
 
 
 def config_for_worker(config: Config, workers: int) -> Config:
@@ -131,10 +148,10 @@ class Supervisor:
     """Forks ``count`` workers that each run ``work()`` (its return value is their exit code)."""
 
     def __init__(self, count: int, work: Callable[[], int], grace: float,
-                 listener: socket.socket | None = None) -> None:
+                 listeners: Sequence[socket.socket] = ()) -> None:
         self.slots = [_Slot() for _ in range(count)]
         self._work = work
-        self._listener = listener  # closed in the parent as soon as stopping begins
+        self._listeners = listeners  # closed in the parent as soon as stopping begins
         self._grace = grace
         self._parent = os.getpid()
 
@@ -227,8 +244,8 @@ class Supervisor:
         log.info("%s: stopping %d workers; in-flight requests get %gs",
                  signal.Signals(signum).name, sum(1 for s in self.slots if s.pid), self._grace)
         self._forward(signum)
-        if self._listener is not None:
-            self._listener.close()
+        for listener in self._listeners:
+            listener.close()
         deadline = time.monotonic() + self._grace + STOP_MARGIN
         clean = True
         while any(slot.pid for slot in self.slots):
@@ -262,24 +279,23 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
     Raises OSError if the address cannot be bound; returns the exit status.
     """
     from imgproxy.app import create_app
-    from imgproxy.server import serve
+    from imgproxy.server import serve, socket_url
 
-    sock = bind_socket(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    bound_host = f"[{bound_host}]" if sock.family == socket.AF_INET6 else bound_host
-    log.info("listening on http://%s:%d with %d workers", bound_host, bound_port, workers)
+    sockets = bind_sockets(host, port)
+    log.info("listening on %s with %d workers", ", ".join(map(socket_url, sockets)), workers)
     worker_config = config_for_worker(config, workers)
     metrics_dir = tempfile.mkdtemp(prefix="imgproxy-metrics-")
     enable_multiprocess_metrics(metrics_dir)
 
     def work() -> int:
-        asyncio.run(serve(create_app(worker_config), host, port, sock=sock,
+        asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets,
                           shutdown_timeout=config.server.shutdown_timeout,
                           keepalive_timeout=config.server.keepalive_timeout))
         return 0
 
     try:
-        return Supervisor(workers, work, config.server.shutdown_timeout, listener=sock).run()
+        return Supervisor(workers, work, config.server.shutdown_timeout, listeners=sockets).run()
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -78,7 +78,7 @@ class Reply:
 
 
 def http_get(url: str, headers: Mapping[str, str] | None = None, method: str = "GET") -> Reply:
-    if not url.startswith("http://127.0.0.1:"):
+    if not url.startswith(("http://127.0.0.1:", "http://[::1]:")):
         raise ValueError(f"tests only talk to loopback servers, not {url!r}")
     request = urllib.request.Request(url, headers=dict(headers or {}), method=method)  # noqa: S310
     try:

@@ -28,6 +28,7 @@ from PIL import Image
 from processes import HTTP_TIMEOUT, Process, command, http_get, reap_group, run, write_config
 
 from imgproxy.auth.signing import UrlSigner
+from imgproxy.supervisor import bind_sockets
 
 GRACE = 10.0  # server.shutdown_timeout in these tests
 BIG_KEY = "archive/big.bin"
@@ -52,10 +53,10 @@ class Cluster:
 def start_cluster(tmp_path: Path, moto_endpoint: str, bucket: str) -> Iterator[Any]:
     started: list[Process] = []
 
-    def start(workers: int = 2) -> Cluster:
+    def start(workers: int = 2, host: str = "127.0.0.1") -> Cluster:
         port = free_port()
         data = config_data(moto_endpoint, bucket, delivery={"mode": "stream"})
-        data["server"].update(port=port, shutdown_timeout=GRACE)
+        data["server"].update(host=host, port=port, shutdown_timeout=GRACE)
         del data["server"]["workers"]  # from --workers
         data["metrics"] = {"enabled": False}
         path = write_config(tmp_path, data)
@@ -251,6 +252,44 @@ def test_sigterm_during_a_burst_of_transforms_completes_every_request(start_clus
         thread.join(GRACE)
     assert statuses == [200] * len(connections)
     assert wait_exit(cluster, GRACE) == 0
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="this host has no IPv6 loopback")
+
+
+@needs_ipv6
+def test_workers_listen_on_every_address_the_host_names(start_cluster: Any) -> None:
+    # "" is every address, as for a single process (aiohttp binds each): 0.0.0.0 and ::.
+    cluster = start_cluster(workers=2, host="")
+    for base_url in (f"http://127.0.0.1:{cluster.port}", f"http://[::1]:{cluster.port}"):
+        assert http_get(base_url + "/healthz").status == 200, base_url
+    assert re.search(rf"listening on http://0\.0\.0\.0:{cluster.port}, http://\[::\]:{cluster.port} "
+                     r"with 2 workers", cluster.process.stderr)
+    assert cluster.process.stop() == 0
+
+
+@needs_ipv6
+def test_bind_sockets_puts_every_address_on_one_port() -> None:
+    sockets = bind_sockets("", 0)
+    try:
+        assert [sock.family for sock in sockets] == [socket.AF_INET, socket.AF_INET6]
+        port = sockets[0].getsockname()[1]
+        assert {sock.getsockname()[1] for sock in sockets} == {port}
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family) as client:
+                client.connect((address, port))
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def test_a_negative_worker_count_is_a_usage_error(tmp_path: Path, moto_endpoint: str,
