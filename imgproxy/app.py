@@ -47,7 +47,9 @@ async def variant_store(app: web.Application) -> AsyncIterator[None]:
     """The shared variant store's client (only with ``[cache.store]``); pending writes drain at exit."""
     cache = app[keys.CONFIG].cache
     assert cache.store is not None
-    async with open_store(cache.store, cache.store_pending_writes) as store:
+    # A stored variant is read into memory like a source is: the same bound applies.
+    max_bytes = app[keys.CONFIG].transform.max_source_bytes
+    async with open_store(cache.store, cache.store_pending_writes, max_bytes) as store:
         store.observe = app[METRICS].observe_store
         app[keys.STORE] = store
         yield

@@ -119,6 +119,27 @@ async def test_a_variant_rendered_by_one_replica_is_served_by_another_from_the_s
     assert again.headers["X-Cache"] == "HIT"  # now in the second replica's memory too
 
 
+async def test_a_stored_object_over_the_size_limit_is_not_read_but_rendered(
+        start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner, s3: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    data = store_data(moto_endpoint, buckets)
+    data["transform"]["max_source_bytes"] = 1024 * 1024
+    first = await start_app(data)
+    second = await start_app(data)
+    assert (await first.get(url(signer))).status == 200
+    await store_of(first).drain()
+    [stored] = s3.list_objects_v2(Bucket=buckets.store)["Contents"]
+    s3.put_object(Bucket=buckets.store, Key=stored["Key"], Body=b"\0" * (1024 * 1024 + 1),
+                  ContentType="image/jpeg", Metadata={"etag": '"x"', "width": "1", "height": "1"})
+
+    answer = await second.get(url(signer))
+    assert answer.status == 200
+    assert answer.headers["X-Cache"] == "MISS"
+    assert app_of(second)[keys.VARIANTS].pool.completed == 1
+    assert store_count(second, "get", "error") == 1
+    assert "error=StoredVariantTooLarge" in caplog.text
+
+
 async def test_concurrent_misses_make_one_store_lookup(
         start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner) -> None:
     first = await start_app(store_data(moto_endpoint, buckets))

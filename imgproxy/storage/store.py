@@ -52,14 +52,19 @@ def failure_kind(exc: BaseException) -> str:
     return exc.__class__.__name__
 
 
+class StoredVariantTooLarge(ValueError):
+    """A stored object over the store's size limit: never read into memory, rendered instead."""
+
+
 class VariantStore:
     """get/put of variants in one bucket/prefix; the client is owned by ``open_store``."""
 
-    def __init__(self, config: SourceConfig, client: Any, max_pending: int,
+    def __init__(self, config: SourceConfig, client: Any, max_pending: int, max_bytes: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.client = client
         self.max_pending = max_pending
+        self.max_bytes = max_bytes  # a stored body larger than this is not read (a failure)
         self.observe: StoreObserver = _ignore
         self._clock = clock
         self._pending: set[asyncio.Task[None]] = set()
@@ -95,7 +100,11 @@ class VariantStore:
             async with asyncio.timeout(self.deadline):
                 response = await self.client.get_object(**request)
                 async with response["Body"] as stream:
-                    body: bytes = await stream.read()
+                    if response.get("ContentLength", 0) > self.max_bytes:
+                        raise StoredVariantTooLarge(f"{response['ContentLength']} bytes")
+                    body: bytes = await stream.read(self.max_bytes + 1)
+                    if len(body) > self.max_bytes:
+                        raise StoredVariantTooLarge(f"more than {self.max_bytes} bytes")
             meta = response.get("Metadata", {})
             variant = Variant(body=body, media_type=response["ContentType"], etag=meta["etag"],
                               width=int(meta["width"]), height=int(meta["height"]))
@@ -149,10 +158,11 @@ class VariantStore:
 
 
 @asynccontextmanager
-async def open_store(config: SourceConfig, max_pending: int) -> AsyncIterator[VariantStore]:
+async def open_store(config: SourceConfig, max_pending: int,
+                     max_bytes: int) -> AsyncIterator[VariantStore]:
     """A ``VariantStore`` and its client for the app's lifetime; pending writes drain at exit."""
     async with s3_client(config) as client:
-        store = VariantStore(config, client, max_pending)
+        store = VariantStore(config, client, max_pending, max_bytes)
         try:
             yield store
         finally:
