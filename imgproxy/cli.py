@@ -19,7 +19,7 @@ from imgproxy.app import create_app
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, load_config, parse_duration
 from imgproxy.errors import ProxyError
-from imgproxy.server import serve
+from imgproxy.server import StartupError, serve
 from imgproxy.supervisor import serve_workers, worker_count
 
 EXIT_CONFIG: Final = 2
@@ -144,6 +144,8 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
                           keepalive_timeout=config.server.keepalive_timeout))
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_RUNTIME)
+    except StartupError as exc:
+        return _fail(str(exc), EXIT_RUNTIME)
     return 0
 
 

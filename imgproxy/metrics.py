@@ -178,7 +178,11 @@ def metrics_endpoint(host: str, port: int) -> Callable[[web.Application], AsyncI
             # Several workers share the port; any of them answers with the summed view.
             site = web.TCPSite(runner, host, port, reuse_address=True,
                                reuse_port=metrics.multiproc_dir is not None)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise OSError(exc.errno, f"cannot listen on {host}:{port} for metrics: {reason}") from None
             app[METRICS_URL] = listen_url(site, host)
             log.info("metrics on %s", app[METRICS_URL])
             yield

@@ -7,6 +7,8 @@ running (a streamed body is written inside its handler, so a long download count
 ``shutdown_timeout`` before cancelling it, and only then runs the cleanup contexts.
 
 ``sockets`` are listening sockets bound elsewhere (the supervisor's, shared by its workers).
+If start-up fails (an address in use, a cleanup context raising), whatever did start is closed
+again and ``StartupError`` says what failed in one line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Sequence
@@ -24,6 +27,10 @@ from aiohttp import web
 log = logging.getLogger("imgproxy")
 FLUSH_POLL_SECONDS = 0.01
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
+class StartupError(Exception):
+    """The server could not start; the message is one line for the operator."""
 
 
 def socket_url(sock: socket.socket) -> str:
@@ -54,12 +61,20 @@ async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout:
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except OSError as exc:
+        await runner.cleanup()  # the cleanup contexts that did start (S3 clients, the pool)
+        raise StartupError(f"start-up failed: {exc.strerror or exc}") from exc
     try:
         sites: list[web.BaseSite] = ([web.SockSite(runner, sock) for sock in sockets] if sockets
                                      else [web.TCPSite(runner, host, port, reuse_address=True)])
-        for site in sites:
-            await site.start()
+        try:
+            for site in sites:
+                await site.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
         log.info("listening on %s", ", ".join(bound_addresses(sites)))
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %gs", shutdown_timeout)

@@ -52,6 +52,7 @@ STOP_MARGIN: Final = 5.0  # beyond shutdown_timeout, for cancelled handlers and 
 POLL_SECONDS: Final = 1.0  # the wait when no signal comes (a lost SIGCHLD is found by then)
 ORPHAN_POLL_SECONDS: Final = 1.0
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+EXIT_STARTUP: Final = 3  # a worker's exit code for "could not start": restarting cannot help
 
 
 def worker_count(configured: int) -> int:
@@ -154,6 +155,7 @@ class Supervisor:
         self._listeners = listeners  # closed in the parent as soon as stopping begins
         self._grace = grace
         self._parent = os.getpid()
+        self.gave_up = False  # a worker could not start, so every worker was stopped
 
     def run(self) -> int:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
@@ -161,7 +163,8 @@ class Supervisor:
             for index in range(len(self.slots)):
                 self._start(index)
             signum = self._supervise()
-            return self._stop(signum)
+            code = self._stop(signum)
+            return 1 if self.gave_up else code
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
@@ -220,6 +223,10 @@ class Supervisor:
         while True:
             now = time.monotonic()
             for index, pid, status in self._reap():
+                if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_STARTUP:
+                    log.error("worker %d (pid %d) could not start; stopping every worker", index, pid)
+                    self.gave_up = True
+                    return signal.SIGTERM
                 slot = self.slots[index]
                 slot.failures = 0 if now - slot.started >= STABLE_SECONDS else slot.failures + 1
                 delay = min(RESTART_BACKOFF * 2 ** max(slot.failures - 1, 0), RESTART_BACKOFF_MAX)
@@ -279,7 +286,7 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
     Raises OSError if the address cannot be bound; returns the exit status.
     """
     from imgproxy.app import create_app
-    from imgproxy.server import serve, socket_url
+    from imgproxy.server import StartupError, serve, socket_url
 
     sockets = bind_sockets(host, port)
     log.info("listening on %s with %d workers", ", ".join(map(socket_url, sockets)), workers)
@@ -288,9 +295,13 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
     enable_multiprocess_metrics(metrics_dir)
 
     def work() -> int:
-        asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets,
-                          shutdown_timeout=config.server.shutdown_timeout,
-                          keepalive_timeout=config.server.keepalive_timeout))
+        try:
+            asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets,
+                              shutdown_timeout=config.server.shutdown_timeout,
+                              keepalive_timeout=config.server.keepalive_timeout))
+        except StartupError as exc:
+            log.error("%s", exc)
+            return EXIT_STARTUP
         return 0
 
     try:

@@ -310,3 +310,27 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path, moto_endpoint: str
         result = run("serve", "--config", str(path))
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_metrics_port_in_use_stops_the_server_with_one_line_and_exit_1(
+        tmp_path: Path, moto_endpoint: str, bucket: str, workers: int) -> None:
+    # Start-up fails after the S3 clients and the pool started: they are closed again, no
+    # traceback, and a supervisor gives up instead of restarting workers that cannot start.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        data = config_data(moto_endpoint, bucket)
+        data["server"].update(port=free_port(), workers=workers)
+        metrics_port = taken.getsockname()[1]
+        data["metrics"] = {"host": "127.0.0.1", "port": metrics_port}
+        path = write_config(tmp_path, data)
+        started = time.monotonic()
+        result = run("serve", "--config", str(path))
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 20
+    assert f"cannot listen on 127.0.0.1:{metrics_port} for metrics: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    if workers > 1:
+        assert "could not start; stopping every worker" in result.stderr
+        assert "restarting it" not in result.stderr
