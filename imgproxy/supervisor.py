@@ -1,14 +1,21 @@
 """The supervisor: N worker processes serving one listening socket, restarted when they die.
 
-How the workers start, and why that way. The parent binds the socket once (``SO_REUSEADDR``),
-then ``os.fork``s each worker from a plain synchronous loop that never starts a thread or an
-event loop (checked before every fork). A child is thus a clean single-threaded copy: it
-inherits the socket, the parsed config and the logging set-up, and runs its own ``asyncio.run``
-with ``web.SockSite`` on the inherited socket. ``spawn``/``forkserver`` would re-import aiohttp,
-botocore and Pillow in every worker (about a second per restart) and need the descriptor passed
-explicitly; ``SO_REUSEPORT`` sockets per worker would let the kernel hash connections to a
-worker that is restarting, whereas on one shared socket whichever worker is accepting takes the
-next connection. Each worker's image pool starts its own forkserver lazily, after the fork.
+How the workers start, and why that way. The parent reserves the address (bound
+``SO_REUSEPORT`` sockets, not listening: a port in use fails before any fork), then
+``os.fork``s each worker from a plain synchronous loop that never starts a thread or an event
+loop (checked before every fork). A child is thus a clean single-threaded copy of the parsed
+config and the logging set-up; it opens its own listening ``SO_REUSEPORT`` socket on the
+reserved address and runs its own ``asyncio.run`` with ``web.SockSite`` on it.
+``spawn``/``forkserver`` would re-import aiohttp, botocore and Pillow in every worker (about a
+second per restart).
+
+Why a socket per worker and not one shared socket: asyncio accepts every pending connection
+each time its loop wakes, so on a shared socket the first worker to wake took a whole burst
+(16 keep-alive clients connecting at once all landed on one worker, the other idle for the
+whole benchmark run); the kernel spreads connections evenly over ``SO_REUSEPORT`` sockets. The
+cost: connections queued on a worker that crashes, not yet accepted, are reset (a dead worker's
+socket leaves the group, so no new ones go there). Each worker's image pool starts its own
+forkserver lazily, after the fork.
 
 The parent blocks SIGTERM, SIGINT and SIGCHLD and reads them with ``sigtimedwait``: no handler
 races, no event loop. A worker that exits when not asked to is logged (exit code or signal) and
@@ -44,7 +51,7 @@ from imgproxy.transform.pool import default_workers
 
 log = logging.getLogger("imgproxy.supervisor")
 SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
-BACKLOG: Final = 128  # aiohttp's default for its own sites
+LISTEN_BACKLOG: Final = 128  # each worker socket's queue of connections not yet accepted
 RESTART_BACKOFF: Final = 0.2  # seconds before the first restart; doubles while workers die young
 RESTART_BACKOFF_MAX: Final = 5.0
 STABLE_SECONDS: Final = 10.0  # a worker that lived this long resets the backoff
@@ -59,10 +66,19 @@ def worker_count(configured: int) -> int:
     return configured or default_workers()
 
 
-def bind_sockets(host: str, port: int) -> list[socket.socket]:
-    """The listening sockets every worker accepts on: one per address ``host`` resolves to
-    (``localhost`` is 127.0.0.1 and ::1), as a single process's aiohttp site binds them, all on
-    the same port (port 0: the first one's). OSError if an address is unusable."""
+def _share_address(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if sock.family == socket.AF_INET6:  # "::" must not also claim IPv4: 0.0.0.0 may be next
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def reserve_addresses(host: str, port: int) -> list[socket.socket]:
+    """Bound, not listening, ``SO_REUSEPORT`` sockets: one per address ``host`` resolves to
+    (``localhost`` is 127.0.0.1 and ::1, ``""`` is 0.0.0.0 and ::), as a single process's
+    aiohttp site binds them, all on one port (port 0: the first one's). They hold the port for
+    the workers' own listening sockets (``listen_on``) and fail at once if it is taken.
+    OSError if an address is unusable."""
     sockets: list[socket.socket] = []
     seen: set[tuple[int, str]] = set()  # (family, host): getaddrinfo may repeat an address
     try:
@@ -76,18 +92,35 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
             except OSError:  # a family this kernel lacks (IPv6 disabled): skipped, as asyncio does
                 continue
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:  # "::" must not also claim IPv4: 0.0.0.0 may be next
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _share_address(sock)
             sock.bind((address[0], sockets[0].getsockname()[1] if len(sockets) > 1 else port,
                        *address[2:]))
-            sock.listen(BACKLOG)
     except OSError:
         for sock in sockets:
             sock.close()
         raise
     if not sockets:
         raise OSError(f"no usable address for {host!r}")
+    return sockets
+
+
+def listen_on(reserved: Sequence[socket.socket]) -> list[socket.socket]:
+    """A worker's own listening sockets on the reserved addresses. With one ``SO_REUSEPORT``
+    socket per worker the kernel spreads new connections evenly over the workers; on one shared
+    socket the first worker to wake accepts a whole burst (asyncio accepts in a loop) and
+    keep-alive pins those clients to it while the other workers idle."""
+    sockets: list[socket.socket] = []
+    try:
+        for twin in reserved:
+            sock = socket.socket(twin.family, twin.type, twin.proto)
+            sockets.append(sock)
+            _share_address(sock)
+            sock.bind(twin.getsockname())
+            sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
     return sockets
 
 
@@ -288,14 +321,18 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
     from imgproxy.app import create_app
     from imgproxy.server import StartupError, serve, socket_url
 
-    sockets = bind_sockets(host, port)
-    log.info("listening on %s with %d workers", ", ".join(map(socket_url, sockets)), workers)
+    reserved = reserve_addresses(host, port)
+    log.info("listening on %s with %d workers", ", ".join(map(socket_url, reserved)), workers)
     worker_config = config_for_worker(config, workers)
     metrics_dir = tempfile.mkdtemp(prefix="imgproxy-metrics-")
     enable_multiprocess_metrics(metrics_dir)
 
     def work() -> int:
         try:
+            try:
+                sockets = listen_on(reserved)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
             asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets,
                               shutdown_timeout=config.server.shutdown_timeout,
                               keepalive_timeout=config.server.keepalive_timeout))
@@ -305,8 +342,8 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
         return 0
 
     try:
-        return Supervisor(workers, work, config.server.shutdown_timeout, listeners=sockets).run()
+        return Supervisor(workers, work, config.server.shutdown_timeout, listeners=reserved).run()
     finally:
-        for sock in sockets:
+        for sock in reserved:
             sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

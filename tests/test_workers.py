@@ -28,7 +28,7 @@ from PIL import Image
 from processes import HTTP_TIMEOUT, Process, command, http_get, reap_group, run, write_config
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.supervisor import bind_sockets
+from imgproxy.supervisor import listen_on, reserve_addresses
 
 GRACE = 10.0  # server.shutdown_timeout in these tests
 BIG_KEY = "archive/big.bin"
@@ -182,6 +182,34 @@ def test_two_workers_each_accept_connections_on_the_one_port(start_cluster: Any)
     assert cluster.process.stop() == 0
 
 
+def test_a_burst_of_connections_is_shared_by_the_workers(start_cluster: Any) -> None:
+    # 32 connections opened at the same instant (a load balancer's pool filling up). On one
+    # shared socket the first worker to wake accepted them all (asyncio accepts in a loop) and
+    # keep-alive pinned them there; the kernel spreads them over per-worker SO_REUSEPORT
+    # sockets by a hash (binomial: at least 6 of 32 each fails with odds of about 1 in 10,000).
+    cluster = start_cluster(workers=2)
+    workers = children(cluster.pid)
+    sockets = []
+    try:
+        for _ in range(32):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", cluster.port))
+            sockets.append(sock)
+        time.sleep(0.5)  # accepted by now; nothing has been sent yet
+        owners: list[int | None] = []
+        for sock in sockets:
+            inode = server_side_inode(cluster.port, sock.getsockname()[1])
+            owners.append(next((pid for pid in workers if inode in socket_inodes(pid)), None))
+    finally:
+        for sock in sockets:
+            sock.close()
+    counts = {pid: owners.count(pid) for pid in workers}
+    assert None not in owners, owners
+    assert min(counts.values()) >= 6, counts
+    assert cluster.process.stop() == 0
+
+
 def test_a_killed_worker_is_restarted_and_the_restart_logged(start_cluster: Any) -> None:
     cluster = start_cluster(workers=2)
     victim = min(children(cluster.pid))
@@ -278,17 +306,23 @@ def test_workers_listen_on_every_address_the_host_names(start_cluster: Any) -> N
 
 
 @needs_ipv6
-def test_bind_sockets_puts_every_address_on_one_port() -> None:
-    sockets = bind_sockets("", 0)
+def test_the_parent_reserves_every_address_on_one_port_for_the_workers() -> None:
+    reserved = reserve_addresses("", 0)
+    listening: list[socket.socket] = []
     try:
-        assert [sock.family for sock in sockets] == [socket.AF_INET, socket.AF_INET6]
-        port = sockets[0].getsockname()[1]
-        assert {sock.getsockname()[1] for sock in sockets} == {port}
+        assert [sock.family for sock in reserved] == [socket.AF_INET, socket.AF_INET6]
+        port = reserved[0].getsockname()[1]
+        assert {sock.getsockname()[1] for sock in reserved} == {port}
+        with socket.socket() as probe:  # reserved, not listening: nobody answers yet
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+        listening = listen_on(reserved) + listen_on(reserved)  # two workers' sockets
         for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
             with socket.socket(family) as client:
                 client.connect((address, port))
+        with socket.socket() as squatter, pytest.raises(OSError, match="in use"):  # not for others
+            squatter.bind(("127.0.0.1", port))
     finally:
-        for sock in sockets:
+        for sock in reserved + listening:
             sock.close()
 
 
