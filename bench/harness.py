@@ -1,8 +1,8 @@
 """The benchmarks' shared harness: processes (moto, ``imgproxy serve``), CPU accounting, load loop.
 
-Imported by ``bench_stream.py`` and ``bench_transform.py`` (run as scripts, so this directory is
-on ``sys.path``). Everything runs on 127.0.0.1 in separate processes, so each one's CPU is
-visible: moto (the S3 server), the proxy (and its image workers), and the bench process itself.
+Imported by the ``bench_*.py`` scripts (run as scripts, so this directory is on ``sys.path``).
+Everything runs on 127.0.0.1 in separate processes, so each one's CPU is visible: moto (the S3
+server), the proxy (and its image workers), and the bench process itself.
 """
 
 from __future__ import annotations
@@ -115,8 +115,9 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 @contextmanager
-def moto(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    log_path = workdir / "moto.log"
+def moto(workdir: Path, name: str = "moto") -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """moto on a free port: (process, endpoint URL); ``name`` names its log file in workdir."""
+    log_path = workdir / f"{name}.log"
     with running([sys.executable, "-c", MOTO_SNIPPET, HOST], log_path,
                  stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
@@ -138,14 +139,18 @@ def source_toml(name: str, endpoint: str) -> str:
     ])
 
 
-def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "") -> str:
-    """The proxy's config: one source (SOURCE) on moto; ``extra`` is appended (more TOML tables)."""
+def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "", *, workers: int = 1,
+               metrics_port: int | None = None) -> str:
+    """The proxy's config: one source (SOURCE) on moto; ``extra`` is appended (more TOML tables).
+    ``metrics_port``: the Prometheus listener on that port (default: none)."""
     q = json.dumps
+    metrics = ["enabled = false"] if metrics_port is None else [
+        "enabled = true", f"host = {q(HOST)}", f"port = {metrics_port}"]
     return "\n".join([
-        # One server process: the figures in README.md measure one event loop (serve --workers
-        # defaults to one per CPU; pass extra TOML to measure more).
-        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", "workers = 1", "",
-        "[metrics]", "enabled = false", "",
+        # One server process by default: the figures in README.md measure one event loop (serve
+        # --workers defaults to one per CPU); ``workers`` > 1 runs the supervisor and its workers.
+        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", f"workers = {workers}", "",
+        "[metrics]", *metrics, "",
         "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "", "",
     ]) + source_toml(SOURCE, endpoint) + extra
 
@@ -170,11 +175,14 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeo
 
 @contextmanager
 def proxy(workdir: Path, endpoint: str, signing_key: str, profile: Path | None = None, *,
-          extra_toml: str = "", name: str = "imgproxy") -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``imgproxy serve`` on a free port; ``name`` names its config and log files in workdir."""
+          extra_toml: str = "", name: str = "imgproxy", workers: int = 1,
+          metrics_port: int | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``imgproxy serve`` on a free port; ``name`` names its config and log files in workdir;
+    ``workers`` and ``metrics_port`` as in ``proxy_toml``."""
     port = free_port()
     config_path = workdir / f"{name}.toml"
-    config_path.write_text(proxy_toml(endpoint, port, signing_key, extra_toml))
+    config_path.write_text(proxy_toml(endpoint, port, signing_key, extra_toml, workers=workers,
+                                      metrics_port=metrics_port))
     log_path = workdir / f"{name}.log"
     argv = [sys.executable, "-m", "imgproxy", "serve", "--config", str(config_path)]
     if profile is not None:  # cProfile writes the file when SIGTERM makes serve return
@@ -236,21 +244,41 @@ def status_kib(pid: int, name: str) -> int:
 class CpuMeter:
     """CPU used between start() and stop(), in % of one core: each named process (or group of
     processes, summed), 'others' (other tenants, kernel work such as loopback softirq), 'idle'
-    (what no one used). A process that exits in between is counted up to its last reading."""
+    (what no one used). A process that exits in between is counted up to its last reading (at
+    start(), or a later read()); one started in between is counted once add()ed."""
 
     pids: Mapping[str, int | Collection[int]]
     _start: dict[int, int] = field(default_factory=dict)
+    _last: dict[int, int] = field(default_factory=dict)
+    _added: dict[str, set[int]] = field(default_factory=dict)
     _sys: tuple[int, int] = (0, 0)
     _wall: float = 0.0
 
-    def _groups(self) -> dict[str, Collection[int]]:
-        return {name: (pid,) if isinstance(pid, int) else pid for name, pid in self.pids.items()}
+    def _groups(self) -> dict[str, set[int]]:
+        groups = {name: {pid} if isinstance(pid, int) else set(pid) for name, pid in self.pids.items()}
+        for name, added in self._added.items():
+            groups.setdefault(name, set()).update(added)
+        return groups
 
     def start(self) -> None:
+        self._added = {}
         self._start = {pid: ticks for group in self._groups().values() for pid in group
                        if (ticks := _ticks_or_none(pid)) is not None}
+        self._last = dict(self._start)
         self._sys = system_ticks()
         self._wall = time.monotonic()
+
+    def read(self) -> None:
+        """Take a reading now: a process about to be killed is counted up to here."""
+        for group in self._groups().values():
+            for pid in group:
+                if pid in self._start and (ticks := _ticks_or_none(pid)) is not None:
+                    self._last[pid] = ticks
+
+    def add(self, name: str, pid: int) -> None:
+        """Count a process started since start() (all of its CPU time) in ``name``'s group."""
+        self._added.setdefault(name, set()).add(pid)
+        self._start.setdefault(pid, 0)
 
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self._wall, 1e-6)
@@ -259,6 +287,8 @@ class CpuMeter:
             used[name] = 0
             for pid in group:
                 now = _ticks_or_none(pid)
+                if now is None:
+                    now = self._last.get(pid)
                 if now is not None and pid in self._start:
                     used[name] += now - self._start[pid]
         busy_now, steal_now = system_ticks()
