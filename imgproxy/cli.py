@@ -19,7 +19,7 @@ from imgproxy.app import create_app
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, load_config, parse_duration
 from imgproxy.errors import ProxyError
-from imgproxy.server import StartupError, serve
+from imgproxy.server import StartupError, os_reason, serve
 from imgproxy.supervisor import serve_workers, worker_count
 
 EXIT_CONFIG: Final = 2
@@ -143,7 +143,7 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
                           shutdown_timeout=config.server.shutdown_timeout,
                           keepalive_timeout=config.server.keepalive_timeout))
     except OSError as exc:
-        return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_RUNTIME)
+        return _fail(f"cannot listen on {host}:{port}: {os_reason(exc)}", EXIT_RUNTIME)
     except StartupError as exc:
         return _fail(str(exc), EXIT_RUNTIME)
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -28,6 +27,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+
+from imgproxy.server import StartupError, os_reason, socket_url
 
 log = logging.getLogger("imgproxy.metrics")
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself, too
@@ -160,10 +161,7 @@ def listen_url(site: web.TCPSite, host: str) -> str:
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     for sock in sockets:
-        bound_host, port = sock.getsockname()[:2]
-        if sock.family == socket.AF_INET6:
-            return f"http://[{bound_host}]:{port}/metrics"
-        return f"http://{bound_host}:{port}/metrics"
+        return f"{socket_url(sock)}/metrics"
     return f"http://{host}/metrics"
 
 
@@ -181,8 +179,7 @@ def metrics_endpoint(host: str, port: int) -> Callable[[web.Application], AsyncI
             try:
                 await site.start()
             except OSError as exc:
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise OSError(exc.errno, f"cannot listen on {host}:{port} for metrics: {reason}") from None
+                raise StartupError(f"cannot listen on {host}:{port} for metrics: {os_reason(exc)}") from exc
             app[METRICS_URL] = listen_url(site, host)
             log.info("metrics on %s", app[METRICS_URL])
             yield

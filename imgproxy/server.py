@@ -6,7 +6,7 @@ finish, and then the cleanup contexts close the S3 clients and the image pool. a
 running (a streamed body is written inside its handler, so a long download counts) for up to
 ``shutdown_timeout`` before cancelling it, and only then runs the cleanup contexts.
 
-``sockets`` are listening sockets bound elsewhere (the supervisor's, shared by its workers).
+``sockets`` are listening sockets opened elsewhere (a supervisor's worker opens its own).
 If start-up fails (an address in use, a cleanup context raising), whatever did start is closed
 again and ``StartupError`` says what failed in one line.
 """
@@ -33,6 +33,11 @@ class StartupError(Exception):
     """The server could not start; the message is one line for the operator."""
 
 
+def os_reason(exc: OSError) -> str:
+    """The system's words for an OSError (asyncio's own ``strerror`` repeats the address)."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 def socket_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
@@ -51,7 +56,7 @@ def bound_addresses(sites: Sequence[web.BaseSite]) -> list[str]:
 
 async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout: float,
                 keepalive_timeout: float, sockets: Sequence[socket.socket] = ()) -> None:
-    """Serve ``app`` until a signal arrives; raises OSError if the address cannot be bound."""
+    """Serve ``app`` until a signal arrives; raises StartupError if it cannot start."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
                            keepalive_timeout=keepalive_timeout, handle_signals=False)
     # Handlers first, so a signal during start-up is a graceful stop once started. A supervisor's
@@ -63,9 +68,11 @@ async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         await runner.setup()
-    except OSError as exc:
+    except (OSError, StartupError) as exc:
         await runner.cleanup()  # the cleanup contexts that did start (S3 clients, the pool)
-        raise StartupError(f"start-up failed: {exc.strerror or exc}") from exc
+        if isinstance(exc, StartupError):  # a cleanup context said what failed
+            raise
+        raise StartupError(f"start-up failed: {os_reason(exc)}") from exc
     try:
         sites: list[web.BaseSite] = ([web.SockSite(runner, sock) for sock in sockets] if sockets
                                      else [web.TCPSite(runner, host, port, reuse_address=True)])
@@ -73,8 +80,7 @@ async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout:
             for site in sites:
                 await site.start()
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+            raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from exc
         log.info("listening on %s", ", ".join(bound_addresses(sites)))
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %gs", shutdown_timeout)

@@ -319,7 +319,7 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
     Raises OSError if the address cannot be bound; returns the exit status.
     """
     from imgproxy.app import create_app
-    from imgproxy.server import StartupError, serve, socket_url
+    from imgproxy.server import StartupError, os_reason, serve, socket_url
 
     reserved = reserve_addresses(host, port)
     log.info("listening on %s with %d workers", ", ".join(map(socket_url, reserved)), workers)
@@ -332,7 +332,7 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
             try:
                 sockets = listen_on(reserved)
             except OSError as exc:
-                raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+                raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from exc
             asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets,
                               shutdown_timeout=config.server.shutdown_timeout,
                               keepalive_timeout=config.server.keepalive_timeout))
