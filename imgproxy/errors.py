@@ -3,7 +3,8 @@
     ProxyError (500 internal_error)
     ├── BadRequest (400 bad_request)
     │   ├── InvalidPath (400 invalid_path)
-    │   └── InvalidParameter (400 invalid_parameter)
+    │   ├── InvalidParameter (400 invalid_parameter)
+    │   └── MalformedRequest (400 malformed_request)
     ├── Unauthorized (401 unauthorized)
     │   └── InvalidToken (401 invalid_token)
     ├── Forbidden (403 forbidden)
@@ -16,16 +17,22 @@
     │   ├── UnknownSource (404 unknown_source)
     │   └── ObjectNotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
+    ├── RequestTimeout (408 request_timeout)
     ├── PreconditionFailed (412 precondition_failed)
     ├── SourceTooLarge (413 source_too_large)
+    ├── BodyTooLarge (413 body_too_large)
+    ├── UriTooLong (414 uri_too_long)
     ├── NotAnImage (415 unsupported_image)
+    ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── RangeNotSatisfiable (416 range_not_satisfiable)
     ├── UnprocessableImage (422 corrupt_image)
     │   ├── ImageTooLarge (422 image_too_large)
     │   └── TransformTimeout (422 transform_timeout)
+    ├── HeaderTooLarge (431 header_too_large)
     ├── StorageError (502 storage_error)
     ├── NotReady (503 not_ready)
     │   └── Overloaded (503 overloaded)
+    │       └── StorageBusy (503 overloaded)
     └── StorageTimeout (504 storage_timeout)
 
 The constructor's text goes to the log only; a client sees ``public_message``, which never
@@ -72,6 +79,13 @@ class InvalidPath(BadRequest):
 class InvalidParameter(BadRequest):
     code = "invalid_parameter"
     public_message = "A query parameter is not valid."
+
+
+class MalformedRequest(BadRequest):
+    """The HTTP parser refused the request (a bad byte, framing, or request line)."""
+
+    code = "malformed_request"
+    public_message = "The HTTP request is malformed."
 
 
 class Unauthorized(ProxyError):
@@ -150,6 +164,12 @@ class MethodNotAllowed(ProxyError):
     public_message = "This method is not allowed here."
 
 
+class RequestTimeout(ProxyError):
+    status = 408
+    code = "request_timeout"
+    public_message = "The request did not arrive in time."
+
+
 class PreconditionFailed(ProxyError):
     status = 412
     code = "precondition_failed"
@@ -162,10 +182,28 @@ class SourceTooLarge(ProxyError):
     public_message = "The source image is larger than this server transforms."
 
 
+class BodyTooLarge(ProxyError):
+    status = 413
+    code = "body_too_large"
+    public_message = "The request body is larger than this server accepts."
+
+
+class UriTooLong(ProxyError):
+    status = 414
+    code = "uri_too_long"
+    public_message = "The request target is longer than this server accepts."
+
+
 class NotAnImage(ProxyError):
     status = 415
     code = "unsupported_image"
     public_message = "The object is not an image in a format this server transforms."
+
+
+class UnsupportedMediaType(ProxyError):
+    status = 415
+    code = "unsupported_media_type"
+    public_message = "The request body must be JSON in UTF-8 (Content-Type: application/json)."
 
 
 class RangeNotSatisfiable(ProxyError):
@@ -190,6 +228,12 @@ class TransformTimeout(UnprocessableImage):
     public_message = "The image took too long to transform."
 
 
+class HeaderTooLarge(ProxyError):
+    status = 431
+    code = "header_too_large"
+    public_message = "A request header is longer than this server accepts."
+
+
 class StorageError(ProxyError):
     status = 502
     code = "storage_error"
@@ -203,8 +247,28 @@ class NotReady(ProxyError):
 
 
 class Overloaded(NotReady):
+    """Refused for now, not failed: always carries ``Retry-After``."""
+
     code = "overloaded"
     public_message = "The image workers are saturated; retry shortly."
+    retry_after = "1"
+
+    def __init__(
+        self,
+        log_detail: str = "",
+        *,
+        public_message: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(log_detail, public_message=public_message, headers=headers)
+        self.headers.setdefault("Retry-After", self.retry_after)
+
+
+class StorageBusy(Overloaded):
+    """Every connection of a source's pool stayed busy for ``pool_timeout``: an overload of
+    this proxy, not a slow S3 (which is ``StorageTimeout``)."""
+
+    public_message = "Every connection to the image storage is busy; retry shortly."
 
 
 class StorageTimeout(ProxyError):

@@ -8,11 +8,21 @@ from collections import Counter
 import pytest
 
 from imgproxy import errors
-from imgproxy.errors import NotFound, ObjectNotFound, ProxyError, Unauthorized, all_error_classes
+from imgproxy.errors import (
+    NotFound,
+    ObjectNotFound,
+    Overloaded,
+    ProxyError,
+    StorageBusy,
+    Unauthorized,
+    all_error_classes,
+)
 
 ALL = all_error_classes()
 # Deliberately the same public answer: "no such key" must look like any other 404 to a client.
-SHARED = {(404, "not_found"): {NotFound, ObjectNotFound}}
+# And "retry shortly" is one answer whichever resource is exhausted (metrics say which).
+SHARED = {(404, "not_found"): {NotFound, ObjectNotFound},
+          (503, "overloaded"): {Overloaded, StorageBusy}}
 
 
 def test_error_tree_starts_at_proxy_error() -> None:
@@ -25,16 +35,22 @@ def test_every_error_class_in_the_module_is_in_the_tree() -> None:
     assert defined == set(ALL)
 
 
-def test_status_and_code_pairs_are_distinct_except_the_intended_404() -> None:
+def test_status_and_code_pairs_are_distinct_except_the_intended_ones() -> None:
     counts = Counter((cls.status, cls.code) for cls in ALL)
     shared = {pair: {cls for cls in ALL if (cls.status, cls.code) == pair}
               for pair, count in counts.items() if count > 1}
     assert shared == SHARED
 
 
-def test_codes_are_distinct_except_the_intended_404() -> None:
+def test_codes_are_distinct_except_the_intended_ones() -> None:
     counts = Counter(cls.code for cls in ALL)
-    assert {code for code, count in counts.items() if count > 1} == {"not_found"}
+    assert {code for code, count in counts.items() if count > 1} == {"not_found", "overloaded"}
+
+
+@pytest.mark.parametrize("cls", [Overloaded, StorageBusy])
+def test_an_overload_always_says_when_to_retry(cls: type[Overloaded]) -> None:
+    assert cls("full").headers["Retry-After"] == "1"
+    assert cls("full", headers={"Retry-After": "5"}).headers["Retry-After"] == "5"
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)

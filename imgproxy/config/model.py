@@ -64,6 +64,12 @@ class ServerConfig:
     log_keys: bool = False
     max_query_params: int = 32
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For/-Proto are believed
+    # Hostile clients: how long a request may take to arrive, how slowly an answer may leave.
+    header_timeout: float = 10.0  # a request head must be complete this long after it began
+    body_timeout: float = 30.0  # a request body (POST /sign) must be complete within this
+    send_timeout: float = 30.0  # an answer whose client accepts no byte for this long is cut
+    min_send_rate: int = 1024  # bytes/s over each send_timeout while bytes wait; 0: no minimum
+    max_connections: int = 1024  # per serving process; beyond it the oldest idle one is closed
 
     @property
     def base_url(self) -> str:
@@ -84,6 +90,7 @@ class AuthConfig:
     url_window: float = 0.0  # >0: signed proxy URLs' exp rounds up to a multiple of this
     sign_max_items: int = 500
     sign_ttl: float = 3600.0
+    sign_max_bytes: int = 1024 * 1024  # POST /sign bodies larger than this are 413
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +123,8 @@ class SourceConfig:
     cache_control: str = "private, max-age=3600"
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
-    max_connections: int = 32
+    max_connections: int = 32  # per pool: streamed bodies, transform reads, HEAD/LIST
+    pool_timeout: float = 1.0  # waiting longer for a free connection is 503 overloaded
     max_attempts: int = 2
     delivery: DeliveryConfig = DeliveryConfig()
 

@@ -67,6 +67,11 @@ def read_server(t: Table) -> ServerConfig:
         log_keys=t.boolean("log_keys", False),
         max_query_params=t.integer("max_query_params", 32, 4, 256),
         trusted_proxies=_networks(t, "trusted_proxies"),
+        header_timeout=t.duration("header_timeout", 10.0, 0.1, 3600),
+        body_timeout=t.duration("body_timeout", 30.0, 0.1, 3600),
+        send_timeout=t.duration("send_timeout", 30.0, 0.1, 3600),
+        min_send_rate=t.size("min_send_rate", 1024, 0, 1 << 30),
+        max_connections=t.integer("max_connections", 1024, 1, 1_000_000),
     )
     t.reject_unknown()
     return server
@@ -124,6 +129,7 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
         url_window=t.duration("url_window", 0.0, 0, 86400),
         sign_max_items=t.integer("sign_max_items", 500, 1, 10_000),
         sign_ttl=t.duration("sign_ttl", 3600.0, 1, MAX_TTL_LIMIT),
+        sign_max_bytes=t.size("sign_max_bytes", 1024 * 1024, 1024, 64 * 1024 * 1024),
     )
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "
@@ -208,6 +214,7 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
         connect_timeout=t.duration("connect_timeout", 3.0, 0.05, 300),
         read_timeout=t.duration("read_timeout", 10.0, 0.05, 3600),
         max_connections=t.integer("max_connections", 32, 1, 1024),
+        pool_timeout=t.duration("pool_timeout", 1.0, 0.01, 60),
         max_attempts=t.integer("max_attempts", 2, 1, 10),
         delivery=read_delivery(t.table("delivery"), delivery),
     )
