@@ -2,7 +2,10 @@
 
 What goes in is decided by the callers (``middleware.observe`` and the handlers' ``LOG_FIELDS``):
 never a query string (signatures), a token, a credential or a presigned URL; object keys only
-when the operator enables ``server.log_keys``. This module only orders and writes the fields.
+when the operator enables ``server.log_keys``. This module orders and writes the fields, and
+escapes every character that is not printable (C0, DEL, C1, line and paragraph separators, bidi
+and other format controls) in both formats, so no value a client chose can split or forge a
+line or send escape sequences to a terminal.
 """
 
 from __future__ import annotations
@@ -19,19 +22,46 @@ access_log = logging.getLogger("imgproxy.access")
 LOG_FORMAT: Final = web.AppKey("log_format", str)  # "logfmt" (default) or "json"
 NUMERIC: Final = frozenset({"status", "bytes", "duration_ms", "storage_ms", "transform_ms"})
 _BARE: Final = re.compile(r"[A-Za-z0-9._:/*@+-]+")
+_UNPRINTABLE: Final = re.compile(r"[^\x20-\x7e]")  # candidates; kept if str.isprintable says so
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape_unprintable(value: str) -> str:
+    """``value`` with each unprintable character (but the space) as ``\\xNN``/``\\uNNNN``."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() or c == " " else _escape_char(c) for c in value)
 
 
 def logfmt_value(value: str) -> str:
     if value and _BARE.fullmatch(value):
         return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escape_unprintable(quoted) + '"'
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    high, low = divmod(code - 0x10000, 0x400)  # JSON escapes astral characters as a pair
+    return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
 
 
 def format_line(fields: Mapping[str, str], fmt: str) -> str:
     """``key=value ...`` (logfmt), or one JSON object whose numeric fields are numbers."""
     if fmt == "json":
-        return json.dumps({k: _number(v) if k in NUMERIC else v for k, v in fields.items()},
+        text = json.dumps({k: _number(v) if k in NUMERIC else v for k, v in fields.items()},
                           ensure_ascii=False, separators=(",", ":"))
+        # json escapes C0 itself; the rest of the unprintable characters only occur in strings.
+        return text if text.isprintable() else _UNPRINTABLE.sub(_json_escape, text)
     return " ".join(f"{k}={logfmt_value(v)}" for k, v in fields.items())
 
 

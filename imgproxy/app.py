@@ -21,8 +21,9 @@ from imgproxy.config import Config
 from imgproxy.forwarded import parse_networks
 from imgproxy.health import Readiness
 from imgproxy.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multiprocess_dir
-from imgproxy.middleware import TRUSTED_PROXIES, observe, stamp_request_id
+from imgproxy.middleware import SEND_WATCHDOG, TRUSTED_PROXIES, observe, stamp_request_id
 from imgproxy.routes import add_routes
+from imgproxy.sendwatch import SendLimits, SendWatchdog
 from imgproxy.storage.s3 import open_source
 from imgproxy.storage.store import open_store
 from imgproxy.transform.pool import TransformPool
@@ -75,6 +76,10 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
         pool.close()
 
 
+async def stop_watchdog(app: web.Application) -> None:
+    app[SEND_WATCHDOG].close()
+
+
 def auth_policy(config: Config) -> AuthPolicy:
     return AuthPolicy(
         keys={kid: secret.reveal().encode("utf-8") for kid, secret in config.auth.keys.items()},
@@ -85,13 +90,16 @@ def auth_policy(config: Config) -> AuthPolicy:
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
-    app = web.Application(middlewares=[observe], handler_args={"max_field_size": 8190})
+    # The HTTP parser's limits are the connection's (connections.GuardedRunner), not the app's.
+    app = web.Application(middlewares=[observe], client_max_size=config.auth.sign_max_bytes)
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth_policy(config)
     app[keys.CLOCK] = clock
     app[LOG_FORMAT] = config.log.format
     app[METRICS] = Metrics(multiprocess_dir())
     app[TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
+    app[SEND_WATCHDOG] = SendWatchdog(SendLimits(config.server.send_timeout, config.server.min_send_rate),
+                                      on_cut=app[METRICS].observe_connection_closed)
     app[keys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
     deliveries = [source.delivery for source in config.sources.values()]
     app[keys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),
@@ -103,5 +111,6 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     if config.metrics.enabled:
         app.cleanup_ctx.append(metrics_endpoint(config.metrics.host, config.metrics.port))
     app.on_response_prepare.append(stamp_request_id)
+    app.on_cleanup.append(stop_watchdog)
     add_routes(app)
     return app

@@ -19,7 +19,8 @@ from imgproxy.app import create_app
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, load_config, parse_duration
 from imgproxy.errors import ProxyError
-from imgproxy.server import StartupError, os_reason, serve
+from imgproxy.server import serve
+from imgproxy.startup import StartupError, os_reason
 from imgproxy.supervisor import serve_workers, worker_count
 
 EXIT_CONFIG: Final = 2
@@ -139,9 +140,7 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
     try:
         if workers > 1:
             return serve_workers(config, host, port, workers)
-        asyncio.run(serve(create_app(config), host, port,
-                          shutdown_timeout=config.server.shutdown_timeout,
-                          keepalive_timeout=config.server.keepalive_timeout))
+        asyncio.run(serve(create_app(config), host, port))
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {os_reason(exc)}", EXIT_RUNTIME)
     except StartupError as exc:

@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from imgproxy.server import StartupError, os_reason, socket_url
+from imgproxy.startup import StartupError, os_reason, socket_url
 
 log = logging.getLogger("imgproxy.metrics")
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself, too
@@ -91,6 +91,11 @@ class Metrics:
         self.pool_rejections = Counter("imgproxy_transform_rejections",
                                        "Transforms refused because the pool's queue was full (503).",
                                        registry=reg)
+        self.connections_closed = Counter(
+            "imgproxy_connections_closed", "Client connections closed by a limit, by reason "
+            "(header_timeout, no_request, evicted_idle, over_limit, send_timeout, slow_client, "
+            "and the parser's refusals: malformed_request, uri_too_long, header_too_large).",
+            ["reason"], registry=reg)
         self.snapshot: Callable[[], Snapshot] = Snapshot
         self._seen = Snapshot()
 
@@ -103,6 +108,9 @@ class Metrics:
         if transform_seconds is not None:
             self.transform_seconds.observe(transform_seconds)
         self.refresh()
+
+    def observe_connection_closed(self, reason: str) -> None:
+        self.connections_closed.labels(reason).inc()
 
     def observe_s3(self, operation: str, seconds: float, error_code: str | None) -> None:
         """``S3Source``'s observer: every call's duration, and its error (public code) if any."""

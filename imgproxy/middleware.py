@@ -8,6 +8,7 @@ in) an object key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -16,11 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from imgproxy import accesslog
-from imgproxy.errors import MethodNotAllowed, NotFound, ProxyError
-from imgproxy.forwarded import Network, client_address, public_scheme
+from imgproxy.errors import BodyTooLarge, MalformedRequest, MethodNotAllowed, NotFound, ProxyError
+from imgproxy.forwarded import Network, client_address, is_trusted, public_scheme
 from imgproxy.metrics import METRICS
+from imgproxy.sendwatch import SendWatch, SendWatchdog
 
 log = logging.getLogger("imgproxy.error")
 REQUEST_ID: Final = web.RequestKey("imgproxy.request_id", str)
@@ -30,12 +34,16 @@ BODY_BYTES: Final = web.RequestKey("imgproxy.body_bytes", int)  # set by handler
 DURATIONS: Final[web.RequestKey[dict[str, float]]] = web.RequestKey("imgproxy.durations", dict)
 SCHEME: Final = web.RequestKey("imgproxy.scheme", str)  # the client's, through trusted proxies
 TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
+SEND_WATCHDOG: Final = web.AppKey("send_watchdog", SendWatchdog)
+SEND_WATCH: Final[web.RequestKey[SendWatch | None]] = web.RequestKey("imgproxy.send_watch")
 _CLIENT_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SERVER_NAME: Final = "imgproxy"  # the Server header: no framework or versions to fingerprint
+MAX_USER_AGENT: Final = 256  # characters of User-Agent kept in the access log
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def new_request_id(incoming: str | None) -> str:
-    """Keep a well-formed id from a trusted front proxy; otherwise mint one."""
+    """Keep a well-formed id (the caller passes one only from a trusted proxy); else mint one."""
     if incoming and _CLIENT_REQUEST_ID.match(incoming):
         return incoming
     return secrets.token_hex(8)
@@ -54,6 +62,8 @@ def from_http_exception(exc: web.HTTPException) -> ProxyError:
                                 headers={hdrs.ALLOW: ", ".join(sorted(exc.allowed_methods))})
     if isinstance(exc, web.HTTPNotFound):
         return NotFound("no such route")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return BodyTooLarge("body over client_max_size")
     error = ProxyError(f"aiohttp {exc.status}", public_message=exc.reason)
     error.status = exc.status
     error.code = re.sub(r"[^a-z0-9]+", "_", exc.reason.lower()).strip("_") or "error"
@@ -62,19 +72,35 @@ def from_http_exception(exc: web.HTTPException) -> ProxyError:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = new_request_id(request.headers.get("X-Request-Id"))
-    request[REQUEST_ID] = request_id
     trusted = request.app.get(TRUSTED_PROXIES, ())
+    # Only a trusted front proxy may name the request (it ties its log to ours).
+    request_id = new_request_id(request.headers.get("X-Request-Id")
+                                if is_trusted(request.remote, trusted) else None)
+    request[REQUEST_ID] = request_id
     request[LOG_FIELDS] = {
         "client": client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)}
+    if agent := request.headers.get(hdrs.USER_AGENT):
+        request[LOG_FIELDS]["user_agent"] = agent[:MAX_USER_AGENT]
     request[DURATIONS] = {}
     request[SCHEME] = public_scheme(request.remote, request.headers.get("X-Forwarded-Proto"), trusted,
                                     request.scheme)
     started = time.perf_counter()
+    watchdog = request.app.get(SEND_WATCHDOG)
+    with watchdog.watch(request.transport) if watchdog is not None else contextlib.nullcontext() as watch:
+        request[SEND_WATCH] = watch
+        response = await answer(request, handler, request_id)
+        if not response.prepared:  # written here, under the watch (a stream wrote itself)
+            await send_whole(request, response, watch)
+    write_access_log(request, response, time.perf_counter() - started)
+    return response
+
+
+async def answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    """The handler's response, or the error it raised as a response."""
     try:
-        response = await handler(request)
+        return await handler(request)
     except ProxyError as exc:
-        response = error_response(exc, request_id)
+        response: web.StreamResponse = error_response(exc, request_id)
         level = logging.ERROR if exc.status >= 500 else logging.INFO
         log.log(level, "request_id=%s status=%d error=%s detail=%r",
                 request_id, exc.status, exc.code, str(exc))
@@ -82,11 +108,30 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         response = error_response(from_http_exception(exc), request_id)
+    except (HttpProcessingError, RequestPayloadError):  # a body the parser refused (bad chunking)
+        response = error_response(MalformedRequest("request body refused by the parser"), request_id)
+        response.force_close()
     except Exception:
         log.exception("request_id=%s unexpected error", request_id)
         response = error_response(ProxyError("unexpected"), request_id)
-    write_access_log(request, response, time.perf_counter() - started)
     return response
+
+
+async def send_whole(request: web.Request, response: web.StreamResponse, watch: SendWatch | None) -> None:
+    """Write a whole (not streamed) response: headers and body, under the client's send watch."""
+    body = getattr(response, "body", None)
+    size = len(body) if isinstance(body, bytes | bytearray) and request.method != hdrs.METH_HEAD else 0
+    try:
+        await response.prepare(request)
+        if watch is not None:
+            watch.handed += size
+        await response.write_eof()
+        if watch is not None and watch.reason:  # the reset woke the write up without an error
+            raise ConnectionResetError(watch.reason)
+    except ConnectionError:
+        request[LOG_FIELDS]["aborted"] = (watch.reason if watch is not None else None) or "client_gone"
+    else:
+        request[BODY_BYTES] = size
 
 
 async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -97,6 +142,7 @@ async def stamp_request_id(request: web.Request, response: web.StreamResponse) -
     request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers["X-Request-Id"] = request_id
+    response.headers[hdrs.SERVER] = SERVER_NAME
     delivery = request.get(LOG_FIELDS, {}).get("delivery")
     if delivery and response.status < 400:
         response.headers["X-Delivery"] = delivery

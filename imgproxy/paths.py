@@ -19,6 +19,7 @@ from imgproxy.errors import BadRequest, InvalidPath
 ROUTE_PREFIX: Final = "/img/"
 MAX_KEY_BYTES: Final = 1024
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ABSOLUTE_FORM: Final = re.compile(r"https?://[^/?#]*", re.IGNORECASE | re.ASCII)
 # RFC 3986 unreserved characters stay literal; every other byte is %XX (uppercase).
 _UNRESERVED: Final = "-._~"
 
@@ -67,6 +68,18 @@ def check_key(key: str) -> str:
         raise InvalidPath("dot segment in key",
                           public_message="Object keys may not contain '.' or '..' segments.")
     return key
+
+
+def origin_form(target: str) -> str:
+    """The path and query of a request target. RFC 9112 3.2.2: a server must accept the
+    absolute form (``http://host/img/...``, as proxies send it) too; its authority is dropped."""
+    if target.startswith("/"):
+        return target
+    match = _ABSOLUTE_FORM.match(target)
+    if match is None:
+        raise InvalidPath("request target neither origin nor absolute form")
+    rest = target[match.end():]
+    return rest if rest.startswith("/") else "/" + rest
 
 
 def parse_image_path(raw_path: str) -> ImagePath:

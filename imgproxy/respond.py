@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 
 from imgproxy.conditional import format_http_date
 from imgproxy.media import needs_sniffing, safety_headers, sniff_type
-from imgproxy.middleware import BODY_BYTES, LOG_FIELDS
+from imgproxy.middleware import BODY_BYTES, LOG_FIELDS, SEND_WATCH
 from imgproxy.storage.s3 import NotModified, ObjectBody, ObjectMeta
 
 log = logging.getLogger("imgproxy.respond")
@@ -76,19 +76,27 @@ async def stream_object(
             headers=object_headers(meta, content_type, cache_control, inline_types),
         )
         response.content_length = meta.content_length
+        watch = request.get(SEND_WATCH)
         await response.prepare(request)
         sent = 0
         try:
             chunk = first
             while chunk:
+                if watch is not None:
+                    watch.handed += len(chunk)  # handed to the transport inside write()
                 await response.write(chunk)
                 sent += len(chunk)
                 request[BODY_BYTES] = sent
+                if watch is not None and watch.is_cut:
+                    raise ConnectionResetError("cut off by the send watch")
                 chunk = await body.read(CHUNK_BYTES)
             await response.write_eof()
-        except (ConnectionResetError, ConnectionError):
-            request[LOG_FIELDS]["aborted"] = "client_gone"
-            log.info("client went away mid-stream after %d bytes", sent)
+            if watch is not None and watch.is_cut:
+                raise ConnectionResetError("cut off by the send watch")
+        except ConnectionError:
+            reason = watch.reason if watch is not None and watch.reason else "client_gone"
+            request[LOG_FIELDS]["aborted"] = reason
+            log.info("stream aborted (%s) after %d bytes", reason, sent)
         except Exception as exc:
             # Headers are sent: the only honest signal left is to cut the connection short.
             request[LOG_FIELDS]["aborted"] = "storage_failed"

@@ -18,7 +18,7 @@ from imgproxy.batch import parse_batch, sign_items
 from imgproxy.errors import BadRequest, NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
 from imgproxy.middleware import LOG_FIELDS, SCHEME
 from imgproxy.originals import Context, respond_original
-from imgproxy.paths import parse_image_path
+from imgproxy.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
 
 
@@ -26,8 +26,9 @@ async def image(request: web.Request) -> web.StreamResponse:
     config = request.app[keys.CONFIG]
     fields = request[LOG_FIELDS]
     # 1. What is asked for: a checked source name and key, and the decoded query.
-    target = parse_image_path(request.raw_path)
-    params = parse_query(request.raw_path.partition("?")[2], config.server.max_query_params)
+    raw_target = origin_form(request.raw_path)
+    target = parse_image_path(raw_target)
+    params = parse_query(raw_target.partition("?")[2], config.server.max_query_params)
     fields["source"] = target.source
     if config.server.log_keys:
         fields["key"] = target.key

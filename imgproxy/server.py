@@ -8,7 +8,8 @@ running (a streamed body is written inside its handler, so a long download count
 
 ``sockets`` are listening sockets opened elsewhere (a supervisor's worker opens its own).
 If start-up fails (an address in use, a cleanup context raising), whatever did start is closed
-again and ``StartupError`` says what failed in one line.
+again and ``StartupError`` says what failed in one line. Connections are ``GuardedHandler``s
+(``connections.py``): header timeout, connection cap, parser refusals in the error contract.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 from collections.abc import Sequence
@@ -24,23 +24,17 @@ from typing import Final
 
 from aiohttp import web
 
+from imgproxy import keys
+from imgproxy.accesslog import LOG_FORMAT
+from imgproxy.connections import ConnectionPolicy, GuardedRunner
+from imgproxy.metrics import METRICS
+from imgproxy.middleware import SEND_WATCHDOG
+from imgproxy.sendwatch import reset
+from imgproxy.startup import StartupError, os_reason, socket_url
+
 log = logging.getLogger("imgproxy")
 FLUSH_POLL_SECONDS = 0.01
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
-
-
-class StartupError(Exception):
-    """The server could not start; the message is one line for the operator."""
-
-
-def os_reason(exc: OSError) -> str:
-    """The system's words for an OSError (asyncio's own ``strerror`` repeats the address)."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)
-
-
-def socket_url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
 def bound_addresses(sites: Sequence[web.BaseSite]) -> list[str]:
@@ -54,11 +48,24 @@ def bound_addresses(sites: Sequence[web.BaseSite]) -> list[str]:
     return found
 
 
-async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout: float,
-                keepalive_timeout: float, sockets: Sequence[socket.socket] = ()) -> None:
+def make_runner(app: web.Application) -> GuardedRunner:
+    """The runner for ``app`` (a ``create_app`` product) with its config's connection limits."""
+    server = app[keys.CONFIG].server
+    policy = ConnectionPolicy(header_timeout=server.header_timeout,
+                              max_connections=server.max_connections,
+                              send_buffer=server.send_buffer,
+                              log_format=app.get(LOG_FORMAT, "logfmt"),
+                              observe=app[METRICS].observe_connection_closed)
+    return GuardedRunner(app, policy=policy, access_log=None, handle_signals=False,
+                         shutdown_timeout=server.shutdown_timeout,
+                         keepalive_timeout=server.keepalive_timeout)
+
+
+async def serve(app: web.Application, host: str, port: int, *,
+                sockets: Sequence[socket.socket] = ()) -> None:
     """Serve ``app`` until a signal arrives; raises StartupError if it cannot start."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
-                           keepalive_timeout=keepalive_timeout, handle_signals=False)
+    shutdown_timeout = app[keys.CONFIG].server.shutdown_timeout
+    runner = make_runner(app)
     # Handlers first, so a signal during start-up is a graceful stop once started. A supervisor's
     # worker is forked with these signals blocked (pending ones arrive now), so none is lost.
     stop = asyncio.Event()
@@ -85,19 +92,28 @@ async def serve(app: web.Application, host: str, port: int, *, shutdown_timeout:
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %gs", shutdown_timeout)
     finally:
+        deadline = loop.time() + shutdown_timeout  # one budget for the handlers and the flush
+        # Answers still being written then (to clients that do not read) are cut off, so no
+        # handler waits past the deadline on a client (aiohttp alone would wait twice as long).
+        cutoff = loop.call_at(deadline, app[SEND_WATCHDOG].cut_all, "shutdown")
         open_transports = [handler.transport for handler in runner.server.connections
                            if handler.transport is not None] if runner.server else []
         await runner.cleanup()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(shutdown_timeout):
-                await flush(open_transports)
+        cutoff.cancel()
+        await flush(open_transports, deadline)
     log.info("stopped")
 
 
-async def flush(transports: Sequence[asyncio.BaseTransport]) -> None:
+async def flush(transports: Sequence[asyncio.BaseTransport], deadline: float) -> None:
     """Closed transports still hold up to a buffer's worth of the last response; keep the loop
-    running until the kernel has it, or the process would exit and cut those bytes off."""
-    # A transport offers no event for "buffer empty" once closed: poll it.
-    while any(isinstance(t, asyncio.WriteTransport) and t.get_write_buffer_size() > 0  # noqa: ASYNC110
-              for t in transports):
-        await asyncio.sleep(FLUSH_POLL_SECONDS)
+    running until the kernel has it, or the process would exit and cut those bytes off. What a
+    client has not taken by ``deadline`` (loop time) is dropped: it does not hold up the exit."""
+    writers = [t for t in transports if isinstance(t, asyncio.WriteTransport)]
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            # A transport offers no event for "buffer empty" once closed: poll it.
+            while any(t.get_write_buffer_size() > 0 for t in writers):  # noqa: ASYNC110
+                await asyncio.sleep(FLUSH_POLL_SECONDS)
+    for transport in writers:
+        if transport.get_write_buffer_size() > 0 and isinstance(transport, asyncio.Transport):
+            reset(transport)

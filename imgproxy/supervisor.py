@@ -319,7 +319,8 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
     Raises OSError if the address cannot be bound; returns the exit status.
     """
     from imgproxy.app import create_app
-    from imgproxy.server import StartupError, os_reason, serve, socket_url
+    from imgproxy.server import serve
+    from imgproxy.startup import StartupError, os_reason, socket_url
 
     reserved = reserve_addresses(host, port)
     log.info("listening on %s with %d workers", ", ".join(map(socket_url, reserved)), workers)
@@ -333,9 +334,7 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
                 sockets = listen_on(reserved)
             except OSError as exc:
                 raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from exc
-            asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets,
-                              shutdown_timeout=config.server.shutdown_timeout,
-                              keepalive_timeout=config.server.keepalive_timeout))
+            asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets))
         except StartupError as exc:
             log.error("%s", exc)
             return EXIT_STARTUP

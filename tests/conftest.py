@@ -4,7 +4,6 @@ real boto3 client over HTTP, and ``create_app`` clients that reach S3 through ai
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -120,13 +119,6 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, config: Config) -> TestClient[Any, Any]:
     return await aiohttp_client(create_app(config))
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for 'storage is down' tests)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 RelayFactory = Callable[[str], Awaitable[TcpRelay]]

@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -207,6 +208,55 @@ class Process:
         kill_group(self.popen.pid)
         for file in self._files:
             file.close()
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running ``imgproxy serve`` whose /healthz answered."""
+
+    process: Process
+    base_url: str
+    config_path: Path
+    bucket: str
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server to take, or a 'storage is down' test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch_server(directory: Path, data: dict[str, Any], env: Mapping[str, str] | None = None,
+                  global_args: tuple[str, ...] = (), via: str = "--config") -> Server:
+    """``imgproxy serve`` on a free port with ``data`` as its config, once /healthz answers.
+
+    ``via`` is how the config reaches it: ``--config``, ``IMGPROXY_CONFIG`` or
+    ``IMGPROXY_CONFIG_TOML``. The caller kills ``server.process`` when done.
+    """
+    port = free_port()
+    data["server"]["port"] = port
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = write_config(directory, data)
+    args, env = [*global_args, "serve"], dict(env or {})
+    if via == "--config":
+        args += ["--config", str(config_path)]
+    elif via == "IMGPROXY_CONFIG":
+        env["IMGPROXY_CONFIG"] = str(config_path)
+    else:
+        env["IMGPROXY_CONFIG_TOML"] = config_path.read_text(encoding="utf-8")
+    process = Process(command(*args), directory / "process", env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_until_healthy(base_url)
+    except BaseException:
+        process.kill()
+        raise
+    return Server(process, base_url, config_path, data["sources"]["photos"]["bucket"])
 
 
 def png_bytes(width: int = 60, height: int = 40) -> bytes:

@@ -19,19 +19,20 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, config_data, free_port
+from conftest import SIGNING_KEY, config_data
 from processes import (
     PHOTO,
     PHOTO_KEY,
     RUN_TIMEOUT,
     Process,
+    Server,
     command,
     http_get,
+    launch_server,
     needs_curl,
     run,
     write_config,
@@ -41,47 +42,22 @@ import imgproxy
 from imgproxy.auth.signing import UrlSigner, sign_url
 
 
-@dataclass(frozen=True)
-class Server:
-    process: Process
-    base_url: str
-    config_path: Path
-    bucket: str
-
-
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Any]:
-    """``start_server(data, env=…, global_args=…, via=…)``: ``imgproxy serve`` with /healthz up.
-
-    ``via`` is how the config reaches it: ``--config``, ``IMGPROXY_CONFIG`` or ``IMGPROXY_CONFIG_TOML``.
-    """
+    """``start_server(data, env=…, global_args=…, via=…)``: ``imgproxy serve`` with /healthz up."""
     started: list[Process] = []
 
     def start(data: dict[str, Any], env: Mapping[str, str] | None = None,
               global_args: tuple[str, ...] = (), via: str = "--config") -> Server:
-        port = free_port()
-        data["server"]["port"] = port
-        config_path = write_config(tmp_path, data)
-        args, env = [*global_args, "serve"], dict(env or {})
-        if via == "--config":
-            args += ["--config", str(config_path)]
-        elif via == "IMGPROXY_CONFIG":
-            env["IMGPROXY_CONFIG"] = str(config_path)
-        else:
-            env["IMGPROXY_CONFIG_TOML"] = config_path.read_text(encoding="utf-8")
-        process = Process(command(*args), tmp_path / f"serve-{len(started)}", env)
-        started.append(process)
-        base_url = f"http://127.0.0.1:{port}"
-        process.wait_until_healthy(base_url)
-        return Server(process, base_url, config_path, data["sources"]["photos"]["bucket"])
+        server = launch_server(tmp_path / f"serve-{len(started)}", data, env, global_args, via)
+        started.append(server.process)
+        return server
 
     try:
         yield start
     finally:
         for process in started:
             process.kill()
-
-
 
 
 @pytest.fixture

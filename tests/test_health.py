@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, RelayFactory, config_data, free_port
+from conftest import ClientFactory, RelayFactory, config_data
+from processes import free_port
 from tcp_relay import TcpRelay
 
 from imgproxy.app import create_app

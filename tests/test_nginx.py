@@ -40,13 +40,13 @@ from typing import Any, Final, TypeVar
 import aiohttp
 import pytest
 from aiohttp import hdrs, web
-from conftest import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data, free_port
+from conftest import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
-from processes import PHOTO, PHOTO_KEY, Process, command, write_config
+from processes import PHOTO, PHOTO_KEY, Process, command, free_port, write_config
 from s3_gate import S3Gate
 from yarl import URL
 

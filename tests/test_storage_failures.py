@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import ACCESS_KEY, SECRET_KEY, ClientFactory, config_data, free_port
+from conftest import ACCESS_KEY, SECRET_KEY, ClientFactory, config_data
+from processes import free_port
 from tcp_relay import Blackhole, TcpRelay
 
 from imgproxy.app import create_app

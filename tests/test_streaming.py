@@ -19,7 +19,7 @@ from tcp_relay import TcpRelay
 
 from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import Config
+from imgproxy.config import Config, parse_config
 from imgproxy.paths import image_path
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF\x00" + bytes(range(256)) * 8
@@ -112,11 +112,23 @@ async def test_get_carries_a_request_id(client: TestClient[Any, Any], s3: Any, b
     assert first.headers["X-Request-Id"] != second.headers["X-Request-Id"]
 
 
-async def test_get_keeps_a_well_formed_incoming_request_id(client: TestClient[Any, Any], s3: Any,
-                                                           bucket: str, signer: UrlSigner) -> None:
+async def test_get_keeps_a_well_formed_request_id_from_a_trusted_proxy(
+        aiohttp_client: ClientFactory, moto_endpoint: str, s3: Any, bucket: str, signer: UrlSigner) -> None:
     put(s3, bucket, "a.jpg", JPEG, "image/jpeg")
+    data = config_data(moto_endpoint, bucket)
+    data["server"]["trusted_proxies"] = ["127.0.0.1/32", "::1/128"]
+    client = await aiohttp_client(create_app(parse_config(data, environ={})))
     response = await client.get(signer.sign("photos", "a.jpg"), headers={"X-Request-Id": "lb-42.abc"})
     assert response.headers["X-Request-Id"] == "lb-42.abc"
+
+
+async def test_get_replaces_a_request_id_from_an_untrusted_client(client: TestClient[Any, Any], s3: Any,
+                                                                  bucket: str, signer: UrlSigner) -> None:
+    put(s3, bucket, "a.jpg", JPEG, "image/jpeg")
+    response = await client.get(signer.sign("photos", "a.jpg"), headers={"X-Request-Id": "lb-42.abc"})
+    assert response.status == 200
+    assert response.headers["X-Request-Id"] != "lb-42.abc"
+    assert len(response.headers["X-Request-Id"]) == 16
 
 
 async def test_get_forbids_mime_sniffing(client: TestClient[Any, Any], s3: Any, bucket: str,

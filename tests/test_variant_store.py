@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, ClientFactory, config_data, free_port, source_table
+from conftest import SIGNING_KEY, ClientFactory, config_data, source_table
 from PIL import Image
-from processes import Process, command, http_get, write_config
+from processes import Process, command, free_port, http_get, write_config
 
 from imgproxy import keys
 from imgproxy.app import create_app

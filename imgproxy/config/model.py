@@ -70,6 +70,7 @@ class ServerConfig:
     send_timeout: float = 30.0  # an answer whose client accepts no byte for this long is cut
     min_send_rate: int = 1024  # bytes/s over each send_timeout while bytes wait; 0: no minimum
     max_connections: int = 1024  # per serving process; beyond it the oldest idle one is closed
+    send_buffer: int = 0  # SO_SNDBUF of client sockets (kernel memory per connection); 0: kernel's
 
     @property
     def base_url(self) -> str:

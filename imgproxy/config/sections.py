@@ -72,6 +72,7 @@ def read_server(t: Table) -> ServerConfig:
         send_timeout=t.duration("send_timeout", 30.0, 0.1, 3600),
         min_send_rate=t.size("min_send_rate", 1024, 0, 1 << 30),
         max_connections=t.integer("max_connections", 1024, 1, 1_000_000),
+        send_buffer=t.size("send_buffer", 0, 0, 64 * 1024 * 1024),
     )
     t.reject_unknown()
     return server

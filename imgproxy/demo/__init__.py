@@ -29,6 +29,7 @@ from imgproxy.demo.gallery import Gallery, add_gallery
 from imgproxy.demo.people import Person, directory, portrait
 from imgproxy.metrics import METRICS_URL
 from imgproxy.paths import image_path
+from imgproxy.server import make_runner
 from imgproxy.storage.s3 import s3_client
 
 BUCKET: Final = "demo-private"
@@ -192,7 +193,7 @@ async def serve_demo(host: str, port: int) -> None:
         await seed_bucket(config, images, people)
         app = create_app(config)
         add_gallery(app, Gallery(people, SOURCE, f"{base_url}/sign", demo.gallery_token))
-        runner = web.AppRunner(app, access_log=None)
+        runner = make_runner(app)
         await runner.setup()
         try:
             await web.SockSite(runner, sock).start()
