@@ -39,6 +39,7 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
                    for name, src in config.sources.items()}
         for source in sources.values():
             source.observe = app[METRICS].observe_s3
+            source.observe_exhaustion(app[METRICS].observe_pool_exhausted)
         app[keys.SOURCES] = sources
         app[keys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[keys.CLOCK])
         yield

@@ -70,6 +70,10 @@ class Metrics:
                                     ["operation"], buckets=LATENCY_BUCKETS, registry=reg)
         self.s3_errors = Counter("imgproxy_s3_errors", "Failed S3 calls, by the error code clients see.",
                                  ["operation", "code"], registry=reg)
+        self.pool_exhausted = Counter(
+            "imgproxy_s3_pool_exhausted", "Requests refused (503) because a source's pool stayed "
+            "full for pool_timeout, by source and pool (streams, reads, calls).",
+            ["source", "pool"], registry=reg)
         self.transform_seconds = Histogram("imgproxy_transform_duration_seconds",
                                            "Image transforms in the worker pool (queueing included).",
                                            buckets=LATENCY_BUCKETS, registry=reg)
@@ -108,6 +112,9 @@ class Metrics:
         if transform_seconds is not None:
             self.transform_seconds.observe(transform_seconds)
         self.refresh()
+
+    def observe_pool_exhausted(self, source: str, pool: str) -> None:
+        self.pool_exhausted.labels(source, pool).inc()
 
     def observe_connection_closed(self, reason: str) -> None:
         self.connections_closed.labels(reason).inc()

@@ -39,6 +39,7 @@ SEND_WATCH: Final[web.RequestKey[SendWatch | None]] = web.RequestKey("imgproxy.s
 _CLIENT_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SERVER_NAME: Final = "imgproxy"  # the Server header: no framework or versions to fingerprint
 MAX_USER_AGENT: Final = 256  # characters of User-Agent kept in the access log
+CLIENT_GONE: Final = 499  # the log's status for a client that left before its answer (as nginx)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -108,6 +109,9 @@ async def answer(request: web.Request, handler: Handler, request_id: str) -> web
         if exc.status < 400:
             raise
         response = error_response(from_http_exception(exc), request_id)
+    except ConnectionError:  # the client left before its answer began: nobody to answer
+        request[LOG_FIELDS]["aborted"] = "client_gone"
+        response = web.Response(status=CLIENT_GONE)
     except (HttpProcessingError, RequestPayloadError):  # a body the parser refused (bad chunking)
         response = error_response(MalformedRequest("request body refused by the parser"), request_id)
         response.force_close()

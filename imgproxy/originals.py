@@ -131,7 +131,7 @@ async def stream_original(request: web.Request, source: S3Source, key: str, cont
     if preconditions.if_range_never_matches:
         byte_range = None
     with storage_time(request):  # until S3's answer headers; the body's time is the stream's
-        result = await source.get(key, byte_range, preconditions)
+        result = await source.get(key, byte_range, preconditions, stream=True)
     if isinstance(result, NotModified):
         return not_modified(result, cache_control)
     meta, body = result

@@ -15,7 +15,8 @@ from aiohttp import hdrs, web
 from imgproxy.conditional import format_http_date
 from imgproxy.media import needs_sniffing, safety_headers, sniff_type
 from imgproxy.middleware import BODY_BYTES, LOG_FIELDS, SEND_WATCH
-from imgproxy.storage.s3 import NotModified, ObjectBody, ObjectMeta
+from imgproxy.storage.body import ObjectBody
+from imgproxy.storage.s3 import NotModified, ObjectMeta
 
 log = logging.getLogger("imgproxy.respond")
 CHUNK_BYTES: Final = 64 * 1024
@@ -77,9 +78,11 @@ async def stream_object(
         )
         response.content_length = meta.content_length
         watch = request.get(SEND_WATCH)
-        await response.prepare(request)
+        if watch is not None:
+            watch.on_stall = body.on_client_stall  # its S3 connection is not the client's to hold
         sent = 0
         try:
+            await response.prepare(request)
             chunk = first
             while chunk:
                 if watch is not None:

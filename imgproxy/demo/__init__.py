@@ -30,7 +30,7 @@ from imgproxy.demo.people import Person, directory, portrait
 from imgproxy.metrics import METRICS_URL
 from imgproxy.paths import image_path
 from imgproxy.server import make_runner
-from imgproxy.storage.s3 import s3_client
+from imgproxy.storage.clients import s3_client
 
 BUCKET: Final = "demo-private"
 SOURCE: Final = "demo"

@@ -28,9 +28,10 @@ _CODE: Final = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 
 
 def open_session(source: SourceConfig) -> aiohttp.ClientSession:
-    """The source's bounded keep-alive pool with its connect and read timeouts."""
+    """The source's keep-alive connections for body GETs, with connect and read timeouts. Room
+    for the streams and the reads pools both (``storage/pool.py`` bounds each)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=source.max_connections, ttl_dns_cache=60),
+        connector=aiohttp.TCPConnector(limit=2 * source.max_connections, ttl_dns_cache=60),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=source.connect_timeout,
                                       sock_read=source.read_timeout),
         auto_decompress=False,
@@ -76,16 +77,3 @@ async def error_code(response: aiohttp.ClientResponse) -> str:
         response.release()
     match = _CODE.search(body)
     return match.group(1).decode("ascii") if match else ""
-
-
-class ResponseStream:
-    """An aiohttp response body as ``ObjectBody`` reads it; ``close`` drops an unfinished one."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def read(self, size: int) -> bytes:
-        return await self._response.content.read(size)
-
-    def close(self) -> None:
-        self._response.close()

@@ -1,54 +1,45 @@
-"""S3 access for one source: a long-lived aiobotocore client, and get/head/probe on it.
+"""S3 access for one source: get, head and probe, each through one of the source's pools.
 
-Every botocore or aiohttp exception is translated here into a ``ProxyError`` (the log gets the
-detail; the client gets a fixed sentence). Keys are joined to the source's prefix by
-``paths.object_key``, so nothing outside the prefix can be requested.
+Every botocore or aiohttp exception is translated into a ``ProxyError`` (``storage/errors.py``:
+the log gets the detail, the client a fixed sentence). Keys are joined to the source's prefix by
+``paths.object_key``, so nothing outside the prefix can be requested. Each use holds a slot of
+its own pool (``storage/pool.py``) while it holds a connection: streamed originals, transform
+reads, and HEAD/LIST cannot starve one another, and a full pool is a quick 503, not a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from imgproxy.conditional import ByteRange, Preconditions, format_http_date, parse_http_date
 from imgproxy.config import SourceConfig
-from imgproxy.errors import (
-    ObjectNotFound,
-    PreconditionFailed,
-    ProxyError,
-    RangeNotSatisfiable,
-    StorageError,
-    StorageTimeout,
-)
+from imgproxy.errors import ProxyError, RangeNotSatisfiable, StorageError
 from imgproxy.paths import object_key
+from imgproxy.storage.body import ObjectBody, ResumeFrom
+from imgproxy.storage.clients import Credentials, new_session, s3_client
+from imgproxy.storage.errors import translate, translate_status
+from imgproxy.storage.pool import CALLS, READS, STREAMS, ExhaustionObserver, Slot, SlotPool, take
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
-from imgproxy.storage.reader import ResponseStream, error_code, fetch, open_session
+from imgproxy.storage.reader import error_code, fetch, open_session
 
 log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")
 NO_PRECONDITIONS = Preconditions()
-_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+_CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)$")
 # (operation, seconds until S3's answer, the public error code or None): the app's metrics.
 StorageObserver = Callable[[str, float, str | None], None]
-_DENIED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                     "ExpiredToken", "InvalidToken", "AccountProblem", "AllAccessDisabled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,128 +65,11 @@ class NotModified:
     last_modified: datetime | None
 
 
-class ObjectBody:
-    """An open S3 response body; ``close()`` frees its connection at once."""
-
-    def __init__(self, stream: Any, source: SourceConfig) -> None:
-        self._stream = stream
-        self._source = source
-
-    async def read(self, size: int) -> bytes:
-        try:
-            data: bytes = await self._stream.read(size)
-        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _translate(self._source, exc, "read") from None
-        return data
-
-    def close(self) -> None:
-        self._stream.close()
-
-
-def _session(source: SourceConfig) -> AioSession:
-    return AioSession(profile=source.profile) if source.profile else AioSession()
-
-
-@asynccontextmanager
-async def s3_client(source: SourceConfig, session: AioSession | None = None) -> AsyncIterator[Any]:
-    """One aiobotocore client for the source's lifetime: bounded pool, timeouts, retries."""
-    session = session or _session(source)
-    config = AioConfig(
-        region_name=source.region,
-        signature_version="s3v4",
-        connect_timeout=source.connect_timeout,
-        read_timeout=source.read_timeout,
-        max_pool_connections=source.max_connections,
-        retries={"total_max_attempts": source.max_attempts, "mode": "standard"},
-        s3={"addressing_style": source.addressing_style},
-        # botocore >= 1.36 adds CRC checksums by default; MinIO/R2/older stores reject or
-        # mangle them. Only send or check checksums where the API requires them.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    kwargs: dict[str, Any] = {"config": config, "region_name": source.region}
-    if source.endpoint_url:
-        kwargs["endpoint_url"] = source.endpoint_url
-    if source.access_key_id is not None and source.secret_access_key is not None:
-        kwargs["aws_access_key_id"] = source.access_key_id.reveal()
-        kwargs["aws_secret_access_key"] = source.secret_access_key.reveal()
-        if source.session_token is not None:
-            kwargs["aws_session_token"] = source.session_token.reveal()
-    async with session.create_client("s3", **kwargs) as client:
-        yield client
-
-
-def translate_status(source: SourceConfig, status: int, code: str, operation: str) -> ProxyError:
-    """An S3 error answer (HTTP status and the XML ``<Code>``) -> the ProxyError a client sees."""
-    where = f"source={source.name} op={operation}"
-    if code in _NOT_FOUND or (status == 404 and not code):
-        return ObjectNotFound(f"{where}: no such key")
-    if code in ("PreconditionFailed", "412") or status == 412:
-        return PreconditionFailed(f"{where}: precondition failed")
-    if code in _DENIED or status == 403:
-        log.error("storage denied the proxy's credentials (%s, code=%s)", where, code)
-        return StorageError(f"{where}: access denied ({code})")
-    if code == "NoSuchBucket":
-        log.error("storage says the bucket does not exist (%s)", where)
-        return StorageError(f"{where}: no such bucket")
-    if status in (301, 307):
-        log.error("storage redirected: is sources.%s.region right? (%s, code=%s)", source.name, where, code)
-        return StorageError(f"{where}: redirected ({code})")
-    log.error("storage error (%s, code=%s, status=%s)", where, code, status)
-    return StorageError(f"{where}: {code or status}")
-
-
-def _translate(source: SourceConfig, exc: BaseException, operation: str) -> ProxyError:
-    """One botocore/aiohttp/timeout exception -> the ProxyError a client may see."""
-    where = f"source={source.name} op={operation}"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return translate_status(source, int(status or 0), str(error.get("Code", "")), operation)
-    if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
-        log.error("storage timed out (%s)", where)
-        return StorageTimeout(f"{where}: timed out")
-    if isinstance(exc, NoCredentialsError):
-        log.error("no AWS credentials found for the source (%s)", where)
-        return StorageError(f"{where}: no credentials")
-    log.error("storage unreachable (%s): %s", where, exc.__class__.__name__)
-    return StorageError(f"{where}: {exc.__class__.__name__}")
-
-
-class Credentials:
-    """The source's credentials as plain values for presigning: explicit ones from the config,
-    else the standard AWS chain (refreshed by botocore before temporary ones expire)."""
-
-    def __init__(self, source: SourceConfig, session: AioSession) -> None:
-        self._source = source
-        self._session = session
-        self._chain: Any = None
-
-    def __repr__(self) -> str:
-        return f"Credentials(source={self._source.name!r})"
-
-    async def current(self) -> tuple[PresignCredentials, float | None]:
-        """Frozen credentials and, for temporary ones, when they expire (unix seconds)."""
-        src = self._source
-        if src.access_key_id is not None and src.secret_access_key is not None:
-            token = src.session_token.reveal() if src.session_token else None
-            return PresignCredentials(src.access_key_id.reveal(), src.secret_access_key.reveal(), token), None
-        if self._chain is None:
-            self._chain = await self._session.get_credentials()
-        if self._chain is None:
-            log.error("no AWS credentials found for presigning (source=%s)", src.name)
-            raise StorageError(f"source={src.name}: no credentials")
-        frozen = await self._chain.get_frozen_credentials()
-        expiry = getattr(self._chain, "_expiry_time", None)
-        expires = expiry.timestamp() if isinstance(expiry, datetime) else None
-        return PresignCredentials(frozen.access_key, frozen.secret_key, frozen.token), expires
-
-
 @asynccontextmanager
 async def open_source(config: SourceConfig,
                       clock: Callable[[], float] = time.time) -> AsyncIterator[S3Source]:
     """An ``S3Source`` with its clients and credentials, for the app's lifetime."""
-    session = _session(config)
+    session = new_session(config)
     async with s3_client(config, session) as client, open_session(config) as http:
         yield S3Source(config, client, Credentials(config, session), http, clock)
 
@@ -212,6 +86,16 @@ class S3Source:
         self.credentials = credentials
         self.observe: StorageObserver = _ignore
         self.location = locate(config.endpoint_url, config.region, config.bucket, config.addressing_style)
+        self.pools = {name: SlotPool(config.name, name, config.max_connections, config.pool_timeout)
+                      for name in (STREAMS, READS, CALLS)}
+
+    @property
+    def streams(self) -> SlotPool:
+        return self.pools[STREAMS]
+
+    def observe_exhaustion(self, observer: ExhaustionObserver) -> None:
+        for pool in self.pools.values():
+            pool.observe = observer
 
     def presign(self, key: str, signed_at: int, expires_in: int, response_headers: dict[str, str],
                 creds: PresignCredentials) -> str:
@@ -229,15 +113,17 @@ class S3Source:
         return self.config.connect_timeout + self.config.read_timeout
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        slot = await take(self.pools[CALLS])
         started, code = time.perf_counter(), None
         try:
             async with asyncio.timeout(self.deadline):
                 return await call()
         except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = _translate(self.config, exc, operation)
+            error = translate(self.config, exc, operation)
             code = error.code
             raise error from None
         finally:
+            slot.release()
             self.observe(operation, time.perf_counter() - started, code)
 
     def _request(self, key: str, pre: Preconditions) -> dict[str, Any]:
@@ -277,23 +163,34 @@ class S3Source:
             raise
 
     async def get(
-        self, key: str, byte_range: ByteRange | None = None, pre: Preconditions = NO_PRECONDITIONS
+        self, key: str, byte_range: ByteRange | None = None, pre: Preconditions = NO_PRECONDITIONS,
+        *, stream: bool = False,
     ) -> tuple[ObjectMeta, ObjectBody] | NotModified:
         """Open the object (or one range of it); the caller must ``close()`` the body.
 
         S3 evaluates the validators and the range itself, so a 304 or a 206 reads no bytes
-        that are then thrown away."""
+        that are then thrown away. ``stream``: the body goes to a client at the client's pace
+        (the streams pool, and it may detach while the client stalls); else it is read at once
+        (the reads pool)."""
+        slot = await take(self.pools[STREAMS if stream else READS])
         started, code = time.perf_counter(), None
         try:
-            return await self._get(key, byte_range, pre)
+            result = await self._get(key, byte_range, pre, slot, stream)
         except ProxyError as exc:
             code = exc.code
+            slot.release()
+            raise
+        except BaseException:
+            slot.release()
             raise
         finally:
             self.observe("get", time.perf_counter() - started, code)
+        if isinstance(result, NotModified):
+            slot.release()
+        return result
 
     async def _get(
-        self, key: str, byte_range: ByteRange | None, pre: Preconditions
+        self, key: str, byte_range: ByteRange | None, pre: Preconditions, slot: Slot, stream: bool,
     ) -> tuple[ObjectMeta, ObjectBody] | NotModified:
         headers = _validator_headers(pre)
         if byte_range is not None:
@@ -305,7 +202,10 @@ class S3Source:
         response = await self._open(key, headers)
         status = response.status
         if status in (200, 206):
-            return _meta_from_headers(response), ObjectBody(ResponseStream(response), self.config)
+            meta = _meta_from_headers(response)
+            resume = self._resume_from(meta) if stream else None
+            return meta, ObjectBody(response, slot, self.config,
+                                    (resume, partial(self._reopen, key)) if resume is not None else None)
         if status == 304:
             response.release()
             return NotModified(response.headers.get("ETag"),
@@ -314,7 +214,8 @@ class S3Source:
         if status == 412 and byte_range is not None and (pre.if_range_etag or pre.if_range_date):
             # If-Range did not match: RFC 9110 13.1.5 says send the whole, current object.
             return await self._get(key, None, Preconditions(pre.if_none_match, pre.if_modified_since,
-                                                           pre.if_match, pre.if_unmodified_since))
+                                                           pre.if_match, pre.if_unmodified_since),
+                                   slot, stream)
         if status == 416 or code == "InvalidRange":
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             size = total if total.isdigit() else await self._size(key)
@@ -329,7 +230,42 @@ class S3Source:
                                    object_key(self.config.prefix, key), credentials, headers,
                                    self.config.max_attempts, self.clock())
         except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _translate(self.config, exc, "get") from None
+            raise translate(self.config, exc, "get") from None
+
+    @staticmethod
+    def _resume_from(meta: ObjectMeta) -> ResumeFrom | None:
+        """Where the body lies in its object, if it can be reopened there (a strong ETag)."""
+        if not meta.etag or meta.etag.startswith("W/"):
+            return None
+        if meta.content_range is None:
+            return ResumeFrom(meta.etag, 0, None)
+        span = _CONTENT_RANGE.match(meta.content_range)
+        return ResumeFrom(meta.etag, int(span.group(1)), int(span.group(2))) if span else None
+
+    async def _reopen(self, key: str, etag: str, offset: int,
+                      last: int | None) -> tuple[aiohttp.ClientResponse, Slot]:
+        """A detached stream picks up at ``offset``: the same object version, or a failure."""
+        slot = await take(self.streams)
+        started, code = time.perf_counter(), None
+        try:
+            headers = {"Range": f"bytes={offset}-{'' if last is None else last}", "If-Match": etag}
+            response = await self._open(key, headers)
+            span = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if response.status == 206 and span and int(span.group(1)) == offset:
+                return response, slot
+            status, reason = response.status, await error_code(response)
+            if status == 412:
+                raise StorageError(f"source={self.config.name}: the object changed while it streamed")
+            raise translate_status(self.config, status, reason, "resume")
+        except ProxyError as exc:
+            code = exc.code
+            slot.release()
+            raise
+        except BaseException:
+            slot.release()
+            raise
+        finally:
+            self.observe("resume", time.perf_counter() - started, code)
 
     async def _size(self, key: str) -> int | str:
         try:

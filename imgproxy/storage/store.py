@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError,
 
 from imgproxy.cache import Variant
 from imgproxy.config import SourceConfig
-from imgproxy.storage.s3 import s3_client
+from imgproxy.storage.clients import s3_client
 
 log = logging.getLogger("imgproxy.store")
 LOG_EVERY: Final = 60.0  # seconds between two log lines about the same kind of failure

@@ -1,0 +1,54 @@
+"""Storage failures in the error tree: a botocore or aiohttp exception, or an S3 error answer,
+becomes the ``ProxyError`` a client sees. The log gets the detail; the client a fixed sentence."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from botocore.exceptions import ClientError, ConnectTimeoutError, NoCredentialsError, ReadTimeoutError
+
+from imgproxy.config import SourceConfig
+from imgproxy.errors import ObjectNotFound, PreconditionFailed, ProxyError, StorageError, StorageTimeout
+
+log = logging.getLogger("imgproxy.storage")
+_NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+_DENIED: Final = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                            "ExpiredToken", "InvalidToken", "AccountProblem", "AllAccessDisabled"})
+
+
+def translate_status(source: SourceConfig, status: int, code: str, operation: str) -> ProxyError:
+    """An S3 error answer (HTTP status and the XML ``<Code>``) -> the ProxyError a client sees."""
+    where = f"source={source.name} op={operation}"
+    if code in _NOT_FOUND or (status == 404 and not code):
+        return ObjectNotFound(f"{where}: no such key")
+    if code in ("PreconditionFailed", "412") or status == 412:
+        return PreconditionFailed(f"{where}: precondition failed")
+    if code in _DENIED or status == 403:
+        log.error("storage denied the proxy's credentials (%s, code=%s)", where, code)
+        return StorageError(f"{where}: access denied ({code})")
+    if code == "NoSuchBucket":
+        log.error("storage says the bucket does not exist (%s)", where)
+        return StorageError(f"{where}: no such bucket")
+    if status in (301, 307):
+        log.error("storage redirected: is sources.%s.region right? (%s, code=%s)", source.name, where, code)
+        return StorageError(f"{where}: redirected ({code})")
+    log.error("storage error (%s, code=%s, status=%s)", where, code, status)
+    return StorageError(f"{where}: {code or status}")
+
+
+def translate(source: SourceConfig, exc: BaseException, operation: str) -> ProxyError:
+    """One botocore/aiohttp/timeout exception -> the ProxyError a client may see."""
+    where = f"source={source.name} op={operation}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return translate_status(source, int(status or 0), str(error.get("Code", "")), operation)
+    if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
+        log.error("storage timed out (%s)", where)
+        return StorageTimeout(f"{where}: timed out")
+    if isinstance(exc, NoCredentialsError):
+        log.error("no AWS credentials found for the source (%s)", where)
+        return StorageError(f"{where}: no credentials")
+    log.error("storage unreachable (%s): %s", where, exc.__class__.__name__)
+    return StorageError(f"{where}: {exc.__class__.__name__}")
