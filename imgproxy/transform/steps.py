@@ -151,11 +151,27 @@ def target_box(size: tuple[int, int], spec: TransformSpec) -> tuple[int, int] | 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _crop_origin(gravity: Gravity, spare_x: float, spare_y: float) -> tuple[float, float]:
+def cover_crop(size: tuple[int, int], target: tuple[int, int],
+               gravity: Gravity) -> tuple[float, float, float, float]:
+    """The part of a ``size`` image that ``fit=cover`` keeps: the largest box of the target's
+    aspect ratio, placed at ``gravity``, as (left, top, right, bottom) inside the image.
+
+    Which side is kept whole is decided in integers (``target_w * height`` against
+    ``target_h * width``), so that side is exact; the other is the exact quotient clamped to the
+    image. Computing both from a float scale instead puts the box a hair outside the image on
+    about one square thumbnail size in ten, and Pillow refuses such a box (ValueError).
+    """
+    width, height = size
+    target_w, target_h = target
+    if target_w * height >= target_h * width:  # the target is relatively wider: keep the width
+        crop_w, crop_h = float(width), min(float(height), width * target_h / target_w)
+    else:
+        crop_w, crop_h = min(float(width), height * target_w / target_h), float(height)
     name = gravity.value
-    x = 0.0 if "west" in name else spare_x if "east" in name else spare_x / 2
-    y = 0.0 if "north" in name else spare_y if "south" in name else spare_y / 2
-    return x, y
+    x_share = 0.0 if "west" in name else 1.0 if "east" in name else 0.5
+    y_share = 0.0 if "north" in name else 1.0 if "south" in name else 0.5
+    left, top = (width - crop_w) * x_share, (height - crop_h) * y_share
+    return left, top, min(float(width), left + crop_w), min(float(height), top + crop_h)
 
 
 def resize(job: Job) -> None:
@@ -165,11 +181,10 @@ def resize(job: Job) -> None:
         return
     if spec.fit is Fit.COVER and spec.width and spec.height:
         # Crop in source coordinates, then resample once straight to the output size.
-        scale = max(spec.width / image.width, spec.height / image.height)
-        crop_w, crop_h = spec.width / scale, spec.height / scale
-        x, y = _crop_origin(spec.gravity, image.width - crop_w, image.height - crop_h)
-        job.image = image.resize((spec.width, spec.height), Image.Resampling.LANCZOS,
-                                 box=(x, y, x + crop_w, y + crop_h), reducing_gap=REDUCING_GAP)
+        target = (spec.width, spec.height)
+        job.image = image.resize(target, Image.Resampling.LANCZOS,
+                                 box=cover_crop(image.size, target, spec.gravity),
+                                 reducing_gap=REDUCING_GAP)
         return
     if box != image.size:
         job.image = image.resize(box, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
