@@ -6,8 +6,8 @@ Pillow failure is translated here into a ``ProxyError`` (415 not an image / form
 thumbnail is a still, and one frame keeps the cost of a request bounded and predictable.
 
 The source is a client's file, so the steps assume it is hostile or broken:
-- Metadata is optional. Unreadable EXIF counts as no EXIF (orientation 1): the pixels still
-  render.
+- Metadata is optional. Unreadable EXIF counts as no EXIF (orientation 1), an ICC profile
+  that does not parse or does not match the pixels is dropped: the pixels still render.
 - Everything else a decoder or parser raises on the bytes is a 422 ``corrupt_image``, made in
   one place (``render``), whose log detail names the step and the exception class only (Pillow's
   messages can quote the client's bytes).
@@ -41,6 +41,8 @@ _UPRIGHT: Final = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE
                    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                    8: Image.Transpose.ROTATE_90}
+# The ICC colour space each pixel mode may carry a profile for.
+_PROFILE_SPACE: Final = {"RGB": "RGB ", "RGBA": "RGB ", "L": "GRAY", "LA": "GRAY"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,13 +290,27 @@ def flatten(job: Job) -> None:
     job.image = canvas
 
 
+def matching_profile(profile: bytes | None, mode: str) -> bytes | None:
+    """``profile`` if it parses and describes pixels of ``mode`` (an RGB profile for RGB/RGBA,
+    a grey one for L/LA); else None: a broken or mismatched profile is dropped, not passed on."""
+    if profile is None or mode not in _PROFILE_SPACE:
+        return None
+    try:
+        space = ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile.xcolor_space
+    except Exception as exc:  # OSError: "cannot open profile from string"
+        if not is_data_failure(exc):
+            raise
+        return None
+    return profile if space == _PROFILE_SPACE[mode] else None
+
+
 def encode(job: Job) -> bytes:
     """Write the output with no EXIF/XMP (private photos carry GPS), keeping the ICC profile."""
     assert job.target is not None
     settings, quality = job.settings, job.spec.quality
-    options: dict[str, object] = {}
-    if job.icc_profile:
-        options["icc_profile"] = job.icc_profile
+    # Always passed, None included: the PNG and AVIF encoders otherwise fall back to the
+    # image's own info["icc_profile"] (a CMYK source's, after its pixels became sRGB).
+    options: dict[str, object] = {"icc_profile": matching_profile(job.icc_profile, job.image.mode)}
     if job.target is OutputFormat.JPEG:
         # comment: Pillow would otherwise copy the source's COM marker (free text, often private).
         options.update(quality=quality or settings.jpeg_quality, optimize=False, progressive=False,

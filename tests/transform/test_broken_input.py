@@ -1,7 +1,7 @@
 """transform/steps.py on broken client files: broken metadata is ignored, a broken image is a 422.
 
-Each sample here gave a 500 before (an exception that was not a ProxyError). Broken EXIF must
-not stop the pixels from rendering; what a decoder cannot read is ``corrupt_image``.
+Each sample here gave a 500 before (an exception that was not a ProxyError). Broken EXIF or ICC
+must not stop the pixels from rendering; what a decoder cannot read is ``corrupt_image``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import zlib
 from collections.abc import Callable
 
 import pytest
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps, features
 
 from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import ImageTooLarge, NotAnImage, TransformTimeout, UnprocessableImage
 from imgproxy.transform import pool, steps
-from imgproxy.transform.params import TransformSpec
+from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.steps import Job, Rendered, RenderSettings, render
 
 SETTINGS = RenderSettings(
@@ -33,6 +33,7 @@ SETTINGS = RenderSettings(
     png_compress_level=6,
 )
 W20 = TransformSpec(width=20, height=None)
+needs_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow build has no AVIF")
 EXIF = b"Exif\x00\x00"  # how an APP1 segment's payload says it is EXIF
 NOT_TIFF = EXIF + b"this is not a TIFF header"
 
@@ -194,6 +195,34 @@ def test_broken_exif_in_a_jpeg_is_ignored(block: bytes) -> None:
     data = with_app1(encode(picture(), "JPEG", dpi=(72, 72)), block)
     rendered = render(data, W20, None, SETTINGS)
     assert (rendered.width, rendered.height) == (20, 15)
+
+
+# --- ICC profiles -----------------------------------------------------------------------------
+
+def test_an_icc_profile_that_does_not_parse_is_dropped() -> None:
+    iccp = png_chunk(b"iCCP", b"junk\x00\x00" + zlib.compress(b"not an ICC profile" * 20))
+    data = with_png_chunk(encode(picture(), "PNG"), iccp)
+    assert Image.open(io.BytesIO(data)).info["icc_profile"].startswith(b"not an ICC")
+    rendered = render(data, W20, None, SETTINGS)
+    assert "icc_profile" not in output_of(rendered).info
+
+
+@pytest.mark.parametrize("target", [OutputFormat.JPEG, OutputFormat.PNG, OutputFormat.WEBP,
+                                    pytest.param(OutputFormat.AVIF, marks=needs_avif)])
+def test_a_cmyk_jpeg_whose_profile_is_not_cmyk_renders_without_it(target: OutputFormat) -> None:
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    data = encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG", icc_profile=lab)
+    rendered = render(data, W20, target, SETTINGS)
+    output = output_of(rendered)
+    assert output.mode == "RGB"
+    assert output.info.get("icc_profile") is None  # PNG used to copy the LAB profile over
+
+
+def test_an_icc_profile_that_does_not_match_the_pixels_is_dropped() -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = encode(Image.new("L", (40, 30), 128), "PNG", icc_profile=srgb)  # an RGB profile on grey
+    rendered = render(data, W20, OutputFormat.PNG, SETTINGS)
+    assert output_of(rendered).info.get("icc_profile") is None
 
 
 # --- the pipeline boundary --------------------------------------------------------------------
