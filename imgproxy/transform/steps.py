@@ -4,6 +4,18 @@ Synchronous, no asyncio: it runs only inside ``transform/pool.py``'s worker proc
 Pillow failure is translated here into a ``ProxyError`` (415 not an image / format not allowed,
 422 corrupt or too many pixels). Animated inputs are rendered from their first frame only: a
 thumbnail is a still, and one frame keeps the cost of a request bounded and predictable.
+
+The source is a client's file, so the steps assume it is hostile or broken:
+- Metadata is optional. Unreadable EXIF counts as no EXIF (orientation 1), an ICC profile
+  that does not parse or does not match the pixels is dropped: the pixels still render.
+- Everything else a decoder or parser raises on the bytes is a 422 ``corrupt_image``, made in
+  one place (``render``), whose log detail names the step and the exception class only (Pillow's
+  messages can quote the client's bytes).
+- Pillow's warnings about the data (``UserWarning``: "Corrupt EXIF data", "Truncated File
+  Read", "malformed MPO file") are ignored while rendering: they report metadata it skipped,
+  the decision above, so a render never depends on the process's warning filters. A
+  ``DecompressionBombWarning`` is an error (422). Other categories (a ``DeprecationWarning``
+  about a call made here) are left to the process's filters, so strict test runs still see them.
 """
 
 from __future__ import annotations
@@ -15,15 +27,22 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
-from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
-from imgproxy.errors import ImageTooLarge, NotAnImage, UnprocessableImage
+from imgproxy.errors import ImageTooLarge, NotAnImage, ProxyError, UnprocessableImage
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
 
 REDUCING_GAP: Final = 3.0  # reduce() by whole factors down to 3x the target, then LANCZOS
 _SRGB: Final = ImageCms.createProfile("sRGB")
 _SOURCE_FAMILY: Final = {"JPEG": OutputFormat.JPEG, "PNG": OutputFormat.PNG,
                          "WEBP": OutputFormat.WEBP, "AVIF": OutputFormat.AVIF}
+# What a viewer does for each EXIF orientation (TIFF/EXIF tag 0x0112), as ImageOps.exif_transpose.
+_UPRIGHT: Final = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                   6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                   8: Image.Transpose.ROTATE_90}
+# The ICC colour space each pixel mode may carry a profile for.
+_PROFILE_SPACE: Final = {"RGB": "RGB ", "RGBA": "RGB ", "L": "GRAY", "LA": "GRAY"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,23 +78,52 @@ class Job:
     icc_profile: bytes | None = None
 
 
+def is_data_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is how Pillow or Python reacted to the bytes (a decoder, a parser, the
+    arithmetic on what they read), as opposed to a decision already made or a resource limit.
+
+    Not data failures: imgproxy's own exceptions (a ``ProxyError``, or the worker's time-limit
+    alarm from ``pool.py``, which must reach ``run_job`` to become a 422 ``transform_timeout``),
+    and ``MemoryError``. The pixel limit is checked before decoding and Pillow bounds its
+    metadata buffers, so running out of memory means the worker's memory does not fit the
+    configured ``max_source_pixels`` (or the host is short of it): the operator's problem, a
+    logged 500, not a 4xx telling the client that its image is broken.
+    """
+    return (isinstance(exc, Exception) and not isinstance(exc, ProxyError | MemoryError)
+            and not type(exc).__module__.startswith("imgproxy."))
+
+
 def open_image(data: bytes, settings: RenderSettings) -> Image.Image:
     """Identify the image from its header only; refuse formats not allowed and pixel bombs."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(settings.input_formats))
+            # Counting frames reads each frame's header (GIF: walks the blocks), not its pixels.
+            frames = int(getattr(image, "n_frames", 1) or 1)
     except UnidentifiedImageError:
         raise NotAnImage("not an allowed image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge("pixel bomb (Pillow)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:
+        if not is_data_failure(exc):
+            raise
         raise UnprocessableImage(f"header unreadable: {exc.__class__.__name__}") from None
-    frames = int(getattr(image, "n_frames", 1) or 1)
     width, height = image.size
     if width < 1 or height < 1 or width * height * frames > settings.max_source_pixels:
         raise ImageTooLarge(f"{width}x{height}x{frames} pixels exceeds the limit")
     return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF (or XMP) orientation, 1-8; 1 when there is none or it cannot be read."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as exc:  # SyntaxError (not a TIFF header), struct.error (cut short), ...
+        if not is_data_failure(exc):
+            raise
+        return 1
+    return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
 def draft(job: Job) -> None:
@@ -83,7 +131,7 @@ def draft(job: Job) -> None:
     if job.source_format != "JPEG":
         return
     # The spec is in displayed pixels; a quarter-turn EXIF orientation swaps the stored axes.
-    turned = job.image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+    turned = exif_orientation(job.image) in (5, 6, 7, 8)
     width, height = job.image.size
     box = target_box((height, width) if turned else (width, height), job.spec)
     if box is not None:
@@ -93,32 +141,38 @@ def draft(job: Job) -> None:
 
 
 def load_first_frame(job: Job) -> None:
-    try:
-        job.image.seek(0)
-        job.image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise UnprocessableImage(f"decode failed: {exc.__class__.__name__}: {exc}") from None
-    job.icc_profile = job.image.info.get("icc_profile")
+    """Decode the pixels (a decoder failure is a 422, made in ``render``)."""
+    job.image.seek(0)
+    job.image.load()
+    profile = job.image.info.get("icc_profile")
+    job.icc_profile = profile if isinstance(profile, bytes) and profile else None
 
 
 def orient(job: Job) -> None:
-    """Apply the EXIF orientation to the pixels (the EXIF itself is not carried over)."""
-    job.image = ImageOps.exif_transpose(job.image)
+    """Apply the EXIF orientation to the pixels (the EXIF itself is not carried over).
+
+    Not ``ImageOps.exif_transpose``: besides reading the EXIF it rewrites it (and the XMP) for
+    an output that never carries them, and that rewriting fails on EXIF it could read
+    (TypeError from ``Exif.tobytes``).
+    """
+    method = _UPRIGHT.get(exif_orientation(job.image))
+    if method is not None:
+        job.image = job.image.transpose(method)
 
 
 def normalise_mode(job: Job) -> None:
     """CMYK (via its ICC profile), palette, 16-bit and odd modes -> RGB, RGBA, L or LA."""
     image = job.image
     if image.mode == "CMYK":
+        converted = None
         if job.icc_profile:
             try:
                 source = ImageCms.ImageCmsProfile(io.BytesIO(job.icc_profile))
                 converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
-                image = converted if converted is not None else image.convert("RGB")
-            except (ImageCms.PyCMSError, OSError):
-                image = image.convert("RGB")
-        else:
-            image = image.convert("RGB")
+            except Exception as exc:  # OSError (does not parse), PyCMSError (not a CMYK profile)
+                if not is_data_failure(exc):
+                    raise
+        image = converted if converted is not None else image.convert("RGB")
         job.icc_profile = None  # the pixels are sRGB now; a CMYK profile would be a lie
     elif image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         scale = 1 / 256 if image.mode != "I" or image.getextrema()[1] > 255 else 1  # type: ignore[operator]
@@ -151,11 +205,27 @@ def target_box(size: tuple[int, int], spec: TransformSpec) -> tuple[int, int] | 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _crop_origin(gravity: Gravity, spare_x: float, spare_y: float) -> tuple[float, float]:
+def cover_crop(size: tuple[int, int], target: tuple[int, int],
+               gravity: Gravity) -> tuple[float, float, float, float]:
+    """The part of a ``size`` image that ``fit=cover`` keeps: the largest box of the target's
+    aspect ratio, placed at ``gravity``, as (left, top, right, bottom) inside the image.
+
+    Which side is kept whole is decided in integers (``target_w * height`` against
+    ``target_h * width``), so that side is exact; the other is the exact quotient clamped to the
+    image. Computing both from a float scale instead puts the box a hair outside the image on
+    about one square thumbnail size in ten, and Pillow refuses such a box (ValueError).
+    """
+    width, height = size
+    target_w, target_h = target
+    if target_w * height >= target_h * width:  # the target is relatively wider: keep the width
+        crop_w, crop_h = float(width), min(float(height), width * target_h / target_w)
+    else:
+        crop_w, crop_h = min(float(width), height * target_w / target_h), float(height)
     name = gravity.value
-    x = 0.0 if "west" in name else spare_x if "east" in name else spare_x / 2
-    y = 0.0 if "north" in name else spare_y if "south" in name else spare_y / 2
-    return x, y
+    x_share = 0.0 if "west" in name else 1.0 if "east" in name else 0.5
+    y_share = 0.0 if "north" in name else 1.0 if "south" in name else 0.5
+    left, top = (width - crop_w) * x_share, (height - crop_h) * y_share
+    return left, top, min(float(width), left + crop_w), min(float(height), top + crop_h)
 
 
 def resize(job: Job) -> None:
@@ -165,11 +235,10 @@ def resize(job: Job) -> None:
         return
     if spec.fit is Fit.COVER and spec.width and spec.height:
         # Crop in source coordinates, then resample once straight to the output size.
-        scale = max(spec.width / image.width, spec.height / image.height)
-        crop_w, crop_h = spec.width / scale, spec.height / scale
-        x, y = _crop_origin(spec.gravity, image.width - crop_w, image.height - crop_h)
-        job.image = image.resize((spec.width, spec.height), Image.Resampling.LANCZOS,
-                                 box=(x, y, x + crop_w, y + crop_h), reducing_gap=REDUCING_GAP)
+        target = (spec.width, spec.height)
+        job.image = image.resize(target, Image.Resampling.LANCZOS,
+                                 box=cover_crop(image.size, target, spec.gravity),
+                                 reducing_gap=REDUCING_GAP)
         return
     if box != image.size:
         job.image = image.resize(box, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
@@ -221,13 +290,27 @@ def flatten(job: Job) -> None:
     job.image = canvas
 
 
+def matching_profile(profile: bytes | None, mode: str) -> bytes | None:
+    """``profile`` if it parses and describes pixels of ``mode`` (an RGB profile for RGB/RGBA,
+    a grey one for L/LA); else None: a broken or mismatched profile is dropped, not passed on."""
+    if profile is None or mode not in _PROFILE_SPACE:
+        return None
+    try:
+        space = ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile.xcolor_space
+    except Exception as exc:  # OSError: "cannot open profile from string"
+        if not is_data_failure(exc):
+            raise
+        return None
+    return profile if space == _PROFILE_SPACE[mode] else None
+
+
 def encode(job: Job) -> bytes:
     """Write the output with no EXIF/XMP (private photos carry GPS), keeping the ICC profile."""
     assert job.target is not None
     settings, quality = job.settings, job.spec.quality
-    options: dict[str, object] = {}
-    if job.icc_profile:
-        options["icc_profile"] = job.icc_profile
+    # Always passed, None included: the PNG and AVIF encoders otherwise fall back to the
+    # image's own info["icc_profile"] (a CMYK source's, after its pixels became sRGB).
+    options: dict[str, object] = {"icc_profile": matching_profile(job.icc_profile, job.image.mode)}
     if job.target is OutputFormat.JPEG:
         # comment: Pillow would otherwise copy the source's COM marker (free text, often private).
         options.update(quality=quality or settings.jpeg_quality, optimize=False, progressive=False,
@@ -243,10 +326,7 @@ def encode(job: Job) -> bytes:
         options.update(compress_level=settings.png_compress_level)
         fmt = "PNG"
     buffer = io.BytesIO()
-    try:
-        job.image.save(buffer, fmt, **options)
-    except (OSError, ValueError) as exc:
-        raise UnprocessableImage(f"encode failed: {exc.__class__.__name__}: {exc}") from None
+    job.image.save(buffer, fmt, **options)
     return buffer.getvalue()
 
 
@@ -269,17 +349,33 @@ def render(
     settings: RenderSettings,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Rendered:
-    """Run every step on ``data``. ``target`` None: JPEG/PNG by alpha, or the source's family."""
+    """Run every step on ``data``. ``target`` None: JPEG/PNG by alpha, or the source's family.
+
+    Raises only ``ProxyError``s for anything wrong with ``data``; see ``is_data_failure`` for
+    what passes through untranslated (the worker's time-limit alarm, MemoryError).
+    """
     started = clock()
-    image = open_image(data, settings)
-    with image:
-        job = Job(image=image, source_format=image.format or "", spec=spec, target=target,
-                  settings=settings)
-        for step in STEPS:
-            step(job)
-        body = encode(job)
-        assert job.target is not None
-        width, height = job.image.size
+    stage = open_image.__name__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pillow on the data (see the docstring)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with open_image(data, settings) as image:
+                job = Job(image=image, source_format=image.format or "", spec=spec, target=target,
+                          settings=settings)
+                for step in STEPS:
+                    stage = step.__name__
+                    step(job)
+                stage = encode.__name__
+                body = encode(job)
+                width, height = job.image.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageTooLarge(f"{stage}: pixel bomb (Pillow)") from None
+        except Exception as exc:
+            if not is_data_failure(exc):
+                raise
+            raise UnprocessableImage(f"{stage} failed: {exc.__class__.__name__}") from None
+    assert job.target is not None
     return Rendered(body=body, media_type=job.target.media_type, width=width, height=height,
                     seconds=clock() - started)
 
