@@ -53,13 +53,20 @@ class Preconditions:
 
 
 def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP date as an aware datetime in UTC, or ``None`` when it cannot be used (13.1.3).
+
+    Normalised to UTC here, once, so that nothing downstream converts it again: a date that
+    parses but whose UTC instant no ``datetime`` holds (``Fri, 31 Dec 9999 23:59:59 -0100`` is
+    year 10000 in UTC) or whose year overflows the parser is unusable, like any other bad date.
+    A UTC ``datetime`` always formats back (``format_http_date``), to the client or to S3.
+    """
     if not value or len(value) > 64:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def format_http_date(moment: datetime) -> str:

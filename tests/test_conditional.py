@@ -106,6 +106,42 @@ def test_unparseable_http_date_is_none(text: str | None) -> None:
     assert parse_http_date(text) is None
 
 
+@pytest.mark.parametrize("text", [
+    "Fri, 31 Dec 9999 23:59:59 -0100",  # year 10000 once in UTC
+    "Fri, 31 Dec 9999 23:59:59 -2359",
+    "Fri, 31 Dec 9999 23:59:59 EST",
+    "Fri, 31 Dec 99999 23:59:59 GMT",
+    "Fri, 31 Dec 999999999999 23:59:59 GMT",  # overflows the parser's C long
+    "Jan 99999999999999999999 99:99:99 1 PM",
+    "Fri, 31 Dec 2000 23:59:59 +9999",
+    "Fri, 31 Dec 2000 23:59:59 -9999",
+    "Fri, 31 Dec 2000 23:59:59 +2400",
+])
+def test_a_date_no_utc_datetime_holds_is_none(text: str) -> None:
+    assert parse_http_date(text) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Fri, 31 Dec 9999 23:59:59 +0100", datetime(9999, 12, 31, 22, 59, 59, tzinfo=UTC)),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ("Wed, 01 Jan 1000 00:00:00 +2359", datetime(999, 12, 31, 0, 1, tzinfo=UTC)),
+    ("Thu, 01 Jan 1970 00:00:00 +2359", datetime(1969, 12, 31, 0, 1, tzinfo=UTC)),
+])
+def test_a_date_at_the_edge_of_the_range_is_kept_in_utc_and_formats_back(text: str,
+                                                                         expected: datetime) -> None:
+    parsed = parse_http_date(text)
+    assert parsed == expected
+    assert parsed is not None
+    assert parsed.tzinfo is UTC
+    assert parse_http_date(format_http_date(parsed)) == expected
+
+
+def test_a_parsed_http_date_is_normalised_to_utc() -> None:
+    parsed = parse_http_date("Wed, 21 Oct 2015 09:28:00 +0200")
+    assert parsed is not None
+    assert (parsed.tzinfo, parsed.hour) == (UTC, 7)
+
+
 def test_parsed_http_date_is_timezone_aware() -> None:
     parsed = parse_http_date("Wed Oct 21 07:28:00 2015")
     assert parsed is not None
