@@ -11,6 +11,7 @@ from imgproxy.conditional import (
     Preconditions,
     etag_matches,
     format_http_date,
+    needs_local_evaluation,
     parse_http_date,
     parse_preconditions,
     parse_range,
@@ -204,6 +205,29 @@ def test_if_range_with_a_date_sets_only_the_date() -> None:
 )
 def test_empty_oversized_or_control_character_validator_is_ignored(value: str) -> None:
     assert parse_preconditions({"If-None-Match": value, "If-Match": value}) == Preconditions()
+
+
+@pytest.mark.parametrize("value", ['W/"abc"', '"\udcff"', '"é"', '"a b"', '"a,b"', '"abc', "abc"])
+def test_an_if_range_that_is_not_one_strong_ascii_etag_or_a_date_never_matches(value: str) -> None:
+    assert parse_preconditions({"If-Range": value}) == Preconditions(if_range_never_matches=True)
+
+
+@pytest.mark.parametrize(("value", "local"), [
+    ('"abc"', False),
+    ('"d41d8cd98f00b204e9800998ecf8427e-2"', False),
+    ('"!#$%&()*+-./:;<=>?@[]^_`{|}~"', False),
+    ('""', False),
+    ('"a", "b"', True),
+    ('"a,b"', True),
+    ('W/"abc"', True),
+    ("*", True),
+    ('"a b"', True),
+    ('"\udcff"', True),  # a latin-1 byte that is not UTF-8, as aiohttp hands it on
+    ('"é"', True),
+])
+def test_only_one_strong_ascii_etag_is_left_for_s3_to_compare(value: str, local: bool) -> None:
+    for header in ("If-None-Match", "If-Match"):
+        assert needs_local_evaluation(parse_preconditions({header: value})) is local
 
 
 def test_no_validators_means_empty_preconditions() -> None:
