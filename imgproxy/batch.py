@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
+from imgproxy.auth.signing import MAX_PARAM_BYTES, RESERVED_PARAMS, UrlSigner
 from imgproxy.auth.tokens import Token
 from imgproxy.errors import BadRequest, InvalidParameter, OutOfScope, ProxyError, UnknownSource
 from imgproxy.paths import check_key
+
+MAX_ECHO_CHARS: Final = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +30,28 @@ def _bad(message: str) -> BadRequest:
     return BadRequest(message, public_message=message)
 
 
+def _name(field: str) -> str:
+    """A field name from the body, quoted and cut short: messages never echo the body at length."""
+    return repr(field if len(field) <= MAX_ECHO_CHARS else field[:MAX_ECHO_CHARS] + "...")
+
+
+def _is_text(value: str) -> bool:
+    """False for a string JSON allows but Unicode does not: a lone surrogate (``"\\ud800"``),
+    which no key, URL or signature can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
     """A JSON list of ``{source, key, params}`` (or ``{"items": [...]}``) -> items, or 400."""
     items = body.get("items") if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise _bad('The body must be a JSON list of {source, key, params} objects (or {"items": [...]}).')
     if isinstance(body, dict) and set(body) - {"items"}:
-        raise _bad(f"Unknown field {sorted(set(body) - {'items'})[0]!r} in the body.")
+        raise _bad(f"Unknown field {_name(sorted(set(body) - {'items'})[0])} in the body.")
     if len(items) > max_items:
         raise _bad(f"At most {max_items} items per call; got {len(items)}.")
     parsed = []
@@ -44,7 +61,7 @@ def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
             raise _bad(f"{where} must be an object with source, key and optional params.")
         unknown = set(item) - {"source", "key", "params"}
         if unknown:
-            raise _bad(f"{where} has an unknown field {sorted(unknown)[0]!r}.")
+            raise _bad(f"{where} has an unknown field {_name(sorted(unknown)[0])}.")
         source, key, params = item.get("source"), item.get("key"), item.get("params", {})
         if not isinstance(source, str) or not isinstance(key, str):
             raise _bad(f"{where}.source and {where}.key must be strings.")
@@ -52,6 +69,12 @@ def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
                 isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
                 for k, v in params.items()):
             raise _bad(f"{where}.params must be an object of string (or integer) values.")
+        texts = [("source", source), ("key", key), *(("params", name) for name in params),
+                 *((f"params.{name}", value) for name, value in params.items() if isinstance(value, str))]
+        for field, text in texts:
+            if not _is_text(text):
+                shown = field if len(field) <= MAX_ECHO_CHARS and _is_text(field) else "params"
+                raise _bad(f"{where}.{shown} is not valid Unicode (it holds a lone \\u surrogate escape).")
         parsed.append(BatchItem(source, key, {k: str(v) for k, v in params.items()}))
     return parsed
 
@@ -74,6 +97,9 @@ def sign_items(
             if item.source not in sources:
                 raise UnknownSource(f"unknown source {item.source!r}")
             check_key(item.key)
+            if any(len(k.encode()) + len(v.encode()) > MAX_PARAM_BYTES for k, v in item.params.items()):
+                raise InvalidParameter("param too long",  # parse_query would refuse the signed URL
+                                       public_message=f"A parameter is longer than {MAX_PARAM_BYTES} bytes.")
             if RESERVED_PARAMS & item.params.keys():
                 raise InvalidParameter("reserved param",
                                        public_message="Parameters exp, kid and sig are set by signing.")

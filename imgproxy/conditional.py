@@ -4,7 +4,10 @@ Pure. RFC 9110 rules applied here: If-Modified-Since is ignored when If-None-Mat
 (13.2.2); an unparseable date is ignored (13.1.3); a Range that is not a single, well-formed
 ``bytes=`` range is ignored and the whole object is served (14.2: a server MAY ignore Range);
 If-Range turns a range request into a full one when its validator does not match (13.1.5).
-Whether a range is satisfiable is S3's answer, since only S3 knows the size.
+Whether a range is satisfiable is S3's answer, since only S3 knows the size. Only a single strong
+entity tag of visible ASCII (what S3's ETags are) is ever passed on to S3; any other
+If-None-Match/If-Match is evaluated here, and any other If-Range tag never matches, so no
+client byte outside ASCII reaches a request to S3 (botocore cannot sign one).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Final
 
 _RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE | re.ASCII)
 _ETAG_LIST_ITEM: Final = re.compile(r'\s*(?:W/)?("[^"]*")\s*(?:,|$)')
+# RFC 9110 8.8.3 etagc without obs-text (and without ',', so it is never a list of two).
+_SINGLE_STRONG_ETAG: Final = re.compile(r'"[\x21\x23-\x2b\x2d-\x7e]*"')
 MAX_VALIDATOR_CHARS: Final = 1024
 
 
@@ -53,13 +58,20 @@ class Preconditions:
 
 
 def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP date as an aware datetime in UTC, or ``None`` when it cannot be used (13.1.3).
+
+    Normalised to UTC here, once, so that nothing downstream converts it again: a date that
+    parses but whose UTC instant no ``datetime`` holds (``Fri, 31 Dec 9999 23:59:59 -0100`` is
+    year 10000 in UTC) or whose year overflows the parser is unusable, like any other bad date.
+    A UTC ``datetime`` always formats back (``format_http_date``), to the client or to S3.
+    """
     if not value or len(value) > 64:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def format_http_date(moment: datetime) -> str:
@@ -99,8 +111,8 @@ def parse_preconditions(headers: Mapping[str, str]) -> Preconditions:
     """Validators from request headers (names as in ``aiohttp.hdrs``, case-insensitive map)."""
     if_none_match = _validator(headers.get("If-None-Match"))
     if_range = _validator(headers.get("If-Range"))
-    if_range_etag = if_range if if_range and if_range.startswith('"') else None
-    if_range_date = None if if_range_etag or not if_range else parse_http_date(if_range)
+    if_range_etag = if_range if if_range and _SINGLE_STRONG_ETAG.fullmatch(if_range) else None
+    if_range_date = None if not if_range or if_range.startswith('"') else parse_http_date(if_range)
     return Preconditions(
         if_none_match=if_none_match,
         if_modified_since=None if if_none_match else parse_http_date(headers.get("If-Modified-Since")),
@@ -108,7 +120,7 @@ def parse_preconditions(headers: Mapping[str, str]) -> Preconditions:
         if_unmodified_since=parse_http_date(headers.get("If-Unmodified-Since")),
         if_range_etag=if_range_etag,
         if_range_date=if_range_date,
-        # RFC 9110 13.1.5: a weak entity tag or an unusable date never matches.
+        # RFC 9110 13.1.5: a weak or malformed entity tag, or an unusable date, never matches.
         if_range_never_matches=bool(if_range) and if_range_etag is None and if_range_date is None,
     )
 
@@ -140,12 +152,9 @@ class Decision(Enum):
     PRECONDITION_FAILED = "precondition_failed"
 
 
-_SINGLE_STRONG_ETAG: Final = re.compile(r'"[^",\s]*"', re.ASCII)
-
-
 def needs_local_evaluation(pre: Preconditions) -> bool:
-    """S3 compares If-None-Match/If-Match as one exact string; lists, weak tags and '*' are
-    evaluated here, against the ETag from a HEAD, instead."""
+    """S3 compares If-None-Match/If-Match as one exact string; lists, weak tags, '*' and tags
+    that are not visible ASCII are evaluated here, against the ETag from a HEAD, instead."""
     return any(value is not None and not _SINGLE_STRONG_ETAG.fullmatch(value)
                for value in (pre.if_none_match, pre.if_match))
 

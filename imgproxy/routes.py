@@ -6,8 +6,6 @@ and ``middleware.observe`` renders them.
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import hdrs, web
 
 from imgproxy import keys
@@ -15,7 +13,8 @@ from imgproxy.auth.principal import authorize
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
 from imgproxy.auth.tokens import find_token, parse_bearer
 from imgproxy.batch import parse_batch, sign_items
-from imgproxy.errors import BadRequest, NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
+from imgproxy.errors import NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
+from imgproxy.jsonbody import add_body_slots, read_json
 from imgproxy.middleware import LOG_FIELDS, SCHEME
 from imgproxy.originals import Context, respond_original
 from imgproxy.paths import origin_form, parse_image_path
@@ -66,13 +65,9 @@ async def sign_batch(request: web.Request) -> web.Response:
                          public_message="This token may not sign URLs (it has no sign_scopes).")
     if not config.auth.keys:
         raise NotFound("no signing keys", public_message="This server has no signing keys.")
-    # 2. What: a bounded JSON body (aiohttp refuses bodies over client_max_size with 413).
-    try:
-        body = await request.json(loads=json.loads)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"bad json: {exc}", public_message=f"The body is not valid JSON: {exc}.") from None
-    except UnicodeDecodeError:
-        raise BadRequest("body not utf-8", public_message="The body is not UTF-8.") from None
+    # 2. What: a JSON body within jsonbody's limits (media type, size, time, admission, strict JSON).
+    body = await read_json(request, max_bytes=config.auth.sign_max_bytes,
+                           time_limit=config.server.body_timeout)
     items = parse_batch(body, config.auth.sign_max_items)
     # 3. Sign every item that is valid and in scope; the others get their own error.
     base_url = config.server.public_url.rstrip("/") or f"{request[SCHEME]}://{request.host}"
@@ -114,5 +109,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/sign", sign_batch)
+    add_body_slots(app)
     # [\s\S], not ".": a key with an encoded newline (%0A) must reach the path check (400).
     app.router.add_get(r"/img/{tail:[\s\S]+}", image)

@@ -21,6 +21,7 @@ from imgproxy.config import parse_config
 
 DASH_TOKEN = "dashboard-sign-token-0123456789abcdef0123456"
 DASH = {"Authorization": f"Bearer {DASH_TOKEN}"}
+DASH_JSON = {**DASH, "Content-Type": "application/json"}  # raw bytes from aiohttp are octet-stream
 T0 = int(DELIVERY_NOW)
 Start = Callable[..., Any]
 
@@ -96,6 +97,7 @@ async def test_a_body_wrapped_in_items_is_accepted(start: Start) -> None:
     (item("employees/x.png", exp="1"), "invalid_parameter"),
     (item("employees/x.png", sig="x"), "invalid_parameter"),
     (item("employees/x.png", kid="k1"), "invalid_parameter"),
+    (item("employees/x.png", **{"z" * 300: "1"}), "invalid_parameter"),
 ])
 async def test_a_bad_item_gets_its_own_error_and_its_neighbours_their_urls(start: Start, bad: dict[str, Any],
                                                                           code: str) -> None:
@@ -137,7 +139,8 @@ async def test_a_wrong_token_is_401(start: Start) -> None:
 
 async def test_malformed_json_is_400_naming_the_problem(start: Start) -> None:
     client = await start()
-    response = await client.post("/sign", data=b'[{"source": "photos" "key": "a"}]', headers=DASH)
+    response = await client.post("/sign", data=b'[{"source": "photos" "key": "a"}]',
+                                 headers=DASH_JSON)
     assert response.status == 400
     message = (await response.json())["message"]
     assert message.startswith("The body is not valid JSON: Expecting ',' delimiter: line 1 column 22")
@@ -162,7 +165,7 @@ async def test_exactly_sign_max_items_is_signed(start: Start) -> None:
 ])
 async def test_a_body_that_is_not_a_list_is_400(start: Start, body: bytes) -> None:
     client = await start()
-    response = await client.post("/sign", data=body, headers=DASH)
+    response = await client.post("/sign", data=body, headers=DASH_JSON)
     assert response.status == 400
     assert (await response.json())["message"].startswith("The body must be a JSON list")
 
@@ -179,6 +182,37 @@ async def test_a_malformed_item_is_400_naming_it(start: Start, items: list[Any],
     response = await client.post("/sign", json=items, headers=DASH)
     assert response.status == 400
     assert (await response.json())["message"] == message
+
+
+async def test_a_long_parameter_name_is_not_echoed_in_its_items_error(start: Start) -> None:
+    client = await start()
+    [error] = (await sign(client, [item("employees/x.png", **{"z" * 100_000: "1"})]))["items"]
+    assert error == {"error": "invalid_parameter", "message": "A parameter is longer than 256 bytes."}
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (b'[{"source": "photos", "key": "employees/\\ud800.png"}]', "key"),
+    (b'[{"source": "\\udfff", "key": "employees/a.png"}]', "source"),
+    (b'[{"source": "photos", "key": "employees/a.png", "params": {"fmt": "\\ud800"}}]', "params.fmt"),
+    (b'[{"source": "photos", "key": "employees/a.png", "params": {"\\ud800": "1"}}]', "params"),
+])
+async def test_a_lone_surrogate_escape_is_400_naming_the_field(start: Start, raw: bytes, field: str) -> None:
+    client = await start()
+    response = await client.post("/sign", data=raw, headers=DASH_JSON)
+    assert response.status == 400
+    assert (await response.json())["message"] == (
+        f"items[0].{field} is not valid Unicode (it holds a lone \\u surrogate escape).")
+
+
+@pytest.mark.parametrize("body", [{"items": [], "x" * 100_000: 1},
+                                  [{**item("employees/a.png"), "y" * 100_000: 1}]])
+async def test_an_unknown_field_is_named_but_not_echoed_in_full(start: Start, body: Any) -> None:
+    client = await start()
+    response = await client.post("/sign", json=body, headers=DASH)
+    assert response.status == 400
+    message = (await response.json())["message"]
+    assert "'xxxx" in message or "'yyyy" in message
+    assert len(message) < 120
 
 
 # Stable URLs -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from imgproxy.conditional import (
     Preconditions,
     etag_matches,
     format_http_date,
+    needs_local_evaluation,
     parse_http_date,
     parse_preconditions,
     parse_range,
@@ -106,6 +107,42 @@ def test_unparseable_http_date_is_none(text: str | None) -> None:
     assert parse_http_date(text) is None
 
 
+@pytest.mark.parametrize("text", [
+    "Fri, 31 Dec 9999 23:59:59 -0100",  # year 10000 once in UTC
+    "Fri, 31 Dec 9999 23:59:59 -2359",
+    "Fri, 31 Dec 9999 23:59:59 EST",
+    "Fri, 31 Dec 99999 23:59:59 GMT",
+    "Fri, 31 Dec 999999999999 23:59:59 GMT",  # overflows the parser's C long
+    "Jan 99999999999999999999 99:99:99 1 PM",
+    "Fri, 31 Dec 2000 23:59:59 +9999",
+    "Fri, 31 Dec 2000 23:59:59 -9999",
+    "Fri, 31 Dec 2000 23:59:59 +2400",
+])
+def test_a_date_no_utc_datetime_holds_is_none(text: str) -> None:
+    assert parse_http_date(text) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Fri, 31 Dec 9999 23:59:59 +0100", datetime(9999, 12, 31, 22, 59, 59, tzinfo=UTC)),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ("Wed, 01 Jan 1000 00:00:00 +2359", datetime(999, 12, 31, 0, 1, tzinfo=UTC)),
+    ("Thu, 01 Jan 1970 00:00:00 +2359", datetime(1969, 12, 31, 0, 1, tzinfo=UTC)),
+])
+def test_a_date_at_the_edge_of_the_range_is_kept_in_utc_and_formats_back(text: str,
+                                                                         expected: datetime) -> None:
+    parsed = parse_http_date(text)
+    assert parsed == expected
+    assert parsed is not None
+    assert parsed.tzinfo is UTC
+    assert parse_http_date(format_http_date(parsed)) == expected
+
+
+def test_a_parsed_http_date_is_normalised_to_utc() -> None:
+    parsed = parse_http_date("Wed, 21 Oct 2015 09:28:00 +0200")
+    assert parsed is not None
+    assert (parsed.tzinfo, parsed.hour) == (UTC, 7)
+
+
 def test_parsed_http_date_is_timezone_aware() -> None:
     parsed = parse_http_date("Wed Oct 21 07:28:00 2015")
     assert parsed is not None
@@ -168,6 +205,29 @@ def test_if_range_with_a_date_sets_only_the_date() -> None:
 )
 def test_empty_oversized_or_control_character_validator_is_ignored(value: str) -> None:
     assert parse_preconditions({"If-None-Match": value, "If-Match": value}) == Preconditions()
+
+
+@pytest.mark.parametrize("value", ['W/"abc"', '"\udcff"', '"é"', '"a b"', '"a,b"', '"abc', "abc"])
+def test_an_if_range_that_is_not_one_strong_ascii_etag_or_a_date_never_matches(value: str) -> None:
+    assert parse_preconditions({"If-Range": value}) == Preconditions(if_range_never_matches=True)
+
+
+@pytest.mark.parametrize(("value", "local"), [
+    ('"abc"', False),
+    ('"d41d8cd98f00b204e9800998ecf8427e-2"', False),
+    ('"!#$%&()*+-./:;<=>?@[]^_`{|}~"', False),
+    ('""', False),
+    ('"a", "b"', True),
+    ('"a,b"', True),
+    ('W/"abc"', True),
+    ("*", True),
+    ('"a b"', True),
+    ('"\udcff"', True),  # a latin-1 byte that is not UTF-8, as aiohttp hands it on
+    ('"é"', True),
+])
+def test_only_one_strong_ascii_etag_is_left_for_s3_to_compare(value: str, local: bool) -> None:
+    for header in ("If-None-Match", "If-Match"):
+        assert needs_local_evaluation(parse_preconditions({header: value})) is local
 
 
 def test_no_validators_means_empty_preconditions() -> None:
