@@ -62,7 +62,6 @@ import platform
 import random
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -95,6 +94,7 @@ from harness import (
     code_state,
     descendants,
     free_port,
+    keep_logs,
     moto,
     note,
     parent_of,
@@ -1018,13 +1018,6 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
               f"{log['outside_window']}" + "".join(f"\n  {line}" for line in log["examples"][:5]), flush=True)
     result["loadavg_end"] = os.getloadavg()
     return result
-
-
-def keep_logs(workdir: Path, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for path in workdir.iterdir():
-        if path.suffix in (".log", ".toml"):
-            shutil.copy2(path, target / path.name)
 
 
 def failures(result: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -526,6 +527,14 @@ def merged(phases: list[Phase], side: str) -> Phase:
 
 
 # --- main ------------------------------------------------------------------------------------
+
+def keep_logs(workdir: Path, target: Path) -> None:
+    """Copy the logs and configs a run left in ``workdir`` to ``target`` (made if missing)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in workdir.iterdir():
+        if path.suffix in (".log", ".toml"):
+            shutil.copy2(path, target / path.name)
+
 
 def code_state() -> str:
     """What was measured: HEAD, "+dirty" if imgproxy/ differs from it, and a digest of its source
