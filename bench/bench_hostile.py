@@ -34,8 +34,9 @@ Processes on 127.0.0.1, each one's CPU visible:
     errors, <= 3x, judged on the p99 of every request, an error counting with the time it took);
     attacker connections open (server-side ESTABLISHED from the attacker address), cuts
     by reason; the server's RSS summed over its process tree (baseline after the warm-up, peak in
-    the with-rounds: growth target < 64 MiB); Prometheus counters about aborts, pools, timeouts,
-    overload and rejections (if the server has any); the server log's warnings and errors.
+    the with-rounds and --settle s after them: growth target < 64 MiB; part (a)'s variant cache is
+    small, so the normal client's misses do not grow it); Prometheus counters about aborts, pools,
+    timeouts, overload and rejections (if the server has any); the server log's warnings and errors.
 (b) One burst of --transform-requests concurrent transform misses (distinct w, each large
     enough that the whole source is decoded) of the big JPEG, on a second proxy with the variant
     cache off and ``transform.max_source_bytes`` raised above it: statuses (200, 503 overloaded
@@ -164,12 +165,12 @@ OPEN_STATES: Final = frozenset({"ESTABLISHED", "SYN_RECV"})  # SYN_RECV: not acc
 
 DEFAULTS: Final[dict[str, Any]] = {
     "rounds": 3, "requests": 2000, "seconds": 30.0, "max_seconds": 40.0, "warmup": 5.0, "ramp": 5.0,
-    "drain": 8.0, "slow_readers": 200, "idle": 100, "slowloris": 10, "transform_requests": 100,
+    "drain": 8.0, "settle": 3.0, "slow_readers": 200, "idle": 100, "slowloris": 10, "transform_requests": 100,
     "big": "6000x4000",
 }
 QUICK: Final[dict[str, Any]] = {
     "rounds": 1, "requests": 300, "seconds": 8.0, "max_seconds": 15.0, "warmup": 2.0, "ramp": 3.0,
-    "drain": 5.0, "slow_readers": 40, "idle": 20, "slowloris": 4, "transform_requests": 20,
+    "drain": 5.0, "settle": 2.0, "slow_readers": 40, "idle": 20, "slowloris": 4, "transform_requests": 20,
     "big": "3000x2000",
 }
 
@@ -701,6 +702,7 @@ class Round:
     end: float = 0.0
     attack_start: float = 0.0  # with: from the attackers' start to their stop
     attack_end: float = 0.0
+    settled: float = 0.0  # with: after the recovery and --settle s (its memory window ends here)
     outcomes: list[Outcome] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
     attack: dict[str, Any] = field(default_factory=dict)
@@ -757,6 +759,8 @@ async def one_round(rig: Rig, session: aiohttp.ClientSession, side: str, number:
         result.attack = await asyncio.to_thread(rig.attackers.stop)
         result.attack_end = time.monotonic()
         result.recovery_s = await recovery_seconds(session, rig.client)
+        await asyncio.sleep(args.settle)  # requests that waited for a pool finish (the aftermath)
+        result.settled = time.monotonic()
     errors = sum(1 for o in result.outcomes if o.problem)
     note(f"round {number} {side} attackers: {len(result.outcomes)} requests, {errors} errors in "
          f"{result.end - result.start:.1f} s" + (f"; attackers cut {cut_total(result.attack)} times, "
@@ -865,11 +869,17 @@ def max_states(scans: Sequence[dict[str, Any]]) -> dict[str, int]:
     return found
 
 
+def window(r: Round) -> tuple[float, float]:
+    """A round's memory window: its measured load, or for a with-round from the attackers' start
+    to the end of the settle period after them (what they leave behind counts as theirs)."""
+    return (r.attack_start, r.settled) if r.side == "with" else (r.start, r.end)
+
+
 def memory_report(done: Sequence[Round], sampler: TreeSampler, warm_end: float) -> dict[str, Any]:
     baseline = sampler.at_or_after(warm_end)
 
     def peak(side: str) -> Sample | None:
-        windows = [(r.attack_start or r.start, r.attack_end or r.end) for r in done if r.side == side]
+        windows = [window(r) for r in done if r.side == side]
         inside = [s for s in sampler.samples if any(a <= s.at <= b for a, b in windows)]
         return max(inside, key=lambda s: s.rss_kib) if inside else None
 
@@ -882,7 +892,7 @@ def memory_report(done: Sequence[Round], sampler: TreeSampler, warm_end: float) 
 
     growth = None if with_peak is None else round((with_peak.rss_kib - baseline.rss_kib) / 1024, 1)
     peaks = [(r.side, r.number, mib(max(
-        (s for s in sampler.samples if (r.attack_start or r.start) <= s.at <= (r.attack_end or r.end)),
+        (s for s in sampler.samples if window(r)[0] <= s.at <= window(r)[1]),
         key=lambda s: s.rss_kib, default=None))) for r in done]
     # What each attack added over the round before it: the normal client's own load (variants
     # cached, allocator) grows the RSS too, without attackers.
@@ -893,6 +903,9 @@ def memory_report(done: Sequence[Round], sampler: TreeSampler, warm_end: float) 
         "baseline_mib": mib(baseline), "peak_with_mib": mib(with_peak), "peak_without_mib": mib(without_peak),
         "end_mib": mib(end), "growth_mib": growth, "target_growth_mib": TARGET_GROWTH_MIB,
         "per_round_peak_mib": peaks, "with_round_increments_mib": increments,
+        "rounds_s": [(r.side, r.number, round(window(r)[0] - warm_end, 1), round(window(r)[1] - warm_end, 1))
+                     for r in done],
+        "timeline": [(round(s.at - warm_end, 1), round(s.rss_kib / 1024, 1)) for s in sampler.samples[::2]],
     }
 
 
@@ -1097,6 +1110,12 @@ def mean_cpu(done: Sequence[Round], side: str) -> dict[str, float]:
             for name in sorted(names)} if wall else {}
 
 
+def rig_settle_text(done: Sequence[Round]) -> str:
+    """How long after the attackers' stop their rounds' memory windows ran, e.g. "4.1-5.0 s"."""
+    after = [r.settled - r.attack_end for r in done if r.side == "with"]
+    return f"{min(after):.1f}-{max(after):.1f} s" if after else "-"
+
+
 def p99_ratio(under: dict[str, Any], without: dict[str, Any], key: str) -> float | None:
     return round(under[key] / without[key], 2) if under[key] is not None and without[key] else None
 
@@ -1182,7 +1201,8 @@ def part_a_report(done: Sequence[Round], warmup: Sequence[Outcome], memory: dict
     growth = memory["growth_mib"]
     verdict = "-" if growth is None else ("meets" if growth < TARGET_GROWTH_MIB else "ABOVE")
     lines.append(f"server RSS (sum over {memory['processes']} processes, every {RSS_EVERY:g} s): baseline "
-                 f"after the warm-up {memory['baseline_mib']} MiB, peak with attackers "
+                 f"after the warm-up {memory['baseline_mib']} MiB, peak with attackers (to "
+                 f"{rig_settle_text(done)} after them) "
                  f"{memory['peak_with_mib']} MiB, peak without {memory['peak_without_mib']} MiB, end "
                  f"{memory['end_mib']} MiB; growth {growth} MiB - {verdict} target < "
                  f"{TARGET_GROWTH_MIB:g} MiB")
@@ -1262,6 +1282,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"({DEFAULTS['ramp']:g})")
     add("--drain", type=float, help=f"seconds requests still running at a round's end may take "
         f"({DEFAULTS['drain']:g})")
+    add("--settle", type=float, help=f"seconds after an attack's recovery before the next round; its "
+        f"memory counts as the attack's ({DEFAULTS['settle']:g})")
     add("--concurrency", type=int, default=4, help="the normal client's connections (4)")
     add("--timeout", type=float, default=30.0, help="the normal client's timeout per request, s (30)")
     add("--slow-readers", type=int, help=f"slow-reading attackers ({DEFAULTS['slow_readers']})")
@@ -1278,6 +1300,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--server", action="append", default=[], metavar="KEY=VALUE",
         help="a [server] line for part (a)'s proxy, as TOML (repeatable): --server 'send_timeout=\"10s\"'")
     add("--transform-workers", type=int, default=2, help="transform.workers of both proxies (2)")
+    add("--variant-cache-mib", type=float, default=1.0,
+        help="part (a)'s cache.variant_bytes, MiB (1: full after the warm-up, so misses do not grow the RSS)")
     add("--queue-size", type=int, default=32, help="part (b)'s transform.queue_size (32)")
     add("--max-source-mib", type=int, default=64, help="part (b)'s transform.max_source_bytes, MiB (64)")
     add("--transform-requests", type=int,
@@ -1301,11 +1325,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--server: KEY=VALUE")
     if not (1 <= args.rounds <= 20 and 0 <= args.requests <= 10**6 and 0 < args.seconds <= args.max_seconds
             <= 3600 and 0 < args.warmup <= 600 and 0 <= args.ramp <= 600 and 0 <= args.drain <= 600
+            and 0 <= args.settle <= 600
             and 1 <= args.concurrency <= 256 and 1 <= args.timeout <= 600 and 0 <= args.slow_readers <= 5000
             and all(0 <= r <= 10**6 for r in args.slow_rates) and args.slow_rates
             and 0 <= args.idle <= 5000 and 0 <= args.slowloris <= 5000 and 0.1 <= args.slowloris_every <= 60
             and 256 <= args.rcvbuf <= 1 << 24 and 0.2 <= args.scan_every <= 60 and 1 <= args.workers <= 16
             and 1 <= args.transform_workers <= 64 and 0 <= args.queue_size <= 10_000
+            and 0.0625 <= args.variant_cache_mib <= 4096
             and 1 <= args.max_source_mib <= 1024 and 1 <= args.transform_requests <= 2000
             and 16 <= width <= 20_000 and 16 <= height <= 20_000):
         parser.error("an option is out of range")
@@ -1329,8 +1355,11 @@ def server_limits(config_path: Path) -> dict[str, Any]:
 
 def attack_part(args: argparse.Namespace, workdir: Path, endpoint: str, signing_key: str, moto_pid: int,
                 original: bytes, big_key: str) -> tuple[str, dict[str, Any]]:
+    # A small variant cache: full by the end of the warm-up, so that the normal client's misses do
+    # not grow the RSS over the rounds (the hits' three variants stay in it: they are hit all along).
     extra = "\n".join(["", "[delivery]", 'mode = "stream"', "", "[transform]",
-                       f"workers = {args.transform_workers}", ""])
+                       f"workers = {args.transform_workers}", "", "[cache]",
+                       f"variant_bytes = {round(args.variant_cache_mib * MIB)}", ""])
     metrics_port = free_port()
     with ExitStack() as stack:
         proc, base_url = stack.enter_context(proxy(workdir, endpoint, signing_key, name="hostile",
