@@ -56,18 +56,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import multiprocessing
 import os
 import platform
 import random
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -86,15 +83,21 @@ from harness import (
     CLK_TCK,
     HOST,
     MIB,
+    ROLES,
     SOURCE,
     BenchError,
     Check,
     CpuMeter,
     Phase,
+    Sample,
+    TreeSampler,
+    code_state,
     descendants,
     free_port,
+    keep_logs,
     moto,
     note,
+    parent_of,
     proc_ticks,
     proxy,
     proxy_toml,
@@ -125,7 +128,6 @@ FOLLOW_EVERY: Final = 4
 GRACE: Final = 2.0  # seconds after the relay is re-pointed that errors are still expected
 EXPECTED_STATUSES: Final = frozenset({502, 503, 504})
 ERROR_PAUSE: Final = 0.1
-SAMPLE_EVERY: Final = 1.0
 REPORT_EVERY: Final = 30.0
 TARGET_GROWTH_PCT: Final = 10.0
 RELAY_CHUNK: Final = 64 * 1024
@@ -497,26 +499,7 @@ class Storage:
         return Window(start=start, killed=killed, moto_up=self.moto_up, seeded=seeded, end=time.monotonic())
 
 
-# --- memory: the server's process tree, every second -------------------------------------------
-
-def parent_of(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def memory_kib(pid: int) -> tuple[int, int] | None:
-    """(VmRSS, Pss) of a process in KiB; None if it has gone."""
-    try:
-        rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if line.startswith("VmRSS:"))
-        pss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-                   if line.startswith("Pss:"))
-    except (OSError, StopIteration, IndexError, ValueError):
-        return None
-    return rss, pss
-
+# --- the HTTP workers: their client connections and CPU ------------------------------------------
 
 def connections_by_pid(port: int) -> Counter[int]:
     """Established client connections on the server's port, per process that accepted them."""
@@ -566,73 +549,6 @@ def worker_split(root: int, before: Mapping[int, int], after: Mapping[int, int],
         entry["main_cpu_pct" if pid == worker else "pool_cpu_pct"] += pct
     return [{k: round(v, 1) if isinstance(v, float) else v for k, v in entry.items()}
             for _, entry in sorted(split.items())]
-
-
-ROLES: Final = ("supervisor", "http workers", "image pools")
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    at: float
-    processes: Mapping[int, tuple[str, int, int]]  # pid -> (role, VmRSS KiB, Pss KiB)
-
-    @property
-    def rss_kib(self) -> int:
-        return sum(rss for _, rss, _ in self.processes.values())
-
-    @property
-    def pss_kib(self) -> int:
-        return sum(pss for _, _, pss in self.processes.values())
-
-    def by_role(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        for role in ROLES:
-            members = [(rss, pss) for r, rss, pss in self.processes.values() if r == role]
-            out[role] = {"processes": len(members), "rss_mib": round(sum(m[0] for m in members) / 1024, 1),
-                         "pss_mib": round(sum(m[1] for m in members) / 1024, 1)}
-        return out
-
-
-class TreeSampler:
-    """VmRSS and PSS of the server's whole process tree every SAMPLE_EVERY s, in a thread."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
-
-    def take(self) -> Sample:
-        processes: dict[int, tuple[str, int, int]] = {}
-        for pid in (self.root, *descendants(self.root)):
-            role = ("supervisor" if pid == self.root
-                    else "http workers" if parent_of(pid) == self.root else "image pools")
-            memory = memory_kib(pid)
-            if memory is not None:
-                processes[pid] = (role, *memory)
-        return Sample(time.monotonic(), processes)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.take())
-            self._stop.wait(SAMPLE_EVERY)
-
-    def latest(self) -> Sample:
-        return self.samples[-1] if self.samples else self.take()
-
-    def at_or_after(self, moment: float) -> Sample:
-        return next((s for s in self.samples if s.at >= moment), self.latest())
-
-    def before(self, moment: float) -> Sample:
-        return next((s for s in reversed(self.samples) if s.at < moment), self.samples[0])
-
-    def __enter__(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -1050,23 +966,6 @@ def server_log_summary(path: Path, window: Window | None) -> dict[str, Any]:
     return summary
 
 
-def code_state() -> str:
-    """What was measured: HEAD, "+dirty" if imgproxy/ differs from it, and a digest of its source
-    (the package may change between runs while someone works on it)."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for path in sorted((root / "imgproxy").rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "imgproxy"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        head, dirty = "unknown", ""
-    return f"{head}{'+dirty' if dirty else ''} (imgproxy/*.py sha256 {digest.hexdigest()[:12]})"
-
-
 def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     signing_key = secrets.token_urlsafe(32)
     result: dict[str, Any] = {
@@ -1119,13 +1018,6 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
               f"{log['outside_window']}" + "".join(f"\n  {line}" for line in log["examples"][:5]), flush=True)
     result["loadavg_end"] = os.getloadavg()
     return result
-
-
-def keep_logs(workdir: Path, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for path in workdir.iterdir():
-        if path.suffix in (".log", ".toml"):
-            shutil.copy2(path, target / path.name)
 
 
 def failures(result: dict[str, Any]) -> list[str]:

@@ -50,6 +50,7 @@ from harness import (
     moto,
     note,
     proxy,
+    reset_peak_rss,
     run_main,
     run_phase,
     s3_client,
@@ -161,15 +162,6 @@ class RssSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0, own processes); False if not possible."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 async def download(url: str) -> tuple[int, str, int | None, float]:

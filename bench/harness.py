@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import hashlib
 import http.client
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -140,16 +143,18 @@ def source_toml(name: str, endpoint: str) -> str:
 
 
 def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "", *, workers: int = 1,
-               metrics_port: int | None = None) -> str:
+               metrics_port: int | None = None, server: Sequence[str] = ()) -> str:
     """The proxy's config: one source (SOURCE) on moto; ``extra`` is appended (more TOML tables).
-    ``metrics_port``: the Prometheus listener on that port (default: none)."""
+    ``metrics_port``: the Prometheus listener on that port (default: none). ``server``: more
+    ``key = value`` lines for the ``[server]`` table."""
     q = json.dumps
     metrics = ["enabled = false"] if metrics_port is None else [
         "enabled = true", f"host = {q(HOST)}", f"port = {metrics_port}"]
     return "\n".join([
         # One server process by default: the figures in README.md measure one event loop (serve
         # --workers defaults to one per CPU); ``workers`` > 1 runs the supervisor and its workers.
-        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", f"workers = {workers}", "",
+        "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", f"workers = {workers}",
+        *server, "",
         "[metrics]", *metrics, "",
         "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "", "",
     ]) + source_toml(SOURCE, endpoint) + extra
@@ -176,13 +181,14 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeo
 @contextmanager
 def proxy(workdir: Path, endpoint: str, signing_key: str, profile: Path | None = None, *,
           extra_toml: str = "", name: str = "imgproxy", workers: int = 1,
-          metrics_port: int | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+          metrics_port: int | None = None,
+          server: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``imgproxy serve`` on a free port; ``name`` names its config and log files in workdir;
-    ``workers`` and ``metrics_port`` as in ``proxy_toml``."""
+    ``workers``, ``metrics_port`` and ``server`` as in ``proxy_toml``."""
     port = free_port()
     config_path = workdir / f"{name}.toml"
     config_path.write_text(proxy_toml(endpoint, port, signing_key, extra_toml, workers=workers,
-                                      metrics_port=metrics_port))
+                                      metrics_port=metrics_port, server=server))
     log_path = workdir / f"{name}.log"
     argv = [sys.executable, "-m", "imgproxy", "serve", "--config", str(config_path)]
     if profile is not None:  # cProfile writes the file when SIGTERM makes serve return
@@ -238,6 +244,105 @@ def status_kib(pid: int, name: str) -> int:
         if line.startswith(name + ":"):
             return int(line.split()[1])
     raise BenchError(f"/proc/{pid}/status has no {name}")
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def memory_kib(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, Pss) of a process in KiB; None if it has gone."""
+    try:
+        rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        pss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                   if line.startswith("Pss:"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return rss, pss
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, own processes); False if not possible."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+ROLES: Final = ("supervisor", "http workers", "image pools")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float
+    processes: Mapping[int, tuple[str, int, int]]  # pid -> (role, VmRSS KiB, Pss KiB)
+
+    @property
+    def rss_kib(self) -> int:
+        return sum(rss for _, rss, _ in self.processes.values())
+
+    @property
+    def pss_kib(self) -> int:
+        return sum(pss for _, _, pss in self.processes.values())
+
+    def by_role(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for role in ROLES:
+            members = [(rss, pss) for r, rss, pss in self.processes.values() if r == role]
+            out[role] = {"processes": len(members), "rss_mib": round(sum(m[0] for m in members) / 1024, 1),
+                         "pss_mib": round(sum(m[1] for m in members) / 1024, 1)}
+        return out
+
+
+class TreeSampler:
+    """VmRSS and PSS of the server's whole process tree every ``interval`` s, in a thread. Roles
+    assume the supervisor's layout (its children are HTTP workers); with one serving process
+    (``server.workers = 1``) its direct children (the forkserver, the resource tracker) count as
+    "http workers"."""
+
+    def __init__(self, root: int, interval: float = 1.0) -> None:
+        self.root = root
+        self.interval = interval
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
+
+    def take(self) -> Sample:
+        processes: dict[int, tuple[str, int, int]] = {}
+        for pid in (self.root, *descendants(self.root)):
+            role = ("supervisor" if pid == self.root
+                    else "http workers" if parent_of(pid) == self.root else "image pools")
+            memory = memory_kib(pid)
+            if memory is not None:
+                processes[pid] = (role, *memory)
+        return Sample(time.monotonic(), processes)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.take())
+            self._stop.wait(self.interval)
+
+    def latest(self) -> Sample:
+        return self.samples[-1] if self.samples else self.take()
+
+    def at_or_after(self, moment: float) -> Sample:
+        return next((s for s in self.samples if s.at >= moment), self.latest())
+
+    def before(self, moment: float) -> Sample:
+        return next((s for s in reversed(self.samples) if s.at < moment), self.samples[0])
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 @dataclass
@@ -358,10 +463,11 @@ def expect_size(size: int) -> Check:
     return check
 
 
-def session_for(concurrency: int) -> aiohttp.ClientSession:
+def session_for(concurrency: int, timeout: float = 60.0) -> aiohttp.ClientSession:
+    """Keep-alive connections (at most ``concurrency``); ``timeout``: per request, in seconds."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
-        timeout=aiohttp.ClientTimeout(total=60),
+        timeout=aiohttp.ClientTimeout(total=timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     )
@@ -421,6 +527,31 @@ def merged(phases: list[Phase], side: str) -> Phase:
 
 
 # --- main ------------------------------------------------------------------------------------
+
+def keep_logs(workdir: Path, target: Path) -> None:
+    """Copy the logs and configs a run left in ``workdir`` to ``target`` (made if missing)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in workdir.iterdir():
+        if path.suffix in (".log", ".toml"):
+            shutil.copy2(path, target / path.name)
+
+
+def code_state() -> str:
+    """What was measured: HEAD, "+dirty" if imgproxy/ differs from it, and a digest of its source
+    (the package may change between runs while someone works on it)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted((root / "imgproxy").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "imgproxy"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head, dirty = "unknown", ""
+    return f"{head}{'+dirty' if dirty else ''} (imgproxy/*.py sha256 {digest.hexdigest()[:12]})"
+
 
 def run_main(bench: Callable[[argparse.Namespace, Path], dict[str, Any]],
              failures: Callable[[dict[str, Any]], list[str]], args: argparse.Namespace) -> int:
