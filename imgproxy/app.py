@@ -69,7 +69,8 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
             config.transform, pool, VariantCache(config.cache.variant_bytes), app[keys.METADATA],
             supported_outputs(), app.get(keys.STORE))
         app[METRICS].snapshot = lambda: Snapshot(
-            queued=pool.queued, rejected=pool.rejected, cache_hits=service.variants.hits,
+            queued=pool.queued, loaded=pool.loaded, rejected=pool.rejected,
+            cache_hits=service.variants.hits,
             cache_misses=service.variants.misses, cache_bytes=service.variants.current_bytes,
             coalesced=service.coalescer.coalesced)
         yield

@@ -40,6 +40,7 @@ class Snapshot:
     """The running totals and levels kept by the pool and the caches, read on the loop thread."""
 
     queued: int = 0
+    loaded: int = 0
     rejected: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
@@ -92,8 +93,13 @@ class Metrics:
         self.pool_queued = Gauge("imgproxy_transform_queue_depth",
                                  "Transforms admitted and waiting for a worker.",
                                  multiprocess_mode="livesum", registry=reg)
+        self.pool_loaded = Gauge("imgproxy_transform_sources_in_memory",
+                                 "Admitted transforms holding their source in memory (at most "
+                                 "2 per image worker; the rest of the queue holds nothing).",
+                                 multiprocess_mode="livesum", registry=reg)
         self.pool_rejections = Counter("imgproxy_transform_rejections",
-                                       "Transforms refused because the pool's queue was full (503).",
+                                       "Transforms refused (503) because the pool's queue was full, "
+                                       "before their source was read.",
                                        registry=reg)
         self.connections_closed = Counter(
             "imgproxy_connections_closed", "Client connections closed by a limit, by reason "
@@ -137,6 +143,7 @@ class Metrics:
         """Carry the pool's and the caches' own totals over (only what changed since last time)."""
         now, seen = self.snapshot(), self._seen
         self.pool_queued.set(now.queued)
+        self.pool_loaded.set(now.loaded)
         self.cache_bytes.set(now.cache_bytes)
         for counter, delta in ((self.pool_rejections, now.rejected - seen.rejected),
                                (self.cache_hits, now.cache_hits - seen.cache_hits),

@@ -21,17 +21,18 @@ from aiohttp import hdrs, web
 from imgproxy.cache import Coalescer, MetadataCache, SourceMeta, Variant, VariantCache
 from imgproxy.conditional import etag_matches
 from imgproxy.config import TransformConfig
-from imgproxy.errors import InvalidParameter, SourceTooLarge
+from imgproxy.errors import InvalidParameter, SourceTooLarge, StorageError
 from imgproxy.media import safety_headers
 from imgproxy.middleware import DURATIONS, LOG_FIELDS
-from imgproxy.storage.s3 import NotModified, S3Source
+from imgproxy.storage.body import ObjectBody
+from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
 from imgproxy.storage.store import VariantStore
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformLimits, TransformSpec, parse_transform
 from imgproxy.transform.pool import TransformPool
 from imgproxy.transform.steps import RenderSettings
 
-PIPELINE_VERSION: Final = "1"  # bump when rendering changes, so browsers and caches re-fetch
+PIPELINE_VERSION: Final = "2"  # bump when rendering changes, so browsers and caches re-fetch
 READ_CHUNK: Final = 256 * 1024
 
 
@@ -91,6 +92,17 @@ class VariantService:
             meta = SourceMeta(head.etag, head.content_length, head.content_type)
             self.metadata.put(source.config.name, key, meta)
         return meta
+
+    async def download(self, source: S3Source, key: str) -> tuple[ObjectMeta, bytearray]:
+        """The whole object, read into one buffer of its Content-Length (no chunks to join)."""
+        result = await source.get(key)
+        assert not isinstance(result, NotModified)
+        meta, body = result
+        try:
+            self.check_size(meta.content_length)
+            return meta, await read_exactly(body, meta.content_length, source.config.name)
+        finally:
+            body.close()
 
     def check_size(self, size: int) -> None:
         if size > self.config.max_source_bytes:
@@ -156,27 +168,19 @@ class VariantService:
 
     async def render(self, source: S3Source, key: str, spec: TransformSpec,
                      target: OutputFormat | None, target_label: str, timing: Timing) -> Variant:
-        started = time.perf_counter()
-        result = await source.get(key)
-        assert not isinstance(result, NotModified)
-        meta, body = result
-        try:
-            self.check_size(meta.content_length)
-            chunks: list[bytes] = []
-            received = 0
-            while chunk := await body.read(READ_CHUNK):
-                received += len(chunk)
-                self.check_size(received)
-                chunks.append(chunk)
-        finally:
-            body.close()
-        data = b"".join(chunks)
-        timing.storage += time.perf_counter() - started
-        # The object may have changed since the HEAD: what we read decides the variant's identity.
-        self.metadata.put(source.config.name, key, SourceMeta(meta.etag, len(data), meta.content_type))
-        started = time.perf_counter()
-        rendered = await self.pool.render(data, spec, target, self.settings)
-        timing.transform += time.perf_counter() - started
+        # Admitted (or 503) before a byte is read; then the source is in memory only while this
+        # job is rendering or next in line (transform/pool.py), never while it queues.
+        with self.pool.admit() as ticket:
+            async with ticket.loading():
+                started = time.perf_counter()
+                meta, data = await self.download(source, key)
+                timing.storage += time.perf_counter() - started
+                # The object may have changed since the HEAD: what we read decides the variant.
+                self.metadata.put(source.config.name, key,
+                                  SourceMeta(meta.etag, len(data), meta.content_type))
+                started = time.perf_counter()
+                rendered = await self.pool.render(data, spec, target, self.settings)
+                timing.transform += time.perf_counter() - started
         variant = Variant(body=rendered.body, media_type=rendered.media_type,
                           etag=variant_etag(meta.etag, spec.canonical, target_label),
                           width=rendered.width, height=rendered.height)
@@ -185,6 +189,22 @@ class VariantService:
         if self.store is not None:
             self.store.put(store_key(cache_key), variant)  # in the background: never awaited here
         return variant
+
+
+async def read_exactly(body: ObjectBody, length: int, source: str) -> bytearray:
+    """``length`` bytes of ``body`` into one preallocated buffer; a body that ends early or
+    runs past its Content-Length is a storage error (never a short or unbounded read)."""
+    buffer = bytearray(length)
+    view, filled = memoryview(buffer), 0
+    while filled < length:
+        chunk = await body.read(min(READ_CHUNK, length - filled))
+        if not chunk:
+            raise StorageError(f"source={source}: body ended after {filled} of {length} bytes")
+        view[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if await body.read(1):
+        raise StorageError(f"source={source}: body longer than its Content-Length {length}")
+    return buffer
 
 
 def store_key(cache_key: tuple[str, str, str | None, str, str]) -> tuple[str, ...]:

@@ -1,22 +1,31 @@
 """The image worker pool: a bounded set of processes, a bounded queue, a time limit per job.
 
 Pillow never runs on the event loop. Work goes to ``workers`` processes (started through a
-forkserver, so no thread of the server is forked); at most ``workers + queue_size`` jobs are
-admitted at once and the next is refused with 503 + ``Retry-After`` instead of waiting without
-bound. Each job has a time limit enforced inside the worker (SIGALRM between decoder chunks)
-and, as a backstop, outside it: a job that overruns both gets its pool replaced, so no worker
-stays stuck.
+forkserver, so no thread of the server is forked). Memory is bounded by admitted work, and work
+is admitted before it costs any:
+
+- ``admit()``: at most ``workers + queue_size`` jobs at once; the next is refused with 503 +
+  ``Retry-After`` at once, before its source is downloaded, instead of waiting without bound.
+- ``Ticket.loading()``: of the admitted jobs, at most ``2 * workers`` hold their source in memory
+  (one rendering and one downloaded next to it, per worker); the others wait their turn
+  holding nothing. The main process's peak is then about ``2 * workers`` sources plus their
+  pickled copies on the way to the workers (README, "Memory").
+
+Each job has a time limit enforced inside the worker (SIGALRM between decoder chunks) and, as a
+backstop, outside it: a job that overruns both gets its pool replaced, so no worker stays stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
@@ -28,11 +37,10 @@ from imgproxy.transform.steps import Rendered, RenderSettings, render
 
 log = logging.getLogger("imgproxy.transform")
 BACKSTOP_SECONDS: Final = 2.0
-RETRY_AFTER: Final = "1"
 ORPHAN_POLL_SECONDS: Final = 1.0
 
 
-class _Alarm(Exception):
+class _Alarm(BaseException):  # a signal, not an error: no ``except Exception`` may swallow it
     pass
 
 
@@ -77,7 +85,7 @@ def _warm() -> int:
     return os.getpid()
 
 
-def run_job(data: bytes, spec: TransformSpec, target: OutputFormat | None,
+def run_job(data: bytes | bytearray, spec: TransformSpec, target: OutputFormat | None,
             settings: RenderSettings, timeout: float) -> Rendered:
     """Runs in a worker process: render under a wall-clock limit."""
     signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -93,17 +101,40 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class Ticket:
+    """One admitted job: holds its place in the pool's capacity until the block ends."""
+
+    def __init__(self, pool: TransformPool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def loading(self) -> AsyncIterator[None]:
+        """Wait until this job may hold its source in memory; the block downloads and renders."""
+        pool = self._pool
+        async with pool._loading:
+            pool.loaded += 1
+            pool.peak_loaded = max(pool.peak_loaded, pool.loaded)
+            try:
+                yield
+            finally:
+                pool.loaded -= 1
+
+
 class TransformPool:
     """Admission control and dispatch; used only from the event loop thread."""
 
     def __init__(self, workers: int, queue_size: int, timeout: float, max_pixels: int) -> None:
         self.workers = workers or default_workers()
         self.capacity = self.workers + queue_size
+        self.in_memory = 2 * self.workers  # sources held at once: rendering, and next in line
         self.timeout = timeout
         self._max_pixels = max_pixels
         self.active = 0
+        self.loaded = 0  # jobs holding their source in memory, at most ``in_memory``
+        self.peak_loaded = 0
         self.rejected = 0
         self.completed = 0
+        self._loading = asyncio.Semaphore(self.in_memory)
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -121,18 +152,27 @@ class TransformPool:
     def queued(self) -> int:
         return max(0, self.active - self.workers)
 
-    async def render(self, data: bytes, spec: TransformSpec, target: OutputFormat | None,
-                     settings: RenderSettings) -> Rendered:
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[Ticket]:
+        """A place for one job, or 503 now: taken before the job costs anything."""
         if self.active >= self.capacity:
             self.rejected += 1
-            raise Overloaded(f"{self.active} jobs admitted, capacity {self.capacity}",
-                             headers={"Retry-After": RETRY_AFTER})
+            raise Overloaded(f"{self.active} jobs admitted, capacity {self.capacity}")
         self.active += 1
+        try:
+            yield Ticket(self)
+        finally:
+            self.active -= 1
+
+    async def render(self, data: bytes | bytearray, spec: TransformSpec, target: OutputFormat | None,
+                     settings: RenderSettings) -> Rendered:
+        """Render an admitted job's source (call inside ``admit()`` and ``loading()``)."""
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:
             future = loop.run_in_executor(executor, run_job, data, spec, target, settings, self.timeout)
-            result = await asyncio.wait_for(future, self.timeout * (1 + self.queued) + BACKSTOP_SECONDS)
+            # At most ``in_memory`` jobs reach here, so at most that many wait on the executor.
+            result = await asyncio.wait_for(future, self.timeout * 2 + BACKSTOP_SECONDS)
             self.completed += 1
             return result
         except TimeoutError:
@@ -142,9 +182,7 @@ class TransformPool:
         except BrokenProcessPool:
             log.error("a transform worker died; replacing the worker pool")
             self._replace(executor)
-            raise Overloaded("worker pool broken", headers={"Retry-After": RETRY_AFTER}) from None
-        finally:
-            self.active -= 1
+            raise Overloaded("worker pool broken") from None
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if broken is not self._executor:

@@ -93,7 +93,7 @@ def is_data_failure(exc: BaseException) -> bool:
             and not type(exc).__module__.startswith("imgproxy."))
 
 
-def open_image(data: bytes, settings: RenderSettings) -> Image.Image:
+def open_image(data: bytes | bytearray, settings: RenderSettings) -> Image.Image:
     """Identify the image from its header only; refuse formats not allowed and pixel bombs."""
     try:
         with warnings.catch_warnings():
@@ -343,7 +343,7 @@ STEPS: Final[tuple[Callable[[Job], None], ...]] = (
 
 
 def render(
-    data: bytes,
+    data: bytes | bytearray,
     spec: TransformSpec,
     target: OutputFormat | None,
     settings: RenderSettings,

@@ -1,0 +1,114 @@
+"""Transform admission before the download (issue 10, point 4): a refused job reads nothing from
+S3, and of the admitted ones at most two per worker hold their source in memory at once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from typing import Any
+
+import pytest
+from aiohttp import hdrs
+from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, RelayFactory, config_data
+from PIL import Image
+
+from imgproxy import keys
+from imgproxy.app import create_app
+from imgproxy.auth.signing import UrlSigner
+from imgproxy.config import parse_config
+from imgproxy.errors import StorageError
+from imgproxy.variants import read_exactly
+
+KEY = "scans/noise.jpg"
+
+
+def noisy_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((1600, 1200), 80).convert("RGB").save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+SOURCE = noisy_jpeg()  # ~1.5 MB, so the bytes S3 sent say how many downloads happened
+
+
+@pytest.fixture(scope="module")
+def source_bucket(s3: Any) -> str:
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key=KEY, Body=SOURCE, ContentType="image/jpeg")
+    return name
+
+
+async def proxy(aiohttp_client: ClientFactory, endpoint: str, bucket: str,
+                **transform: Any) -> TestClient[Any, Any]:
+    data = config_data(endpoint, bucket)
+    data["transform"] = {"workers": 1, **transform}
+    data["cache"] = {"variant_bytes": 0}
+    return await aiohttp_client(create_app(parse_config(data, environ={})))
+
+
+async def burst(client: TestClient[Any, Any], signer: UrlSigner, count: int) -> list[int]:
+    """``count`` distinct renders at once (distinct widths: nothing to coalesce or cache)."""
+    async def one(width: int) -> int:
+        async with client.get(signer.sign("photos", KEY, params={"w": str(width), "fmt": "png"})) as r:
+            await r.read()
+            if r.status == 503:
+                assert r.headers[hdrs.RETRY_AFTER] == "1"
+                assert (await r.json())["error"] == "overloaded"
+            return r.status
+    return await asyncio.gather(*(one(1500 - i) for i in range(count)))
+
+
+async def test_a_refused_transform_reads_nothing_from_s3(
+        aiohttp_client: ClientFactory, relay_to: RelayFactory, moto_endpoint: str,
+        source_bucket: str, signer: UrlSigner) -> None:
+    relay = await relay_to(moto_endpoint)
+    client = await proxy(aiohttp_client, relay.endpoint, source_bucket, queue_size=0)
+    statuses = await burst(client, signer, 8)
+    admitted = statuses.count(200)
+    assert admitted >= 1
+    assert statuses.count(503) == 8 - admitted
+    assert statuses.count(503) >= 4
+    # Every refused job was refused before its GET: S3 sent one body per admitted job (plus
+    # the HEADs' headers), not one per request.
+    assert relay.bytes_from_upstream < (admitted + 0.5) * len(SOURCE)
+
+
+async def test_queued_transforms_hold_no_source_in_memory(
+        aiohttp_client: ClientFactory, moto_endpoint: str, source_bucket: str, signer: UrlSigner) -> None:
+    client = await proxy(aiohttp_client, moto_endpoint, source_bucket, queue_size=10)
+    statuses = await burst(client, signer, 11)  # one worker plus ten in the queue: all admitted
+    assert statuses == [200] * 11
+    assert client.app is not None
+    pool = client.app[keys.VARIANTS].pool
+    assert pool.peak_loaded == pool.in_memory == 2  # one rendering, one downloaded next in line
+    assert pool.loaded == 0
+    assert pool.active == 0
+
+
+class Body:
+    """An S3 body whose length differs from its Content-Length (a failure S3 cannot be made
+    to produce on demand)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self, size: int) -> bytes:
+        chunk, self.data = self.data[:size], self.data[size:]
+        return chunk
+
+
+async def test_a_source_is_read_into_exactly_its_content_length() -> None:
+    data = bytes(range(256)) * 4096
+    buffer = await read_exactly(Body(data), len(data), "photos")  # type: ignore[arg-type]
+    assert isinstance(buffer, bytearray)
+    assert buffer == data
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+async def test_a_body_shorter_or_longer_than_its_content_length_is_a_storage_error(delta: int) -> None:
+    data = b"x" * 1000
+    with pytest.raises(StorageError):
+        await read_exactly(Body(data), len(data) - delta, "photos")  # type: ignore[arg-type]
