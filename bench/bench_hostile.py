@@ -107,7 +107,7 @@ from yarl import URL
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import load_config
 
-BYTES_PER_PIXEL: Final = 3  # RGB, as decoded
+BYTES_PER_PIXEL: Final = 4  # RGBA, the widest mode a worker decodes to
 DEFAULT_MAX_SOURCE_PIXELS: Final = 50_000_000  # transform.max_source_pixels's default
 
 
@@ -116,12 +116,15 @@ def predicted_peak_bytes(workers: int, queue_size: int, max_source_bytes: int,
     """The README's worst case for the memory transforms add to a server (its process tree);
     keep this function in step with the README's formula: when one changes, so must the other.
 
-    The main process holds at most ``workers + queue_size`` source buffers (the admitted jobs'),
-    plus the pickled copies of the jobs on their way to a worker (``workers + 1`` in flight: the
-    executor's call queue). Each worker holds one source plus its decoded pixels at
-    BYTES_PER_PIXEL bytes a pixel, at most ``max_source_pixels`` of them."""
-    main_process = (workers + queue_size) * max_source_bytes + (workers + 1) * max_source_bytes
-    per_worker = max_source_bytes + BYTES_PER_PIXEL * max_source_pixels
+    Admission comes before the download and only ``2 * workers`` admitted jobs hold a source
+    (transform/pool.py), so ``queue_size`` costs nothing: the main process holds at most
+    ``2 * workers`` source buffers plus the one pickled copy the executor's feeder thread is
+    writing to a worker. Each worker holds its source twice (unpickled, and Pillow's BytesIO
+    copy) plus its decoded pixels at BYTES_PER_PIXEL bytes a pixel, at most
+    ``max_source_pixels`` of them."""
+    del queue_size  # in the formula's signature on purpose: it no longer matters
+    main_process = (2 * workers + 1) * max_source_bytes
+    per_worker = 2 * max_source_bytes + BYTES_PER_PIXEL * max_source_pixels
     return main_process + workers * per_worker
 
 

@@ -111,7 +111,11 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
         app.cleanup_ctx.append(variant_store)
     app.cleanup_ctx.append(variant_service)
     if config.metrics.enabled:
-        app.cleanup_ctx.append(metrics_endpoint(config.metrics.host, config.metrics.port))
+        async def readiness() -> tuple[int, dict[str, object]]:
+            report = await app[keys.READINESS].report()
+            return (200 if report.ready else 503), report.detail()
+
+        app.cleanup_ctx.append(metrics_endpoint(config.metrics.host, config.metrics.port, readiness))
     app.on_response_prepare.append(stamp_request_id)
     app.on_cleanup.append(stop_watchdog)
     add_routes(app)

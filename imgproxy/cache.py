@@ -1,16 +1,22 @@
 """Bounded in-memory caches (cachetools) and request coalescing.
 
-- ``VariantCache``: rendered variants, LRU, bounded by total bytes.
+- ``VariantCache``: rendered variants, LRU, bounded by total bytes (bodies, keys and a fixed
+  overhead per entry).
 - ``MetadataCache``: what S3 last said about an object (ETag, size, type), TTL-bounded, so a
   variant's ETag can be known (and a 304 sent) without touching S3.
+- ``HotCounter``: requests per object in a window, for ``delivery.mode = "auto"``.
 - ``Coalescer``: concurrent identical work runs once; every waiter gets the one result.
 
+Memory is bounded by size, not only by count, whatever keys clients ask for: the metadata cache
+and the hot counters key objects by a 16-byte digest of (source, key) (object keys run to
+1 KiB) and keep no value over ``MAX_META_CHARS``, so an entry costs a few hundred bytes at most.
 cachetools is not thread-safe: all of these are touched only on the event loop thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -18,8 +24,20 @@ from typing import Final, Generic, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-ENTRY_OVERHEAD: Final = 256  # bytes charged per entry besides the body (key, headers, object)
+ENTRY_OVERHEAD: Final = 256  # bytes charged per entry besides the body and the key
+MAX_META_CHARS: Final = 256  # an ETag or Content-Type longer than this is not cached
 T = TypeVar("T")
+
+
+def object_id(source: str, key: str) -> bytes:
+    """A fixed-size name for an object: what the caches key it by."""
+    return hashlib.blake2b(f"{source}\0{key}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def key_size(key: Hashable) -> int:
+    """Roughly what a cache key costs: the length of its parts."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return sum(len(part) if isinstance(part, str | bytes) else 8 for part in parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,22 +61,24 @@ class VariantCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._lru: LRUCache[Hashable, Variant] = LRUCache(
-            maxsize=max(1, max_bytes), getsizeof=lambda v: len(v.body) + ENTRY_OVERHEAD)
+        # Each entry is (variant, what it costs): the body, the key, and a fixed overhead.
+        self._lru: LRUCache[Hashable, tuple[Variant, int]] = LRUCache(
+            maxsize=max(1, max_bytes), getsizeof=lambda entry: entry[1])
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable) -> Variant | None:
-        variant = self._lru.get(key) if self.max_bytes else None
-        if variant is None:
+        entry = self._lru.get(key) if self.max_bytes else None
+        if entry is None:
             self.misses += 1
-        else:
-            self.hits += 1
-        return variant
+            return None
+        self.hits += 1
+        return entry[0]
 
     def put(self, key: Hashable, variant: Variant) -> None:
-        if self.max_bytes and len(variant.body) + ENTRY_OVERHEAD <= self.max_bytes:
-            self._lru[key] = variant
+        cost = len(variant.body) + key_size(key) + ENTRY_OVERHEAD
+        if self.max_bytes and cost <= self.max_bytes:
+            self._lru[key] = (variant, cost)
 
     @property
     def current_bytes(self) -> int:
@@ -73,18 +93,24 @@ class MetadataCache:
 
     def __init__(self, entries: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = ttl > 0
-        self._ttl: TTLCache[tuple[str, str], SourceMeta] = TTLCache(
-            maxsize=entries, ttl=max(ttl, 0.001), timer=clock)
+        self._ttl: TTLCache[bytes, SourceMeta] = TTLCache(maxsize=entries, ttl=max(ttl, 0.001), timer=clock)
 
     def get(self, source: str, key: str) -> SourceMeta | None:
-        return self._ttl.get((source, key)) if self.enabled else None
+        return self._ttl.get(object_id(source, key)) if self.enabled else None
 
     def put(self, source: str, key: str, meta: SourceMeta) -> None:
-        if self.enabled:
-            self._ttl[(source, key)] = meta
+        if not self.enabled:
+            return
+        if len(meta.etag or "") > MAX_META_CHARS or len(meta.content_type or "") > MAX_META_CHARS:
+            self._ttl.pop(object_id(source, key), None)  # odd values are asked for each time
+            return
+        self._ttl[object_id(source, key)] = meta
 
     def forget(self, source: str, key: str) -> None:
-        self._ttl.pop((source, key), None)
+        self._ttl.pop(object_id(source, key), None)
+
+    def __len__(self) -> int:
+        return len(self._ttl)
 
 
 class HotCounter:
@@ -93,16 +119,17 @@ class HotCounter:
 
     def __init__(self, entries: int, max_window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._counts: TTLCache[Hashable, tuple[float, int]] = TTLCache(
+        self._counts: TTLCache[bytes, tuple[float, int]] = TTLCache(
             maxsize=entries, ttl=max(max_window, 0.001), timer=clock)
 
-    def hit(self, key: Hashable, window: float) -> int:
-        """Count one request for ``key``; return how many fell in the current window."""
+    def hit(self, source: str, key: str, window: float) -> int:
+        """Count one request for the object; return how many fell in the current window."""
+        key_id = object_id(source, key)
         now = self._clock()
-        started, count = self._counts.get(key, (now, 0))
+        started, count = self._counts.get(key_id, (now, 0))
         if now - started >= window:
             started, count = now, 0
-        self._counts[key] = (started, count + 1)
+        self._counts[key_id] = (started, count + 1)
         return count + 1
 
     def __len__(self) -> int:

@@ -243,7 +243,7 @@ class StorageError(ProxyError):
 class NotReady(ProxyError):
     status = 503
     code = "not_ready"
-    public_message = "The server cannot reach all of its image sources."
+    public_message = "The server cannot reach all of its image sources (details on the metrics address)."
 
 
 class Overloaded(NotReady):

@@ -26,6 +26,14 @@ class ReadinessReport:
     def ready(self) -> bool:
         return all(state == "ok" for state in self.sources.values())
 
+    @property
+    def failing(self) -> list[str]:
+        return sorted(name for name, state in self.sources.items() if state != "ok")
+
+    def detail(self) -> dict[str, object]:
+        """The report for operators (the metrics address): the state of every source."""
+        return {"status": "ready" if self.ready else "not_ready", "sources": dict(self.sources)}
+
 
 class Readiness:
     def __init__(self, sources: Mapping[str, S3Source], ttl: float, clock: Callable[[], float]) -> None:

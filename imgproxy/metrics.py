@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -167,15 +167,26 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the endpoint listens, once started
 
 
-def scrape_app(metrics: Metrics) -> web.Application:
-    """The tiny app behind the metrics address: ``GET /metrics`` and nothing else."""
+# The operators' readiness report: (status, JSON body); served on the metrics address only.
+ReadinessReport = Callable[[], Awaitable[tuple[int, dict[str, object]]]]
+
+
+def scrape_app(metrics: Metrics, readiness: ReadinessReport | None = None) -> web.Application:
+    """The tiny app behind the metrics address: ``GET /metrics`` and the detailed ``/readyz``."""
 
     async def scrape(request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(),
                             headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST, hdrs.CACHE_CONTROL: "no-store"})
 
+    async def readyz(request: web.Request) -> web.Response:
+        assert readiness is not None
+        status, body = await readiness()
+        return web.json_response(body, status=status, headers={hdrs.CACHE_CONTROL: "no-store"})
+
     app = web.Application()
     app.router.add_get("/metrics", scrape)
+    if readiness is not None:
+        app.router.add_get("/readyz", readyz)
     return app
 
 
@@ -187,12 +198,14 @@ def listen_url(site: web.TCPSite, host: str) -> str:
     return f"http://{host}/metrics"
 
 
-def metrics_endpoint(host: str, port: int) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` serving ``app[METRICS]`` on ``host:port`` (never the public port)."""
+def metrics_endpoint(host: str, port: int, readiness: ReadinessReport | None = None
+                     ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` serving ``app[METRICS]`` (and ``readiness``) on ``host:port``, never
+    the public port."""
 
     async def serve(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]
-        runner = web.AppRunner(scrape_app(metrics), access_log=None, handle_signals=False)
+        runner = web.AppRunner(scrape_app(metrics, readiness), access_log=None, handle_signals=False)
         await runner.setup()
         try:
             # Several workers share the port; any of them answers with the summed view.

@@ -77,7 +77,7 @@ async def respond_original(request: web.Request, source: S3Source, key: str,
     """The answer; ``request[LOG_FIELDS]["delivery"]`` says how (stream, redirect or accel)."""
     # 1. Choose: the source's mode, with what the caches know (no S3 call to decide).
     cached = context.metadata.get(source.config.name, key)
-    recent = context.hot.hit((source.config.name, key), source.config.delivery.hot_window)
+    recent = context.hot.hit(source.config.name, key, source.config.delivery.hot_window)
     how = choose_delivery(source.config.delivery, size=cached.content_length if cached else None,
                           recent_requests=recent)
     if request.method == hdrs.METH_HEAD and how is Delivery.REDIRECT:

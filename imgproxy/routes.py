@@ -95,14 +95,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: every source reachable with its credentials (cached probe results)."""
+    """Readiness for load balancers: every source reachable (cached probe results). Anonymous
+    clients learn only the verdict; which sources exist is on the metrics address."""
     report = await request.app[keys.READINESS].report()
     if not report.ready:
-        failing = sorted(name for name, state in report.sources.items() if state != "ok")
-        raise NotReady(f"sources not ready: {failing}",
-                       public_message=f"Sources not ready: {', '.join(failing)}.")
-    return web.json_response({"status": "ready", "sources": dict(report.sources)},
-                             headers={hdrs.CACHE_CONTROL: "no-store"})
+        raise NotReady(f"sources not ready: {report.failing}")
+    return web.json_response({"status": "ready"}, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
 def add_routes(app: web.Application) -> None:

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
@@ -19,6 +20,7 @@ from tcp_relay import TcpRelay
 
 from imgproxy.app import create_app
 from imgproxy.config import Config
+from imgproxy.metrics import METRICS_URL
 
 CACHE_SECONDS = 5.0
 
@@ -69,10 +71,22 @@ async def test_healthz_needs_no_credentials_and_carries_a_request_id(client: Tes
 
 # --- /readyz -----------------------------------------------------------------------------------
 
-async def test_readyz_is_200_listing_sources_when_storage_is_up(client: TestClient[Any, Any]) -> None:
+async def test_readyz_is_200_and_names_no_source_when_storage_is_up(client: TestClient[Any, Any]) -> None:
     response = await client.get("/readyz")
     assert response.status == 200
-    assert await response.json() == {"status": "ready", "sources": {"photos": "ok"}}
+    assert await response.json() == {"status": "ready"}
+
+
+async def operators_readyz(client: TestClient[Any, Any]) -> tuple[int, Any]:
+    """The detailed report, from the metrics address."""
+    assert client.app is not None
+    url = client.app[METRICS_URL].removesuffix("/metrics") + "/readyz"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json()
+
+
+async def test_the_metrics_address_lists_every_source_state(client: TestClient[Any, Any]) -> None:
+    assert await operators_readyz(client) == (200, {"status": "ready", "sources": {"photos": "ok"}})
 
 
 async def test_readyz_is_not_cacheable(client: TestClient[Any, Any]) -> None:
@@ -98,16 +112,20 @@ async def test_readyz_is_503_when_a_bucket_is_missing(aiohttp_client: ClientFact
     assert response.status == 503
 
 
-async def test_readyz_names_only_the_failing_source(aiohttp_client: ClientFactory, moto_endpoint: str,
-                                                    bucket: str, make_config: Callable[..., Config]) -> None:
+async def test_readyz_names_the_failing_source_only_on_the_metrics_address(
+        aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str,
+        make_config: Callable[..., Config]) -> None:
     data = config_data(moto_endpoint, bucket)
     data["sources"]["archive"] = {**data["sources"]["photos"], "endpoint_url": f"http://127.0.0.1:{free_port()}"}
     client = await aiohttp_client(create_app(make_config(data=data)))
     response = await client.get("/readyz")
-    message = (await response.json())["message"]
+    text = await response.text()
     assert response.status == 503
-    assert "archive" in message
-    assert "photos" not in message
+    assert "archive" not in text
+    assert "photos" not in text
+    status, body = await operators_readyz(client)
+    assert status == 503
+    assert body == {"status": "not_ready", "sources": {"photos": "ok", "archive": "storage_error"}}
 
 
 async def test_readyz_tells_nothing_internal(aiohttp_client: ClientFactory, moto_endpoint: str,
