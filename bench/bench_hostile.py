@@ -107,7 +107,7 @@ from yarl import URL
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import load_config
 
-BYTES_PER_PIXEL: Final = 4  # RGBA, the widest mode a worker decodes to
+BYTES_PER_PIXEL: Final = 5  # decoded at 4 bytes a pixel (Pillow's RGB and RGBA), + resize buffers
 DEFAULT_MAX_SOURCE_PIXELS: Final = 50_000_000  # transform.max_source_pixels's default
 
 
@@ -120,8 +120,8 @@ def predicted_peak_bytes(workers: int, queue_size: int, max_source_bytes: int,
     (transform/pool.py), so ``queue_size`` costs nothing: the main process holds at most
     ``2 * workers`` source buffers plus the one pickled copy the executor's feeder thread is
     writing to a worker. Each worker holds its source twice (unpickled, and Pillow's BytesIO
-    copy) plus its decoded pixels at BYTES_PER_PIXEL bytes a pixel, at most
-    ``max_source_pixels`` of them."""
+    copy) plus its decoded pixels and resize buffers, BYTES_PER_PIXEL bytes for each of at most
+    ``max_source_pixels``."""
     del queue_size  # in the formula's signature on purpose: it no longer matters
     main_process = (2 * workers + 1) * max_source_bytes
     per_worker = 2 * max_source_bytes + BYTES_PER_PIXEL * max_source_pixels
@@ -167,7 +167,9 @@ TCP_STATES: Final = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "0
 OPEN_STATES: Final = frozenset({"ESTABLISHED", "SYN_RECV"})  # SYN_RECV: not accepted yet
 
 DEFAULTS: Final[dict[str, Any]] = {
-    "rounds": 3, "requests": 2000, "seconds": 30.0, "max_seconds": 40.0, "warmup": 5.0, "ramp": 5.0,
+    # warmup: the image workers reach their memory high-water only after ~10 s of misses; the
+    # baseline is taken after that, so growth measures the attack, not the workers' first renders.
+    "rounds": 3, "requests": 2000, "seconds": 30.0, "max_seconds": 40.0, "warmup": 15.0, "ramp": 5.0,
     "drain": 8.0, "settle": 3.0, "slow_readers": 200, "idle": 100, "slowloris": 10, "transform_requests": 100,
     "big": "6000x4000",
 }

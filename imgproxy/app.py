@@ -20,6 +20,7 @@ from imgproxy.cache import HotCounter, MetadataCache, VariantCache
 from imgproxy.config import Config
 from imgproxy.forwarded import parse_networks
 from imgproxy.health import Readiness
+from imgproxy.memory import heap_trimmer
 from imgproxy.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multiprocess_dir
 from imgproxy.middleware import SEND_WATCHDOG, TRUSTED_PROXIES, observe, stamp_request_id
 from imgproxy.routes import add_routes
@@ -106,6 +107,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     deliveries = [source.delivery for source in config.sources.values()]
     app[keys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),
                                max(d.hot_window for d in deliveries))
+    app.cleanup_ctx.append(heap_trimmer)
     app.cleanup_ctx.append(s3_sources)
     if config.cache.store is not None:
         app.cleanup_ctx.append(variant_store)

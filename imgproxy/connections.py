@@ -52,6 +52,9 @@ MAX_REQUEST_LINE: Final = 8192
 MAX_HEADER_LINE: Final = 8190
 MAX_HEADERS: Final = 64
 MAX_HEAD_BYTES: Final = 32 * 1024  # a request head in all; memory per connection stays small
+# The proxy's own buffer per connection pauses a writer above this (asyncio's default: 64 KiB),
+# so a client that stops reading holds at most about this plus one chunk here.
+WRITE_HIGH_WATER: Final = 16 * 1024
 _APOSTROPHE: Final = re.compile(r"(?<=[A-Za-z])'(?=[a-z])")  # "can't": wording, not a quote
 _REASON_END: Final = re.compile(r"[:\n'\"(\[{]")  # where the wording ends and quoted bytes begin
 # A connection closed by these limits: why (the ``imgproxy_connections_closed_total`` label).
@@ -140,6 +143,8 @@ class GuardedHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if self._policy.send_buffer:
             sock = transport.get_extra_info("socket")
             if sock is not None:

@@ -21,7 +21,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from imgproxy import accesslog
-from imgproxy.errors import BodyTooLarge, MalformedRequest, MethodNotAllowed, NotFound, ProxyError
+from imgproxy.errors import (
+    BodyTooLarge,
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    ProxyError,
+)
 from imgproxy.forwarded import Network, client_address, is_trusted, public_scheme
 from imgproxy.metrics import METRICS
 from imgproxy.sendwatch import SendWatch, SendWatchdog
@@ -102,7 +109,9 @@ async def answer(request: web.Request, handler: Handler, request_id: str) -> web
         return await handler(request)
     except ProxyError as exc:
         response: web.StreamResponse = error_response(exc, request_id)
-        level = logging.ERROR if exc.status >= 500 else logging.INFO
+        # An overload is the limits working (WARNING); other 5xx need an operator (ERROR).
+        level = (logging.WARNING if isinstance(exc, Overloaded) else logging.ERROR) \
+            if exc.status >= 500 else logging.INFO
         log.log(level, "request_id=%s status=%d error=%s detail=%r",
                 request_id, exc.status, exc.code, str(exc))
     except web.HTTPException as exc:

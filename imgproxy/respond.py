@@ -1,6 +1,6 @@
 """Writing the chosen answer to the client: streamed object, HEAD, or 304.
 
-Streaming is a state machine: set every header, ``prepare()``, write chunk by chunk (each write
+Streaming is a state machine: set every header, ``prepare()``, write piece by piece (each write
 waits for the socket to drain, so memory stays flat), ``write_eof()``; the S3 body is closed in
 ``finally`` so a client that goes away frees the S3 connection at once.
 """
@@ -11,6 +11,7 @@ import logging
 from typing import Final
 
 from aiohttp import hdrs, web
+from aiohttp.http_writer import StreamWriter
 
 from imgproxy.conditional import format_http_date
 from imgproxy.media import needs_sniffing, safety_headers, sniff_type
@@ -19,7 +20,21 @@ from imgproxy.storage.body import ObjectBody
 from imgproxy.storage.s3 import NotModified, ObjectMeta
 
 log = logging.getLogger("imgproxy.respond")
-CHUNK_BYTES: Final = 64 * 1024
+# Bytes per read from S3 and per write to the client. The write waits for the client after each
+# piece (``PacedResponse``), so one that stops reading holds about one piece here, not 64 KiB+.
+CHUNK_BYTES: Final = 16 * 1024
+
+
+class PacedResponse(web.StreamResponse):
+    """A streamed response whose ``write`` waits for the client after every piece (aiohttp's own
+    waits only once 64 KiB have gone out since the last wait): bounded memory per slow client."""
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        writer = self._payload_writer
+        if not isinstance(writer, StreamWriter) or self._eof_sent:
+            await super().write(data)  # aiohttp's own checks and errors
+            return
+        await writer.write(data, LIMIT=0)
 
 
 def object_headers(
@@ -72,7 +87,7 @@ async def stream_object(
         content_type = meta.content_type or ""
         if needs_sniffing(content_type):
             content_type = sniff_type(first)
-        response = web.StreamResponse(
+        response = PacedResponse(
             status=206 if meta.is_partial else 200,
             headers=object_headers(meta, content_type, cache_control, inline_types),
         )

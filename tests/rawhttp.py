@@ -61,10 +61,10 @@ def read_reply(sock: socket.socket, *, head_only: bool = False) -> RawReply:
 
 
 def exchange(port: int, request: bytes, **options: Any) -> RawReply:
-    """Send ``request`` on a new connection and read one response."""
+    """Send ``request`` on a new connection and read one response (a HEAD's: the head only)."""
     with connect(port, **options) as sock:
         sock.sendall(request)
-        return read_reply(sock)
+        return read_reply(sock, head_only=request.startswith(b"HEAD "))
 
 
 def get(target: str, *headers: str) -> bytes:

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Final
 
 from imgproxy.errors import Overloaded, TransformTimeout
+from imgproxy.memory import TRIM_INTERVAL, find_malloc_trim
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.steps import Rendered, RenderSettings, render
 
@@ -63,11 +64,17 @@ def is_alive(pid: int) -> bool:
         return True
 
 
-def _exit_when_orphaned(server_pid: int) -> None:
+def _watch_worker(server_pid: int) -> None:
     """If the server is SIGKILLed (OOM killer), leave too; once every worker has gone, the
-    forkserver and the resource tracker see EOF on their pipes and exit as well."""
+    forkserver and the resource tracker see EOF on their pipes and exit as well. Meanwhile, give
+    the heap a big render freed back to the OS now and then (``memory.py``)."""
+    trim, polls = find_malloc_trim(), 0
     while is_alive(server_pid):
         time.sleep(ORPHAN_POLL_SECONDS)
+        polls += 1
+        if trim is not None and polls * ORPHAN_POLL_SECONDS >= TRIM_INTERVAL:
+            trim(0)
+            polls = 0
     os._exit(0)
 
 
@@ -77,8 +84,8 @@ def _init_worker(max_pixels: int, server_pid: int) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     signal.signal(signal.SIGALRM, _on_alarm)
-    threading.Thread(target=_exit_when_orphaned, args=(server_pid,), daemon=True,
-                     name="orphan-watch").start()
+    threading.Thread(target=_watch_worker, args=(server_pid,), daemon=True,
+                     name="worker-watch").start()
 
 
 def _warm() -> int:
