@@ -62,7 +62,11 @@ class ProxyError(Exception):
         super().__init__(log_detail or self.public_message)
         if public_message is not None:
             self.public_message = public_message
-        self.headers: dict[str, str] = dict(headers or {})
+        self.headers: dict[str, str] = {**self.implied_headers(), **(headers or {})}
+
+    def implied_headers(self) -> dict[str, str]:
+        """Headers every answer of this class carries (a challenge, a retry delay)."""
+        return {}
 
 
 class BadRequest(ProxyError):
@@ -94,15 +98,8 @@ class Unauthorized(ProxyError):
     public_message = "This request needs a signed URL or an Authorization: Bearer token."
     challenge = 'Bearer realm="imgproxy"'
 
-    def __init__(
-        self,
-        log_detail: str = "",
-        *,
-        public_message: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(log_detail, public_message=public_message, headers=headers)
-        self.headers.setdefault("WWW-Authenticate", self.challenge)
+    def implied_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge}
 
 
 class InvalidToken(Unauthorized):
@@ -253,15 +250,8 @@ class Overloaded(NotReady):
     public_message = "The image workers are saturated; retry shortly."
     retry_after = "1"
 
-    def __init__(
-        self,
-        log_detail: str = "",
-        *,
-        public_message: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(log_detail, public_message=public_message, headers=headers)
-        self.headers.setdefault("Retry-After", self.retry_after)
+    def implied_headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after}
 
 
 class StorageBusy(Overloaded):

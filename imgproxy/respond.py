@@ -21,8 +21,9 @@ from imgproxy.storage.s3 import NotModified, ObjectMeta
 
 log = logging.getLogger("imgproxy.respond")
 # Bytes per read from S3 and per write to the client. The write waits for the client after each
-# piece (``PacedResponse``), so one that stops reading holds about one piece here, not 64 KiB+.
-CHUNK_BYTES: Final = 16 * 1024
+# piece (``PacedResponse``), so one that stops reading holds about two pieces here, not 150 KiB.
+# 16 KiB cost 5-10 % of streaming throughput; 32 KiB measured as fast as 64 (README).
+CHUNK_BYTES: Final = 32 * 1024
 
 
 class PacedResponse(web.StreamResponse):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
+from processes import Server, launch_server
 from s3_gate import ManualClock, S3Gate
 from tcp_relay import Blackhole, TcpRelay
 from yarl import URL
@@ -119,6 +121,29 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, config: Config) -> TestClient[Any, Any]:
     return await aiohttp_client(create_app(config))
+
+
+ServeFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def serve(tmp_path: Path, moto_endpoint: str) -> Iterator[ServeFactory]:
+    """``serve(bucket, source={...}, server={...}, transform={...})``: an ``imgproxy serve``
+    process on the test config with those overrides, killed when the test ends."""
+    started: list[Server] = []
+
+    def launch(bucket: str, *, source: dict[str, Any] | None = None, server: dict[str, Any] | None = None,
+               transform: dict[str, Any] | None = None) -> Server:
+        data = config_data(moto_endpoint, bucket, **(source or {}))
+        data["server"].update(server or {})
+        if transform is not None:
+            data["transform"] = transform
+        started.append(launch_server(tmp_path / f"serve-{len(started)}", data))
+        return started[-1]
+
+    yield launch
+    for running in started:
+        running.process.kill()
 
 
 RelayFactory = Callable[[str], Awaitable[TcpRelay]]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, config_data
-from processes import PHOTO, PHOTO_KEY, Server, http_get, launch_server
+from conftest import SIGNING_KEY, ServeFactory
+from processes import PHOTO, PHOTO_KEY, Server, http_get
 from rawhttp import connect, exchange, get, is_closed, read_reply
 
 from imgproxy.auth.signing import UrlSigner
@@ -22,20 +21,10 @@ Start = Callable[..., Server]
 
 
 @pytest.fixture
-def start(tmp_path: Path, moto_endpoint: str, bucket: str, s3: Any) -> Iterator[Start]:
+def start(serve: ServeFactory, bucket: str, s3: Any) -> Start:
     """``start(**server_keys)``: ``imgproxy serve`` with those ``[server]`` keys."""
     s3.put_object(Bucket=bucket, Key=PHOTO_KEY, Body=PHOTO, ContentType="image/png")
-    started: list[Server] = []
-
-    def launch(**server: Any) -> Server:
-        data = config_data(moto_endpoint, bucket)
-        data["server"].update(server)
-        started.append(launch_server(tmp_path / f"serve-{len(started)}", data))
-        return started[-1]
-
-    yield launch
-    for running in started:
-        running.process.kill()
+    return lambda **server: serve(bucket, server=server)
 
 
 def signed_target(server: Server) -> str:

@@ -13,15 +13,14 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, ClientFactory, config_data
+from conftest import SIGNING_KEY, ClientFactory, ServeFactory, config_data
 from PIL import Image
-from processes import Server, http_get, launch_server
+from processes import Server, http_get
 from rawhttp import connect, get, read_reply
 from tcp_relay import Blackhole
 
@@ -56,20 +55,12 @@ def pool_bucket(s3: Any) -> str:
 
 
 @pytest.fixture
-def start(tmp_path: Path, moto_endpoint: str, pool_bucket: str) -> Iterator[Start]:
-    started: list[Server] = []
-
+def start(serve: ServeFactory, pool_bucket: str) -> Start:
+    """``start(pool=N, **server_keys)``: ``imgproxy serve`` streaming, pools of ``pool``."""
     def launch(pool: int = POOL, **server: Any) -> Server:
-        data = config_data(moto_endpoint, pool_bucket, delivery={"mode": "stream"},
-                           max_connections=pool, pool_timeout=1)
-        data["server"].update(server)
-        data["transform"] = {"workers": 1}
-        started.append(launch_server(tmp_path / f"serve-{len(started)}", data))
-        return started[-1]
-
-    yield launch
-    for running in started:
-        running.process.kill()
+        source = {"delivery": {"mode": "stream"}, "max_connections": pool, "pool_timeout": 1}
+        return serve(pool_bucket, source=source, server=server, transform={"workers": 1})
+    return launch
 
 
 def sign(server: Server, key: str, **params: str) -> str:

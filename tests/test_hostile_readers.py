@@ -10,12 +10,12 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, config_data
+from conftest import SIGNING_KEY, ServeFactory, config_data
 from PIL import Image
 from processes import Server, http_get, launch_server
 from rawhttp import connect, get, is_dropped, read_reply
@@ -38,19 +38,9 @@ def big_bucket(s3: Any) -> str:
 
 
 @pytest.fixture
-def start(tmp_path: Path, moto_endpoint: str, big_bucket: str) -> Iterator[Start]:
-    """``start(source={...}, **server_keys)``: ``imgproxy serve`` streaming originals."""
-    started: list[Server] = []
-
-    def launch(source: dict[str, Any] | None = None, **server: Any) -> Server:
-        data = config_data(moto_endpoint, big_bucket, delivery={"mode": "stream"}, **(source or {}))
-        data["server"].update(server)
-        started.append(launch_server(tmp_path / f"serve-{len(started)}", data))
-        return started[-1]
-
-    yield launch
-    for running in started:
-        running.process.kill()
+def start(serve: ServeFactory, big_bucket: str) -> Start:
+    """``start(**server_keys)``: ``imgproxy serve`` streaming originals."""
+    return lambda **server: serve(big_bucket, source={"delivery": {"mode": "stream"}}, server=server)
 
 
 def big_target(server: Server) -> str:

@@ -10,7 +10,8 @@ waits longer than ``pool_timeout`` for one is refused as an overload (503 ``over
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from imgproxy.errors import StorageBusy
@@ -72,6 +73,15 @@ class Slot:
         if self.held:
             self.held = False
             self.pool.release()
+
+    @contextlib.contextmanager
+    def released_on_failure(self) -> Iterator[None]:
+        """The block passes the slot on (to a body) if it succeeds, and gives it back if not."""
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
 
 
 async def take(pool: SlotPool) -> Slot:

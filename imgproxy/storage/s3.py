@@ -10,10 +10,11 @@ reads, and HEAD/LIST cannot starve one another, and a full pool is a quick 503, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,19 +113,29 @@ class S3Source:
         """The most a call may take until S3's response headers, retries included."""
         return self.config.connect_timeout + self.config.read_timeout
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        slot = await take(self.pools[CALLS])
+    @contextlib.contextmanager
+    def _observed(self, operation: str) -> Iterator[None]:
+        """Time the block and report it, with the public code of the ProxyError it raised."""
         started, code = time.perf_counter(), None
         try:
-            async with asyncio.timeout(self.deadline):
-                return await call()
-        except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = translate(self.config, exc, operation)
-            code = error.code
-            raise error from None
+            yield
+        except ProxyError as exc:
+            code = exc.code
+            raise
+        finally:
+            self.observe(operation, time.perf_counter() - started, code)
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        slot = await take(self.pools[CALLS])
+        try:
+            with self._observed(operation):
+                try:
+                    async with asyncio.timeout(self.deadline):
+                        return await call()
+                except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    raise translate(self.config, exc, operation) from None
         finally:
             slot.release()
-            self.observe(operation, time.perf_counter() - started, code)
 
     def _request(self, key: str, pre: Preconditions) -> dict[str, Any]:
         request: dict[str, Any] = {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, key)}
@@ -173,18 +184,8 @@ class S3Source:
         (the streams pool, and it may detach while the client stalls); else it is read at once
         (the reads pool)."""
         slot = await take(self.pools[STREAMS if stream else READS])
-        started, code = time.perf_counter(), None
-        try:
+        with self._observed("get"), slot.released_on_failure():
             result = await self._get(key, byte_range, pre, slot, stream)
-        except ProxyError as exc:
-            code = exc.code
-            slot.release()
-            raise
-        except BaseException:
-            slot.release()
-            raise
-        finally:
-            self.observe("get", time.perf_counter() - started, code)
         if isinstance(result, NotModified):
             slot.release()
         return result
@@ -246,8 +247,7 @@ class S3Source:
                       last: int | None) -> tuple[aiohttp.ClientResponse, Slot]:
         """A detached stream picks up at ``offset``: the same object version, or a failure."""
         slot = await take(self.streams)
-        started, code = time.perf_counter(), None
-        try:
+        with self._observed("resume"), slot.released_on_failure():
             headers = {"Range": f"bytes={offset}-{'' if last is None else last}", "If-Match": etag}
             response = await self._open(key, headers)
             span = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
@@ -257,15 +257,6 @@ class S3Source:
             if status == 412:
                 raise StorageError(f"source={self.config.name}: the object changed while it streamed")
             raise translate_status(self.config, status, reason, "resume")
-        except ProxyError as exc:
-            code = exc.code
-            slot.release()
-            raise
-        except BaseException:
-            slot.release()
-            raise
-        finally:
-            self.observe("resume", time.perf_counter() - started, code)
 
     async def _size(self, key: str) -> int | str:
         try:
