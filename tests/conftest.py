@@ -53,6 +53,14 @@ def s3(moto_endpoint: str) -> Any:
     )
 
 
+def empty_bucket(s3: Any, name: str) -> None:
+    """Delete every object of ``name``: moto keeps object bodies in memory for the session."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+
+
 @pytest.fixture
 def bucket(s3: Any) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"

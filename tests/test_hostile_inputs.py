@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, TOKEN, config_data
+from conftest import SIGNING_KEY, TOKEN, config_data, empty_bucket
 from PIL import Image
 from processes import Server, http_get, launch_server
 from rawhttp import exchange, get
@@ -48,12 +48,13 @@ OBJECTS = {
 
 
 @pytest.fixture(scope="module")
-def inputs_bucket(s3: Any) -> str:
+def inputs_bucket(s3: Any) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     for key, body in OBJECTS.items():
         s3.put_object(Bucket=name, Key=key, Body=body, ContentType="image/jpeg")
-    return name
+    yield name
+    empty_bucket(s3, name)
 
 
 @pytest.fixture(scope="module")

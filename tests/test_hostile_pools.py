@@ -13,12 +13,12 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, ClientFactory, ServeFactory, config_data
+from conftest import SIGNING_KEY, ClientFactory, ServeFactory, config_data, empty_bucket
 from PIL import Image
 from processes import Server, http_get
 from rawhttp import connect, get, read_reply
@@ -46,12 +46,13 @@ PHOTO = jpeg()
 
 
 @pytest.fixture(scope="module")
-def pool_bucket(s3: Any) -> str:
+def pool_bucket(s3: Any) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     s3.put_object(Bucket=name, Key=BIG_KEY, Body=BIG, ContentType="application/octet-stream")
     s3.put_object(Bucket=name, Key=PHOTO_KEY, Body=PHOTO, ContentType="image/jpeg")
-    return name
+    yield name
+    empty_bucket(s3, name)
 
 
 @pytest.fixture

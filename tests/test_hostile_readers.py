@@ -10,12 +10,12 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, ServeFactory, config_data
+from conftest import SIGNING_KEY, ServeFactory, config_data, empty_bucket
 from PIL import Image
 from processes import Server, http_get, launch_server
 from rawhttp import connect, get, is_dropped, read_reply
@@ -30,11 +30,12 @@ Start = Callable[..., Server]
 
 
 @pytest.fixture(scope="module")
-def big_bucket(s3: Any) -> str:
+def big_bucket(s3: Any) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     s3.put_object(Bucket=name, Key=BIG_KEY, Body=BIG, ContentType="application/octet-stream")
-    return name
+    yield name
+    empty_bucket(s3, name)
 
 
 @pytest.fixture

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, RelayFactory, config_data
+from conftest import ClientFactory, RelayFactory, config_data, empty_bucket
 from PIL import Image
 
 from imgproxy import keys
@@ -34,11 +35,12 @@ SOURCE = noisy_jpeg()  # ~1.5 MB, so the bytes S3 sent say how many downloads ha
 
 
 @pytest.fixture(scope="module")
-def source_bucket(s3: Any) -> str:
+def source_bucket(s3: Any) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     s3.put_object(Bucket=name, Key=KEY, Body=SOURCE, ContentType="image/jpeg")
-    return name
+    yield name
+    empty_bucket(s3, name)
 
 
 async def proxy(aiohttp_client: ClientFactory, endpoint: str, bucket: str,
