@@ -109,11 +109,11 @@ from harness import (
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.cache import ENTRY_OVERHEAD, MetadataCache, VariantCache
+from imgproxy.cache import ENTRY_OVERHEAD, VariantKey
 from imgproxy.config import load_config
 from imgproxy.transform.negotiate import choose_target
+from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.steps import render, supported_outputs
-from imgproxy.variants import VariantService, variant_etag
 
 REDIRECT_SOURCE: Final = "redirect"
 PID_IN_SS: Final = re.compile(r"pid=(\d+)")
@@ -289,22 +289,22 @@ def render_thumbnails(objects: Sequence[StoredObject], config_path: Path) -> lis
     """Every variant of the mix, rendered here by the proxy's own code with the server's
     transform settings (``config_path``: the same [transform] section, i.e. the defaults)."""
     config = load_config(config_path)
-    service = VariantService(config.transform, None, VariantCache(0),  # type: ignore[arg-type]
-                             MetadataCache(1, 0), supported_outputs())
+    policy = TransformPolicy.from_config(config.transform, supported_outputs())
     thumbnails = []
     for obj in objects:
         for width in WIDTHS:
             for fmt in ("webp", "auto"):
                 params = {"w": str(width), "fmt": fmt}
-                spec = service.parse(params)
+                spec = policy.parse(params)
                 if spec is None:
                     raise BenchError(f"{params} is not a transform")
-                target = choose_target(spec, ACCEPT, service.formats)
+                target = choose_target(spec, ACCEPT, policy.formats)
                 if target is None:
                     raise BenchError(f"{params} with Accept {ACCEPT!r}: no concrete format (no WebP?)")
-                rendered = render(obj.data, spec, target, service.settings)
+                rendered = render(obj.data, spec, target, policy.settings)
                 thumbnails.append(Thumbnail(obj, params, rendered.body, rendered.media_type,
-                                            variant_etag(obj.etag, spec.canonical, target.value)))
+                                            VariantKey(SOURCE, obj.key, obj.etag, spec.canonical,
+                                                       target.value).etag))
     return thumbnails
 
 

@@ -64,13 +64,13 @@ from harness import (
 )
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.cache import MetadataCache, VariantCache
 from imgproxy.config import load_config
+from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformSpec
+from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import default_workers
-from imgproxy.transform.steps import RenderSettings, render, supported_outputs
-from imgproxy.variants import VariantService
+from imgproxy.transform.steps import render, supported_outputs
 
 WIDTH: Final = 4000
 HEIGHT: Final = 3000
@@ -140,12 +140,11 @@ class RenderInputs:
 def render_inputs(config_path: Path) -> RenderInputs:
     """Spec, target and settings as the proxy computes them from the same config file."""
     config = load_config(config_path)
-    service = VariantService(config.transform, None, VariantCache(0),  # type: ignore[arg-type]
-                             MetadataCache(1, 0), supported_outputs())
-    spec = service.parse(QUERY)
+    policy = TransformPolicy.from_config(config.transform, supported_outputs())
+    spec = policy.parse(QUERY)
     if spec is None:
         raise BenchError(f"{QUERY} is not a transform")
-    return RenderInputs(spec, choose_target(spec, None, service.formats), service.settings,
+    return RenderInputs(spec, choose_target(spec, None, policy.formats), policy.settings,
                         config.transform.max_source_pixels)
 
 

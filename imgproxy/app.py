@@ -22,13 +22,14 @@ from imgproxy.forwarded import parse_networks
 from imgproxy.health import Readiness
 from imgproxy.memory import heap_trimmer
 from imgproxy.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multiprocess_dir
-from imgproxy.middleware import SEND_WATCHDOG, TRUSTED_PROXIES, observe, stamp_request_id
+from imgproxy.middleware import SEND_WATCHDOG, TRUSTED_PROXIES, observe, stamp_facts
 from imgproxy.routes import add_routes
 from imgproxy.sendwatch import SendLimits, SendWatchdog
 from imgproxy.storage.s3 import open_source
 from imgproxy.storage.store import open_store
+from imgproxy.transform.jobs import available_outputs
+from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import TransformPool
-from imgproxy.transform.steps import supported_outputs
 from imgproxy.variants import VariantService
 
 
@@ -67,8 +68,8 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
         if config.transform.enabled and config.transform.prestart_workers:
             await pool.start()
         service = app[keys.VARIANTS] = VariantService(
-            config.transform, pool, VariantCache(config.cache.variant_bytes), app[keys.METADATA],
-            supported_outputs(), app.get(keys.STORE))
+            app[keys.TRANSFORMS], pool, VariantCache(config.cache.variant_bytes), app[keys.METADATA],
+            app.get(keys.STORE))
         app[METRICS].snapshot = lambda: Snapshot(
             queued=pool.queued, loaded=pool.loaded, rejected=pool.rejected,
             cache_hits=service.variants.hits,
@@ -98,6 +99,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[keys.CONFIG] = config
     app[keys.AUTH] = auth_policy(config)
     app[keys.CLOCK] = clock
+    app[keys.TRANSFORMS] = TransformPolicy.from_config(config.transform, available_outputs())
     app[LOG_FORMAT] = config.log.format
     app[METRICS] = Metrics(multiprocess_dir())
     app[TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
@@ -118,7 +120,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
             return (200 if report.ready else 503), report.detail()
 
         app.cleanup_ctx.append(metrics_endpoint(config.metrics.host, config.metrics.port, readiness))
-    app.on_response_prepare.append(stamp_request_id)
+    app.on_response_prepare.append(stamp_facts)
     app.on_cleanup.append(stop_watchdog)
     add_routes(app)
     return app

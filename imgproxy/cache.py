@@ -1,5 +1,6 @@
 """Bounded in-memory caches (cachetools) and request coalescing.
 
+- ``VariantKey``: what names a variant in the caches, the shared store and its ETag.
 - ``VariantCache``: rendered variants, LRU, bounded by total bytes (bodies, keys and a fixed
   overhead per entry).
 - ``MetadataCache``: what S3 last said about an object (ETag, size, type), TTL-bounded, so a
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -38,6 +40,35 @@ def key_size(key: Hashable) -> int:
     """Roughly what a cache key costs: the length of its parts."""
     parts = key if isinstance(key, tuple) else (key,)
     return sum(len(part) if isinstance(part, str | bytes) else 8 for part in parts)
+
+
+PIPELINE_VERSION: Final = "2"  # bump when rendering changes, so browsers and caches re-fetch
+
+
+@dataclass(frozen=True, slots=True)
+class VariantKey:
+    """One variant: the source object (and the version of it, by ETag), the normalised
+    parameters, and the output chosen for this request (``fmt=auto`` differs per Accept)."""
+
+    source: str
+    key: str
+    source_etag: str | None
+    canonical: str  # the parameters, normalised
+    target: str  # the output format's name, or "source" / "legacy" when decided at encode time
+
+    @property
+    def etag(self) -> str:
+        """A strong ETag known before anything is read or rendered (so a 304 costs nothing)."""
+        digest = hashlib.sha256(f"{PIPELINE_VERSION}|{self.source_etag}|{self.canonical}|{self.target}"
+                                .encode())
+        return f'"v{PIPELINE_VERSION}-{digest.hexdigest()[:40]}"'
+
+    @property
+    def store_name(self) -> str:
+        """The shared store's name for it: a digest (keys can be personal data), with the
+        pipeline version, since replicas running different releases share the bucket."""
+        parts = [PIPELINE_VERSION, self.source, self.key, str(self.source_etag), self.canonical, self.target]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

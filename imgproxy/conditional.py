@@ -159,10 +159,16 @@ def needs_local_evaluation(pre: Preconditions) -> bool:
                for value in (pre.if_none_match, pre.if_match))
 
 
+def is_not_modified(if_none_match: str | None, etag: str | None) -> bool:
+    """RFC 9110 13.1.2: the client's ``If-None-Match`` already names ``etag`` (answer 304).
+    The one place this check is made, for originals and variants alike."""
+    return bool(if_none_match) and etag is not None and etag_matches(if_none_match or "", etag)
+
+
 def evaluate(pre: Preconditions, etag: str | None) -> Decision:
     if pre.if_match is not None and (etag is None or not etag_matches(pre.if_match, etag, strong=True)):
         return Decision.PRECONDITION_FAILED
-    if pre.if_none_match is not None and etag is not None and etag_matches(pre.if_none_match, etag):
+    if is_not_modified(pre.if_none_match, etag):
         return Decision.NOT_MODIFIED
     return Decision.PROCEED
 

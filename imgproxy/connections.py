@@ -44,6 +44,7 @@ from imgproxy.errors import (
     RequestTimeout,
     UriTooLong,
 )
+from imgproxy.media import NOSNIFF
 from imgproxy.middleware import SERVER_NAME, error_response, new_request_id
 
 log = logging.getLogger("imgproxy.connections")
@@ -99,7 +100,7 @@ def raw_response(error: ProxyError, request_id: str) -> bytes:
         hdrs.CONTENT_TYPE: "application/json; charset=utf-8",
         hdrs.CONTENT_LENGTH: str(len(body)),
         hdrs.CACHE_CONTROL: "no-store",
-        "X-Content-Type-Options": "nosniff",
+        **NOSNIFF,
         "X-Request-Id": request_id,
         hdrs.SERVER: SERVER_NAME,
         hdrs.DATE: formatdate(usegmt=True),

@@ -30,14 +30,19 @@ class Delivery(StrEnum):
     ACCEL = "accel"
 
 
-def choose_delivery(config: DeliveryConfig, *, size: int | None, recent_requests: int) -> Delivery:
-    """``size`` None: not known without asking S3 (the first request streams and learns it)."""
+def choose_delivery(config: DeliveryConfig, *, size: int | None, recent_requests: int,
+                    head: bool = False) -> Delivery:
+    """``size`` None: not known without asking S3 (the first request streams and learns it).
+    ``head``: a HEAD is never redirected (headers only are cheap here, and a URL presigned for
+    GET answers a HEAD with 403)."""
     if config.mode == "stream":
+        return Delivery.STREAM
+    if config.mode == "accel":
+        return Delivery.ACCEL
+    if head:
         return Delivery.STREAM
     if config.mode == "redirect":
         return Delivery.REDIRECT
-    if config.mode == "accel":
-        return Delivery.ACCEL
     is_large = size is not None and size > config.redirect_min_bytes
     is_hot = recent_requests > config.hot_requests
     return Delivery.REDIRECT if is_large or is_hot else Delivery.STREAM

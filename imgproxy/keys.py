@@ -13,6 +13,7 @@ from imgproxy.config import Config
 from imgproxy.health import Readiness
 from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.store import VariantStore
+from imgproxy.transform.policy import TransformPolicy
 from imgproxy.variants import VariantService
 
 CONFIG: Final = web.AppKey("config", Config)
@@ -20,6 +21,7 @@ AUTH: Final = web.AppKey("auth", AuthPolicy)
 CLOCK: Final[web.AppKey[Callable[[], float]]] = web.AppKey("clock")
 SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
 READINESS: Final = web.AppKey("readiness", Readiness)
+TRANSFORMS: Final = web.AppKey("transforms", TransformPolicy)
 VARIANTS: Final = web.AppKey("variants", VariantService)
 METADATA: Final = web.AppKey("metadata", MetadataCache)
 HOT: Final = web.AppKey("hot", HotCounter)

@@ -7,7 +7,8 @@ under a sandboxing Content-Security-Policy, and every answer carries ``nosniff``
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from types import MappingProxyType
 from typing import Final
 
 SNIFF_BYTES: Final = 512
@@ -16,6 +17,8 @@ GENERIC_TYPES: Final = frozenset({"", "application/octet-stream", "binary/octet-
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
 )
+# Every answer carries it: browsers take the Content-Type as given, never guess a "better" one.
+NOSNIFF: Final[Mapping[str, str]] = MappingProxyType({"X-Content-Type-Options": "nosniff"})
 
 _MAGIC: Final[tuple[tuple[bytes, int, str], ...]] = (
     (b"\xff\xd8\xff", 0, "image/jpeg"),
@@ -59,10 +62,7 @@ def is_inline(content_type: str, inline_types: Collection[str]) -> bool:
 
 def safety_headers(content_type: str, inline_types: Collection[str]) -> dict[str, str]:
     """Headers that stop a stored file from running as a page on the proxy's origin."""
-    headers = {
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    }
+    headers = {**NOSNIFF, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
     if not is_inline(content_type, inline_types):
         headers["Content-Disposition"] = "attachment"
     return headers

@@ -1,9 +1,11 @@
-"""Request ids, the access log, and the one place an error becomes a response.
+"""The one place a request's facts and errors become headers, a log line and metrics.
 
 Every error a client sees is ``{"error", "message", "request_id"}`` with the status of its
 ``ProxyError`` class; anything unexpected is logged with its traceback and answered as a bare 500.
-The access log never holds a query string (signatures), a token, or (unless the operator opts
-in) an object key.
+Handlers record what happened in the request's ``RequestFacts`` (``facts.py``); this module alone
+turns it into the access log line, the metrics, and the informational headers (``X-Request-Id``,
+``X-Delivery``, ``X-Cache``, ``Server-Timing``). The access log never holds a query string
+(signatures), a token, or (unless the operator opts in) an object key.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import logging
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -29,17 +30,14 @@ from imgproxy.errors import (
     Overloaded,
     ProxyError,
 )
+from imgproxy.facts import Part, RequestFacts
 from imgproxy.forwarded import Network, client_address, is_trusted, public_scheme
+from imgproxy.media import NOSNIFF
 from imgproxy.metrics import METRICS
 from imgproxy.sendwatch import SendWatch, SendWatchdog
 
 log = logging.getLogger("imgproxy.error")
-REQUEST_ID: Final = web.RequestKey("imgproxy.request_id", str)
-LOG_FIELDS: Final[web.RequestKey[dict[str, str]]] = web.RequestKey("imgproxy.log_fields", dict)
-BODY_BYTES: Final = web.RequestKey("imgproxy.body_bytes", int)  # set by handlers that stream
-# Seconds spent on parts of the work, when a handler knows them: "storage", "transform".
-DURATIONS: Final[web.RequestKey[dict[str, float]]] = web.RequestKey("imgproxy.durations", dict)
-SCHEME: Final = web.RequestKey("imgproxy.scheme", str)  # the client's, through trusted proxies
+FACTS: Final = web.RequestKey("imgproxy.facts", RequestFacts)
 TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
 SEND_WATCHDOG: Final = web.AppKey("send_watchdog", SendWatchdog)
 SEND_WATCH: Final[web.RequestKey[SendWatch | None]] = web.RequestKey("imgproxy.send_watch")
@@ -58,7 +56,7 @@ def new_request_id(incoming: str | None) -> str:
 
 
 def error_response(exc: ProxyError, request_id: str) -> web.Response:
-    headers = {hdrs.CACHE_CONTROL: "no-store", "X-Content-Type-Options": "nosniff", **exc.headers}
+    headers = {hdrs.CACHE_CONTROL: "no-store", **NOSNIFF, **exc.headers}
     body = {"error": exc.code, "message": exc.public_message, "request_id": request_id}
     return web.json_response(body, status=exc.status, headers=headers)
 
@@ -81,30 +79,28 @@ def from_http_exception(exc: web.HTTPException) -> ProxyError:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     trusted = request.app.get(TRUSTED_PROXIES, ())
-    # Only a trusted front proxy may name the request (it ties its log to ours).
-    request_id = new_request_id(request.headers.get("X-Request-Id")
-                                if is_trusted(request.remote, trusted) else None)
-    request[REQUEST_ID] = request_id
-    request[LOG_FIELDS] = {
-        "client": client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)}
-    if agent := request.headers.get(hdrs.USER_AGENT):
-        request[LOG_FIELDS]["user_agent"] = agent[:MAX_USER_AGENT]
-    request[DURATIONS] = {}
-    request[SCHEME] = public_scheme(request.remote, request.headers.get("X-Forwarded-Proto"), trusted,
-                                    request.scheme)
-    started = time.perf_counter()
+    remote = request.remote
+    facts = request[FACTS] = RequestFacts(
+        # Only a trusted front proxy may name the request (it ties its log to ours).
+        request_id=new_request_id(request.headers.get("X-Request-Id") if is_trusted(remote, trusted)
+                                  else None),
+        client=client_address(remote, request.headers.get("X-Forwarded-For"), trusted),
+        scheme=public_scheme(remote, request.headers.get("X-Forwarded-Proto"), trusted, request.scheme),
+        user_agent=(request.headers.get(hdrs.USER_AGENT) or "")[:MAX_USER_AGENT] or None,
+    )
     watchdog = request.app.get(SEND_WATCHDOG)
     with watchdog.watch(request.transport) if watchdog is not None else contextlib.nullcontext() as watch:
         request[SEND_WATCH] = watch
-        response = await answer(request, handler, request_id)
+        response = await answer(request, handler, facts)
         if not response.prepared:  # written here, under the watch (a stream wrote itself)
-            await send_whole(request, response, watch)
-    write_access_log(request, response, time.perf_counter() - started)
+            await send_whole(request, response, watch, facts)
+    write_access_log(request, response, facts)
     return response
 
 
-async def answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+async def answer(request: web.Request, handler: Handler, facts: RequestFacts) -> web.StreamResponse:
     """The handler's response, or the error it raised as a response."""
+    request_id = facts.request_id
     try:
         return await handler(request)
     except ProxyError as exc:
@@ -119,7 +115,7 @@ async def answer(request: web.Request, handler: Handler, request_id: str) -> web
             raise
         response = error_response(from_http_exception(exc), request_id)
     except ConnectionError:  # the client left before its answer began: nobody to answer
-        request[LOG_FIELDS]["aborted"] = "client_gone"
+        facts.aborted = "client_gone"
         response = web.Response(status=CLIENT_GONE)
     except (HttpProcessingError, RequestPayloadError):  # a body the parser refused (bad chunking)
         response = error_response(MalformedRequest("request body refused by the parser"), request_id)
@@ -130,7 +126,8 @@ async def answer(request: web.Request, handler: Handler, request_id: str) -> web
     return response
 
 
-async def send_whole(request: web.Request, response: web.StreamResponse, watch: SendWatch | None) -> None:
+async def send_whole(request: web.Request, response: web.StreamResponse, watch: SendWatch | None,
+                     facts: RequestFacts) -> None:
     """Write a whole (not streamed) response: headers and body, under the client's send watch."""
     body = getattr(response, "body", None)
     size = len(body) if isinstance(body, bytes | bytearray) and request.method != hdrs.METH_HEAD else 0
@@ -142,57 +139,75 @@ async def send_whole(request: web.Request, response: web.StreamResponse, watch: 
         if watch is not None and watch.reason:  # the reset woke the write up without an error
             raise ConnectionResetError(watch.reason)
     except ConnectionError:
-        request[LOG_FIELDS]["aborted"] = (watch.reason if watch is not None else None) or "client_gone"
+        facts.aborted = (watch.reason if watch is not None else None) or "client_gone"
     else:
-        request[BODY_BYTES] = size
+        facts.body_bytes = size
 
 
-async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every answer carries its request id; image answers say how they
-    were delivered (``X-Delivery: stream|redirect|accel``). The delivery and the cache result are
-    repeated in ``Server-Timing`` (``delivery;desc=stream, cache;desc=HIT``), the one response
-    header a page's script can read for an ``<img>`` (``PerformanceResourceTiming.serverTiming``)."""
-    request_id = request.get(REQUEST_ID)
-    if request_id:
-        response.headers["X-Request-Id"] = request_id
+async def stamp_facts(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer carries its request id and ``Server: imgproxy``;
+    image answers say how they were delivered (``X-Delivery: stream|redirect|accel``) and, for a
+    variant, where it came from (``X-Cache``). Both are repeated in ``Server-Timing``
+    (``delivery;desc=stream, cache;desc=HIT, storage;dur=…``), the one response header a page's
+    script can read for an ``<img>`` (``PerformanceResourceTiming.serverTiming``)."""
     response.headers[hdrs.SERVER] = SERVER_NAME
-    delivery = request.get(LOG_FIELDS, {}).get("delivery")
-    if delivery and response.status < 400:
-        response.headers["X-Delivery"] = delivery
-        facts = [f"delivery;desc={delivery}"]
-        if cache := response.headers.get("X-Cache"):
-            facts.append(f"cache;desc={cache}")
-        if timing := response.headers.get("Server-Timing"):
-            facts.append(timing)
-        elif storage := request.get(DURATIONS, {}).get("storage"):
-            facts.append(f"storage;dur={storage * 1000:.1f}")
-        response.headers["Server-Timing"] = ", ".join(facts)
+    facts = request.get(FACTS)
+    if facts is None:
+        return
+    response.headers["X-Request-Id"] = facts.request_id
+    if facts.cache is not None:
+        response.headers["X-Cache"] = facts.cache.value
+    if facts.delivery is not None and response.status < 400:
+        response.headers["X-Delivery"] = facts.delivery.value
+        response.headers["Server-Timing"] = server_timing(facts)
 
 
-def write_access_log(request: web.Request, response: web.StreamResponse, seconds: float) -> None:
-    """The request's access log line, and the same facts counted in the app's metrics."""
-    if response.prepared:
-        sent = request.get(BODY_BYTES, 0)
-    else:
-        sent = 0 if request.method == "HEAD" else (response.content_length or 0)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "-"
-    extra = request.get(LOG_FIELDS, {})
-    durations = request.get(DURATIONS, {})
+def server_timing(facts: RequestFacts) -> str:
+    """``delivery;desc=…`` [``cache;desc=…``], then the measured parts: an original's storage
+    time if S3 was asked; a transform's storage and transform time (0.0 when none) and total."""
+    entries = [f"delivery;desc={facts.delivery}"]
+    if facts.cache is not None:
+        entries.append(f"cache;desc={facts.cache}")
+    seconds = dict(facts.durations.seconds)
+    if facts.transform:
+        seconds = {Part.STORAGE: seconds.get(Part.STORAGE, 0.0),
+                   Part.TRANSFORM: seconds.get(Part.TRANSFORM, 0.0)}
+    entries += [f"{part};dur={spent * 1000:.1f}" for part, spent in seconds.items()]
+    if facts.transform:
+        entries.append(f"total;dur={facts.elapsed() * 1000:.1f}")
+    return ", ".join(entries)
+
+
+def access_fields(request: web.Request, response: web.StreamResponse, facts: RequestFacts,
+                  route: str) -> dict[str, str]:
+    """The access log line's fields, in their documented order."""
     fields = {
-        "request_id": request.get(REQUEST_ID, "-"),
+        "request_id": facts.request_id,
         "method": request.method,
         "route": route,
         "status": str(response.status),
-        "bytes": str(sent),
-        "duration_ms": f"{seconds * 1000:.1f}",
-        **{f"{part}_ms": f"{spent * 1000:.1f}" for part, spent in durations.items()},
-        **extra,
+        "bytes": str(facts.body_bytes),
+        "duration_ms": f"{facts.elapsed() * 1000:.1f}",
+        **{f"{part}_ms": f"{seconds * 1000:.1f}" for part, seconds in facts.durations.seconds.items()},
+        "client": facts.client,
     }
-    accesslog.write(fields, request.app.get(accesslog.LOG_FORMAT, "logfmt"))
+    optional = (("user_agent", facts.user_agent), ("source", facts.source), ("key", facts.key),
+                ("auth", facts.principal), ("delivery", facts.delivery),
+                ("transform", "1" if facts.transform else None), ("cache", facts.cache),
+                ("aborted", facts.aborted))
+    fields.update((name, str(value)) for name, value in optional if value is not None)
+    return fields
+
+
+def write_access_log(request: web.Request, response: web.StreamResponse, facts: RequestFacts) -> None:
+    """The request's access log line, and the same facts counted in the app's metrics."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "-"
+    accesslog.write(access_fields(request, response, facts, route),
+                    request.app.get(accesslog.LOG_FORMAT, "logfmt"))
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.observe_request(route, response.status, extra.get("delivery", "none"), sent, seconds,
-                                durations.get("transform"))
-        if extra.get("aborted") == "storage_failed":  # S3 failed after the headers were sent
+        metrics.observe_request(route, response.status, facts.delivery or "none", facts.body_bytes,
+                                facts.elapsed(), facts.durations.get(Part.TRANSFORM))
+        if facts.aborted == "storage_failed":  # S3 failed after the headers were sent
             metrics.observe_s3_interrupted()

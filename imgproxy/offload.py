@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 
 from imgproxy.cache import SourceMeta
 from imgproxy.delivery import Delivery, presign_window
-from imgproxy.media import CONTENT_SECURITY_POLICY, is_inline
+from imgproxy.media import CONTENT_SECURITY_POLICY, NOSNIFF, is_inline
 from imgproxy.storage.s3 import S3Source
 
 UPSTREAM_HEADER: Final = "X-Imgproxy-Upstream"
@@ -50,11 +50,11 @@ async def offload(source: S3Source, key: str, meta: SourceMeta, how: Delivery, n
             hdrs.CACHE_CONTROL: source.config.cache_control,
             "X-Accel-Buffering": "no",
             # For nginx to add to S3's answer (deploy/nginx.conf), as streamed answers carry them.
-            "X-Content-Type-Options": "nosniff",
+            **NOSNIFF,
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         })
     return web.Response(status=config.redirect_status, headers={
         hdrs.LOCATION: url,
         hdrs.CACHE_CONTROL: f"private, max-age={plan.max_age}",
-        "X-Content-Type-Options": "nosniff",
+        **NOSNIFF,
     })

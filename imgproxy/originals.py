@@ -10,20 +10,17 @@ are evaluated here against the ETag of one HEAD instead.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from imgproxy.cache import HotCounter, MetadataCache, SourceMeta
+from imgproxy.cache import HotCounter, MetadataCache
 from imgproxy.conditional import (
     ByteRange,
     Decision,
     Preconditions,
-    etag_matches,
     evaluate,
+    is_not_modified,
     needs_local_evaluation,
     parse_preconditions,
     parse_range,
@@ -31,10 +28,12 @@ from imgproxy.conditional import (
 )
 from imgproxy.delivery import Delivery, choose_delivery
 from imgproxy.errors import PreconditionFailed
+from imgproxy.facts import Part
 from imgproxy.media import SNIFF_BYTES, needs_sniffing, sniff_type
-from imgproxy.middleware import DURATIONS, LOG_FIELDS
+from imgproxy.middleware import FACTS
 from imgproxy.offload import offload
 from imgproxy.respond import not_modified, send_head, stream_object
+from imgproxy.storage.metadata import known_meta, remember
 from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
 
 
@@ -48,55 +47,28 @@ class Context:
     now: float
 
 
-async def known_meta(source: S3Source, key: str, metadata: MetadataCache) -> SourceMeta:
-    meta = metadata.get(source.config.name, key)
-    if meta is None:
-        head = await source.head(key)
-        assert isinstance(head, ObjectMeta)  # no preconditions were sent
-        meta = SourceMeta(head.etag, head.content_length, head.content_type)
-        metadata.put(source.config.name, key, meta)
-    return meta
-
-
-def remember(metadata: MetadataCache, source: S3Source, key: str, meta: ObjectMeta) -> None:
-    """Responses teach the metadata cache an object's size, ETag and type for free."""
-    size = total_size(meta)
-    if size is not None:
-        metadata.put(source.config.name, key, SourceMeta(meta.etag, size, meta.content_type))
-
-
-def total_size(meta: ObjectMeta) -> int | None:
-    if meta.content_range is None:
-        return meta.content_length
-    total = meta.content_range.rpartition("/")[2]
-    return int(total) if total.isdigit() else None
-
-
 async def respond_original(request: web.Request, source: S3Source, key: str,
                            context: Context) -> web.StreamResponse:
-    """The answer; ``request[LOG_FIELDS]["delivery"]`` says how (stream, redirect or accel)."""
+    """The answer; the request's facts say how it was delivered (stream, redirect or accel)."""
+    facts = request[FACTS]
     # 1. Choose: the source's mode, with what the caches know (no S3 call to decide).
     cached = context.metadata.get(source.config.name, key)
     recent = context.hot.hit(source.config.name, key, source.config.delivery.hot_window)
-    how = choose_delivery(source.config.delivery, size=cached.content_length if cached else None,
-                          recent_requests=recent)
-    if request.method == hdrs.METH_HEAD and how is Delivery.REDIRECT:
-        how = Delivery.STREAM  # headers only: cheap here, and a GET-presigned URL 403s a HEAD
-    request[LOG_FIELDS]["delivery"] = how.value
+    how = facts.delivery = choose_delivery(source.config.delivery,
+                                           size=cached.content_length if cached else None,
+                                           recent_requests=recent, head=request.method == hdrs.METH_HEAD)
     preconditions = parse_preconditions(request.headers)
     # 2. A validator the proxy can answer from what it knows: 304 without S3.
-    if cached is not None and cached.etag and preconditions.if_none_match \
-            and etag_matches(preconditions.if_none_match, cached.etag):
+    if cached is not None and is_not_modified(preconditions.if_none_match, cached.etag):
         return not_modified(NotModified(cached.etag, None), source.config.cache_control)
+    if how is Delivery.STREAM:
+        return await stream_original(request, source, key, context, preconditions)
     # 3. Offload: S3 (redirect) or nginx (accel) moves the bytes; the HEAD (if needed) proves
     #    the object exists and gives its type for a safe response-content-type.
-    if how is not Delivery.STREAM:
-        with storage_time(request):
-            meta = cached or await known_meta(source, key, context.metadata)
-        if preconditions.if_none_match and meta.etag and etag_matches(preconditions.if_none_match, meta.etag):
-            return not_modified(NotModified(meta.etag, None), source.config.cache_control)
-        return await offload(source, key, meta, how, context.now, context.inline_types)
-    return await stream_original(request, source, key, context, preconditions)
+    meta = cached or await known_meta(source, key, context.metadata, facts.durations)
+    if is_not_modified(preconditions.if_none_match, meta.etag):
+        return not_modified(NotModified(meta.etag, None), source.config.cache_control)
+    return await offload(source, key, meta, how, context.now, context.inline_types)
 
 
 async def stream_original(request: web.Request, source: S3Source, key: str, context: Context,
@@ -105,7 +77,7 @@ async def stream_original(request: web.Request, source: S3Source, key: str, cont
     inline_types = context.inline_types
     # 1. Validators S3 cannot compare: decide here from a HEAD (still no object bytes).
     if needs_local_evaluation(preconditions):
-        with storage_time(request):
+        with request[FACTS].durations.timing(Part.STORAGE):
             head = await source.head(key)
         assert isinstance(head, ObjectMeta)
         decision = evaluate(preconditions, head.etag)
@@ -116,38 +88,27 @@ async def stream_original(request: web.Request, source: S3Source, key: str, cont
         preconditions = without_etag_validators(preconditions)
     # 2. HEAD: metadata only (and the first bytes, if S3 has no useful type).
     if request.method == hdrs.METH_HEAD:
-        with storage_time(request):
+        with request[FACTS].durations.timing(Part.STORAGE):
             meta = await source.head(key, preconditions)
         if isinstance(meta, NotModified):
             return not_modified(meta, cache_control)
         remember(context.metadata, source, key, meta)
         content_type = meta.content_type or ""
         if needs_sniffing(content_type):
-            with storage_time(request):
+            with request[FACTS].durations.timing(Part.STORAGE):
                 content_type = await sniff_remote(source, key)
         return await send_head(request, meta, content_type, cache_control, inline_types)
     # 3. GET: S3 answers the conditions and the range itself; the body streams.
     byte_range = parse_range(request.headers.get(hdrs.RANGE))
     if preconditions.if_range_never_matches:
         byte_range = None
-    with storage_time(request):  # until S3's answer headers; the body's time is the stream's
+    with request[FACTS].durations.timing(Part.STORAGE):  # until S3's headers; the body is the stream's
         result = await source.get(key, byte_range, preconditions, stream=True)
     if isinstance(result, NotModified):
         return not_modified(result, cache_control)
     meta, body = result
     remember(context.metadata, source, key, meta)
     return await stream_object(request, meta, body, cache_control, inline_types)
-
-
-@contextmanager
-def storage_time(request: web.Request) -> Iterator[None]:
-    """Add the block's time to the request's ``storage`` duration (access log, Server-Timing)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        durations = request[DURATIONS]
-        durations["storage"] = durations.get("storage", 0.0) + time.perf_counter() - started
 
 
 async def sniff_remote(source: S3Source, key: str) -> str:

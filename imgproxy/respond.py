@@ -14,10 +14,11 @@ from aiohttp import hdrs, web
 from aiohttp.http_writer import StreamWriter
 
 from imgproxy.conditional import format_http_date
-from imgproxy.media import needs_sniffing, safety_headers, sniff_type
-from imgproxy.middleware import BODY_BYTES, LOG_FIELDS, SEND_WATCH
+from imgproxy.media import NOSNIFF, needs_sniffing, safety_headers, sniff_type
+from imgproxy.middleware import FACTS, SEND_WATCH
 from imgproxy.storage.body import ObjectBody
 from imgproxy.storage.s3 import NotModified, ObjectMeta
+from imgproxy.variants import VariantAnswer
 
 log = logging.getLogger("imgproxy.respond")
 # Bytes per read from S3 and per write to the client. The write waits for the client after each
@@ -56,9 +57,22 @@ def object_headers(
     return headers
 
 
+def variant_response(answer: VariantAnswer, cache_control: str,
+                     inline_types: tuple[str, ...]) -> web.Response:
+    """A transform's answer: the variant, or 304 when the client has it."""
+    headers: dict[str, str] = {hdrs.CACHE_CONTROL: cache_control, hdrs.ETAG: answer.etag}
+    if answer.vary_accept:
+        headers[hdrs.VARY] = "Accept"
+    if answer.variant is None:
+        return web.Response(status=304, headers={**headers, **NOSNIFF})
+    media_type = answer.variant.media_type
+    headers.update({hdrs.CONTENT_TYPE: media_type, **safety_headers(media_type, inline_types)})
+    return web.Response(body=answer.variant.body, headers=headers)
+
+
 def not_modified(answer: NotModified, cache_control: str) -> web.Response:
     """304 with the validators and caching policy, and no body (RFC 9110 15.4.5)."""
-    headers = {hdrs.CACHE_CONTROL: cache_control, "X-Content-Type-Options": "nosniff"}
+    headers = {hdrs.CACHE_CONTROL: cache_control, **NOSNIFF}
     if answer.etag:
         headers[hdrs.ETAG] = answer.etag
     if answer.last_modified:
@@ -105,7 +119,7 @@ async def stream_object(
                     watch.handed += len(chunk)  # handed to the transport inside write()
                 await response.write(chunk)
                 sent += len(chunk)
-                request[BODY_BYTES] = sent
+                request[FACTS].body_bytes = sent
                 if watch is not None and watch.is_cut:
                     raise ConnectionResetError("cut off by the send watch")
                 chunk = await body.read(CHUNK_BYTES)
@@ -114,11 +128,11 @@ async def stream_object(
                 raise ConnectionResetError("cut off by the send watch")
         except ConnectionError:
             reason = watch.reason if watch is not None and watch.reason else "client_gone"
-            request[LOG_FIELDS]["aborted"] = reason
+            request[FACTS].aborted = reason
             log.info("stream aborted (%s) after %d bytes", reason, sent)
         except Exception as exc:
             # Headers are sent: the only honest signal left is to cut the connection short.
-            request[LOG_FIELDS]["aborted"] = "storage_failed"
+            request[FACTS].aborted = "storage_failed"
             log.error("storage failed mid-stream after %d bytes: %s", sent, exc.__class__.__name__)
             if request.transport is not None:
                 request.transport.close()

@@ -13,39 +13,44 @@ from imgproxy.auth.principal import authorize
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
 from imgproxy.auth.tokens import find_token, parse_bearer
 from imgproxy.batch import parse_batch, sign_items
+from imgproxy.delivery import Delivery
 from imgproxy.errors import NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
 from imgproxy.jsonbody import add_body_slots, read_json
-from imgproxy.middleware import LOG_FIELDS, SCHEME
+from imgproxy.middleware import FACTS
 from imgproxy.originals import Context, respond_original
 from imgproxy.paths import origin_form, parse_image_path
+from imgproxy.respond import variant_response
 from imgproxy.storage.s3 import S3Source
+from imgproxy.variants import Wanted
 
 
 async def image(request: web.Request) -> web.StreamResponse:
     config = request.app[keys.CONFIG]
-    fields = request[LOG_FIELDS]
+    facts = request[FACTS]
     # 1. What is asked for: a checked source name and key, and the decoded query.
     raw_target = origin_form(request.raw_path)
     target = parse_image_path(raw_target)
     params = parse_query(raw_target.partition("?")[2], config.server.max_query_params)
-    fields["source"] = target.source
+    facts.source = target.source
     if config.server.log_keys:
-        fields["key"] = target.key
+        facts.key = target.key
     # 2. Who asks, and may they: signature or bearer token; nothing touches S3 before this.
     principal = authorize(target.source, target.key, params,
                           request.headers.get(hdrs.AUTHORIZATION),
                           request.app[keys.AUTH], request.app[keys.CLOCK]())
-    fields["auth"] = f"{principal.kind}:{principal.name}"
+    facts.principal = f"{principal.kind}:{principal.name}"
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(request, target.source)
     inline = config.server.inline_types
     # 4. A transform (w, h, fmt, ...) is always rendered here: cache, 304, or one render.
-    spec = request.app[keys.VARIANTS].parse(params)
+    spec = request.app[keys.TRANSFORMS].parse(params)
     if spec is not None:
-        fields["delivery"] = "stream"
-        fields["transform"] = "1"
-        return await request.app[keys.VARIANTS].respond(request, source, target.key, spec,
-                                                        source.config.cache_control, inline)
+        facts.delivery, facts.transform = Delivery.STREAM, True
+        wanted = Wanted(source, target.key, spec, request.headers.get(hdrs.ACCEPT),
+                        request.headers.get(hdrs.IF_NONE_MATCH))
+        answer = await request.app[keys.VARIANTS].answer(wanted, facts.durations)
+        facts.cache = answer.cache
+        return variant_response(answer, source.config.cache_control, inline)
     # 5. The original: streamed, or offloaded to S3 (redirect) or nginx (accel).
     context = Context(request.app[keys.METADATA], request.app[keys.HOT], inline, request.app[keys.CLOCK]())
     return await respond_original(request, source, target.key, context)
@@ -59,7 +64,7 @@ async def sign_batch(request: web.Request) -> web.Response:
     if header is None:
         raise Unauthorized("no credentials for /sign")
     token = find_token(parse_bearer(header), request.app[keys.AUTH].tokens)
-    request[LOG_FIELDS]["auth"] = f"token:{token.name}"
+    request[FACTS].principal = f"token:{token.name}"
     if not token.sign_scopes:
         raise OutOfScope(f"token {token.name!r} has no sign scopes",
                          public_message="This token may not sign URLs (it has no sign_scopes).")
@@ -70,12 +75,12 @@ async def sign_batch(request: web.Request) -> web.Response:
                            time_limit=config.server.body_timeout)
     items = parse_batch(body, config.auth.sign_max_items)
     # 3. Sign every item that is valid and in scope; the others get their own error.
-    base_url = config.server.public_url.rstrip("/") or f"{request[SCHEME]}://{request.host}"
+    base_url = config.server.public_url.rstrip("/") or f"{request[FACTS].scheme}://{request.host}"
     kid = config.auth.sign_with
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
     now = request.app[keys.CLOCK]()
     answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer,
-                         check_params=request.app[keys.VARIANTS].parse, ttl=config.auth.sign_ttl,
+                         check_params=request.app[keys.TRANSFORMS].parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},

@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from imgproxy.demo.people import Person
+from imgproxy.media import NOSNIFF
 
 THUMB: Final = 96  # CSS pixels
 THUMB_PARAMS: Final = {"w": str(THUMB), "h": str(THUMB), "fit": "cover", "fmt": "auto"}
@@ -100,7 +101,7 @@ async def directory_page(request: web.Request) -> web.Response:
         hdrs.CACHE_CONTROL: "no-store",
         "Content-Security-Policy": f"default-src 'none'; img-src 'self'; style-src 'nonce-{nonce}'; "
                                    f"script-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'",
-        "X-Content-Type-Options": "nosniff",
+        **NOSNIFF,
         "Referrer-Policy": "no-referrer",  # signed URLs are not sent on when a full image opens
     })
 

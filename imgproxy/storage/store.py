@@ -6,26 +6,25 @@ most once per ``LOG_EVERY`` seconds per kind, so a store that is down does not f
 Writes run as background tasks (at most ``max_pending`` at once; more are dropped and counted),
 so a response never waits for one.
 
-Objects are named ``prefix + sha256(cache key)``: the key (source, object key, source ETag,
-normalised parameters, output format) may hold personal data and need not be a valid S3 key.
+Objects are named ``prefix + VariantKey.store_name`` (a sha256): the key (source, object key,
+source ETag, normalised parameters, output format) may hold personal data and need not be a
+valid S3 key.
 The media type is the object's ``Content-Type``; the variant's ETag and size are user metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
-from imgproxy.cache import Variant
+from imgproxy.cache import Variant, VariantKey
 from imgproxy.config import SourceConfig
 from imgproxy.storage.clients import s3_client
 
@@ -38,9 +37,10 @@ _FAILURES = (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, OSEr
 StoreObserver = Callable[[str, str], None]
 
 
-def store_key(prefix: str, cache_key: Hashable) -> str:
-    """The object key for a variant: a digest, so nothing about the request shows in the bucket."""
-    digest = hashlib.sha256(json.dumps(cache_key, default=str).encode()).hexdigest()
+def object_key(prefix: str, name: VariantKey) -> str:
+    """The S3 key for a variant: its digest (``VariantKey.store_name``), so nothing about the
+    request shows in the bucket."""
+    digest = name.store_name
     return f"{prefix}{digest[:2]}/{digest}"
 
 
@@ -93,9 +93,9 @@ class VariantStore:
                         "next such line in %gs at the earliest", operation, self.config.bucket, kind,
                         LOG_EVERY)
 
-    async def get(self, cache_key: Hashable) -> Variant | None:
+    async def get(self, name: VariantKey) -> Variant | None:
         """The stored variant, or None: not stored, or the store failed (counted and logged)."""
-        request = {"Bucket": self.config.bucket, "Key": store_key(self.config.prefix, cache_key)}
+        request = {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, name)}
         try:
             async with asyncio.timeout(self.deadline):
                 response = await self.client.get_object(**request)
@@ -121,19 +121,19 @@ class VariantStore:
         self.observe("get", "hit")
         return variant
 
-    def put(self, cache_key: Hashable, variant: Variant) -> None:
+    def put(self, name: VariantKey, variant: Variant) -> None:
         """Write the variant in the background; beyond ``max_pending`` writes, drop it."""
         if len(self._pending) >= self.max_pending:
             self.observe("put", "dropped")
             self._log("put", "too_many_pending_writes")
             return
-        task = asyncio.get_running_loop().create_task(self._put(cache_key, variant))
+        task = asyncio.get_running_loop().create_task(self._put(name, variant))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _put(self, cache_key: Hashable, variant: Variant) -> None:
+    async def _put(self, name: VariantKey, variant: Variant) -> None:
         request = {
-            "Bucket": self.config.bucket, "Key": store_key(self.config.prefix, cache_key),
+            "Bucket": self.config.bucket, "Key": object_key(self.config.prefix, name),
             "Body": variant.body, "ContentType": variant.media_type,
             "Metadata": {"etag": variant.etag, "width": str(variant.width), "height": str(variant.height)},
         }

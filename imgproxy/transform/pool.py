@@ -33,8 +33,8 @@ from typing import Final
 
 from imgproxy.errors import Overloaded, TransformTimeout
 from imgproxy.memory import TRIM_INTERVAL, find_malloc_trim
+from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformSpec
-from imgproxy.transform.steps import Rendered, RenderSettings, render
 
 log = logging.getLogger("imgproxy.transform")
 BACKSTOP_SECONDS: Final = 2.0
@@ -94,7 +94,10 @@ def _warm() -> int:
 
 def run_job(data: bytes | bytearray, spec: TransformSpec, target: OutputFormat | None,
             settings: RenderSettings, timeout: float) -> Rendered:
-    """Runs in a worker process: render under a wall-clock limit."""
+    """Runs in a worker process: render under a wall-clock limit. Pillow is imported here, in
+    the worker (the forkserver preloads it), never in the serving process."""
+    from imgproxy.transform.steps import render
+
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         return render(data, spec, target, settings)

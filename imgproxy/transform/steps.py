@@ -30,6 +30,7 @@ from typing import Final
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from imgproxy.errors import ImageTooLarge, NotAnImage, ProxyError, UnprocessableImage
+from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
 
 REDUCING_GAP: Final = 3.0  # reduce() by whole factors down to 3x the target, then LANCZOS
@@ -43,27 +44,6 @@ _UPRIGHT: Final = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE
                    8: Image.Transpose.ROTATE_90}
 # The ICC colour space each pixel mode may carry a profile for.
 _PROFILE_SPACE: Final = {"RGB": "RGB ", "RGBA": "RGB ", "L": "GRAY", "LA": "GRAY"}
-
-
-@dataclass(frozen=True, slots=True)
-class RenderSettings:
-    """What a worker needs besides the spec: limits and per-format defaults (from config)."""
-
-    input_formats: tuple[str, ...]
-    max_source_pixels: int
-    jpeg_quality: int
-    webp_quality: int
-    avif_quality: int
-    png_compress_level: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    body: bytes
-    media_type: str
-    width: int
-    height: int
-    seconds: float
 
 
 @dataclass(slots=True)

@@ -21,8 +21,9 @@ from PIL import ExifTags, Image, ImageCms, ImageOps, features
 from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import ImageTooLarge, NotAnImage, TransformTimeout, UnprocessableImage
 from imgproxy.transform import pool, steps
+from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformSpec
-from imgproxy.transform.steps import Job, Rendered, RenderSettings, render
+from imgproxy.transform.steps import Job, render
 
 SETTINGS = RenderSettings(
     input_formats=DEFAULT_INPUT_FORMATS,

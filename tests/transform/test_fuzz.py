@@ -28,8 +28,9 @@ from PIL import ExifTags, Image, ImageCms, ImageDraw, PngImagePlugin, features
 
 from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import ProxyError
+from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformLimits, TransformSpec, parse_transform
-from imgproxy.transform.steps import RenderSettings, render
+from imgproxy.transform.steps import render
 
 FUZZ_SECONDS = 4.0  # wall time for the whole module, shared equally by the formats
 SEED = 20240610

@@ -17,8 +17,9 @@ from PIL import ExifTags, Image, ImageChops, ImageCms, ImageDraw, ImageStat, Png
 from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import ImageTooLarge, NotAnImage, UnprocessableImage
 from imgproxy.transform import steps
+from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
-from imgproxy.transform.steps import Rendered, RenderSettings, render, supported_outputs
+from imgproxy.transform.steps import render, supported_outputs
 
 SETTINGS = RenderSettings(
     input_formats=DEFAULT_INPUT_FORMATS,
@@ -546,10 +547,11 @@ def test_a_still_image_under_the_pixel_limit_renders() -> None:
 BOMB_SCRIPT = textwrap.dedent("""
     import resource, sys
     from imgproxy.transform import steps
+    from imgproxy.transform.jobs import RenderSettings
     from imgproxy.transform.params import TransformSpec
     from imgproxy.config import DEFAULT_INPUT_FORMATS
     data = sys.stdin.buffer.read()
-    settings = steps.RenderSettings(DEFAULT_INPUT_FORMATS, 50_000_000, 82, 80, 60, 6)
+    settings = RenderSettings(DEFAULT_INPUT_FORMATS, 50_000_000, 82, 80, 60, 6)
     with open("/proc/self/status") as status:
         kib = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
     headroom = 200 * 1024 * 1024

@@ -1,0 +1,62 @@
+"""``TransformPolicy``: what this server transforms and how, decided once from the config.
+
+Pure and frozen. Built once in ``web/app.py``; ``routes.image`` and ``POST /sign`` parse a
+query with it (``parse``: the transform asked for, or None for the original), the variant
+service checks sizes with it, and the benchmarks render with its settings exactly as the
+server does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from imgproxy.config import TransformConfig
+from imgproxy.errors import InvalidParameter, SourceTooLarge
+from imgproxy.transform.jobs import RenderSettings
+from imgproxy.transform.params import OutputFormat, TransformLimits, TransformSpec, parse_transform
+
+
+@dataclass(frozen=True, slots=True)
+class TransformPolicy:
+    enabled: bool
+    limits: TransformLimits
+    settings: RenderSettings
+    max_source_bytes: int
+
+    @classmethod
+    def from_config(cls, config: TransformConfig, formats: Collection[OutputFormat]) -> TransformPolicy:
+        """``formats``: what this Pillow build can encode (``jobs.available_outputs``)."""
+        return cls(
+            enabled=config.enabled,
+            limits=TransformLimits(config.max_width, config.max_height, frozenset(formats)),
+            settings=RenderSettings(
+                input_formats=config.input_formats,
+                max_source_pixels=config.max_source_pixels,
+                jpeg_quality=config.jpeg_quality,
+                webp_quality=config.webp_quality,
+                avif_quality=config.avif_quality,
+                png_compress_level=config.png_compress_level,
+            ),
+            max_source_bytes=config.max_source_bytes,
+        )
+
+    @property
+    def formats(self) -> Collection[OutputFormat]:
+        return self.limits.formats
+
+    def parse(self, params: Mapping[str, str]) -> TransformSpec | None:
+        """The transform the signed query asks for; None: stream the original untouched."""
+        spec = parse_transform(params, self.limits)
+        if spec is not None and not self.enabled:
+            raise InvalidParameter("transforms disabled",
+                                   public_message="This server does not transform images.")
+        return spec
+
+    def check_size(self, size: int) -> None:
+        """Sources over ``max_source_bytes`` are refused before they are read (413)."""
+        if size > self.max_source_bytes:
+            raise SourceTooLarge(f"{size} bytes > {self.max_source_bytes}",
+                                 public_message=f"The source image is larger than "
+                                                f"{self.max_source_bytes} bytes, the most "
+                                                "this server transforms.")
