@@ -18,8 +18,10 @@ from typing import Final
 
 from aiohttp import web
 
+from imgproxy.config import LogFormat
+
 access_log = logging.getLogger("imgproxy.access")
-LOG_FORMAT: Final = web.AppKey("log_format", str)  # "logfmt" (default) or "json"
+LOG_FORMAT: Final = web.AppKey("log_format", LogFormat)
 NUMERIC: Final = frozenset({"status", "bytes", "duration_ms", "storage_ms", "transform_ms"})
 _BARE: Final = re.compile(r"[A-Za-z0-9._:/*@+-]+")
 _UNPRINTABLE: Final = re.compile(r"[^\x20-\x7e]")  # candidates; kept if str.isprintable says so
@@ -55,9 +57,9 @@ def _json_escape(match: re.Match[str]) -> str:
     return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
 
 
-def format_line(fields: Mapping[str, str], fmt: str) -> str:
+def format_line(fields: Mapping[str, str], fmt: LogFormat) -> str:
     """``key=value ...`` (logfmt), or one JSON object whose numeric fields are numbers."""
-    if fmt == "json":
+    if fmt == LogFormat.JSON:
         text = json.dumps({k: _number(v) if k in NUMERIC else v for k, v in fields.items()},
                           ensure_ascii=False, separators=(",", ":"))
         # json escapes C0 itself; the rest of the unprintable characters only occur in strings.
@@ -75,5 +77,5 @@ def _number(value: str) -> int | float | str:
             return value
 
 
-def write(fields: Mapping[str, str], fmt: str) -> None:
+def write(fields: Mapping[str, str], fmt: LogFormat) -> None:
     access_log.info("%s", format_line(fields, fmt))

@@ -36,6 +36,7 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooL
 from aiohttp.web_protocol import RequestHandler
 
 from imgproxy import accesslog
+from imgproxy.config import LogFormat
 from imgproxy.errors import (
     HeaderTooLarge,
     MalformedRequest,
@@ -67,7 +68,7 @@ class ConnectionPolicy:
     header_timeout: float
     max_connections: int
     send_buffer: int = 0  # SO_SNDBUF for each connection; 0: the kernel's autotuning
-    log_format: str = "logfmt"
+    log_format: LogFormat = LogFormat.LOGFMT
     observe: ConnectionObserver = lambda reason: None
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
 
-from imgproxy.config import MIN_PRESIGNED_VALIDITY, DeliveryConfig
-
-S3_MAX_EXPIRES: Final = 7 * 24 * 3600
+from imgproxy.config import MAX_TTL_LIMIT, MIN_PRESIGNED_VALIDITY, DeliveryConfig, DeliveryMode
 
 
 class Delivery(StrEnum):
+    """What one request gets; the configured ``DeliveryMode`` ``auto`` resolves to one of these."""
+
     STREAM = "stream"
     REDIRECT = "redirect"
     ACCEL = "accel"
@@ -35,13 +34,13 @@ def choose_delivery(config: DeliveryConfig, *, size: int | None, recent_requests
     """``size`` None: not known without asking S3 (the first request streams and learns it).
     ``head``: a HEAD is never redirected (headers only are cheap here, and a URL presigned for
     GET answers a HEAD with 403)."""
-    if config.mode == "stream":
+    if config.mode == DeliveryMode.STREAM:
         return Delivery.STREAM
-    if config.mode == "accel":
+    if config.mode == DeliveryMode.ACCEL:
         return Delivery.ACCEL
     if head:
         return Delivery.STREAM
-    if config.mode == "redirect":
+    if config.mode == DeliveryMode.REDIRECT:
         return Delivery.REDIRECT
     is_large = size is not None and size > config.redirect_min_bytes
     is_hot = recent_requests > config.hot_requests
@@ -62,7 +61,7 @@ class PresignPlan:
 def presign_window(config: DeliveryConfig, now: float,
                    credentials_expire: float | None = None) -> PresignPlan:
     window = max(1, int(config.presign_window))
-    ttl = min(int(config.presign_ttl), S3_MAX_EXPIRES)
+    ttl = min(int(config.presign_ttl), MAX_TTL_LIMIT)
     signed_at = int(now // window * window)
     window_end = signed_at + window
     valid_until = signed_at + ttl

@@ -22,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from imgproxy import accesslog
+from imgproxy.config import LogFormat
 from imgproxy.errors import (
     BodyTooLarge,
     MalformedRequest,
@@ -204,7 +205,7 @@ def write_access_log(request: web.Request, response: web.StreamResponse, facts: 
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "-"
     accesslog.write(access_fields(request, response, facts, route),
-                    request.app.get(accesslog.LOG_FORMAT, "logfmt"))
+                    request.app.get(accesslog.LOG_FORMAT, LogFormat.LOGFMT))
     metrics = request.app.get(METRICS)
     if metrics is not None:
         metrics.observe_request(route, response.status, facts.delivery or "none", facts.body_bytes,

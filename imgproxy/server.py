@@ -26,6 +26,7 @@ from aiohttp import web
 
 from imgproxy import keys
 from imgproxy.accesslog import LOG_FORMAT
+from imgproxy.config import LogFormat
 from imgproxy.connections import ConnectionPolicy, GuardedRunner
 from imgproxy.metrics import METRICS
 from imgproxy.middleware import SEND_WATCHDOG
@@ -54,7 +55,7 @@ def make_runner(app: web.Application) -> GuardedRunner:
     policy = ConnectionPolicy(header_timeout=server.header_timeout,
                               max_connections=server.max_connections,
                               send_buffer=server.send_buffer,
-                              log_format=app.get(LOG_FORMAT, "logfmt"),
+                              log_format=app.get(LOG_FORMAT, LogFormat.LOGFMT),
                               observe=app[METRICS].observe_connection_closed)
     return GuardedRunner(app, policy=policy, access_log=None, handle_signals=False,
                          shutdown_timeout=server.shutdown_timeout,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,22 @@ import pytest
 
 from imgproxy.config import (
     DEFAULT_INLINE_TYPES,
+    DELIVERY_MODES,
+    AddressingStyle,
+    AuthConfig,
+    CacheConfig,
     Config,
     ConfigError,
+    DeliveryConfig,
+    DeliveryMode,
+    LogConfig,
+    LogFormat,
+    MetricsConfig,
     Scope,
     Secret,
+    ServerConfig,
+    SourceConfig,
+    TransformConfig,
     load_config,
     parse_config,
     parse_duration,
@@ -166,6 +179,75 @@ DEFAULTS: list[tuple[str, Callable[[Config], object], object]] = [
 @pytest.mark.parametrize(("field", "read", "expected"), DEFAULTS, ids=[row[0] for row in DEFAULTS])
 def test_minimal_config_gets_defaults(field: str, read: Callable[[Config], object], expected: object) -> None:
     assert read(parse_config(copy.deepcopy(MINIMAL), environ={})) == expected
+
+
+# Each default is stated once, beside its field in config/model.py: an absent key reads it there.
+UNSET_SECTIONS: list[tuple[str, Callable[[Config], object], object]] = [
+    ("server", lambda c: c.server, ServerConfig()),
+    ("transform", lambda c: c.transform, TransformConfig()),
+    ("cache", lambda c: c.cache, CacheConfig()),
+    ("metrics", lambda c: c.metrics, MetricsConfig()),
+    ("log", lambda c: c.log, LogConfig()),
+    ("delivery", lambda c: c.sources["photos"].delivery, DeliveryConfig()),
+    ("source", lambda c: c.sources["photos"], SourceConfig(name="photos", bucket="acme-private-photos")),
+    ("auth but its keys", lambda c: replace(c.auth, keys={}, sign_with=""), AuthConfig()),
+]
+
+
+@pytest.mark.parametrize(("section", "read", "expected"), UNSET_SECTIONS, ids=[r[0] for r in UNSET_SECTIONS])
+def test_unset_keys_take_the_dataclass_defaults(section: str, read: Callable[[Config], object],
+                                                expected: object) -> None:
+    assert read(parse_config(copy.deepcopy(MINIMAL), environ={})) == expected
+
+
+def test_a_store_without_optional_keys_takes_the_source_defaults() -> None:
+    data = changed(MINIMAL, "cache.store", {"bucket": "acme-variants"})
+    store = parse_config(data, environ={}).cache.store
+    assert store == SourceConfig(name="store", bucket="acme-variants")
+
+
+# Fixed sets of values are StrEnums: the TOML spelling is the value, the error lists them all.
+CHOICES: list[tuple[str, str, Callable[[Config], object], object]] = [
+    ("delivery.mode", "redirect", lambda c: c.sources["photos"].delivery.mode, DeliveryMode.REDIRECT),
+    ("sources.photos.delivery.mode", "accel", lambda c: c.sources["photos"].delivery.mode,
+     DeliveryMode.ACCEL),
+    ("sources.photos.addressing_style", "virtual", lambda c: c.sources["photos"].addressing_style,
+     AddressingStyle.VIRTUAL),
+    ("log.format", "json", lambda c: c.log.format, LogFormat.JSON),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "read", "member"), CHOICES, ids=[r[0] for r in CHOICES])
+def test_a_fixed_choice_is_read_as_its_enum_member(path: str, value: str, read: Callable[[Config], object],
+                                                   member: object) -> None:
+    assert read(parse_config(changed(MINIMAL, path, value), environ={})) is member
+
+
+CHOICE_ERRORS: list[tuple[str, object, str]] = [
+    ("delivery.mode", "fast", "delivery.mode: must be one of stream, redirect, auto, accel"),
+    ("delivery.mode", "STREAM", "delivery.mode: must be one of stream, redirect, auto, accel"),
+    ("sources.photos.delivery.mode", "fast",
+     "sources.photos.delivery.mode: must be one of stream, redirect, auto, accel"),
+    ("delivery.mode", 1, "delivery.mode: expected a string"),
+    ("sources.photos.addressing_style", "dns",
+     "sources.photos.addressing_style: must be 'auto', 'path' or 'virtual'"),
+    ("cache.store", {"bucket": "acme-variants", "addressing_style": "dns"},
+     "cache.store.addressing_style: must be 'auto', 'path' or 'virtual'"),
+    ("log.format", "xml", "log.format: must be 'logfmt' or 'json'"),
+    ("log.format", ["json"], "log.format: expected a string"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), CHOICE_ERRORS,
+                         ids=[f"{p}={v!r}" for p, v, _ in CHOICE_ERRORS])
+def test_a_wrong_choice_names_every_allowed_value(path: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(changed(MINIMAL, path, value), environ={})
+    assert str(caught.value) == message
+
+
+def test_delivery_modes_are_listed_in_their_documented_order() -> None:
+    assert DELIVERY_MODES == ("stream", "redirect", "auto", "accel")
 
 
 def test_tokens_alone_are_enough_auth() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from conftest import config_data
 
-from imgproxy.config import ConfigError, DeliveryConfig, parse_config
-from imgproxy.delivery import S3_MAX_EXPIRES, Delivery, choose_delivery, presign_window
+from imgproxy.config import MAX_TTL_LIMIT, ConfigError, DeliveryConfig, parse_config
+from imgproxy.delivery import Delivery, choose_delivery, presign_window
 
 T0 = 1_800_000_000  # a whole hour (and a whole day's multiple of 3600)
 HOUR = DeliveryConfig(presign_window=3600, presign_ttl=7200)
@@ -160,7 +160,7 @@ def test_credentials_with_a_minute_left_still_sign_at_the_window_start() -> None
 
 def test_presigned_validity_never_exceeds_s3s_seven_days() -> None:
     config = DeliveryConfig(presign_window=3600, presign_ttl=8 * 86400)  # beyond what config allows
-    assert presign_window(config, T0).expires_in == S3_MAX_EXPIRES
+    assert presign_window(config, T0).expires_in == MAX_TTL_LIMIT
 
 
 # The overlap rule, enforced at start-up -----------------------------------------------------------

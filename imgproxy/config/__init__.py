@@ -20,11 +20,15 @@ from types import MappingProxyType
 from typing import Any
 
 from imgproxy.config.model import (
+    DELIVERY_MODES,
+    AddressingStyle,
     AuthConfig,
     CacheConfig,
     Config,
     DeliveryConfig,
+    DeliveryMode,
     LogConfig,
+    LogFormat,
     MetricsConfig,
     Scope,
     ServerConfig,
@@ -48,7 +52,6 @@ from imgproxy.config.values import (
     CONFIG_TOML_ENV,
     DEFAULT_INLINE_TYPES,
     DEFAULT_INPUT_FORMATS,
-    DELIVERY_MODES,
     INPUT_FORMATS,
     MAX_TTL_LIMIT,
     MIN_PRESIGNED_VALIDITY,
@@ -65,9 +68,9 @@ from imgproxy.config.values import (
 __all__ = [
     "CONFIG_PATH_ENV", "CONFIG_TOML_ENV", "DEFAULT_INLINE_TYPES", "DEFAULT_INPUT_FORMATS",
     "DELIVERY_MODES", "INPUT_FORMATS", "MAX_TTL_LIMIT", "MIN_PRESIGNED_VALIDITY",
-    "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AuthConfig", "CacheConfig",
-    "Config", "ConfigError", "DeliveryConfig", "LogConfig", "MetricsConfig", "Scope", "Secret",
-    "ServerConfig", "SourceConfig",
+    "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AddressingStyle", "AuthConfig",
+    "CacheConfig", "Config", "ConfigError", "DeliveryConfig", "DeliveryMode", "LogConfig",
+    "LogFormat", "MetricsConfig", "Scope", "Secret", "ServerConfig", "SourceConfig",
     "TokenConfig", "TransformConfig", "load_config", "parse_config", "parse_duration",
     "parse_size", "resolve_secret",
 ]

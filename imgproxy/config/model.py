@@ -4,15 +4,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
+from typing import Final
 
 from imgproxy.config.values import (
     DEFAULT_INLINE_TYPES,
     DEFAULT_INPUT_FORMATS,
+    MAX_TTL_LIMIT,
     NAME_PATTERN,
     ConfigError,
     Secret,
 )
+
+
+class DeliveryMode(StrEnum):
+    """``delivery.mode``: how originals reach the client; ``auto`` chooses per request."""
+
+    STREAM = "stream"  # always through the proxy
+    REDIRECT = "redirect"  # always a presigned S3 URL
+    AUTO = "auto"  # redirect large or hot objects, stream the rest
+    ACCEL = "accel"  # X-Accel-Redirect to an nginx internal location
+
+
+DELIVERY_MODES: Final = tuple(DeliveryMode)
+
+
+class AddressingStyle(StrEnum):
+    """``sources.NAME.addressing_style``: the bucket in the path or in the host name."""
+
+    AUTO = "auto"
+    PATH = "path"
+    VIRTUAL = "virtual"
+
+
+class LogFormat(StrEnum):
+    """``log.format``: how the access log line is written."""
+
+    LOGFMT = "logfmt"
+    JSON = "json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +115,7 @@ class ServerConfig:
 class AuthConfig:
     keys: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
     sign_with: str = ""
-    max_ttl: float = 7 * 24 * 3600.0
+    max_ttl: float = float(MAX_TTL_LIMIT)
     clock_skew: float = 60.0
     tokens: tuple[TokenConfig, ...] = ()
     url_window: float = 0.0  # >0: signed proxy URLs' exp rounds up to a multiple of this
@@ -98,7 +128,7 @@ class AuthConfig:
 class DeliveryConfig:
     """How originals reach the client; ``[delivery]`` with ``[sources.NAME.delivery]`` overrides."""
 
-    mode: str = "auto"
+    mode: DeliveryMode = DeliveryMode.AUTO
     redirect_status: int = 302
     redirect_min_bytes: int = 8 * 1024 * 1024
     hot_requests: int = 50
@@ -115,7 +145,7 @@ class SourceConfig:
     bucket: str
     region: str = "us-east-1"
     endpoint_url: str | None = None
-    addressing_style: str = "auto"
+    addressing_style: AddressingStyle = AddressingStyle.AUTO
     prefix: str = ""
     access_key_id: Secret | None = None
     secret_access_key: Secret | None = None
@@ -169,7 +199,7 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    format: str = "logfmt"  # the access log line: "logfmt" or "json"
+    format: LogFormat = LogFormat.LOGFMT
 
 
 @dataclass(frozen=True, slots=True)

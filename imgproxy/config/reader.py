@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from imgproxy.config.values import ConfigError, Secret, parse_duration, parse_size, resolve_secret
+
+Choice = TypeVar("Choice", bound=StrEnum)
 
 
 class Table:
@@ -34,6 +37,14 @@ class Table:
         if not isinstance(value, str):
             raise ConfigError(f"{self.where(key)}: expected a string")
         return value
+
+    def choice(self, key: str, default: Choice, wrong: str) -> Choice:
+        """A member of ``default``'s enum, spelled as its value; any other string: ``key: {wrong}``."""
+        value = self.string(key, default.value)
+        try:
+            return type(default)(value)
+        except ValueError:
+            raise ConfigError(f"{self.where(key)}: {wrong}") from None
 
     def optional_string(self, key: str) -> str | None:
         value = self.raw(key)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from enum import StrEnum
 from types import MappingProxyType
 
 from imgproxy.config.model import (
+    AddressingStyle,
     AuthConfig,
     CacheConfig,
     DeliveryConfig,
+    DeliveryMode,
     LogConfig,
+    LogFormat,
     MetricsConfig,
     Scope,
     ServerConfig,
@@ -21,9 +25,6 @@ from imgproxy.config.model import (
 )
 from imgproxy.config.reader import Table
 from imgproxy.config.values import (
-    DEFAULT_INLINE_TYPES,
-    DEFAULT_INPUT_FORMATS,
-    DELIVERY_MODES,
     INPUT_FORMATS,
     MAX_TTL_LIMIT,
     MIN_PRESIGNED_VALIDITY,
@@ -35,8 +36,14 @@ from imgproxy.config.values import (
 )
 
 
-def _networks(t: Table, key: str) -> tuple[str, ...]:
-    networks = t.string_list(key, ())
+def _alternatives(kind: type[StrEnum]) -> str:
+    """An enum's values for an error message: ``'a', 'b' or 'c'``."""
+    *others, last = (repr(member.value) for member in kind)
+    return f"{', '.join(others)} or {last}" if others else last
+
+
+def _networks(t: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    networks = t.string_list(key, default)
     for cidr in networks:
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -46,39 +53,41 @@ def _networks(t: Table, key: str) -> tuple[str, ...]:
 
 
 def read_server(t: Table) -> ServerConfig:
-    public_url = t.string("public_url", "")
+    base = ServerConfig()
+    public_url = t.string("public_url", base.public_url)
     if public_url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", public_url, re.ASCII):
         raise ConfigError(f"{t.where('public_url')}: expected an http(s) URL such as https://img.example.com")
-    inline = t.string_list("inline_types", DEFAULT_INLINE_TYPES)
+    inline = t.string_list("inline_types", base.inline_types)
     for mime in inline:
         if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", mime, re.ASCII):
             raise ConfigError(f"{t.where('inline_types')}: {mime!r} is not a media type")
         if mime in ("image/svg+xml", "text/html", "application/xhtml+xml", "text/xml"):
             raise ConfigError(f"{t.where('inline_types')}: {mime} can run scripts; it is never inline")
     server = ServerConfig(
-        host=t.string("host", "127.0.0.1"),
-        port=t.integer("port", 8080, 0, 65535),
+        host=t.string("host", base.host),
+        port=t.integer("port", base.port, 0, 65535),
         public_url=public_url,
-        keepalive_timeout=t.duration("keepalive_timeout", 75.0, 0, 3600),
-        shutdown_timeout=t.duration("shutdown_timeout", 30.0, 0, 3600),
-        workers=t.integer("workers", 0, 0, 256),
-        ready_cache_seconds=t.duration("ready_cache_seconds", 5.0, 0, 3600),
+        keepalive_timeout=t.duration("keepalive_timeout", base.keepalive_timeout, 0, 3600),
+        shutdown_timeout=t.duration("shutdown_timeout", base.shutdown_timeout, 0, 3600),
+        workers=t.integer("workers", base.workers, 0, 256),
+        ready_cache_seconds=t.duration("ready_cache_seconds", base.ready_cache_seconds, 0, 3600),
         inline_types=tuple(m.lower() for m in inline),
-        log_keys=t.boolean("log_keys", False),
-        max_query_params=t.integer("max_query_params", 32, 4, 256),
-        trusted_proxies=_networks(t, "trusted_proxies"),
-        header_timeout=t.duration("header_timeout", 10.0, 0.1, 3600),
-        body_timeout=t.duration("body_timeout", 30.0, 0.1, 3600),
-        send_timeout=t.duration("send_timeout", 30.0, 0.1, 3600),
-        min_send_rate=t.size("min_send_rate", 1024, 0, 1 << 30),
-        max_connections=t.integer("max_connections", 1024, 1, 1_000_000),
-        send_buffer=t.size("send_buffer", 0, 0, 64 * 1024 * 1024),
+        log_keys=t.boolean("log_keys", base.log_keys),
+        max_query_params=t.integer("max_query_params", base.max_query_params, 4, 256),
+        trusted_proxies=_networks(t, "trusted_proxies", base.trusted_proxies),
+        header_timeout=t.duration("header_timeout", base.header_timeout, 0.1, 3600),
+        body_timeout=t.duration("body_timeout", base.body_timeout, 0.1, 3600),
+        send_timeout=t.duration("send_timeout", base.send_timeout, 0.1, 3600),
+        min_send_rate=t.size("min_send_rate", base.min_send_rate, 0, 1 << 30),
+        max_connections=t.integer("max_connections", base.max_connections, 1, 1_000_000),
+        send_buffer=t.size("send_buffer", base.send_buffer, 0, 64 * 1024 * 1024),
     )
     t.reject_unknown()
     return server
 
 
 def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
+    base = AuthConfig()
     keys_table = t.table("keys")
     keys: dict[str, Secret] = {}
     for kid in keys_table.data:
@@ -91,7 +100,7 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
                 f"{keys_table.where(kid)}: signing keys must be at least {MIN_SIGNING_KEY_BYTES} bytes"
             )
         keys[kid] = secret
-    sign_with = t.string("sign_with", next(iter(keys), ""))
+    sign_with = t.string("sign_with", next(iter(keys), base.sign_with))
     if keys and sign_with not in keys:
         raise ConfigError(f"{t.where('sign_with')}: {sign_with!r} is not a key in auth.keys")
 
@@ -124,13 +133,13 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
     auth = AuthConfig(
         keys=MappingProxyType(keys),
         sign_with=sign_with,
-        max_ttl=t.duration("max_ttl", 7 * 24 * 3600.0, 1, MAX_TTL_LIMIT),
-        clock_skew=t.duration("clock_skew", 60.0, 0, 3600),
+        max_ttl=t.duration("max_ttl", base.max_ttl, 1, MAX_TTL_LIMIT),
+        clock_skew=t.duration("clock_skew", base.clock_skew, 0, 3600),
         tokens=tuple(tokens),
-        url_window=t.duration("url_window", 0.0, 0, 86400),
-        sign_max_items=t.integer("sign_max_items", 500, 1, 10_000),
-        sign_ttl=t.duration("sign_ttl", 3600.0, 1, MAX_TTL_LIMIT),
-        sign_max_bytes=t.size("sign_max_bytes", 1024 * 1024, 1024, 64 * 1024 * 1024),
+        url_window=t.duration("url_window", base.url_window, 0, 86400),
+        sign_max_items=t.integer("sign_max_items", base.sign_max_items, 1, 10_000),
+        sign_ttl=t.duration("sign_ttl", base.sign_ttl, 1, MAX_TTL_LIMIT),
+        sign_max_bytes=t.size("sign_max_bytes", base.sign_max_bytes, 1024, 64 * 1024 * 1024),
     )
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "
@@ -140,9 +149,7 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
 
 
 def read_delivery(t: Table, base: DeliveryConfig) -> DeliveryConfig:
-    mode = t.string("mode", base.mode)
-    if mode not in DELIVERY_MODES:
-        raise ConfigError(f"{t.where('mode')}: must be one of {', '.join(DELIVERY_MODES)}")
+    mode = t.choice("mode", base.mode, f"must be one of {', '.join(DeliveryMode)}")
     status = t.integer("redirect_status", base.redirect_status, 300, 399)
     if status not in (302, 303, 307):
         raise ConfigError(f"{t.where('redirect_status')}: must be 302, 303 or 307")
@@ -174,13 +181,12 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
     bucket = t.string("bucket", required=True)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket, re.ASCII):
         raise ConfigError(f"{t.where('bucket')}: {bucket!r} is not a bucket name")
+    base = SourceConfig(name=name, bucket=bucket)
     endpoint_url = t.optional_string("endpoint_url")
     if endpoint_url and not re.fullmatch(r"https?://[^/?#\s]+/?", endpoint_url, re.ASCII):
         raise ConfigError(f"{t.where('endpoint_url')}: expected a URL such as https://minio.local:9000")
-    style = t.string("addressing_style", "auto")
-    if style not in ("auto", "path", "virtual"):
-        raise ConfigError(f"{t.where('addressing_style')}: must be 'auto', 'path' or 'virtual'")
-    prefix = t.string("prefix", "")
+    style = t.choice("addressing_style", base.addressing_style, f"must be {_alternatives(AddressingStyle)}")
+    prefix = t.string("prefix", base.prefix)
     if prefix.startswith("/") or "\\" in prefix or any(s in (".", "..") for s in prefix.split("/")):
         raise ConfigError(f"{t.where('prefix')}: must be a relative key prefix without '.' or '..'")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in prefix):
@@ -197,13 +203,13 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
     profile = t.optional_string("profile")
     if profile and access_key is not None:
         raise ConfigError(f"{t.where('profile')}: give explicit keys or a profile, not both")
-    cache_control = t.string("cache_control", "private, max-age=3600")
+    cache_control = t.string("cache_control", base.cache_control)
     if not cache_control or any(ord(c) < 0x20 for c in cache_control):
         raise ConfigError(f"{t.where('cache_control')}: expected a Cache-Control header value")
     source = SourceConfig(
         name=name,
         bucket=bucket,
-        region=t.string("region", "us-east-1"),
+        region=t.string("region", base.region),
         endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
         addressing_style=style,
         prefix=prefix,
@@ -212,11 +218,11 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
         session_token=session_token,
         profile=profile,
         cache_control=cache_control,
-        connect_timeout=t.duration("connect_timeout", 3.0, 0.05, 300),
-        read_timeout=t.duration("read_timeout", 10.0, 0.05, 3600),
-        max_connections=t.integer("max_connections", 32, 1, 1024),
-        pool_timeout=t.duration("pool_timeout", 1.0, 0.01, 60),
-        max_attempts=t.integer("max_attempts", 2, 1, 10),
+        connect_timeout=t.duration("connect_timeout", base.connect_timeout, 0.05, 300),
+        read_timeout=t.duration("read_timeout", base.read_timeout, 0.05, 3600),
+        max_connections=t.integer("max_connections", base.max_connections, 1, 1024),
+        pool_timeout=t.duration("pool_timeout", base.pool_timeout, 0.01, 60),
+        max_attempts=t.integer("max_attempts", base.max_attempts, 1, 10),
         delivery=read_delivery(t.table("delivery"), delivery),
     )
     t.reject_unknown()
@@ -224,25 +230,26 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
 
 
 def read_transform(t: Table) -> TransformConfig:
-    formats = tuple(f.upper() for f in t.string_list("input_formats", DEFAULT_INPUT_FORMATS))
+    base = TransformConfig()
+    formats = tuple(f.upper() for f in t.string_list("input_formats", base.input_formats))
     for fmt in formats:
         if fmt not in INPUT_FORMATS:
             raise ConfigError(f"{t.where('input_formats')}: {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
     transform = TransformConfig(
-        enabled=t.boolean("enabled", True),
-        workers=t.integer("workers", 0, 0, 256),
-        prestart_workers=t.boolean("prestart_workers", True),
-        queue_size=t.integer("queue_size", 32, 0, 100_000),
-        timeout=t.duration("timeout", 10.0, 0.1, 600),
-        max_width=t.integer("max_width", 4096, 1, 16384),
-        max_height=t.integer("max_height", 4096, 1, 16384),
-        max_source_bytes=t.size("max_source_bytes", 40 * 1024 * 1024, 1024, 1024**3),
-        max_source_pixels=t.integer("max_source_pixels", 50_000_000, 1, 1_000_000_000),
+        enabled=t.boolean("enabled", base.enabled),
+        workers=t.integer("workers", base.workers, 0, 256),
+        prestart_workers=t.boolean("prestart_workers", base.prestart_workers),
+        queue_size=t.integer("queue_size", base.queue_size, 0, 100_000),
+        timeout=t.duration("timeout", base.timeout, 0.1, 600),
+        max_width=t.integer("max_width", base.max_width, 1, 16384),
+        max_height=t.integer("max_height", base.max_height, 1, 16384),
+        max_source_bytes=t.size("max_source_bytes", base.max_source_bytes, 1024, 1024**3),
+        max_source_pixels=t.integer("max_source_pixels", base.max_source_pixels, 1, 1_000_000_000),
         input_formats=formats,
-        jpeg_quality=t.integer("jpeg_quality", 82, 1, 100),
-        webp_quality=t.integer("webp_quality", 80, 1, 100),
-        avif_quality=t.integer("avif_quality", 60, 1, 100),
-        png_compress_level=t.integer("png_compress_level", 6, 0, 9),
+        jpeg_quality=t.integer("jpeg_quality", base.jpeg_quality, 1, 100),
+        webp_quality=t.integer("webp_quality", base.webp_quality, 1, 100),
+        avif_quality=t.integer("avif_quality", base.avif_quality, 1, 100),
+        png_compress_level=t.integer("png_compress_level", base.png_compress_level, 0, 9),
     )
     t.reject_unknown()
     return transform
@@ -260,30 +267,30 @@ def read_store(t: Table, environ: Mapping[str, str]) -> SourceConfig | None:
 
 
 def read_cache(t: Table, environ: Mapping[str, str]) -> CacheConfig:
+    base = CacheConfig()
     cache = CacheConfig(
-        variant_bytes=t.size("variant_bytes", 256 * 1024 * 1024, 0, 64 * 1024**3),
-        metadata_ttl=t.duration("metadata_ttl", 30.0, 0, 86400),
-        metadata_entries=t.integer("metadata_entries", 100_000, 1, 10_000_000),
+        variant_bytes=t.size("variant_bytes", base.variant_bytes, 0, 64 * 1024**3),
+        metadata_ttl=t.duration("metadata_ttl", base.metadata_ttl, 0, 86400),
+        metadata_entries=t.integer("metadata_entries", base.metadata_entries, 1, 10_000_000),
         store=read_store(t.table("store"), environ),
-        store_pending_writes=t.integer("store_pending_writes", 64, 1, 100_000),
+        store_pending_writes=t.integer("store_pending_writes", base.store_pending_writes, 1, 100_000),
     )
     t.reject_unknown()
     return cache
 
 
 def read_metrics(t: Table) -> MetricsConfig:
+    base = MetricsConfig()
     metrics = MetricsConfig(
-        enabled=t.boolean("enabled", True),
-        host=t.string("host", "127.0.0.1"),
-        port=t.integer("port", 9090, 0, 65535),
+        enabled=t.boolean("enabled", base.enabled),
+        host=t.string("host", base.host),
+        port=t.integer("port", base.port, 0, 65535),
     )
     t.reject_unknown()
     return metrics
 
 
 def read_log(t: Table) -> LogConfig:
-    fmt = t.string("format", "logfmt")
-    if fmt not in ("logfmt", "json"):
-        raise ConfigError(f"{t.where('format')}: must be 'logfmt' or 'json'")
+    fmt = t.choice("format", LogConfig().format, f"must be {_alternatives(LogFormat)}")
     t.reject_unknown()
     return LogConfig(format=fmt)

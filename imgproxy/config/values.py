@@ -14,7 +14,9 @@ CONFIG_PATH_ENV: Final = "IMGPROXY_CONFIG"
 CONFIG_TOML_ENV: Final = "IMGPROXY_CONFIG_TOML"
 MIN_SIGNING_KEY_BYTES: Final = 32
 MIN_TOKEN_BYTES: Final = 32
-MAX_TTL_LIMIT: Final = 7 * 24 * 3600  # S3 presigned URLs cannot outlive seven days either
+# Seven days: S3 refuses presigned URLs valid for longer, and no TTL of ours (auth.max_ttl,
+# auth.sign_ttl, delivery.presign_ttl) may exceed it either.
+MAX_TTL_LIMIT: Final = 7 * 24 * 3600
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", re.ASCII)
 DEFAULT_INLINE_TYPES: Final = (
     "image/jpeg",
@@ -33,7 +35,6 @@ INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
 DEFAULT_INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF")
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-DELIVERY_MODES: Final = ("stream", "redirect", "auto", "accel")
 MIN_PRESIGNED_VALIDITY: Final = 60.0  # a presigned URL handed out must work at least this long
 
 

@@ -33,7 +33,7 @@ async def s3_client(source: SourceConfig, session: AioSession | None = None) -> 
         read_timeout=source.read_timeout,
         max_pool_connections=source.max_connections,
         retries={"total_max_attempts": source.max_attempts, "mode": "standard"},
-        s3={"addressing_style": source.addressing_style},
+        s3={"addressing_style": source.addressing_style.value},
         # botocore >= 1.36 adds CRC checksums by default; MinIO/R2/older stores reject or
         # mangle them. Only send or check checksums where the API requires them.
         request_checksum_calculation="when_required",

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import quote, urlsplit
 
-MAX_EXPIRES: Final = 7 * 24 * 3600  # S3 refuses presigned URLs valid for longer
+from imgproxy.config import MAX_TTL_LIMIT, AddressingStyle
+
 _SAFE: Final = "-_.~"
 
 
@@ -42,14 +43,15 @@ class S3Location:
     region: str
 
 
-def locate(endpoint_url: str | None, region: str, bucket: str, addressing_style: str) -> S3Location:
+def locate(endpoint_url: str | None, region: str, bucket: str,
+           addressing_style: AddressingStyle) -> S3Location:
     """The bucket's URL base. AWS defaults to virtual-hosted; custom endpoints to path-style."""
     if endpoint_url:
         parts = urlsplit(endpoint_url)
-        path_style = addressing_style != "virtual"
+        path_style = addressing_style != AddressingStyle.VIRTUAL
         host = parts.netloc if path_style else f"{bucket}.{parts.netloc}"
         return S3Location(parts.scheme, host, path_style, region)
-    if addressing_style == "path" or "." in bucket:
+    if addressing_style == AddressingStyle.PATH or "." in bucket:
         return S3Location("https", f"s3.{region}.amazonaws.com", True, region)
     return S3Location("https", f"{bucket}.s3.{region}.amazonaws.com", False, region)
 
@@ -77,8 +79,8 @@ def presign_get(
     ``response_headers`` are S3's ``response-*`` overrides, e.g. ``{"response-cache-control":
     "private, max-age=3600"}``: S3 answers with those headers, which is what the browser caches.
     """
-    if not 1 <= expires_in <= MAX_EXPIRES:
-        raise ValueError(f"expires_in must be 1..{MAX_EXPIRES} seconds")
+    if not 1 <= expires_in <= MAX_TTL_LIMIT:
+        raise ValueError(f"expires_in must be 1..{MAX_TTL_LIMIT} seconds")
     moment = signed_at.astimezone(UTC)
     amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
     day = amz_date[:8]
