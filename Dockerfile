@@ -20,9 +20,14 @@ RUN groupadd --system --gid 10001 imgproxy \
  && useradd --system --uid 10001 --gid imgproxy --no-create-home --shell /usr/sbin/nologin imgproxy \
  && mkdir -p /etc/imgproxy
 
-# Install from the build context (filtered by .dockerignore: no .venv, .git, tests, local configs).
+# Dependencies first, exactly as locked (every file's sha256 checked), in their own layer so a code
+# change does not reinstall them; then the package itself without resolving anything again.
+COPY requirements/runtime.txt /tmp/runtime.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/runtime.txt \
+ && rm /tmp/runtime.txt
+# The build context is filtered by .dockerignore: no .venv, .git, tests, local configs.
 COPY . /tmp/imgproxy-src
-RUN pip install --no-cache-dir /tmp/imgproxy-src \
+RUN pip install --no-cache-dir --no-deps /tmp/imgproxy-src \
  && rm -rf /tmp/imgproxy-src
 
 USER 10001:10001

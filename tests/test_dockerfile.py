@@ -80,3 +80,14 @@ def test_config_toml_from_env_works_despite_the_images_default_path(tmp_path: Pa
                             capture_output=True, text=True, timeout=30, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("http://127.0.0.1:8080/img/photos/a.png?exp=")
+
+
+def test_the_image_installs_the_runtime_lock_then_the_package_without_resolving() -> None:
+    runs = only("RUN")
+    [locked] = [i for i, run in enumerate(runs) if "--require-hashes -r /tmp/runtime.txt" in run]
+    [package] = [i for i, run in enumerate(runs) if "/tmp/imgproxy-src" in run and "pip install" in run]
+    assert locked < package
+    assert "--no-deps" in runs[package].split()
+    assert "requirements/runtime.txt /tmp/runtime.txt" in only("COPY")
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert not any(entry.startswith("requirements") for entry in ignored)
