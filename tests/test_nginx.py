@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
-import aiohttp
 import pytest
 from aiohttp import hdrs, web
 from conftest import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
@@ -47,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 from processes import PHOTO, PHOTO_KEY, Process, command, free_port, write_config
-from s3_gate import S3Gate
+from s3_gate import Forwarder, S3Gate
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
@@ -406,44 +405,25 @@ class SeenRequest:
         return "X-Amz-Signature=" in self.target
 
 
-class S3Recorder:
+class S3Recorder(Forwarder):
     """Records what reaches S3, then passes it on as sent (Host included, so signatures hold).
 
     Refuses, as S3 does, a presigned URL that also carries an Authorization header; answers a
     presigned GET of a path in ``errors`` with that S3 error instead of passing it on.
     """
 
-    HOP_BY_HOP: Final = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
+    dropped: ClassVar[frozenset[str]] = frozenset({"connection", "keep-alive", "transfer-encoding", "te",
+                                                   "upgrade"})
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
+        super().__init__(upstream)
         self.seen: list[SeenRequest] = []
         self.errors: dict[str, tuple[int, str]] = {}  # path -> (status, S3 error code)
-        self.endpoint = ""
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> S3Recorder:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.endpoint = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
 
     def presigned_since(self, mark: int) -> list[SeenRequest]:
         return [seen for seen in self.seen[mark:] if seen.is_presigned]
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        assert self._session is not None
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         seen = SeenRequest(request.method, request.raw_path, CIMultiDict(request.headers))
         self.seen.append(seen)
         if seen.is_presigned and hdrs.AUTHORIZATION in request.headers:
@@ -457,17 +437,7 @@ class S3Recorder:
             return web.Response(status=status, content_type="application/xml", text=(
                 f"<Error><Code>{code}</Code><Message>S3 says no</Message><Key>{path}</Key>"
                 f"<AWSAccessKeyId>{ACCESS_KEY}</AWSAccessKeyId></Error>"))
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in self.HOP_BY_HOP)
-        async with self._session.request(request.method, URL(self.upstream + request.raw_path, encoded=True),
-                                         headers=headers, data=await request.read() or None,
-                                         allow_redirects=False) as upstream:
-            response = web.StreamResponse(status=upstream.status, headers=CIMultiDict(
-                (k, v) for k, v in upstream.headers.items() if k.lower() not in self.HOP_BY_HOP))
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(64 * 1024):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        return await self.forward(request)
 
 
 class BackgroundLoop:
