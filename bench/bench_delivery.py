@@ -40,7 +40,6 @@ import secrets
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -52,11 +51,11 @@ from aiohttp import hdrs
 from harness import (
     BUCKET,
     HOST,
-    MAX_ERRORS,
     NOT_CPU,
     SOURCE,
     BenchError,
     CpuMeter,
+    Exchange,
     Phase,
     add_load_options,
     descendants,
@@ -65,6 +64,7 @@ from harness import (
     moto,
     note,
     proxy,
+    run_exchanges,
     run_main,
     running,
     s3_client,
@@ -194,31 +194,11 @@ async def fetch_once(session: aiohttp.ClientSession, mode: Mode, expected: bytes
         return await read_exact(s3_answer, expected)
 
 
-async def fetch_until(session: aiohttp.ClientSession, mode: Mode, expected: bytes, end: float,
-                      phase: Phase) -> None:
-    """One connection's loop until the phase's end (a download under way is finished)."""
-    while (started := time.perf_counter()) < end and phase.errors < MAX_ERRORS:
-        try:
-            problem = await fetch_once(session, mode, expected)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            problem = f"{exc.__class__.__name__}: {exc}"
-        if problem:
-            phase.errors += 1
-            phase.first_error = phase.first_error or problem
-            continue
-        phase.latencies.append(time.perf_counter() - started)
-        phase.requests += 1
-
-
-async def run_phase(session: aiohttp.ClientSession, mode: Mode, expected: bytes, phase: Phase,
-                    seconds: float, concurrency: int, meter: CpuMeter) -> Phase:
-    meter.start()
-    started = time.perf_counter()
-    end = started + seconds
-    await asyncio.gather(*(fetch_until(session, mode, expected, end, phase) for _ in range(concurrency)))
-    phase.wall = time.perf_counter() - started
-    phase.cpu = meter.stop()
-    return phase
+def deliveries(mode: Mode, expected: bytes) -> list[Exchange]:
+    """What every connection of a phase does, for harness.run_exchanges: fetch_once, no tally."""
+    async def exchange(session: aiohttp.ClientSession) -> tuple[str, str | None]:
+        return await fetch_once(session, mode, expected), None
+    return [exchange]
 
 
 async def measure(modes: list[Mode], expected: bytes, args: argparse.Namespace,
@@ -229,15 +209,15 @@ async def measure(modes: list[Mode], expected: bytes, args: argparse.Namespace,
         sessions = {mode.name: await stack.enter_async_context(session_for(args.concurrency))
                     for mode in modes}
         for mode in modes:
-            warm = await run_phase(sessions[mode.name], mode, expected, Phase(mode.name, 0), args.warmup,
-                                   args.concurrency, meter)
+            warm = await run_exchanges(sessions[mode.name], Phase(mode.name, 0), deliveries(mode, expected),
+                                       args.warmup, args.concurrency, meter)
             note(f"warm-up {mode.name}: {warm.requests} downloads, {warm.errors} errors")
             if warm.errors:
                 raise BenchError(f"{mode.name} warm-up failed: {warm.first_error}")
         for number in range(1, args.rounds + 1):
             for mode in modes:
-                phase = await run_phase(sessions[mode.name], mode, expected, Phase(mode.name, number),
-                                        args.seconds, args.concurrency, meter)
+                phase = await run_exchanges(sessions[mode.name], Phase(mode.name, number),
+                                            deliveries(mode, expected), args.seconds, args.concurrency, meter)
                 note(f"round {number} {mode.name}: {phase.rps:.1f} req/s, {phase.errors} errors")
                 phases.append(phase)
     return phases
