@@ -33,22 +33,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import os
 import platform
 import random
-import re
 import secrets
-import shutil
-import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -57,20 +51,20 @@ from aiohttp import hdrs
 from harness import (
     BUCKET,
     HOST,
-    MAX_ERRORS,
     NOT_CPU,
     SOURCE,
     BenchError,
     CpuMeter,
+    Exchange,
     Phase,
     add_load_options,
     descendants,
     free_port,
-    log_tail,
     merged,
     moto,
     note,
     proxy,
+    run_exchanges,
     run_main,
     running,
     s3_client,
@@ -79,16 +73,16 @@ from harness import (
 )
 from yarl import URL
 
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
+import nginx_site  # the tests' way to run deploy/*.conf
+from nginx_site import DEPLOY, NGINX, NginxError
+
 from imgproxy.auth.signing import UrlSigner
 
 KEY: Final = "large/bench-delivery.jpg"
 MB: Final = 1_000_000
 GB: Final = 1_000_000_000
-DEPLOY: Final = Path(__file__).resolve().parent.parent / "deploy"
-NGINX: Final = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-PLACEHOLDER: Final = re.compile(r"\$\{([A-Z_]+)\}")  # nginx's own variables are lower case
 TLS_LISTEN: Final = "listen ${LISTEN} ssl;"
-START_TIMEOUT: Final = 15.0
 
 
 # --- the proxy: one source per delivery mode ---------------------------------------------------
@@ -102,63 +96,7 @@ def sources_toml(endpoint: str) -> str:
     return "".join(tables) + "\n[transform]\nenabled = false\n"
 
 
-# --- nginx in front, from deploy/nginx.conf (as tests/test_nginx.py runs it) --------------------
-
-def render(template: str, values: Mapping[str, str]) -> str:
-    """Fill every ``${NAME}``; a placeholder without a value is an error, not a silent blank."""
-    missing = set(PLACEHOLDER.findall(template)) - values.keys()
-    if missing:
-        raise BenchError(f"no value for {sorted(missing)}")
-    return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
-
-
-def nginx_main_config(prefix: Path, site: Path) -> str:
-    """What Debian's /etc/nginx/nginx.conf puts around conf.d/*.conf, every path inside ``prefix``."""
-    return f"""
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log notice;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/client_body_temp;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    include {site};
-}}
-"""
-
-
-def self_signed(directory: Path) -> tuple[Path, Path, ssl.SSLContext]:
-    """A throwaway certificate for 127.0.0.1 (nginx.conf loads one even when listening plain)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imgproxy bench")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    context = ssl.create_default_context(cafile=str(cert_path))
-    context.verify_flags &= ~ssl.VERIFY_X509_STRICT  # a bare self-signed root, not a CA's chain
-    return cert_path, key_path, context
-
+# --- nginx in front, from deploy/nginx.conf (run by tests/nginx_site.py, as the tests run it) ---
 
 @contextmanager
 def nginx(workdir: Path, imgproxy_url: str, template_path: Path,
@@ -169,40 +107,30 @@ def nginx(workdir: Path, imgproxy_url: str, template_path: Path,
     if NGINX is None:
         raise BenchError("the nginx binary is not installed (Debian: apt-get install nginx)")
     prefix = workdir / f"nginx-{template_path.stem}"
-    prefix.mkdir()
-    cert, key, context = self_signed(prefix)
+    certificate = nginx_site.make_tls(prefix)
     port = free_port()
     template = template_path.read_text(encoding="utf-8")
     if not tls:
         if template.count(TLS_LISTEN) != 1:
             raise BenchError(f"{template_path} has not exactly one {TLS_LISTEN!r}; use --nginx-tls")
         template = template.replace(TLS_LISTEN, TLS_LISTEN.replace(" ssl;", ";"))
-    site = prefix / "nginx.conf"
-    site.write_text(render(template, {
-        "LISTEN": f"{HOST}:{port}", "SERVER_NAME": HOST, "TLS_CERT": str(cert), "TLS_KEY": str(key),
-        "IMGPROXY": imgproxy_url.removeprefix("http://"),
-        "RESOLVER": HOST,  # never asked: the presigned URLs name 127.0.0.1
-        "LOG_DIR": str(prefix),
-    }), encoding="utf-8")
-    main = prefix / "nginx-main.conf"
-    main.write_text(nginx_main_config(prefix, site), encoding="utf-8")
-    argv = [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(main)]
-    checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=START_TIMEOUT,
-                             check=False)
+    values = nginx_site.site_values(prefix, port, imgproxy_url.removeprefix("http://"), certificate)
+    try:
+        main = nginx_site.prepare(prefix, template_path.name, values, template)
+    except KeyError as exc:
+        raise BenchError(f"{template_path}: {exc.args[0]}") from None
+    checked = nginx_site.check_config(prefix, main)
     if checked.returncode != 0:
         raise BenchError(f"nginx -t refused the rendered {template_path}:\n{checked.stderr}")
-    with running(argv, prefix / "stderr.log", stdin=subprocess.DEVNULL) as proc:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"nginx exited with {proc.returncode}:\n{log_tail(prefix / 'error.log')}")
-            if descendants(proc.pid):  # its worker: what accepts, and what will use the CPU
-                with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-                    break
-            if time.monotonic() > deadline:
-                raise BenchError(f"nginx did not listen on {port} within {START_TIMEOUT:g}s")
-            time.sleep(0.05)
-        yield proc, f"{'https' if tls else 'http'}://{HOST}:{port}", context if tls else None
+    with running(nginx_site.command(prefix, main), prefix / "stderr.log", stdin=subprocess.DEVNULL) as proc:
+        def has_worker() -> bool:  # what accepts, and what will use the CPU
+            return bool(descendants(proc.pid))
+
+        try:
+            nginx_site.wait_until_listening(prefix, port, proc.poll, ready=has_worker)
+        except NginxError as exc:
+            raise BenchError(str(exc)) from None
+        yield proc, f"{'https' if tls else 'http'}://{HOST}:{port}", certificate.context if tls else None
 
 
 def version_of_nginx() -> str:
@@ -266,31 +194,11 @@ async def fetch_once(session: aiohttp.ClientSession, mode: Mode, expected: bytes
         return await read_exact(s3_answer, expected)
 
 
-async def fetch_until(session: aiohttp.ClientSession, mode: Mode, expected: bytes, end: float,
-                      phase: Phase) -> None:
-    """One connection's loop until the phase's end (a download under way is finished)."""
-    while (started := time.perf_counter()) < end and phase.errors < MAX_ERRORS:
-        try:
-            problem = await fetch_once(session, mode, expected)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            problem = f"{exc.__class__.__name__}: {exc}"
-        if problem:
-            phase.errors += 1
-            phase.first_error = phase.first_error or problem
-            continue
-        phase.latencies.append(time.perf_counter() - started)
-        phase.requests += 1
-
-
-async def run_phase(session: aiohttp.ClientSession, mode: Mode, expected: bytes, phase: Phase,
-                    seconds: float, concurrency: int, meter: CpuMeter) -> Phase:
-    meter.start()
-    started = time.perf_counter()
-    end = started + seconds
-    await asyncio.gather(*(fetch_until(session, mode, expected, end, phase) for _ in range(concurrency)))
-    phase.wall = time.perf_counter() - started
-    phase.cpu = meter.stop()
-    return phase
+def deliveries(mode: Mode, expected: bytes) -> list[Exchange]:
+    """What every connection of a phase does, for harness.run_exchanges: fetch_once, no tally."""
+    async def exchange(session: aiohttp.ClientSession) -> tuple[str, str | None]:
+        return await fetch_once(session, mode, expected), None
+    return [exchange]
 
 
 async def measure(modes: list[Mode], expected: bytes, args: argparse.Namespace,
@@ -301,15 +209,15 @@ async def measure(modes: list[Mode], expected: bytes, args: argparse.Namespace,
         sessions = {mode.name: await stack.enter_async_context(session_for(args.concurrency))
                     for mode in modes}
         for mode in modes:
-            warm = await run_phase(sessions[mode.name], mode, expected, Phase(mode.name, 0), args.warmup,
-                                   args.concurrency, meter)
+            warm = await run_exchanges(sessions[mode.name], Phase(mode.name, 0), deliveries(mode, expected),
+                                       args.warmup, args.concurrency, meter)
             note(f"warm-up {mode.name}: {warm.requests} downloads, {warm.errors} errors")
             if warm.errors:
                 raise BenchError(f"{mode.name} warm-up failed: {warm.first_error}")
         for number in range(1, args.rounds + 1):
             for mode in modes:
-                phase = await run_phase(sessions[mode.name], mode, expected, Phase(mode.name, number),
-                                        args.seconds, args.concurrency, meter)
+                phase = await run_exchanges(sessions[mode.name], Phase(mode.name, number),
+                                            deliveries(mode, expected), args.seconds, args.concurrency, meter)
                 note(f"round {number} {mode.name}: {phase.rps:.1f} req/s, {phase.errors} errors")
                 phases.append(phase)
     return phases

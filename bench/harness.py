@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,41 +473,58 @@ def session_for(concurrency: int, timeout: float = 60.0) -> aiohttp.ClientSessio
     )
 
 
-async def fetch_until(session: aiohttp.ClientSession, url: str, end: float, phase: Phase,
-                      check: Check, tally_header: str | None = None) -> None:
-    """One connection's loop: GET, read the whole body, check, record; until the phase's end."""
+# One measured exchange on a session (a request, or a request and the redirect it answers): what
+# is wrong with it ("" when it is right) and the label to tally for it (None: no tally).
+Exchange = Callable[[aiohttp.ClientSession], Awaitable[tuple[str, str | None]]]
+
+
+def get_checked(url: str, check: Check, tally_header: str | None = None) -> Exchange:
+    """GET ``url``, read the whole body, ``check`` it; the tally is ``tally_header``'s value."""
+    async def exchange(session: aiohttp.ClientSession) -> tuple[str, str | None]:
+        async with session.get(url, allow_redirects=False) as response:  # a 3xx is a failure
+            body = await response.read()
+            problem = check(response, body)
+            return problem, None if tally_header is None else response.headers.get(tally_header, "-")
+    return exchange
+
+
+async def fetch_until(session: aiohttp.ClientSession, exchange: Exchange, end: float, phase: Phase) -> None:
+    """One connection's loop: run the exchange, record it; until the phase's end (an exchange
+    under way is finished)."""
     while (started := time.perf_counter()) < end and phase.errors < MAX_ERRORS:
-        label = ""
         try:
-            async with session.get(url, allow_redirects=False) as response:  # a 3xx is a failure
-                body = await response.read()
-                problem = check(response, body)
-                if tally_header is not None:
-                    label = response.headers.get(tally_header, "-")
+            problem, label = await exchange(session)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            problem = f"{exc.__class__.__name__}: {exc}"
+            problem, label = f"{exc.__class__.__name__}: {exc}", None
         if problem:
             phase.errors += 1
             phase.first_error = phase.first_error or problem
             continue
         phase.latencies.append(time.perf_counter() - started)
         phase.requests += 1
-        if tally_header is not None:
+        if label is not None:
             phase.tally[label] += 1
+
+
+async def run_exchanges(session: aiohttp.ClientSession, phase: Phase, exchanges: Sequence[Exchange],
+                        seconds: float, concurrency: int, meter: CpuMeter) -> Phase:
+    """``concurrency`` connections for ``seconds``; connection i runs exchanges[i % len(exchanges)]."""
+    meter.start()
+    started = time.perf_counter()
+    end = started + seconds
+    await asyncio.gather(*(fetch_until(session, exchanges[i % len(exchanges)], end, phase)
+                           for i in range(concurrency)))
+    phase.wall = time.perf_counter() - started
+    phase.cpu = meter.stop()
+    return phase
 
 
 async def run_phase(session: aiohttp.ClientSession, phase: Phase, urls: Sequence[str], seconds: float,
                     concurrency: int, meter: CpuMeter, check: Check,
                     tally_header: str | None = None) -> Phase:
-    """``concurrency`` connections for ``seconds``; connection i asks for urls[i % len(urls)]."""
-    meter.start()
-    started = time.perf_counter()
-    end = started + seconds
-    await asyncio.gather(*(fetch_until(session, urls[i % len(urls)], end, phase, check, tally_header)
-                           for i in range(concurrency)))
-    phase.wall = time.perf_counter() - started
-    phase.cpu = meter.stop()
-    return phase
+    """``concurrency`` connections for ``seconds``; connection i GETs urls[i % len(urls)]."""
+    return await run_exchanges(session, phase, [get_checked(url, check, tally_header) for url in urls],
+                               seconds, concurrency, meter)
 
 
 def merged(phases: list[Phase], side: str) -> Phase:

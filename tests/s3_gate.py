@@ -5,7 +5,8 @@ signature (``X-Amz-Signature``) is verified first: the signature is recomputed w
 own presigner (``S3SigV4QueryAuth``) at the instant the URL claims (``X-Amz-Date``), not with
 imgproxy's code, and the URL is refused once the gate's clock passes ``X-Amz-Date +
 X-Amz-Expires``. Refusals are S3-style XML errors; everything else (including the proxy's own
-header-signed calls) is forwarded to moto and its answer streamed back unchanged.
+header-signed calls) is forwarded to moto and its answer streamed back unchanged, by
+``Forwarder``: the loopback server and pass-through it shares with tests/test_nginx.py's recorder.
 
 The clock is the test's (``ManualClock``), so "this URL stops working after expiry" is a
 statement about the URL, not about waiting.
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import ClassVar, Final, Self
 from urllib.parse import unquote
 
 import aiohttp
@@ -70,24 +71,23 @@ def expected_signature(method: str, url: str, params: Mapping[str, str], headers
     return signature
 
 
-class S3Gate:
-    """Verifies presigned GETs (signature, expiry) against ``secrets``; forwards to ``upstream``."""
+class Forwarder:
+    """An aiohttp server on a free loopback port that passes each request on to ``upstream`` as
+    sent, but for the hop-by-hop headers in ``dropped``, and streams the answer back the same way.
+    A subclass looks at each request first, in ``handle``."""
 
-    def __init__(self, upstream: str, secrets: Mapping[str, str],
-                 clock: Callable[[], float] = time.time) -> None:
+    dropped: ClassVar[frozenset[str]] = HOP_BY_HOP
+
+    def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
-        self.secrets = dict(secrets)  # access key id -> secret access key
-        self.clock = clock
-        self.accepted: list[str] = []  # paths of presigned requests that passed
-        self.refused: list[str] = []  # S3 error codes sent instead
+        self.endpoint = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.endpoint = ""
 
-    async def start(self) -> S3Gate:
+    async def start(self) -> Self:
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -102,7 +102,37 @@ class S3Gate:
         if self._session is not None:
             await self._session.close()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await self.forward(request)
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in self.dropped)
+        body = await request.read()
+        target = URL(self.upstream + request.raw_path, encoded=True)
+        async with self._session.request(request.method, target, headers=headers, data=body or None,
+                                         allow_redirects=False) as upstream:
+            response = web.StreamResponse(status=upstream.status, headers=CIMultiDict(
+                (k, v) for k, v in upstream.headers.items() if k.lower() not in self.dropped))
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(64 * 1024):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+
+class S3Gate(Forwarder):
+    """Verifies presigned GETs (signature, expiry) against ``secrets``; forwards to ``upstream``."""
+
+    def __init__(self, upstream: str, secrets: Mapping[str, str],
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(upstream)
+        self.secrets = dict(secrets)  # access key id -> secret access key
+        self.clock = clock
+        self.accepted: list[str] = []  # paths of presigned requests that passed
+        self.refused: list[str] = []  # S3 error codes sent instead
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         path, _, query = request.raw_path.partition("?")
         params = dict(_split(query))
         if "X-Amz-Signature" in params:
@@ -112,7 +142,7 @@ class S3Gate:
                 self.refused.append(refusal.code)
                 return _error(refusal)
             self.accepted.append(path)
-        return await self._forward(request)
+        return await self.forward(request)
 
     def _verify(self, method: str, scheme: str, path: str, params: Mapping[str, str],
                 headers: Mapping[str, str]) -> None:
@@ -147,21 +177,6 @@ class S3Gate:
         if not hmac.compare_digest(expected, params["X-Amz-Signature"]):
             raise S3Refusal(403, "SignatureDoesNotMatch", "The request signature we calculated does "
                             "not match the signature you provided.")
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        assert self._session is not None
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
-        body = await request.read()
-        target = URL(self.upstream + request.raw_path, encoded=True)
-        async with self._session.request(request.method, target, headers=headers, data=body or None,
-                                         allow_redirects=False) as upstream:
-            response = web.StreamResponse(status=upstream.status, headers=CIMultiDict(
-                (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP))
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(64 * 1024):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
 
 
 def _split(query: str) -> list[tuple[str, str]]:

@@ -2,7 +2,8 @@
 
 Each file is rendered (its ``${NAME}`` placeholders filled), checked with ``nginx -t`` and run as
 a foreground child of the test: prefix, logs and temp paths under tmp, HTTPS with a throwaway
-certificate on a free loopback port, nothing system-wide touched. Behind them, moto's S3 server.
+certificate on a free loopback port, nothing system-wide touched (``nginx_site``, which
+bench/bench_delivery.py runs the files with too). Behind them, moto's S3 server.
 
 - stream (``deploy/nginx-stream.conf``): bytes, headers, ranges through nginx; the client's
   X-Forwarded-For and X-Forwarded-Proto believed only from imgproxy's trusted proxies. Clients
@@ -20,160 +21,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import ipaddress
 import json
 import re
-import shutil
-import socket
-import ssl
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
-import aiohttp
+import nginx_site
 import pytest
 from aiohttp import hdrs, web
 from conftest import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
+from nginx_site import NGINX, NginxError, Tls, make_tls
 from processes import PHOTO, PHOTO_KEY, Process, command, free_port, write_config
-from s3_gate import S3Gate
+from s3_gate import Forwarder, S3Gate
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.errors import ObjectNotFound, ProxyError, StorageError, StorageTimeout
 from imgproxy.media import CONTENT_SECURITY_POLICY
 
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="the nginx binary is not installed (Debian: apt-get install nginx; .ci/run does)")
 
-DEPLOY: Final = Path(__file__).resolve().parent.parent / "deploy"
 CLIENT: Final = "127.0.0.3"  # where the test's client connects from: not nginx's address
 SPOOFED: Final = "203.0.113.7"  # what that client claims in its own X-Forwarded-For
-START_TIMEOUT: Final = 15.0
+START_TIMEOUT: Final = nginx_site.START_TIMEOUT
 STOP_TIMEOUT: Final = 10.0
 HTTP_TIMEOUT: Final = 10.0
 T = TypeVar("T")
-
-
-# --- rendering and running nginx -----------------------------------------------------------------
-
-PLACEHOLDER: Final = re.compile(r"\$\{([A-Z_]+)\}")  # nginx's own variables are lower case
-
-
-def render(template: str, values: Mapping[str, str]) -> str:
-    """Fill every ``${NAME}``; a placeholder without a value is an error, not a silent blank."""
-    missing = set(PLACEHOLDER.findall(template)) - values.keys()
-    if missing:
-        raise KeyError(f"no value for {sorted(missing)}")
-    return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
-
-
-def main_config(prefix: Path, site: Path) -> str:
-    """What Debian's /etc/nginx/nginx.conf puts around conf.d/*.conf, every path inside ``prefix``."""
-    return f"""
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log notice;
-events {{ worker_connections 256; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/client_body_temp;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    include {site};
-}}
-"""
-
-
-@dataclass(frozen=True)
-class Tls:
-    cert: Path
-    key: Path
-    context: ssl.SSLContext  # a client context that trusts ``cert``
-
-
-def make_tls(directory: Path) -> Tls:
-    """A throwaway self-signed certificate for 127.0.0.1."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imgproxy nginx test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    context = ssl.create_default_context(cafile=str(cert_path))
-    context.verify_flags &= ~ssl.VERIFY_X509_STRICT  # a bare self-signed root, not a CA's chain
-    return Tls(cert_path, key_path, context)
-
-
-def site_values(prefix: Path, port: int, imgproxy_port: int, tls: Tls) -> dict[str, str]:
-    return {
-        "LISTEN": f"127.0.0.1:{port}",
-        "SERVER_NAME": "127.0.0.1",
-        "TLS_CERT": str(tls.cert),
-        "TLS_KEY": str(tls.key),
-        "IMGPROXY": f"127.0.0.1:{imgproxy_port}",
-        "RESOLVER": "127.0.0.1",  # never asked: the test's presigned URLs name 127.0.0.1
-        "LOG_DIR": str(prefix),
-    }
-
-
-def nginx_command(prefix: Path, config: Path, *extra: str) -> list[str]:
-    assert NGINX is not None
-    return [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(config), *extra]
-
-
-def prepare_nginx(prefix: Path, site_name: str, values: Mapping[str, str]) -> Path:
-    """Render ``deploy/<site_name>`` into ``prefix`` and wrap it; returns the main config."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    site = prefix / site_name
-    site.write_text(render((DEPLOY / site_name).read_text(encoding="utf-8"), values), encoding="utf-8")
-    main = prefix / "nginx-main.conf"
-    main.write_text(main_config(prefix, site), encoding="utf-8")
-    return main
-
-
-def check_nginx_config(prefix: Path, main: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(nginx_command(prefix, main, "-t"), capture_output=True, text=True,
-                          timeout=START_TIMEOUT, check=False)
-
-
-def wait_for_port(process: Process, port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if process.popen.poll() is not None:
-            pytest.fail(f"nginx exited during start-up\n{process.describe()}\n--- error.log\n"
-                        f"{log.read_text(errors='replace') if log.exists() else ''}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"nginx did not listen on {port} within {START_TIMEOUT}s")
-        time.sleep(0.05)
 
 
 # --- HTTP through nginx ----------------------------------------------------------------------------
@@ -256,12 +138,16 @@ def launch(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Launc
         processes.append(imgproxy)
         imgproxy.wait_until_healthy(f"http://127.0.0.1:{imgproxy_port}")
         prefix = directory / "nginx"
-        main = prepare_nginx(prefix, site_name, site_values(prefix, nginx_port, imgproxy_port, tls))
-        checked = check_nginx_config(prefix, main)
+        values = nginx_site.site_values(prefix, nginx_port, f"127.0.0.1:{imgproxy_port}", tls)
+        main = nginx_site.prepare(prefix, site_name, values)
+        checked = nginx_site.check_config(prefix, main)
         assert checked.returncode == 0, checked.stderr
-        nginx = Process(nginx_command(prefix, main), directory / "nginx-process")
+        nginx = Process(nginx_site.command(prefix, main), directory / "nginx-process")
         processes.append(nginx)
-        wait_for_port(nginx, nginx_port, prefix / "error.log")
+        try:
+            nginx_site.wait_until_listening(prefix, nginx_port, nginx.popen.poll)
+        except NginxError as exc:
+            pytest.fail(f"{exc}\n{nginx.describe()}")
         return Stack(imgproxy, nginx, nginx_port, prefix, tls)
 
     try:
@@ -293,8 +179,9 @@ def etag_of(s3: Any, bucket: str, key: str) -> str:
 @pytest.mark.parametrize("site_name", ["nginx.conf", "nginx-stream.conf"])
 def test_shipped_config_passes_nginx_t(tmp_path: Path, tls: Tls, site_name: str) -> None:
     prefix = tmp_path / "nginx"
-    main = prepare_nginx(prefix, site_name, site_values(prefix, free_port(), 8080, tls))
-    checked = check_nginx_config(prefix, main)
+    values = nginx_site.site_values(prefix, free_port(), "127.0.0.1:8080", tls)
+    main = nginx_site.prepare(prefix, site_name, values)
+    checked = nginx_site.check_config(prefix, main)
     assert checked.returncode == 0, checked.stderr
     assert "test is successful" in checked.stderr
 
@@ -406,44 +293,25 @@ class SeenRequest:
         return "X-Amz-Signature=" in self.target
 
 
-class S3Recorder:
+class S3Recorder(Forwarder):
     """Records what reaches S3, then passes it on as sent (Host included, so signatures hold).
 
     Refuses, as S3 does, a presigned URL that also carries an Authorization header; answers a
     presigned GET of a path in ``errors`` with that S3 error instead of passing it on.
     """
 
-    HOP_BY_HOP: Final = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
+    dropped: ClassVar[frozenset[str]] = frozenset({"connection", "keep-alive", "transfer-encoding", "te",
+                                                   "upgrade"})
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
+        super().__init__(upstream)
         self.seen: list[SeenRequest] = []
         self.errors: dict[str, tuple[int, str]] = {}  # path -> (status, S3 error code)
-        self.endpoint = ""
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> S3Recorder:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.endpoint = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
 
     def presigned_since(self, mark: int) -> list[SeenRequest]:
         return [seen for seen in self.seen[mark:] if seen.is_presigned]
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        assert self._session is not None
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         seen = SeenRequest(request.method, request.raw_path, CIMultiDict(request.headers))
         self.seen.append(seen)
         if seen.is_presigned and hdrs.AUTHORIZATION in request.headers:
@@ -457,17 +325,7 @@ class S3Recorder:
             return web.Response(status=status, content_type="application/xml", text=(
                 f"<Error><Code>{code}</Code><Message>S3 says no</Message><Key>{path}</Key>"
                 f"<AWSAccessKeyId>{ACCESS_KEY}</AWSAccessKeyId></Error>"))
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in self.HOP_BY_HOP)
-        async with self._session.request(request.method, URL(self.upstream + request.raw_path, encoded=True),
-                                         headers=headers, data=await request.read() or None,
-                                         allow_redirects=False) as upstream:
-            response = web.StreamResponse(status=upstream.status, headers=CIMultiDict(
-                (k, v) for k, v in upstream.headers.items() if k.lower() not in self.HOP_BY_HOP))
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(64 * 1024):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        return await self.forward(request)
 
 
 class BackgroundLoop:

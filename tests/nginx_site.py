@@ -1,0 +1,157 @@
+"""nginx running a shipped ``deploy/*.conf`` site file: rendered, wrapped, checked, waited for.
+
+One place for how the deploy files are run, shared by ``tests/test_nginx.py`` and
+``bench/bench_delivery.py`` (which appends this directory to ``sys.path``), so the benchmark
+measures the files exactly as the tests run them. Everything lives under one prefix directory:
+the rendered site, a main config around it, the logs, nginx's temp paths and a throwaway
+certificate; nothing system-wide is touched. Starting and stopping the process is the caller's
+(pytest's process groups, the bench's harness); this module says what to run and when it listens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+NGINX: Final = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+DEPLOY: Final = Path(__file__).resolve().parent.parent / "deploy"
+HOST: Final = "127.0.0.1"
+PLACEHOLDER: Final = re.compile(r"\$\{([A-Z_]+)\}")  # nginx's own variables are lower case
+MAIN_CONFIG: Final = "nginx-main.conf"
+START_TIMEOUT: Final = 15.0
+
+
+class NginxError(Exception):
+    """nginx did not start listening; the message says why (with its error log)."""
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Fill every ``${NAME}``; a placeholder without a value is an error, not a silent blank."""
+    missing = set(PLACEHOLDER.findall(template)) - values.keys()
+    if missing:
+        raise KeyError(f"no value for {sorted(missing)}")
+    return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+
+
+def main_config(prefix: Path, site: Path) -> str:
+    """What Debian's /etc/nginx/nginx.conf puts around conf.d/*.conf, every path inside ``prefix``."""
+    return f"""
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client_body_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+    include {site};
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Tls:
+    cert: Path
+    key: Path
+    context: ssl.SSLContext  # a client context that trusts ``cert``
+
+
+def make_tls(directory: Path) -> Tls:
+    """A throwaway self-signed certificate for 127.0.0.1 (the shipped files load one even when a
+    bench listens plain HTTP)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imgproxy nginx on loopback")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(cafile=str(cert_path))
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT  # a bare self-signed root, not a CA's chain
+    return Tls(cert_path, key_path, context)
+
+
+def site_values(prefix: Path, port: int, imgproxy: str, tls: Tls) -> dict[str, str]:
+    """The placeholders of the shipped files; ``imgproxy`` is where it listens (``host:port``)."""
+    return {
+        "LISTEN": f"{HOST}:{port}",
+        "SERVER_NAME": HOST,
+        "TLS_CERT": str(tls.cert),
+        "TLS_KEY": str(tls.key),
+        "IMGPROXY": imgproxy,
+        "RESOLVER": HOST,  # never asked: the presigned URLs name 127.0.0.1
+        "LOG_DIR": str(prefix),
+    }
+
+
+def prepare(prefix: Path, site_name: str, values: Mapping[str, str], template: str | None = None) -> Path:
+    """Render ``template`` (default: the shipped ``deploy/<site_name>``) into ``prefix/<site_name>``
+    and wrap it in a main config; returns the main config's path."""
+    if template is None:
+        template = (DEPLOY / site_name).read_text(encoding="utf-8")
+    prefix.mkdir(parents=True, exist_ok=True)
+    site = prefix / site_name
+    site.write_text(render(template, values), encoding="utf-8")
+    main = prefix / MAIN_CONFIG
+    main.write_text(main_config(prefix, site), encoding="utf-8")
+    return main
+
+
+def command(prefix: Path, main: Path, *extra: str) -> list[str]:
+    """nginx in the foreground on ``main``, everything under ``prefix`` (``extra``: e.g. ``-t``)."""
+    assert NGINX is not None, "the nginx binary is not installed"
+    return [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(main), *extra]
+
+
+def check_config(prefix: Path, main: Path) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` on the prepared files (its verdict is in stderr)."""
+    return subprocess.run(command(prefix, main, "-t"), capture_output=True, text=True,
+                          timeout=START_TIMEOUT, check=False)
+
+
+def wait_until_listening(prefix: Path, port: int, exit_code: Callable[[], int | None],
+                         ready: Callable[[], bool] | None = None, timeout: float = START_TIMEOUT) -> None:
+    """Until ``port`` accepts a connection (once ``ready()`` says so, if given); ``exit_code`` is
+    the process's ``poll``: an nginx that exits, or does not listen in time, is a NginxError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if (code := exit_code()) is not None:
+            log = prefix / "error.log"
+            raise NginxError(f"nginx exited with {code} during start-up\n--- error.log\n"
+                             f"{log.read_text(errors='replace') if log.exists() else ''}")
+        if ready is None or ready():
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+                return
+        if time.monotonic() > deadline:
+            raise NginxError(f"nginx did not listen on {port} within {timeout:g}s")
+        time.sleep(0.05)
