@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Final, TextIO
 
 from imgproxy import __version__
-from imgproxy.app import create_app
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, load_config, parse_duration
 from imgproxy.errors import ProxyError
-from imgproxy.server import serve
+from imgproxy.process.server import serve
+from imgproxy.process.supervisor import serve_workers, worker_count
 from imgproxy.startup import StartupError, os_reason
-from imgproxy.supervisor import serve_workers, worker_count
+from imgproxy.web.app import create_app
 
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1

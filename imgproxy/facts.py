@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from imgproxy.delivery import Delivery
+from imgproxy.delivery.policy import Delivery
 
 
 class Part(StrEnum):

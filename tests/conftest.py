@@ -18,10 +18,10 @@ from s3_gate import ManualClock, S3Gate
 from tcp_relay import Blackhole, TcpRelay
 from yarl import URL
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
 from imgproxy.demo import moto_server
+from imgproxy.web.app import create_app
 
 SIGNING_KEY = "test-signing-key-0123456789abcdef-0123456789"  # 44 bytes
 OTHER_KEY = "another-signing-key-for-rotation-0123456789ab"

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient
 from conftest import TOKEN, ClientFactory, config_data
 from PIL import Image
 
-from imgproxy.accesslog import format_line
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import ConfigError, parse_config
+from imgproxy.protocol.accesslog import format_line
+from imgproxy.web.app import create_app
 
 KEY = "employees/Zoë Smith.jpg"
 

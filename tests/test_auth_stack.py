@@ -14,10 +14,10 @@ from aiohttp import ClientResponse, hdrs
 from aiohttp.test_utils import TestClient
 from conftest import OTHER_KEY, SCOPED_TOKEN, SIGNING_KEY, TOKEN, ClientFactory, config_data
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config
-from imgproxy.paths import image_path
+from imgproxy.protocol.paths import image_path
+from imgproxy.web.app import create_app
 
 NOW = 1_900_000_000.0  # the patched clock: every signed URL here is judged at this instant
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 500

@@ -15,9 +15,9 @@ from PIL import Image
 from s3_gate import ManualClock
 from yarl import URL
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
+from imgproxy.web.app import create_app
 
 DASH_TOKEN = "dashboard-sign-token-0123456789abcdef0123456"
 DASH = {"Authorization": f"Bearer {DASH_TOKEN}"}

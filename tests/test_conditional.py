@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from imgproxy.conditional import (
+from imgproxy.protocol.conditional import (
     ByteRange,
     Preconditions,
     etag_matches,

@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, RelayFactory, config_data
 from tcp_relay import TcpRelay
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
+from imgproxy.web.app import create_app
 
 SIZE = 1024 * 1024
 DATA = os.urandom(SIZE)

@@ -9,7 +9,7 @@ import pytest
 from conftest import config_data
 
 from imgproxy.config import MAX_TTL_LIMIT, ConfigError, DeliveryConfig, parse_config
-from imgproxy.delivery import Delivery, choose_delivery, presign_window
+from imgproxy.delivery.policy import Delivery, choose_delivery, presign_window
 
 T0 = 1_800_000_000  # a whole hour (and a whole day's multiple of 3600)
 HOUR = DeliveryConfig(presign_window=3600, presign_ttl=7200)

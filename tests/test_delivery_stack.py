@@ -27,10 +27,10 @@ from PIL import Image
 from s3_gate import ManualClock, S3Gate
 from yarl import URL
 
-from imgproxy import keys
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
+from imgproxy.web import appkeys as keys
+from imgproxy.web.app import create_app
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 T0 = int(DELIVERY_NOW)  # a window start for one-hour windows

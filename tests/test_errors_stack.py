@@ -16,11 +16,11 @@ from aiohttp.test_utils import TestClient
 from conftest import TOKEN, ClientFactory, RawRequest, RelayFactory
 from tcp_relay import TcpRelay
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config
-from imgproxy.paths import image_path
+from imgproxy.protocol.paths import image_path
 from imgproxy.storage.s3 import S3Source
+from imgproxy.web.app import create_app
 
 BEARER = {hdrs.AUTHORIZATION: f"Bearer {TOKEN}"}
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100

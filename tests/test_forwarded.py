@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, config_data
 
-from imgproxy.app import create_app
 from imgproxy.config import parse_config
-from imgproxy.forwarded import client_address, parse_networks, public_scheme
+from imgproxy.protocol.forwarded import client_address, parse_networks, public_scheme
+from imgproxy.web.app import create_app
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"])
 SIGN_TOKEN = "forwarded-sign-token-0123456789abcdef012345"

@@ -30,9 +30,9 @@ from aiohttp.test_utils import TestClient
 from conftest import SIGNING_KEY, TOKEN, ClientFactory, config_data
 from PIL import Image
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
+from imgproxy.web.app import create_app
 
 SEED = int(os.environ.get("IMGPROXY_GARBAGE_SEED", "20261201"))
 SECONDS = float(os.environ.get("IMGPROXY_GARBAGE_SECONDS", "4"))

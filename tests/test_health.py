@@ -18,9 +18,9 @@ from conftest import ClientFactory, RelayFactory, config_data
 from processes import free_port
 from tcp_relay import TcpRelay
 
-from imgproxy.app import create_app
 from imgproxy.config import Config
-from imgproxy.metrics import METRICS_URL
+from imgproxy.web.app import create_app
+from imgproxy.web.metrics import METRICS_URL
 
 CACHE_SECONDS = 5.0
 

@@ -24,9 +24,9 @@ from processes import Server, http_get
 from rawhttp import connect, get, read_reply
 from tcp_relay import Blackhole
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
+from imgproxy.web.app import create_app
 
 BIG_KEY = "scans/big.bin"
 BIG = os.urandom(24 * 1024 * 1024)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from imgproxy.errors import BadRequest, Overloaded, UnsupportedMediaType
-from imgproxy.jsonbody import BodySlots, check_media_type, parse_json
+from imgproxy.protocol.jsonbody import BodySlots, check_media_type, parse_json
 
 REFUSED = "The body is not JSON this server accepts: "
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgproxy.config import DEFAULT_INLINE_TYPES
-from imgproxy.media import CONTENT_SECURITY_POLICY, needs_sniffing, safety_headers, sniff_type
+from imgproxy.protocol.media import CONTENT_SECURITY_POLICY, needs_sniffing, safety_headers, sniff_type
 
 SNIFFED = [
     ("jpeg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),

@@ -22,10 +22,10 @@ from conftest import ClientFactory, config_data
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
-from imgproxy.metrics import METRICS_URL
+from imgproxy.web.app import create_app
+from imgproxy.web.metrics import METRICS_URL
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 IMAGE_ROUTE = "/img/{tail}"
@@ -170,7 +170,7 @@ async def test_metrics_can_be_turned_off(aiohttp_client: ClientFactory, moto_end
 def test_with_a_multiprocess_directory_a_scrape_sums_every_process(tmp_path: Path) -> None:
     # prometheus-client chooses its value storage at import, so this runs in fresh interpreters.
     script = (
-        "from imgproxy.metrics import Metrics, multiprocess_dir\n"
+        "from imgproxy.web.metrics import Metrics, multiprocess_dir\n"
         "m = Metrics(multiprocess_dir())\n"
         "m.observe_request('/img/{tail}', 200, 'stream', 10, 0.01, None)\n"
         "import sys; sys.stdout.write(m.exposition().decode())\n"

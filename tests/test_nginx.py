@@ -45,7 +45,7 @@ from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.errors import ObjectNotFound, ProxyError, StorageError, StorageTimeout
-from imgproxy.media import CONTENT_SECURITY_POLICY
+from imgproxy.protocol.media import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="the nginx binary is not installed (Debian: apt-get install nginx; .ci/run does)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgproxy.errors import InvalidPath
-from imgproxy.paths import MAX_KEY_BYTES, ImagePath, image_path, object_key, parse_image_path
+from imgproxy.protocol.paths import MAX_KEY_BYTES, ImagePath, image_path, object_key, parse_image_path
 
 # Raw (still percent-encoded) request paths and the key S3 must be asked for.
 DECODED_KEYS = [

@@ -22,10 +22,10 @@ from conftest import ACCESS_KEY, SECRET_KEY, ClientFactory, config_data
 from processes import free_port
 from tcp_relay import Blackhole, TcpRelay
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config
-from imgproxy.metrics import METRICS
+from imgproxy.web.app import create_app
+from imgproxy.web.metrics import METRICS
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 1000
 MISSING_BUCKET = "no-such-bucket-5e3c1a"

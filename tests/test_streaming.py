@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient
 from conftest import TOKEN, ClientFactory, RawRequest, RelayFactory, config_data
 from tcp_relay import TcpRelay
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
-from imgproxy.paths import image_path
+from imgproxy.protocol.paths import image_path
+from imgproxy.web.app import create_app
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF\x00" + bytes(range(256)) * 8
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4

@@ -15,12 +15,12 @@ from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, RelayFactory, config_data, empty_bucket
 from PIL import Image
 
-from imgproxy import keys
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
 from imgproxy.errors import StorageError
-from imgproxy.variants import read_exactly
+from imgproxy.transform.variants import read_exactly
+from imgproxy.web import appkeys as keys
+from imgproxy.web.app import create_app
 
 KEY = "scans/noise.jpg"
 

@@ -25,14 +25,14 @@ from conftest import ClientFactory, RelayFactory, config_data
 from PIL import ExifTags, Image, ImageDraw
 from tcp_relay import TcpRelay
 
-from imgproxy import keys
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
 from imgproxy.errors import ImageTooLarge, NotAnImage, TransformTimeout, UnprocessableImage
 from imgproxy.transform.params import OutputFormat
 from imgproxy.transform.steps import supported_outputs
-from imgproxy.variants import VariantService
+from imgproxy.transform.variants import VariantService
+from imgproxy.web import appkeys as keys
+from imgproxy.web.app import create_app
 
 HAS_AVIF = OutputFormat.AVIF in supported_outputs()
 # The limits of the "hostile input" server: the 4000x3000 photo (~1 MB) is too many bytes, a

@@ -24,12 +24,12 @@ from conftest import SIGNING_KEY, ClientFactory, config_data, source_table
 from PIL import Image
 from processes import Process, command, free_port, http_get, write_config
 
-from imgproxy import keys
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import ConfigError, parse_config
-from imgproxy.metrics import METRICS
-from imgproxy.storage.store import VariantStore
+from imgproxy.storage.variant_store import VariantStore
+from imgproxy.web import appkeys as keys
+from imgproxy.web.app import create_app
+from imgproxy.web.metrics import METRICS
 
 KEY = "employees/ada.jpg"
 PARAMS = {"w": "120"}

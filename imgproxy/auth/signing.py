@@ -40,7 +40,7 @@ from imgproxy.errors import (
     InvalidSignature,
     UnknownKeyId,
 )
-from imgproxy.paths import check_key, image_path, percent_decode, percent_encode
+from imgproxy.protocol.paths import check_key, image_path, percent_decode, percent_encode
 
 RESERVED_PARAMS: Final = frozenset({"exp", "kid", "sig"})
 MAX_PARAM_BYTES: Final = 256

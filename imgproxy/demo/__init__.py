@@ -22,15 +22,15 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from imgproxy.app import create_app
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
 from imgproxy.demo.gallery import Gallery, add_gallery
 from imgproxy.demo.people import Person, directory, portrait
-from imgproxy.metrics import METRICS_URL
-from imgproxy.paths import image_path
-from imgproxy.server import make_runner
+from imgproxy.process.server import make_runner
+from imgproxy.protocol.paths import image_path
 from imgproxy.storage.clients import s3_client
+from imgproxy.web.app import create_app
+from imgproxy.web.metrics import METRICS_URL
 
 BUCKET: Final = "demo-private"
 SOURCE: Final = "demo"

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from imgproxy.demo.people import Person
-from imgproxy.media import NOSNIFF
+from imgproxy.protocol.media import NOSNIFF
 
 THUMB: Final = 96  # CSS pixels
 THUMB_PARAMS: Final = {"w": str(THUMB), "h": str(THUMB), "fit": "cover", "fmt": "auto"}

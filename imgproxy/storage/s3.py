@@ -24,16 +24,16 @@ from typing import Any, Final, TypeVar
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imgproxy.conditional import ByteRange, Preconditions, format_http_date, parse_http_date
 from imgproxy.config import SourceConfig
 from imgproxy.errors import ProxyError, RangeNotSatisfiable, StorageError
-from imgproxy.paths import object_key
+from imgproxy.protocol.conditional import ByteRange, Preconditions, format_http_date, parse_http_date
+from imgproxy.protocol.paths import object_key
 from imgproxy.storage.body import ObjectBody, ResumeFrom
 from imgproxy.storage.clients import Credentials, new_session, s3_client
 from imgproxy.storage.errors import translate, translate_status
 from imgproxy.storage.pool import CALLS, READS, STREAMS, ExhaustionObserver, Slot, SlotPool, take
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
-from imgproxy.storage.reader import error_code, fetch, open_session
+from imgproxy.storage.presigned_get import error_code, fetch, open_session
 
 log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from imgproxy.errors import (
     InvalidSignature,
     UnknownKeyId,
 )
-from imgproxy.paths import parse_image_path
+from imgproxy.protocol.paths import parse_image_path
 
 # The fixed test vector: the README's "Signing spec" shows exactly these values.
 VECTOR_SECRET = "imgproxy-test-vector-secret-0123456789abcdef"

@@ -13,12 +13,12 @@ from typing import Final
 from aiohttp import hdrs, web
 from aiohttp.http_writer import StreamWriter
 
-from imgproxy.conditional import format_http_date
-from imgproxy.media import NOSNIFF, needs_sniffing, safety_headers, sniff_type
-from imgproxy.middleware import FACTS, SEND_WATCH
+from imgproxy.protocol.conditional import format_http_date
+from imgproxy.protocol.media import NOSNIFF, needs_sniffing, safety_headers, sniff_type
 from imgproxy.storage.body import ObjectBody
 from imgproxy.storage.s3 import NotModified, ObjectMeta
-from imgproxy.variants import VariantAnswer
+from imgproxy.transform.variants import VariantAnswer
+from imgproxy.web.middleware import FACTS, SEND_WATCH
 
 log = logging.getLogger("imgproxy.respond")
 # Bytes per read from S3 and per write to the client. The write waits for the client after each

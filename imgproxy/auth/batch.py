@@ -14,7 +14,7 @@ from typing import Any, Final
 from imgproxy.auth.signing import MAX_PARAM_BYTES, RESERVED_PARAMS, UrlSigner
 from imgproxy.auth.tokens import Token
 from imgproxy.errors import BadRequest, InvalidParameter, OutOfScope, ProxyError, UnknownSource
-from imgproxy.paths import check_key
+from imgproxy.protocol.paths import check_key
 
 MAX_ECHO_CHARS: Final = 40
 

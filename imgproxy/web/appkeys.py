@@ -10,11 +10,11 @@ from aiohttp import web
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.cache import HotCounter, MetadataCache
 from imgproxy.config import Config
-from imgproxy.health import Readiness
 from imgproxy.storage.s3 import S3Source
-from imgproxy.storage.store import VariantStore
+from imgproxy.storage.variant_store import VariantStore
 from imgproxy.transform.policy import TransformPolicy
-from imgproxy.variants import VariantService
+from imgproxy.transform.variants import VariantService
+from imgproxy.web.health import Readiness
 
 CONFIG: Final = web.AppKey("config", Config)
 AUTH: Final = web.AppKey("auth", AuthPolicy)

@@ -12,25 +12,25 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from imgproxy import keys
-from imgproxy.accesslog import LOG_FORMAT
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.auth.tokens import load_tokens
 from imgproxy.cache import HotCounter, MetadataCache, VariantCache
 from imgproxy.config import Config
-from imgproxy.forwarded import parse_networks
-from imgproxy.health import Readiness
 from imgproxy.memory import heap_trimmer
-from imgproxy.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multiprocess_dir
-from imgproxy.middleware import SEND_WATCHDOG, TRUSTED_PROXIES, observe, stamp_facts
-from imgproxy.routes import add_routes
-from imgproxy.sendwatch import SendLimits, SendWatchdog
+from imgproxy.protocol.accesslog import LOG_FORMAT
+from imgproxy.protocol.forwarded import parse_networks
+from imgproxy.protocol.sendwatch import SendLimits, SendWatchdog
 from imgproxy.storage.s3 import open_source
-from imgproxy.storage.store import open_store
+from imgproxy.storage.variant_store import open_store
 from imgproxy.transform.jobs import available_outputs
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import TransformPool
-from imgproxy.variants import VariantService
+from imgproxy.transform.variants import VariantService
+from imgproxy.web import appkeys as keys
+from imgproxy.web.health import Readiness
+from imgproxy.web.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multiprocess_dir
+from imgproxy.web.middleware import SEND_WATCHDOG, TRUSTED_PROXIES, observe, stamp_facts
+from imgproxy.web.routes import add_routes
 
 
 async def s3_sources(app: web.Application) -> AsyncIterator[None]:

@@ -318,9 +318,9 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
 
     Raises OSError if the address cannot be bound; returns the exit status.
     """
-    from imgproxy.app import create_app
-    from imgproxy.server import serve
+    from imgproxy.process.server import serve
     from imgproxy.startup import StartupError, os_reason, socket_url
+    from imgproxy.web.app import create_app
 
     reserved = reserve_addresses(host, port)
     log.info("listening on %s with %d workers", ", ".join(map(socket_url, reserved)), workers)

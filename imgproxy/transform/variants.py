@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from imgproxy.cache import Coalescer, MetadataCache, SourceMeta, Variant, VariantCache, VariantKey
-from imgproxy.conditional import is_not_modified
 from imgproxy.errors import StorageError
 from imgproxy.facts import CacheResult, Durations, Part
+from imgproxy.protocol.conditional import is_not_modified
 from imgproxy.storage.body import ObjectBody
 from imgproxy.storage.metadata import known_meta
 from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
-from imgproxy.storage.store import VariantStore
+from imgproxy.storage.variant_store import VariantStore
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.policy import TransformPolicy

@@ -21,7 +21,6 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from imgproxy import accesslog
 from imgproxy.config import LogFormat
 from imgproxy.errors import (
     BodyTooLarge,
@@ -32,10 +31,11 @@ from imgproxy.errors import (
     ProxyError,
 )
 from imgproxy.facts import Part, RequestFacts
-from imgproxy.forwarded import Network, client_address, is_trusted, public_scheme
-from imgproxy.media import NOSNIFF
-from imgproxy.metrics import METRICS
-from imgproxy.sendwatch import SendWatch, SendWatchdog
+from imgproxy.protocol import accesslog
+from imgproxy.protocol.forwarded import Network, client_address, is_trusted, public_scheme
+from imgproxy.protocol.media import NOSNIFF
+from imgproxy.protocol.sendwatch import SendWatch, SendWatchdog
+from imgproxy.web.metrics import METRICS
 
 log = logging.getLogger("imgproxy.error")
 FACTS: Final = web.RequestKey("imgproxy.facts", RequestFacts)

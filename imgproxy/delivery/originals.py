@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 
 from imgproxy.cache import HotCounter, MetadataCache
-from imgproxy.conditional import (
+from imgproxy.delivery.offload import offload
+from imgproxy.delivery.policy import Delivery, choose_delivery
+from imgproxy.delivery.responses import not_modified, send_head, stream_object
+from imgproxy.errors import PreconditionFailed
+from imgproxy.facts import Part
+from imgproxy.protocol.conditional import (
     ByteRange,
     Decision,
     Preconditions,
@@ -26,15 +31,10 @@ from imgproxy.conditional import (
     parse_range,
     without_etag_validators,
 )
-from imgproxy.delivery import Delivery, choose_delivery
-from imgproxy.errors import PreconditionFailed
-from imgproxy.facts import Part
-from imgproxy.media import SNIFF_BYTES, needs_sniffing, sniff_type
-from imgproxy.middleware import FACTS
-from imgproxy.offload import offload
-from imgproxy.respond import not_modified, send_head, stream_object
+from imgproxy.protocol.media import SNIFF_BYTES, needs_sniffing, sniff_type
 from imgproxy.storage.metadata import known_meta, remember
 from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
+from imgproxy.web.middleware import FACTS
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,6 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from imgproxy import accesslog
 from imgproxy.config import LogFormat
 from imgproxy.errors import (
     HeaderTooLarge,
@@ -45,8 +44,9 @@ from imgproxy.errors import (
     RequestTimeout,
     UriTooLong,
 )
-from imgproxy.media import NOSNIFF
-from imgproxy.middleware import SERVER_NAME, error_response, new_request_id
+from imgproxy.protocol import accesslog
+from imgproxy.protocol.media import NOSNIFF
+from imgproxy.web.middleware import SERVER_NAME, error_response, new_request_id
 
 log = logging.getLogger("imgproxy.connections")
 # The two must differ: LineTooLong says which limit it hit, not which line.

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from imgproxy import keys
+from imgproxy.auth.batch import parse_batch, sign_items
 from imgproxy.auth.principal import authorize
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
 from imgproxy.auth.tokens import find_token, parse_bearer
-from imgproxy.batch import parse_batch, sign_items
-from imgproxy.delivery import Delivery
+from imgproxy.delivery.originals import Context, respond_original
+from imgproxy.delivery.policy import Delivery
+from imgproxy.delivery.responses import variant_response
 from imgproxy.errors import NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
-from imgproxy.jsonbody import add_body_slots, read_json
-from imgproxy.middleware import FACTS
-from imgproxy.originals import Context, respond_original
-from imgproxy.paths import origin_form, parse_image_path
-from imgproxy.respond import variant_response
+from imgproxy.protocol.jsonbody import add_body_slots, read_json
+from imgproxy.protocol.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
-from imgproxy.variants import Wanted
+from imgproxy.transform.variants import Wanted
+from imgproxy.web import appkeys as keys
+from imgproxy.web.middleware import FACTS
 
 
 async def image(request: web.Request) -> web.StreamResponse:

@@ -24,14 +24,14 @@ from typing import Final
 
 from aiohttp import web
 
-from imgproxy import keys
-from imgproxy.accesslog import LOG_FORMAT
 from imgproxy.config import LogFormat
-from imgproxy.connections import ConnectionPolicy, GuardedRunner
-from imgproxy.metrics import METRICS
-from imgproxy.middleware import SEND_WATCHDOG
-from imgproxy.sendwatch import reset
+from imgproxy.protocol.accesslog import LOG_FORMAT
+from imgproxy.protocol.connections import ConnectionPolicy, GuardedRunner
+from imgproxy.protocol.sendwatch import reset
 from imgproxy.startup import StartupError, os_reason, socket_url
+from imgproxy.web import appkeys as keys
+from imgproxy.web.metrics import METRICS
+from imgproxy.web.middleware import SEND_WATCHDOG
 
 log = logging.getLogger("imgproxy")
 FLUSH_POLL_SECONDS = 0.01

@@ -17,8 +17,8 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from imgproxy.cache import SourceMeta
-from imgproxy.delivery import Delivery, presign_window
-from imgproxy.media import CONTENT_SECURITY_POLICY, NOSNIFF, is_inline
+from imgproxy.delivery.policy import Delivery, presign_window
+from imgproxy.protocol.media import CONTENT_SECURITY_POLICY, NOSNIFF, is_inline
 from imgproxy.storage.s3 import S3Source
 
 UPSTREAM_HEADER: Final = "X-Imgproxy-Upstream"

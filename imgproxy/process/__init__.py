@@ -1,0 +1,1 @@
+"""Running the app: one serving process, or a supervisor with worker processes."""

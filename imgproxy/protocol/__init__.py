@@ -1,0 +1,1 @@
+"""HTTP mechanics below the handlers: connections, send pacing, paths, conditionals, media types."""

@@ -1,0 +1,1 @@
+"""The HTTP application: its assembly, routes, middleware, health and metrics endpoints."""
