@@ -20,7 +20,7 @@ from tcp_relay import TcpRelay
 
 from imgproxy.config import Config
 from imgproxy.web.app import create_app
-from imgproxy.web.metrics import METRICS_URL
+from imgproxy.web.appkeys import METRICS_URL
 
 CACHE_SECONDS = 5.0
 

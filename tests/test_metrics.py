@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
 from imgproxy.web.app import create_app
-from imgproxy.web.metrics import METRICS_URL
+from imgproxy.web.appkeys import METRICS_URL
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 IMAGE_ROUTE = "/img/{tail}"

@@ -20,8 +20,9 @@ from aiohttp.test_utils import TestClient
 from conftest import ClientFactory, config_data
 
 from imgproxy.config import parse_config
-from imgproxy.protocol.jsonbody import BODY_SLOTS, MAX_BODIES
+from imgproxy.protocol.jsonbody import MAX_BODIES
 from imgproxy.web.app import create_app
+from imgproxy.web.appkeys import BODY_SLOTS
 
 DASH_TOKEN = "dashboard-sign-token-0123456789abcdef0123456"
 DASH = {"Authorization": f"Bearer {DASH_TOKEN}"}

@@ -25,7 +25,7 @@ from tcp_relay import Blackhole, TcpRelay
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config
 from imgproxy.web.app import create_app
-from imgproxy.web.metrics import METRICS
+from imgproxy.web.appkeys import METRICS
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 1000
 MISSING_BUCKET = "no-such-bucket-5e3c1a"

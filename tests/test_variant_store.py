@@ -29,7 +29,7 @@ from imgproxy.config import ConfigError, parse_config
 from imgproxy.storage.variant_store import VariantStore
 from imgproxy.web import appkeys as keys
 from imgproxy.web.app import create_app
-from imgproxy.web.metrics import METRICS
+from imgproxy.web.appkeys import METRICS
 
 KEY = "employees/ada.jpg"
 PARAMS = {"w": "120"}

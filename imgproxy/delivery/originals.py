@@ -19,7 +19,7 @@ from imgproxy.delivery.offload import offload
 from imgproxy.delivery.policy import Delivery, choose_delivery
 from imgproxy.delivery.responses import not_modified, send_head, stream_object
 from imgproxy.errors import PreconditionFailed
-from imgproxy.facts import Part
+from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol.conditional import (
     ByteRange,
     Decision,
@@ -32,25 +32,29 @@ from imgproxy.protocol.conditional import (
     without_etag_validators,
 )
 from imgproxy.protocol.media import SNIFF_BYTES, needs_sniffing, sniff_type
+from imgproxy.protocol.sendwatch import SendWatch
 from imgproxy.storage.metadata import known_meta, remember
-from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
-from imgproxy.web.middleware import FACTS
+from imgproxy.storage.objects import NotModified, ObjectMeta
+from imgproxy.storage.s3 import S3Source
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What delivering an original needs besides the request (app-wide, loop-thread only)."""
+    """What delivering an original needs besides the request: the app-wide caches (loop-thread
+    only), and this request's facts (filled in here) and send watch."""
 
     metadata: MetadataCache
     hot: HotCounter
     inline_types: tuple[str, ...]
     now: float
+    facts: RequestFacts
+    watch: SendWatch | None
 
 
 async def respond_original(request: web.Request, source: S3Source, key: str,
                            context: Context) -> web.StreamResponse:
     """The answer; the request's facts say how it was delivered (stream, redirect or accel)."""
-    facts = request[FACTS]
+    facts = context.facts
     # 1. Choose: the source's mode, with what the caches know (no S3 call to decide).
     cached = context.metadata.get(source.config.name, key)
     recent = context.hot.hit(source.config.name, key, source.config.delivery.hot_window)
@@ -77,7 +81,7 @@ async def stream_original(request: web.Request, source: S3Source, key: str, cont
     inline_types = context.inline_types
     # 1. Validators S3 cannot compare: decide here from a HEAD (still no object bytes).
     if needs_local_evaluation(preconditions):
-        with request[FACTS].durations.timing(Part.STORAGE):
+        with context.facts.durations.timing(Part.STORAGE):
             head = await source.head(key)
         assert isinstance(head, ObjectMeta)
         decision = evaluate(preconditions, head.etag)
@@ -88,27 +92,28 @@ async def stream_original(request: web.Request, source: S3Source, key: str, cont
         preconditions = without_etag_validators(preconditions)
     # 2. HEAD: metadata only (and the first bytes, if S3 has no useful type).
     if request.method == hdrs.METH_HEAD:
-        with request[FACTS].durations.timing(Part.STORAGE):
+        with context.facts.durations.timing(Part.STORAGE):
             meta = await source.head(key, preconditions)
         if isinstance(meta, NotModified):
             return not_modified(meta, cache_control)
         remember(context.metadata, source, key, meta)
         content_type = meta.content_type or ""
         if needs_sniffing(content_type):
-            with request[FACTS].durations.timing(Part.STORAGE):
+            with context.facts.durations.timing(Part.STORAGE):
                 content_type = await sniff_remote(source, key)
         return await send_head(request, meta, content_type, cache_control, inline_types)
     # 3. GET: S3 answers the conditions and the range itself; the body streams.
     byte_range = parse_range(request.headers.get(hdrs.RANGE))
     if preconditions.if_range_never_matches:
         byte_range = None
-    with request[FACTS].durations.timing(Part.STORAGE):  # until S3's headers; the body is the stream's
+    with context.facts.durations.timing(Part.STORAGE):  # until S3's headers; the body is the stream's
         result = await source.get(key, byte_range, preconditions, stream=True)
     if isinstance(result, NotModified):
         return not_modified(result, cache_control)
     meta, body = result
     remember(context.metadata, source, key, meta)
-    return await stream_object(request, meta, body, cache_control, inline_types)
+    return await stream_object(request, meta, body, cache_control, inline_types, context.facts,
+                               context.watch)
 
 
 async def sniff_remote(source: S3Source, key: str) -> str:

@@ -13,12 +13,13 @@ from typing import Final
 from aiohttp import hdrs, web
 from aiohttp.http_writer import StreamWriter
 
+from imgproxy.facts import RequestFacts
 from imgproxy.protocol.conditional import format_http_date
 from imgproxy.protocol.media import NOSNIFF, needs_sniffing, safety_headers, sniff_type
+from imgproxy.protocol.sendwatch import SendWatch
 from imgproxy.storage.body import ObjectBody
-from imgproxy.storage.s3 import NotModified, ObjectMeta
+from imgproxy.storage.objects import NotModified, ObjectMeta
 from imgproxy.transform.variants import VariantAnswer
-from imgproxy.web.middleware import FACTS, SEND_WATCH
 
 log = logging.getLogger("imgproxy.respond")
 # Bytes per read from S3 and per write to the client. The write waits for the client after each
@@ -94,9 +95,10 @@ async def send_head(
 
 async def stream_object(
     request: web.Request, meta: ObjectMeta, body: ObjectBody, cache_control: str,
-    inline_types: tuple[str, ...],
+    inline_types: tuple[str, ...], facts: RequestFacts, watch: SendWatch | None,
 ) -> web.StreamResponse:
-    """Stream ``body`` to the client; always closes ``body``."""
+    """Stream ``body`` to the client under its connection's send ``watch``, counting the bytes
+    sent (or why not) in ``facts``; always closes ``body``."""
     try:
         first = await body.read(CHUNK_BYTES)
         content_type = meta.content_type or ""
@@ -107,7 +109,6 @@ async def stream_object(
             headers=object_headers(meta, content_type, cache_control, inline_types),
         )
         response.content_length = meta.content_length
-        watch = request.get(SEND_WATCH)
         if watch is not None:
             watch.on_stall = body.on_client_stall  # its S3 connection is not the client's to hold
         sent = 0
@@ -119,7 +120,7 @@ async def stream_object(
                     watch.handed += len(chunk)  # handed to the transport inside write()
                 await response.write(chunk)
                 sent += len(chunk)
-                request[FACTS].body_bytes = sent
+                facts.body_bytes = sent
                 if watch is not None and watch.is_cut:
                     raise ConnectionResetError("cut off by the send watch")
                 chunk = await body.read(CHUNK_BYTES)
@@ -128,11 +129,11 @@ async def stream_object(
                 raise ConnectionResetError("cut off by the send watch")
         except ConnectionError:
             reason = watch.reason if watch is not None and watch.reason else "client_gone"
-            request[FACTS].aborted = reason
+            facts.aborted = reason
             log.info("stream aborted (%s) after %d bytes", reason, sent)
         except Exception as exc:
             # Headers are sent: the only honest signal left is to cut the connection short.
-            request[FACTS].aborted = "storage_failed"
+            facts.aborted = "storage_failed"
             log.error("storage failed mid-stream after %d bytes: %s", sent, exc.__class__.__name__)
             if request.transport is not None:
                 request.transport.close()

@@ -30,7 +30,7 @@ from imgproxy.process.server import make_runner
 from imgproxy.protocol.paths import image_path
 from imgproxy.storage.clients import s3_client
 from imgproxy.web.app import create_app
-from imgproxy.web.metrics import METRICS_URL
+from imgproxy.web.appkeys import METRICS_URL
 
 BUCKET: Final = "demo-private"
 SOURCE: Final = "demo"

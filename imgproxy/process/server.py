@@ -25,13 +25,11 @@ from typing import Final
 from aiohttp import web
 
 from imgproxy.config import LogFormat
-from imgproxy.protocol.accesslog import LOG_FORMAT
 from imgproxy.protocol.connections import ConnectionPolicy, GuardedRunner
 from imgproxy.protocol.sendwatch import reset
 from imgproxy.startup import StartupError, os_reason, socket_url
-from imgproxy.web import appkeys as keys
-from imgproxy.web.metrics import METRICS
-from imgproxy.web.middleware import SEND_WATCHDOG
+from imgproxy.web import appkeys
+from imgproxy.web.appkeys import LOG_FORMAT, METRICS, SEND_WATCHDOG
 
 log = logging.getLogger("imgproxy")
 FLUSH_POLL_SECONDS = 0.01
@@ -51,7 +49,7 @@ def bound_addresses(sites: Sequence[web.BaseSite]) -> list[str]:
 
 def make_runner(app: web.Application) -> GuardedRunner:
     """The runner for ``app`` (a ``create_app`` product) with its config's connection limits."""
-    server = app[keys.CONFIG].server
+    server = app[appkeys.CONFIG].server
     policy = ConnectionPolicy(header_timeout=server.header_timeout,
                               max_connections=server.max_connections,
                               send_buffer=server.send_buffer,
@@ -65,7 +63,7 @@ def make_runner(app: web.Application) -> GuardedRunner:
 async def serve(app: web.Application, host: str, port: int, *,
                 sockets: Sequence[socket.socket] = ()) -> None:
     """Serve ``app`` until a signal arrives; raises StartupError if it cannot start."""
-    shutdown_timeout = app[keys.CONFIG].server.shutdown_timeout
+    shutdown_timeout = app[appkeys.CONFIG].server.shutdown_timeout
     runner = make_runner(app)
     # Handlers first, so a signal during start-up is a graceful stop once started. A supervisor's
     # worker is forked with these signals blocked (pending ones arrive now), so none is lost.

@@ -48,6 +48,7 @@ from typing import Final
 
 from imgproxy.config import Config
 from imgproxy.transform.pool import default_workers
+from imgproxy.web.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("imgproxy.supervisor")
 SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
@@ -58,7 +59,6 @@ STABLE_SECONDS: Final = 10.0  # a worker that lived this long resets the backoff
 STOP_MARGIN: Final = 5.0  # beyond shutdown_timeout, for cancelled handlers and cleanup contexts
 POLL_SECONDS: Final = 1.0  # the wait when no signal comes (a lost SIGCHLD is found by then)
 ORPHAN_POLL_SECONDS: Final = 1.0
-MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 EXIT_STARTUP: Final = 3  # a worker's exit code for "could not start": restarting cannot help
 
 

@@ -16,12 +16,9 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from aiohttp import web
-
 from imgproxy.config import LogFormat
 
 access_log = logging.getLogger("imgproxy.access")
-LOG_FORMAT: Final = web.AppKey("log_format", LogFormat)
 NUMERIC: Final = frozenset({"status", "bytes", "duration_ms", "storage_ms", "transform_ms"})
 _BARE: Final = re.compile(r"[A-Za-z0-9._:/*@+-]+")
 _UNPRINTABLE: Final = re.compile(r"[^\x20-\x7e]")  # candidates; kept if str.isprintable says so

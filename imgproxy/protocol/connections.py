@@ -45,8 +45,8 @@ from imgproxy.errors import (
     UriTooLong,
 )
 from imgproxy.protocol import accesslog
+from imgproxy.protocol.contract import SERVER_NAME, error_response, new_request_id
 from imgproxy.protocol.media import NOSNIFF
-from imgproxy.web.middleware import SERVER_NAME, error_response, new_request_id
 
 log = logging.getLogger("imgproxy.connections")
 # The two must differ: LineTooLong says which limit it hit, not which line.

@@ -74,19 +74,13 @@ class BodySlots:
             self.in_use -= 1
 
 
-BODY_SLOTS: Final = web.AppKey("imgproxy.body_slots", BodySlots)
-
-
-def add_body_slots(app: web.Application) -> None:
-    app[BODY_SLOTS] = BodySlots(MAX_BODIES)
-
-
-async def read_json(request: web.Request, *, max_bytes: int, time_limit: float) -> Any:
-    """The request's body as a JSON value, within every limit in the module docstring."""
+async def read_json(request: web.Request, slots: BodySlots, *, max_bytes: int, time_limit: float) -> Any:
+    """The request's body as a JSON value, within every limit in the module docstring; ``slots``
+    is the app's one ``BodySlots(MAX_BODIES)``."""
     check_media_type(request.headers.get(hdrs.CONTENT_TYPE))
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes)
-    with request.app[BODY_SLOTS].take():
+    with slots.take():
         body = await read_body(request.content, max_bytes, time_limit)
         return parse_json(body)
 

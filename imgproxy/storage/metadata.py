@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from imgproxy.cache import MetadataCache, SourceMeta
 from imgproxy.facts import Durations, Part
-from imgproxy.storage.s3 import ObjectMeta, S3Source
+from imgproxy.storage.objects import ObjectMeta
+from imgproxy.storage.s3 import S3Source
 
 
 async def known_meta(source: S3Source, key: str, metadata: MetadataCache, durations: Durations) -> SourceMeta:

@@ -15,12 +15,10 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from imgproxy.config import MAX_TTL_LIMIT, AddressingStyle
-
-_SAFE: Final = "-_.~"
+from imgproxy.protocol.paths import percent_encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +54,6 @@ def locate(endpoint_url: str | None, region: str, bucket: str,
     return S3Location("https", f"{bucket}.s3.{region}.amazonaws.com", False, region)
 
 
-def _enc(text: str, keep_slash: bool = False) -> str:
-    return quote(text, safe=_SAFE + ("/" if keep_slash else ""))
-
-
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
@@ -86,7 +80,7 @@ def presign_get(
     day = amz_date[:8]
     scope = f"{day}/{location.region}/s3/aws4_request"
     path = f"/{bucket}/{key}" if location.path_style else f"/{key}"
-    canonical_uri = _enc(path, keep_slash=True)
+    canonical_uri = percent_encode(path, keep_slash=True)
     query = {
         **(response_headers or {}),
         "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
@@ -97,8 +91,9 @@ def presign_get(
     }
     if credentials.token:
         query["X-Amz-Security-Token"] = credentials.token
-    canonical_query = "&".join(
-        f"{name}={value}" for name, value in sorted((_enc(k), _enc(v)) for k, v in query.items()))
+    encoded = sorted((percent_encode(k, keep_slash=False), percent_encode(v, keep_slash=False))
+                     for k, v in query.items())
+    canonical_query = "&".join(f"{name}={value}" for name, value in encoded)
     canonical_request = "\n".join(
         ["GET", canonical_uri, canonical_query, f"host:{location.host}", "", "host", "UNSIGNED-PAYLOAD"])
     string_to_sign = "\n".join(

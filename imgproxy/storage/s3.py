@@ -1,10 +1,14 @@
-"""S3 access for one source: get, head and probe, each through one of the source's pools.
+"""``S3Source``: one configured source's object reads (GET, HEAD, probe), each through one of its pools.
 
-Every botocore or aiohttp exception is translated into a ``ProxyError`` (``storage/errors.py``:
-the log gets the detail, the client a fixed sentence). Keys are joined to the source's prefix by
-``paths.object_key``, so nothing outside the prefix can be requested. Each use holds a slot of
-its own pool (``storage/pool.py``) while it holds a connection: streamed originals, transform
-reads, and HEAD/LIST cannot starve one another, and a full pool is a quick 503, not a timeout.
+It owns the order of a read, not its parts: the values it returns (``storage/objects.py``), the
+aiobotocore client for HEAD and LIST (``storage/clients.py``), the presigned body GETs
+(``storage/presigned_get.py``) and their credentials (``storage/credentials.py``), the open body
+that can detach and resume (``storage/body.py``), and the translation of every botocore or
+aiohttp exception into a ``ProxyError`` (``storage/errors.py``: the log gets the detail, the client
+a fixed sentence). Keys are joined to the source's prefix by ``paths.object_key``, so nothing
+outside the prefix can be requested. Each use holds a slot of its own pool (``storage/pool.py``)
+while it holds a connection: streamed originals, transform reads, and HEAD/LIST cannot starve one
+another, and a full pool is a quick 503, not a timeout.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -26,11 +30,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imgproxy.config import SourceConfig
 from imgproxy.errors import ProxyError, RangeNotSatisfiable, StorageError
-from imgproxy.protocol.conditional import ByteRange, Preconditions, format_http_date, parse_http_date
+from imgproxy.protocol.conditional import ByteRange, Preconditions, format_http_date
 from imgproxy.protocol.paths import object_key
 from imgproxy.storage.body import ObjectBody, ResumeFrom
-from imgproxy.storage.clients import Credentials, new_session, s3_client
+from imgproxy.storage.clients import new_session, s3_client
+from imgproxy.storage.credentials import Credentials
 from imgproxy.storage.errors import translate, translate_status
+from imgproxy.storage.objects import (
+    NotModified,
+    ObjectMeta,
+    meta_from_boto,
+    meta_from_headers,
+    not_modified_from_headers,
+    validator_headers,
+    validator_params,
+)
 from imgproxy.storage.pool import CALLS, READS, STREAMS, ExhaustionObserver, Slot, SlotPool, take
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
 from imgproxy.storage.presigned_get import error_code, fetch, open_session
@@ -41,29 +55,6 @@ NO_PRECONDITIONS = Preconditions()
 _CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)$")
 # (operation, seconds until S3's answer, the public error code or None): the app's metrics.
 StorageObserver = Callable[[str, float, str | None], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectMeta:
-    """What S3 said about an object (or the requested range of it)."""
-
-    content_length: int
-    content_type: str | None
-    etag: str | None
-    last_modified: datetime | None
-    content_range: str | None = None
-
-    @property
-    def is_partial(self) -> bool:
-        return self.content_range is not None
-
-
-@dataclass(frozen=True, slots=True)
-class NotModified:
-    """S3 answered 304: the client's copy is current. Validators to echo back."""
-
-    etag: str | None
-    last_modified: datetime | None
 
 
 @asynccontextmanager
@@ -83,7 +74,7 @@ class S3Source:
         self.config = config
         self.clock = clock  # signing time of the GETs' presigned URLs
         self.client = client  # aiobotocore: HEAD and LIST
-        self.session = session  # aiohttp: body GETs (storage/reader.py)
+        self.session = session  # aiohttp: body GETs (storage/presigned_get.py)
         self.credentials = credentials
         self.observe: StorageObserver = _ignore
         self.location = locate(config.endpoint_url, config.region, config.bucket, config.addressing_style)
@@ -138,23 +129,14 @@ class S3Source:
             slot.release()
 
     def _request(self, key: str, pre: Preconditions) -> dict[str, Any]:
-        request: dict[str, Any] = {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, key)}
-        if pre.if_none_match:
-            request["IfNoneMatch"] = pre.if_none_match
-        if pre.if_modified_since:
-            request["IfModifiedSince"] = pre.if_modified_since
-        if pre.if_match:
-            request["IfMatch"] = pre.if_match
-        if pre.if_unmodified_since:
-            request["IfUnmodifiedSince"] = pre.if_unmodified_since
-        return request
+        return {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, key),
+                **validator_params(pre)}
 
     @staticmethod
     def _not_modified(exc: ClientError) -> NotModified | None:
         if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 304:
             return None
-        headers = exc.response["ResponseMetadata"].get("HTTPHeaders", {})
-        return NotModified(headers.get("etag"), parse_http_date(headers.get("last-modified")))
+        return not_modified_from_headers(exc.response["ResponseMetadata"].get("HTTPHeaders", {}))
 
     async def head(self, key: str, pre: Preconditions = NO_PRECONDITIONS) -> ObjectMeta | NotModified:
         request = self._request(key, pre)
@@ -162,7 +144,7 @@ class S3Source:
             response = await self._call("head", lambda: self._head_or_304(request))
         except _NotModifiedSignal as signal:
             return signal.answer
-        return _meta(response)
+        return meta_from_boto(response)
 
     async def _head_or_304(self, request: dict[str, Any]) -> Any:
         try:
@@ -193,7 +175,7 @@ class S3Source:
     async def _get(
         self, key: str, byte_range: ByteRange | None, pre: Preconditions, slot: Slot, stream: bool,
     ) -> tuple[ObjectMeta, ObjectBody] | NotModified:
-        headers = _validator_headers(pre)
+        headers = validator_headers(pre)
         if byte_range is not None:
             headers["Range"] = byte_range.header()
             if pre.if_range_etag:
@@ -203,20 +185,18 @@ class S3Source:
         response = await self._open(key, headers)
         status = response.status
         if status in (200, 206):
-            meta = _meta_from_headers(response)
+            meta = meta_from_headers(response)
             resume = self._resume_from(meta) if stream else None
             return meta, ObjectBody(response, slot, self.config,
                                     (resume, partial(self._reopen, key)) if resume is not None else None)
         if status == 304:
             response.release()
-            return NotModified(response.headers.get("ETag"),
-                               parse_http_date(response.headers.get("Last-Modified")))
+            return not_modified_from_headers(response.headers)
         code = await error_code(response)
         if status == 412 and byte_range is not None and (pre.if_range_etag or pre.if_range_date):
             # If-Range did not match: RFC 9110 13.1.5 says send the whole, current object.
-            return await self._get(key, None, Preconditions(pre.if_none_match, pre.if_modified_since,
-                                                           pre.if_match, pre.if_unmodified_since),
-                                   slot, stream)
+            whole = replace(pre, if_range_etag=None, if_range_date=None)
+            return await self._get(key, None, whole, slot, stream)
         if status == 416 or code == "InvalidRange":
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             size = total if total.isdigit() else await self._size(key)
@@ -281,35 +261,3 @@ class _NotModifiedSignal(Exception):
         self.answer = answer
 
 
-def _validator_headers(pre: Preconditions) -> dict[str, str]:
-    headers = {}
-    if pre.if_none_match:
-        headers["If-None-Match"] = pre.if_none_match
-    if pre.if_modified_since:
-        headers["If-Modified-Since"] = format_http_date(pre.if_modified_since)
-    if pre.if_match:
-        headers["If-Match"] = pre.if_match
-    if pre.if_unmodified_since:
-        headers["If-Unmodified-Since"] = format_http_date(pre.if_unmodified_since)
-    return headers
-
-
-def _meta_from_headers(response: aiohttp.ClientResponse) -> ObjectMeta:
-    length = response.headers.get("Content-Length", "")
-    return ObjectMeta(
-        content_length=int(length) if length.isdigit() else 0,
-        content_type=response.headers.get("Content-Type"),
-        etag=response.headers.get("ETag"),
-        last_modified=parse_http_date(response.headers.get("Last-Modified")),
-        content_range=response.headers.get("Content-Range"),
-    )
-
-
-def _meta(response: dict[str, Any]) -> ObjectMeta:
-    return ObjectMeta(
-        content_length=int(response.get("ContentLength", 0)),
-        content_type=response.get("ContentType"),
-        etag=response.get("ETag"),
-        last_modified=response.get("LastModified"),
-        content_range=response.get("ContentRange"),
-    )

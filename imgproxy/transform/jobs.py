@@ -8,6 +8,7 @@ without importing them.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -40,10 +41,11 @@ def available_outputs() -> Collection[OutputFormat]:
     """Output formats this Pillow build can encode: WebP and AVIF need their encoder modules
     (``PIL._webp``, ``PIL._avif``); found on disk, not imported (that happens in the workers)."""
     formats = {OutputFormat.JPEG, OutputFormat.PNG}
-    for fmt, module in ((OutputFormat.WEBP, "PIL._webp"), (OutputFormat.AVIF, "PIL._avif")):
-        try:
-            if importlib.util.find_spec(module) is not None:
-                formats.add(fmt)
-        except ImportError:
-            continue
+    pil = importlib.util.find_spec("PIL")  # a top-level spec: found without running PIL/__init__
+    where = pil.submodule_search_locations if pil is not None else None
+    if where is None:
+        return formats
+    for fmt, module in ((OutputFormat.WEBP, "_webp"), (OutputFormat.AVIF, "_avif")):
+        if importlib.machinery.PathFinder.find_spec(module, list(where)) is not None:
+            formats.add(fmt)
     return formats

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, TypeVar
 
+from imgproxy.auth.signing import RESERVED_PARAMS
 from imgproxy.errors import InvalidParameter
 
-AUTH_PARAMS: Final = frozenset({"exp", "kid", "sig"})
 TRANSFORM_PARAMS: Final = frozenset({"w", "h", "dpr", "fit", "gravity", "fmt", "q", "bg"})
 _INT: Final = re.compile(r"^[0-9]{1,6}$")
 _DPR: Final = re.compile(r"^[0-9](?:\.[0-9]{1,2})?$")
@@ -125,7 +125,7 @@ def _choice(params: Mapping[str, str], name: str, enum: type[E], default: E) -> 
 
 def parse_transform(params: Mapping[str, str], limits: TransformLimits) -> TransformSpec | None:
     """The requested transform, or ``None`` when the query asks for the original."""
-    unknown = sorted(set(params) - AUTH_PARAMS - TRANSFORM_PARAMS)
+    unknown = sorted(set(params) - RESERVED_PARAMS - TRANSFORM_PARAMS)
     if unknown:
         allowed = ", ".join(sorted(TRANSFORM_PARAMS))
         raise InvalidParameter(f"unknown param {unknown[0]}",

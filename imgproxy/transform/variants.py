@@ -21,7 +21,8 @@ from imgproxy.facts import CacheResult, Durations, Part
 from imgproxy.protocol.conditional import is_not_modified
 from imgproxy.storage.body import ObjectBody
 from imgproxy.storage.metadata import known_meta
-from imgproxy.storage.s3 import NotModified, ObjectMeta, S3Source
+from imgproxy.storage.objects import NotModified, ObjectMeta
+from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.variant_store import VariantStore
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformSpec

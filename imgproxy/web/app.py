@@ -17,8 +17,8 @@ from imgproxy.auth.tokens import load_tokens
 from imgproxy.cache import HotCounter, MetadataCache, VariantCache
 from imgproxy.config import Config
 from imgproxy.memory import heap_trimmer
-from imgproxy.protocol.accesslog import LOG_FORMAT
 from imgproxy.protocol.forwarded import parse_networks
+from imgproxy.protocol.jsonbody import MAX_BODIES, BodySlots
 from imgproxy.protocol.sendwatch import SendLimits, SendWatchdog
 from imgproxy.storage.s3 import open_source
 from imgproxy.storage.variant_store import open_store
@@ -26,51 +26,52 @@ from imgproxy.transform.jobs import available_outputs
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import TransformPool
 from imgproxy.transform.variants import VariantService
-from imgproxy.web import appkeys as keys
+from imgproxy.web import appkeys
 from imgproxy.web.health import Readiness
-from imgproxy.web.metrics import METRICS, Metrics, Snapshot, metrics_endpoint, multiprocess_dir
-from imgproxy.web.middleware import SEND_WATCHDOG, TRUSTED_PROXIES, observe, stamp_facts
+from imgproxy.web.metrics import Metrics, Snapshot, multiprocess_dir
+from imgproxy.web.middleware import observe, stamp_facts
 from imgproxy.web.routes import add_routes
+from imgproxy.web.scrape import metrics_endpoint
 
 
 async def s3_sources(app: web.Application) -> AsyncIterator[None]:
     """One aiobotocore client per source for the app's lifetime (never one per request)."""
-    config = app[keys.CONFIG]
+    config = app[appkeys.CONFIG]
     async with AsyncExitStack() as stack:
-        sources = {name: await stack.enter_async_context(open_source(src, app[keys.CLOCK]))
+        sources = {name: await stack.enter_async_context(open_source(src, app[appkeys.CLOCK]))
                    for name, src in config.sources.items()}
         for source in sources.values():
-            source.observe = app[METRICS].observe_s3
-            source.observe_exhaustion(app[METRICS].observe_pool_exhausted)
-        app[keys.SOURCES] = sources
-        app[keys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[keys.CLOCK])
+            source.observe = app[appkeys.METRICS].observe_s3
+            source.observe_exhaustion(app[appkeys.METRICS].observe_pool_exhausted)
+        app[appkeys.SOURCES] = sources
+        app[appkeys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[appkeys.CLOCK])
         yield
 
 
 async def variant_store(app: web.Application) -> AsyncIterator[None]:
     """The shared variant store's client (only with ``[cache.store]``); pending writes drain at exit."""
-    cache = app[keys.CONFIG].cache
+    cache = app[appkeys.CONFIG].cache
     assert cache.store is not None
     # A stored variant is read into memory like a source is: the same bound applies.
-    max_bytes = app[keys.CONFIG].transform.max_source_bytes
+    max_bytes = app[appkeys.CONFIG].transform.max_source_bytes
     async with open_store(cache.store, cache.store_pending_writes, max_bytes) as store:
-        store.observe = app[METRICS].observe_store
-        app[keys.STORE] = store
+        store.observe = app[appkeys.METRICS].observe_store
+        app[appkeys.STORE] = store
         yield
 
 
 async def variant_service(app: web.Application) -> AsyncIterator[None]:
     """The image worker pool (started before serving, stopped after) and the variant caches."""
-    config = app[keys.CONFIG]
+    config = app[appkeys.CONFIG]
     pool = TransformPool(config.transform.workers, config.transform.queue_size,
                          config.transform.timeout, config.transform.max_source_pixels)
     try:
         if config.transform.enabled and config.transform.prestart_workers:
             await pool.start()
-        service = app[keys.VARIANTS] = VariantService(
-            app[keys.TRANSFORMS], pool, VariantCache(config.cache.variant_bytes), app[keys.METADATA],
-            app.get(keys.STORE))
-        app[METRICS].snapshot = lambda: Snapshot(
+        service = app[appkeys.VARIANTS] = VariantService(
+            app[appkeys.TRANSFORMS], pool, VariantCache(config.cache.variant_bytes), app[appkeys.METADATA],
+            app.get(appkeys.STORE))
+        app[appkeys.METRICS].snapshot = lambda: Snapshot(
             queued=pool.queued, loaded=pool.loaded, rejected=pool.rejected,
             cache_hits=service.variants.hits,
             cache_misses=service.variants.misses, cache_bytes=service.variants.current_bytes,
@@ -81,7 +82,7 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
 
 
 async def stop_watchdog(app: web.Application) -> None:
-    app[SEND_WATCHDOG].close()
+    app[appkeys.SEND_WATCHDOG].close()
 
 
 def auth_policy(config: Config) -> AuthPolicy:
@@ -96,18 +97,19 @@ def auth_policy(config: Config) -> AuthPolicy:
 def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
     # The HTTP parser's limits are the connection's (connections.GuardedRunner), not the app's.
     app = web.Application(middlewares=[observe], client_max_size=config.auth.sign_max_bytes)
-    app[keys.CONFIG] = config
-    app[keys.AUTH] = auth_policy(config)
-    app[keys.CLOCK] = clock
-    app[keys.TRANSFORMS] = TransformPolicy.from_config(config.transform, available_outputs())
-    app[LOG_FORMAT] = config.log.format
-    app[METRICS] = Metrics(multiprocess_dir())
-    app[TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
-    app[SEND_WATCHDOG] = SendWatchdog(SendLimits(config.server.send_timeout, config.server.min_send_rate),
-                                      on_cut=app[METRICS].observe_connection_closed)
-    app[keys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
+    app[appkeys.CONFIG] = config
+    app[appkeys.AUTH] = auth_policy(config)
+    app[appkeys.CLOCK] = clock
+    app[appkeys.TRANSFORMS] = TransformPolicy.from_config(config.transform, available_outputs())
+    app[appkeys.LOG_FORMAT] = config.log.format
+    app[appkeys.METRICS] = Metrics(multiprocess_dir())
+    app[appkeys.TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
+    app[appkeys.BODY_SLOTS] = BodySlots(MAX_BODIES)
+    limits = SendLimits(config.server.send_timeout, config.server.min_send_rate)
+    app[appkeys.SEND_WATCHDOG] = SendWatchdog(limits, on_cut=app[appkeys.METRICS].observe_connection_closed)
+    app[appkeys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
     deliveries = [source.delivery for source in config.sources.values()]
-    app[keys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),
+    app[appkeys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),
                                max(d.hot_window for d in deliveries))
     app.cleanup_ctx.append(heap_trimmer)
     app.cleanup_ctx.append(s3_sources)
@@ -116,7 +118,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app.cleanup_ctx.append(variant_service)
     if config.metrics.enabled:
         async def readiness() -> tuple[int, dict[str, object]]:
-            report = await app[keys.READINESS].report()
+            report = await app[appkeys.READINESS].report()
             return (200 if report.ready else 503), report.detail()
 
         app.cleanup_ctx.append(metrics_endpoint(config.metrics.host, config.metrics.port, readiness))

@@ -1,4 +1,6 @@
-"""The typed ``web.AppKey`` constants under which the application keeps its state."""
+"""Every typed key under which the application keeps its state (``web.AppKey``) and a request its
+record (``web.RequestKey``). Only the ``web`` and ``process`` layers read them: the handlers below
+(``delivery``, ``transform.variants``) get what they need as arguments."""
 
 from __future__ import annotations
 
@@ -9,20 +11,37 @@ from aiohttp import web
 
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.cache import HotCounter, MetadataCache
-from imgproxy.config import Config
+from imgproxy.config import Config, LogFormat
+from imgproxy.facts import RequestFacts
+from imgproxy.protocol.forwarded import Network
+from imgproxy.protocol.jsonbody import BodySlots
+from imgproxy.protocol.sendwatch import SendWatch, SendWatchdog
 from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.variant_store import VariantStore
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.variants import VariantService
 from imgproxy.web.health import Readiness
+from imgproxy.web.metrics import Metrics
 
+# Set by create_app, for the app's lifetime.
 CONFIG: Final = web.AppKey("config", Config)
 AUTH: Final = web.AppKey("auth", AuthPolicy)
 CLOCK: Final[web.AppKey[Callable[[], float]]] = web.AppKey("clock")
-SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
-READINESS: Final = web.AppKey("readiness", Readiness)
 TRANSFORMS: Final = web.AppKey("transforms", TransformPolicy)
-VARIANTS: Final = web.AppKey("variants", VariantService)
 METADATA: Final = web.AppKey("metadata", MetadataCache)
 HOT: Final = web.AppKey("hot", HotCounter)
+LOG_FORMAT: Final = web.AppKey("log_format", LogFormat)
+METRICS: Final = web.AppKey("metrics", Metrics)
+TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
+SEND_WATCHDOG: Final = web.AppKey("send_watchdog", SendWatchdog)
+BODY_SLOTS: Final = web.AppKey("imgproxy.body_slots", BodySlots)
+# Set by the cleanup contexts, once started.
+SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
+READINESS: Final = web.AppKey("readiness", Readiness)
+VARIANTS: Final = web.AppKey("variants", VariantService)
 STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]
+METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the metrics endpoint listens
+
+# Per request, set by middleware.observe.
+FACTS: Final = web.RequestKey("imgproxy.facts", RequestFacts)
+SEND_WATCH: Final[web.RequestKey[SendWatch | None]] = web.RequestKey("imgproxy.send_watch")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -32,34 +31,15 @@ from imgproxy.errors import (
 )
 from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol import accesslog
-from imgproxy.protocol.forwarded import Network, client_address, is_trusted, public_scheme
-from imgproxy.protocol.media import NOSNIFF
-from imgproxy.protocol.sendwatch import SendWatch, SendWatchdog
-from imgproxy.web.metrics import METRICS
+from imgproxy.protocol.contract import SERVER_NAME, error_response, new_request_id
+from imgproxy.protocol.forwarded import client_address, is_trusted, public_scheme
+from imgproxy.protocol.sendwatch import SendWatch
+from imgproxy.web.appkeys import FACTS, LOG_FORMAT, METRICS, SEND_WATCH, SEND_WATCHDOG, TRUSTED_PROXIES
 
 log = logging.getLogger("imgproxy.error")
-FACTS: Final = web.RequestKey("imgproxy.facts", RequestFacts)
-TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
-SEND_WATCHDOG: Final = web.AppKey("send_watchdog", SendWatchdog)
-SEND_WATCH: Final[web.RequestKey[SendWatch | None]] = web.RequestKey("imgproxy.send_watch")
-_CLIENT_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-SERVER_NAME: Final = "imgproxy"  # the Server header: no framework or versions to fingerprint
 MAX_USER_AGENT: Final = 256  # characters of User-Agent kept in the access log
 CLIENT_GONE: Final = 499  # the log's status for a client that left before its answer (as nginx)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def new_request_id(incoming: str | None) -> str:
-    """Keep a well-formed id (the caller passes one only from a trusted proxy); else mint one."""
-    if incoming and _CLIENT_REQUEST_ID.match(incoming):
-        return incoming
-    return secrets.token_hex(8)
-
-
-def error_response(exc: ProxyError, request_id: str) -> web.Response:
-    headers = {hdrs.CACHE_CONTROL: "no-store", **NOSNIFF, **exc.headers}
-    body = {"error": exc.code, "message": exc.public_message, "request_id": request_id}
-    return web.json_response(body, status=exc.status, headers=headers)
 
 
 def from_http_exception(exc: web.HTTPException) -> ProxyError:
@@ -205,7 +185,7 @@ def write_access_log(request: web.Request, response: web.StreamResponse, facts: 
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "-"
     accesslog.write(access_fields(request, response, facts, route),
-                    request.app.get(accesslog.LOG_FORMAT, LogFormat.LOGFMT))
+                    request.app.get(LOG_FORMAT, LogFormat.LOGFMT))
     metrics = request.app.get(METRICS)
     if metrics is not None:
         metrics.observe_request(route, response.status, facts.delivery or "none", facts.body_bytes,

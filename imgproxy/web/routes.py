@@ -16,16 +16,16 @@ from imgproxy.delivery.originals import Context, respond_original
 from imgproxy.delivery.policy import Delivery
 from imgproxy.delivery.responses import variant_response
 from imgproxy.errors import NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
-from imgproxy.protocol.jsonbody import add_body_slots, read_json
+from imgproxy.protocol.jsonbody import read_json
 from imgproxy.protocol.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
 from imgproxy.transform.variants import Wanted
-from imgproxy.web import appkeys as keys
-from imgproxy.web.middleware import FACTS
+from imgproxy.web import appkeys
+from imgproxy.web.appkeys import FACTS, SEND_WATCH
 
 
 async def image(request: web.Request) -> web.StreamResponse:
-    config = request.app[keys.CONFIG]
+    config = request.app[appkeys.CONFIG]
     facts = request[FACTS]
     # 1. What is asked for: a checked source name and key, and the decoded query.
     raw_target = origin_form(request.raw_path)
@@ -37,50 +37,51 @@ async def image(request: web.Request) -> web.StreamResponse:
     # 2. Who asks, and may they: signature or bearer token; nothing touches S3 before this.
     principal = authorize(target.source, target.key, params,
                           request.headers.get(hdrs.AUTHORIZATION),
-                          request.app[keys.AUTH], request.app[keys.CLOCK]())
+                          request.app[appkeys.AUTH], request.app[appkeys.CLOCK]())
     facts.principal = f"{principal.kind}:{principal.name}"
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(request, target.source)
     inline = config.server.inline_types
     # 4. A transform (w, h, fmt, ...) is always rendered here: cache, 304, or one render.
-    spec = request.app[keys.TRANSFORMS].parse(params)
+    spec = request.app[appkeys.TRANSFORMS].parse(params)
     if spec is not None:
         facts.delivery, facts.transform = Delivery.STREAM, True
         wanted = Wanted(source, target.key, spec, request.headers.get(hdrs.ACCEPT),
                         request.headers.get(hdrs.IF_NONE_MATCH))
-        answer = await request.app[keys.VARIANTS].answer(wanted, facts.durations)
+        answer = await request.app[appkeys.VARIANTS].answer(wanted, facts.durations)
         facts.cache = answer.cache
         return variant_response(answer, source.config.cache_control, inline)
     # 5. The original: streamed, or offloaded to S3 (redirect) or nginx (accel).
-    context = Context(request.app[keys.METADATA], request.app[keys.HOT], inline, request.app[keys.CLOCK]())
+    context = Context(request.app[appkeys.METADATA], request.app[appkeys.HOT], inline,
+                      request.app[appkeys.CLOCK](), facts, request.get(SEND_WATCH))
     return await respond_original(request, source, target.key, context)
 
 
 async def sign_batch(request: web.Request) -> web.Response:
     """POST /sign: signed proxy URLs for a list of {source, key, params}, in order."""
-    config = request.app[keys.CONFIG]
+    config = request.app[appkeys.CONFIG]
     # 1. Who: a bearer token that has sign scopes.
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
         raise Unauthorized("no credentials for /sign")
-    token = find_token(parse_bearer(header), request.app[keys.AUTH].tokens)
+    token = find_token(parse_bearer(header), request.app[appkeys.AUTH].tokens)
     request[FACTS].principal = f"token:{token.name}"
     if not token.sign_scopes:
         raise OutOfScope(f"token {token.name!r} has no sign scopes",
                          public_message="This token may not sign URLs (it has no sign_scopes).")
     if not config.auth.keys:
-        raise NotFound("no signing keys", public_message="This server has no signing keys.")
+        raise NotFound("no signing keys", public_message="This server has no signing appkeys.")
     # 2. What: a JSON body within jsonbody's limits (media type, size, time, admission, strict JSON).
-    body = await read_json(request, max_bytes=config.auth.sign_max_bytes,
+    body = await read_json(request, request.app[appkeys.BODY_SLOTS], max_bytes=config.auth.sign_max_bytes,
                            time_limit=config.server.body_timeout)
     items = parse_batch(body, config.auth.sign_max_items)
     # 3. Sign every item that is valid and in scope; the others get their own error.
     base_url = config.server.public_url.rstrip("/") or f"{request[FACTS].scheme}://{request.host}"
     kid = config.auth.sign_with
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
-    now = request.app[keys.CLOCK]()
+    now = request.app[appkeys.CLOCK]()
     answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer,
-                         check_params=request.app[keys.TRANSFORMS].parse, ttl=config.auth.sign_ttl,
+                         check_params=request.app[appkeys.TRANSFORMS].parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
@@ -88,7 +89,7 @@ async def sign_batch(request: web.Request) -> web.Response:
 
 
 def find_source(request: web.Request, name: str) -> S3Source:
-    source = request.app[keys.SOURCES].get(name)
+    source = request.app[appkeys.SOURCES].get(name)
     if source is None:
         raise UnknownSource(f"unknown source {name!r}")
     return source
@@ -102,7 +103,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Readiness for load balancers: every source reachable (cached probe results). Anonymous
     clients learn only the verdict; which sources exist is on the metrics address."""
-    report = await request.app[keys.READINESS].report()
+    report = await request.app[appkeys.READINESS].report()
     if not report.ready:
         raise NotReady(f"sources not ready: {report.failing}")
     return web.json_response({"status": "ready"}, headers={hdrs.CACHE_CONTROL: "no-store"})
@@ -112,6 +113,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/sign", sign_batch)
-    add_body_slots(app)
     # [\s\S], not ".": a key with an encoded newline (%0A) must reach the path check (400).
     app.router.add_get(r"/img/{tail:[\s\S]+}", image)
