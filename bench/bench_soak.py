@@ -111,9 +111,10 @@ from yarl import URL
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.cache import ENTRY_OVERHEAD, VariantKey
 from imgproxy.config import load_config
+from imgproxy.transform.jobs import available_outputs
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.policy import TransformPolicy
-from imgproxy.transform.steps import render, supported_outputs
+from imgproxy.transform.steps import render
 
 REDIRECT_SOURCE: Final = "redirect"
 PID_IN_SS: Final = re.compile(r"pid=(\d+)")
@@ -289,7 +290,7 @@ def render_thumbnails(objects: Sequence[StoredObject], config_path: Path) -> lis
     """Every variant of the mix, rendered here by the proxy's own code with the server's
     transform settings (``config_path``: the same [transform] section, i.e. the defaults)."""
     config = load_config(config_path)
-    policy = TransformPolicy.from_config(config.transform, supported_outputs())
+    policy = TransformPolicy.from_config(config.transform, available_outputs())
     thumbnails = []
     for obj in objects:
         for width in WIDTHS:

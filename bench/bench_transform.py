@@ -65,12 +65,12 @@ from harness import (
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import load_config
-from imgproxy.transform.jobs import RenderSettings
+from imgproxy.transform.jobs import RenderSettings, available_outputs
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import default_workers
-from imgproxy.transform.steps import render, supported_outputs
+from imgproxy.transform.steps import render
 
 WIDTH: Final = 4000
 HEIGHT: Final = 3000
@@ -140,7 +140,7 @@ class RenderInputs:
 def render_inputs(config_path: Path) -> RenderInputs:
     """Spec, target and settings as the proxy computes them from the same config file."""
     config = load_config(config_path)
-    policy = TransformPolicy.from_config(config.transform, supported_outputs())
+    policy = TransformPolicy.from_config(config.transform, available_outputs())
     spec = policy.parse(QUERY)
     if spec is None:
         raise BenchError(f"{QUERY} is not a transform")

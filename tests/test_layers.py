@@ -34,7 +34,8 @@ PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache"
         "imgproxy.protocol.paths", "imgproxy.protocol.forwarded", "imgproxy.protocol.accesslog",
         "imgproxy.auth.signing", "imgproxy.auth.tokens", "imgproxy.auth.principal", "imgproxy.auth.batch",
         "imgproxy.transform.params", "imgproxy.transform.policy", "imgproxy.transform.jobs",
-        "imgproxy.transform.negotiate", "imgproxy.transform.variants", "imgproxy.storage.presign",
+        "imgproxy.transform.negotiate", "imgproxy.transform.variants", "imgproxy.transform.geometry",
+        "imgproxy.storage.presign",
         "imgproxy.storage.metadata")
 HEAVY = ("aiohttp", "PIL", "aiobotocore", "botocore", "yarl")
 

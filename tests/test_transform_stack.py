@@ -28,13 +28,13 @@ from tcp_relay import TcpRelay
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import parse_config
 from imgproxy.errors import ImageTooLarge, NotAnImage, TransformTimeout, UnprocessableImage
+from imgproxy.transform.jobs import available_outputs
 from imgproxy.transform.params import OutputFormat
-from imgproxy.transform.steps import supported_outputs
 from imgproxy.transform.variants import VariantService
 from imgproxy.web import appkeys as keys
 from imgproxy.web.app import create_app
 
-HAS_AVIF = OutputFormat.AVIF in supported_outputs()
+HAS_AVIF = OutputFormat.AVIF in available_outputs()
 # The limits of the "hostile input" server: the 4000x3000 photo (~1 MB) is too many bytes, a
 # 3000x3000 solid PNG (a few KB) too many pixels, and the small photo is fine.
 HOSTILE_LIMITS = {"max_source_bytes": 256 * 1024, "max_source_pixels": 4_000_000}

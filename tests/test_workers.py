@@ -28,7 +28,7 @@ from PIL import Image
 from processes import HTTP_TIMEOUT, Process, command, free_port, http_get, reap_group, run, write_config
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.process.supervisor import listen_on, reserve_addresses
+from imgproxy.process.sockets import listen_on, reserve_addresses
 
 GRACE = 10.0  # server.shutdown_timeout in these tests
 BIG_KEY = "archive/big.bin"

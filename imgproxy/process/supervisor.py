@@ -25,7 +25,8 @@ forwarded to every worker, which stops accepting, lets in-flight requests finish
 have exited 0, or kills the stragglers after the grace period plus a margin and exits 1.
 
 Prometheus multi-process mode: the parent creates a fresh directory, names it in
-``PROMETHEUS_MULTIPROC_DIR`` for the workers, and removes it at exit.
+``PROMETHEUS_MULTIPROC_DIR`` for the workers (``web/metrics.enable_multiprocess_metrics``), and
+removes it at exit. The sockets are ``process/sockets.py``'s.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from imgproxy.config import Config
+from imgproxy.process.sockets import listen_on, reserve_addresses
 from imgproxy.transform.pool import default_workers
-from imgproxy.web.metrics import MULTIPROC_ENV
+from imgproxy.web.metrics import enable_multiprocess_metrics, forget_metrics_of
 
 log = logging.getLogger("imgproxy.supervisor")
 SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
-LISTEN_BACKLOG: Final = 128  # each worker socket's queue of connections not yet accepted
 RESTART_BACKOFF: Final = 0.2  # seconds before the first restart; doubles while workers die young
 RESTART_BACKOFF_MAX: Final = 5.0
 STABLE_SECONDS: Final = 10.0  # a worker that lived this long resets the backoff
@@ -64,64 +65,6 @@ EXIT_STARTUP: Final = 3  # a worker's exit code for "could not start": restartin
 
 def worker_count(configured: int) -> int:
     return configured or default_workers()
-
-
-def _share_address(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if sock.family == socket.AF_INET6:  # "::" must not also claim IPv4: 0.0.0.0 may be next
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-
-
-def reserve_addresses(host: str, port: int) -> list[socket.socket]:
-    """Bound, not listening, ``SO_REUSEPORT`` sockets: one per address ``host`` resolves to
-    (``localhost`` is 127.0.0.1 and ::1, ``""`` is 0.0.0.0 and ::), as a single process's
-    aiohttp site binds them, all on one port (port 0: the first one's). They hold the port for
-    the workers' own listening sockets (``listen_on``) and fail at once if it is taken.
-    OSError if an address is unusable."""
-    sockets: list[socket.socket] = []
-    seen: set[tuple[int, str]] = set()  # (family, host): getaddrinfo may repeat an address
-    try:
-        for family, kind, proto, _, address in socket.getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
-            if (family, str(address[0])) in seen:
-                continue
-            seen.add((family, str(address[0])))
-            try:
-                sock = socket.socket(family, kind, proto)
-            except OSError:  # a family this kernel lacks (IPv6 disabled): skipped, as asyncio does
-                continue
-            sockets.append(sock)
-            _share_address(sock)
-            sock.bind((address[0], sockets[0].getsockname()[1] if len(sockets) > 1 else port,
-                       *address[2:]))
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    if not sockets:
-        raise OSError(f"no usable address for {host!r}")
-    return sockets
-
-
-def listen_on(reserved: Sequence[socket.socket]) -> list[socket.socket]:
-    """A worker's own listening sockets on the reserved addresses. With one ``SO_REUSEPORT``
-    socket per worker the kernel spreads new connections evenly over the workers; on one shared
-    socket the first worker to wake accepts a whole burst (asyncio accepts in a loop) and
-    keep-alive pins those clients to it while the other workers idle."""
-    sockets: list[socket.socket] = []
-    try:
-        for twin in reserved:
-            sock = socket.socket(twin.family, twin.type, twin.proto)
-            sockets.append(sock)
-            _share_address(sock)
-            sock.bind(twin.getsockname())
-            sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 def config_for_worker(config: Config, workers: int) -> Config:
@@ -140,27 +83,6 @@ def describe_exit(status: int) -> str:
         return f"signal {signal.Signals(-code).name}"
     except ValueError:  # a real-time signal has no name
         return f"signal {-code}"
-
-
-def enable_multiprocess_metrics(directory: str) -> None:
-    """Set ``PROMETHEUS_MULTIPROC_DIR`` for the workers, also if prometheus-client is imported.
-
-    prometheus-client chooses file-backed values when ``prometheus_client.values`` is imported;
-    ``cli`` imports it (through ``app``) before any config is read, so choose again now, before
-    any metric exists and before the fork.
-    """
-    os.environ[MULTIPROC_ENV] = directory
-    values = sys.modules.get("prometheus_client.values")
-    if values is not None:
-        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
-
-
-def forget_metrics_of(pid: int) -> None:
-    """A dead worker's live gauges (queue depth, cache bytes) must stop counting in scrapes."""
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _exit_when_orphaned(parent: int) -> None:

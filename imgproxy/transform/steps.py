@@ -23,15 +23,17 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms
 
-from imgproxy.errors import ImageTooLarge, NotAnImage, ProxyError, UnprocessableImage
+from imgproxy.errors import ImageTooLarge, UnprocessableImage
+from imgproxy.transform.decode import exif_orientation, is_data_failure, open_image
+from imgproxy.transform.geometry import cover_crop, target_box
 from imgproxy.transform.jobs import Rendered, RenderSettings
-from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
+from imgproxy.transform.params import Fit, OutputFormat, TransformSpec
 
 REDUCING_GAP: Final = 3.0  # reduce() by whole factors down to 3x the target, then LANCZOS
 _SRGB: Final = ImageCms.createProfile("sRGB")
@@ -56,54 +58,6 @@ class Job:
     target: OutputFormat | None  # None: decide from alpha (JPEG or PNG) at encode time
     settings: RenderSettings
     icc_profile: bytes | None = None
-
-
-def is_data_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` is how Pillow or Python reacted to the bytes (a decoder, a parser, the
-    arithmetic on what they read), as opposed to a decision already made or a resource limit.
-
-    Not data failures: imgproxy's own exceptions (a ``ProxyError``, or the worker's time-limit
-    alarm from ``pool.py``, which must reach ``run_job`` to become a 422 ``transform_timeout``),
-    and ``MemoryError``. The pixel limit is checked before decoding and Pillow bounds its
-    metadata buffers, so running out of memory means the worker's memory does not fit the
-    configured ``max_source_pixels`` (or the host is short of it): the operator's problem, a
-    logged 500, not a 4xx telling the client that its image is broken.
-    """
-    return (isinstance(exc, Exception) and not isinstance(exc, ProxyError | MemoryError)
-            and not type(exc).__module__.startswith("imgproxy."))
-
-
-def open_image(data: bytes | bytearray, settings: RenderSettings) -> Image.Image:
-    """Identify the image from its header only; refuse formats not allowed and pixel bombs."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(settings.input_formats))
-            # Counting frames reads each frame's header (GIF: walks the blocks), not its pixels.
-            frames = int(getattr(image, "n_frames", 1) or 1)
-    except UnidentifiedImageError:
-        raise NotAnImage("not an allowed image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge("pixel bomb (Pillow)") from None
-    except Exception as exc:
-        if not is_data_failure(exc):
-            raise
-        raise UnprocessableImage(f"header unreadable: {exc.__class__.__name__}") from None
-    width, height = image.size
-    if width < 1 or height < 1 or width * height * frames > settings.max_source_pixels:
-        raise ImageTooLarge(f"{width}x{height}x{frames} pixels exceeds the limit")
-    return image
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF (or XMP) orientation, 1-8; 1 when there is none or it cannot be read."""
-    try:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception as exc:  # SyntaxError (not a TIFF header), struct.error (cut short), ...
-        if not is_data_failure(exc):
-            raise
-        return 1
-    return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
 def draft(job: Job) -> None:
@@ -166,46 +120,6 @@ def normalise_mode(job: Job) -> None:
     elif image.mode in ("PA", "RGBa"):
         image = image.convert("RGBA")
     job.image = image
-
-
-def target_box(size: tuple[int, int], spec: TransformSpec) -> tuple[int, int] | None:
-    """The size the image is scaled to before any crop or letterbox, or None for no scaling."""
-    width, height = size
-    if spec.width is None and spec.height is None:
-        return None
-    if spec.fit is Fit.FILL and spec.width and spec.height:
-        return spec.width, spec.height
-    ratios = [r for r in ((spec.width or 0) / width, (spec.height or 0) / height) if r > 0]
-    if spec.fit is Fit.COVER:
-        scale = max(ratios)
-    else:
-        scale = min(ratios)
-        if spec.fit is Fit.INSIDE:
-            scale = min(scale, 1.0)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def cover_crop(size: tuple[int, int], target: tuple[int, int],
-               gravity: Gravity) -> tuple[float, float, float, float]:
-    """The part of a ``size`` image that ``fit=cover`` keeps: the largest box of the target's
-    aspect ratio, placed at ``gravity``, as (left, top, right, bottom) inside the image.
-
-    Which side is kept whole is decided in integers (``target_w * height`` against
-    ``target_h * width``), so that side is exact; the other is the exact quotient clamped to the
-    image. Computing both from a float scale instead puts the box a hair outside the image on
-    about one square thumbnail size in ten, and Pillow refuses such a box (ValueError).
-    """
-    width, height = size
-    target_w, target_h = target
-    if target_w * height >= target_h * width:  # the target is relatively wider: keep the width
-        crop_w, crop_h = float(width), min(float(height), width * target_h / target_w)
-    else:
-        crop_w, crop_h = min(float(width), height * target_w / target_h), float(height)
-    name = gravity.value
-    x_share = 0.0 if "west" in name else 1.0 if "east" in name else 0.5
-    y_share = 0.0 if "north" in name else 1.0 if "south" in name else 0.5
-    left, top = (width - crop_w) * x_share, (height - crop_h) * y_share
-    return left, top, min(float(width), left + crop_w), min(float(height), top + crop_h)
 
 
 def resize(job: Job) -> None:
@@ -358,15 +272,3 @@ def render(
     assert job.target is not None
     return Rendered(body=body, media_type=job.target.media_type, width=width, height=height,
                     seconds=clock() - started)
-
-
-def supported_outputs() -> Collection[OutputFormat]:
-    """Output formats this Pillow build can encode (AVIF needs Pillow's AVIF plugin)."""
-    from PIL import features
-
-    formats = {OutputFormat.JPEG, OutputFormat.PNG}
-    if features.check("webp"):
-        formats.add(OutputFormat.WEBP)
-    if features.check("avif"):
-        formats.add(OutputFormat.AVIF)
-    return formats

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -157,3 +158,22 @@ class Metrics:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def enable_multiprocess_metrics(directory: str) -> None:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` for the workers, also if prometheus-client is imported.
+
+    prometheus-client chooses file-backed values when ``prometheus_client.values`` is imported;
+    ``cli`` imports it (through ``app``) before any config is read, so choose again now, before
+    any metric exists and before the fork.
+    """
+    os.environ[MULTIPROC_ENV] = directory
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+
+
+def forget_metrics_of(pid: int) -> None:
+    """A dead worker's live gauges (queue depth, cache bytes) must stop counting in scrapes."""
+    if os.environ.get(MULTIPROC_ENV):
+        prometheus_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -275,7 +275,7 @@ def test_a_decompression_bomb_while_decoding_is_image_too_large(monkeypatch: pyt
 
 
 def test_memory_exhaustion_is_not_blamed_on_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Documented choice (steps.is_data_failure): a MemoryError is the server's problem, a 500.
+    # Documented choice (decode.is_data_failure): a MemoryError is the server's problem, a 500.
     monkeypatch.setattr(steps, "STEPS", (failing_step(MemoryError()),))
     with pytest.raises(MemoryError):
         render(SMALL_JPEG, W20, None, SETTINGS)

@@ -16,6 +16,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from imgproxy.config import DEFAULT_INPUT_FORMATS
+from imgproxy.transform.geometry import cover_crop
 from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.params import (
     Fit,
@@ -25,7 +26,7 @@ from imgproxy.transform.params import (
     TransformSpec,
     parse_transform,
 )
-from imgproxy.transform.steps import cover_crop, render
+from imgproxy.transform.steps import render
 
 SETTINGS = RenderSettings(
     input_formats=DEFAULT_INPUT_FORMATS,

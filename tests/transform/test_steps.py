@@ -16,10 +16,10 @@ from PIL import ExifTags, Image, ImageChops, ImageCms, ImageDraw, ImageStat, Png
 
 from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import ImageTooLarge, NotAnImage, UnprocessableImage
-from imgproxy.transform import steps
-from imgproxy.transform.jobs import Rendered, RenderSettings
+from imgproxy.transform import decode, steps
+from imgproxy.transform.jobs import Rendered, RenderSettings, available_outputs
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
-from imgproxy.transform.steps import render, supported_outputs
+from imgproxy.transform.steps import render
 
 SETTINGS = RenderSettings(
     input_formats=DEFAULT_INPUT_FORMATS,
@@ -29,7 +29,7 @@ SETTINGS = RenderSettings(
     avif_quality=60,
     png_compress_level=6,
 )
-HAS_AVIF = OutputFormat.AVIF in supported_outputs()
+HAS_AVIF = OutputFormat.AVIF in available_outputs()
 needs_avif = pytest.mark.skipif(not HAS_AVIF, reason="this Pillow build cannot encode AVIF")
 ALPHA_FORMATS = [OutputFormat.PNG, OutputFormat.WEBP,
                  pytest.param(OutputFormat.AVIF, marks=needs_avif)]
@@ -233,7 +233,7 @@ def test_exif_orientation_is_applied(orientation: int) -> None:
 def test_dct_scaling_of_a_rotated_jpeg_never_decodes_below_the_output_size(orientation: int) -> None:
     # Stored 4000x500 and rotated a quarter turn: displayed 500x4000; w=250 is a 2x downscale.
     picture = Image.linear_gradient("L").resize((500, 4000)).convert("RGB")
-    image = steps.open_image(oriented_jpeg(orientation, picture), SETTINGS)
+    image = decode.open_image(oriented_jpeg(orientation, picture), SETTINGS)
     job = steps.Job(image=image, source_format="JPEG", spec=spec(250), target=None, settings=SETTINGS)
     for step in (steps.draft, steps.load_first_frame, steps.orient):
         step(job)
@@ -632,8 +632,17 @@ def test_the_draft_and_reduce_path_matches_a_full_resolution_lanczos_resize(
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale(photo_4000x3000: bytes) -> None:
-    image = steps.open_image(photo_4000x3000, SETTINGS)
+    image = decode.open_image(photo_4000x3000, SETTINGS)
     job = steps.Job(image=image, source_format="JPEG", spec=spec(300), target=None, settings=SETTINGS)
     steps.draft(job)
     steps.load_first_frame(job)
     assert job.image.size == (1000, 750)  # 1/4 DCT scaling: still 3x the 300 px target
+
+
+def test_the_outputs_found_without_importing_pillow_are_what_pillow_can_encode() -> None:
+    from PIL import features
+
+    expected = {OutputFormat.JPEG, OutputFormat.PNG}
+    expected |= {fmt for fmt, name in ((OutputFormat.WEBP, "webp"), (OutputFormat.AVIF, "avif"))
+                 if features.check(name)}
+    assert set(available_outputs()) == expected
