@@ -1,6 +1,6 @@
 """Originals: delivering an object as stored (no transform), with S3 doing the heavy lifting.
 
-The delivery mode is chosen first (``delivery.choose_delivery``) from what the caches already
+The delivery mode is chosen first (``delivery.policy.choose_delivery``) from what the caches already
 know; redirect and accel hand the bytes to S3 or nginx (``offload``), stream sends them here.
 
 Validators and a single range are handed to S3, so S3 answers 304/412/206 and no bytes are

@@ -2,7 +2,7 @@
 
 Pure: plain values in, a URL out (no clock, no network, no aiobotocore). botocore always signs
 with the current time, which gives every request a new URL and defeats the browser cache; this
-module signs with ``signed_at`` instead (``delivery.presign_window`` rounds it down). The
+module signs with ``signed_at`` instead (``delivery.policy.presign_window`` rounds it down). The
 algorithm is AWS Signature Version 4, query-string form, with ``UNSIGNED-PAYLOAD`` and only the
 ``host`` header signed; ``tests/storage/test_presign.py`` checks it byte for byte against
 botocore's own presigner at the same instant.

@@ -6,7 +6,7 @@ The order keeps the expensive work last: the variant's ETag is computed from the
 one piece of work shared by every concurrent identical request: the shared variant store (if
 configured), else a render, whose result is written back to the store in the background.
 
-The service returns a ``VariantAnswer`` (a value); ``respond.py`` writes it as a response, and
+The service returns a ``VariantAnswer`` (a value); ``delivery/responses.py`` writes it as a response, and
 the caller records the cache result in the request's facts.
 """
 
