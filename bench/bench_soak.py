@@ -56,13 +56,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import platform
 import random
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -71,7 +69,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
@@ -106,6 +103,7 @@ from harness import (
     session_for,
     source_toml,
 )
+from relay import RelayProcess, relay_process
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
@@ -131,7 +129,7 @@ EXPECTED_STATUSES: Final = frozenset({502, 503, 504})
 ERROR_PAUSE: Final = 0.1
 REPORT_EVERY: Final = 30.0
 TARGET_GROWTH_PCT: Final = 10.0
-RELAY_CHUNK: Final = 64 * 1024
+RANGE_MAX: Final = 64 * 1024  # bytes of a range request, at most
 SEED: Final = 20_260_301
 TTL: Final = 24 * 3600  # the signed URLs outlive any run (harness max_ttl is 1d)
 
@@ -263,13 +261,13 @@ def range_request(original: Request, rng: random.Random) -> Request:
     form = rng.randrange(3)
     if form == 0:
         first = rng.randrange(size)
-        last = min(size - 1, first + rng.randrange(RELAY_CHUNK))
+        last = min(size - 1, first + rng.randrange(RANGE_MAX))
         header = f"bytes={first}-{last}"
     elif form == 1:
-        count = rng.randrange(1, RELAY_CHUNK)
+        count = rng.randrange(1, RANGE_MAX)
         first, last, header = size - count, size - 1, f"bytes=-{count}"
     else:
-        first, last = rng.randrange(size - RELAY_CHUNK, size), size - 1
+        first, last = rng.randrange(size - RANGE_MAX, size), size - 1
         header = f"bytes={first}-"
     return Request("range", original.url, {hdrs.RANGE: header}, expect_range(original.obj, first, last),
                    original.obj)
@@ -333,78 +331,7 @@ def build_catalog(objects: Sequence[StoredObject], thumbnails: Sequence[Thumbnai
     return catalog
 
 
-# --- the relay: the proxy's S3 endpoint, forwarding to whichever moto is current ---------------
-
-class Relay:
-    """In the relay process: accept, connect to the upstream port, copy both ways; down: none."""
-
-    def __init__(self) -> None:
-        self.upstream: int | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    def point(self, port: int | None) -> None:
-        self.upstream = port
-        if port is None:
-            for writer in list(self.writers):
-                writer.transport.abort()  # an unreachable S3: connections reset, not finished
-            self.writers.clear()
-
-    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        port = self.upstream
-        if port is None:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(HOST, port)
-        except OSError:
-            writer.transport.abort()
-            return
-        pair = {writer, up_writer}
-        self.writers |= pair
-        try:
-            await asyncio.gather(self.pump(reader, up_writer), self.pump(up_reader, writer),
-                                 return_exceptions=True)
-        finally:
-            self.writers -= pair
-
-    @staticmethod
-    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Copy until EOF, then close the other side (moto closes after every response)."""
-        try:
-            while data := await reader.read(RELAY_CHUNK):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            writer.transport.abort()
-        else:
-            writer.close()
-
-
-def relay_main(conn: Connection) -> None:
-    """The relay process: send its port, then apply each command (an upstream port, or None:
-    down) and answer "ok", until "stop" or the pipe closes (the bench process has gone)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the bench's to handle; it stops us
-    asyncio.run(relay_serve(conn))
-
-
-def receive(conn: Connection) -> object:
-    try:
-        return conn.recv()
-    except EOFError:
-        return "stop"
-
-
-async def relay_serve(conn: Connection) -> None:
-    loop = asyncio.get_running_loop()
-    relay = Relay()
-    server = await asyncio.start_server(relay.accept, HOST, 0, backlog=512)
-    conn.send(int(server.sockets[0].getsockname()[1]))
-    while (command := await loop.run_in_executor(None, receive, conn)) != "stop":
-        relay.point(command if isinstance(command, int) else None)
-        conn.send("ok")
-    server.close()
-    relay.point(None)
-
+# --- S3 behind the relay: restartable -------------------------------------------------------
 
 @dataclass
 class Window:
@@ -431,16 +358,14 @@ class Storage:
         self.moto_pid = 0
         self.relay_pid = 0
         self.relay_endpoint = ""
-        self._conn: Connection | None = None
+        self._relay: RelayProcess | None = None
         self._moto_stack = ExitStack()
         self._moto_proc: subprocess.Popen[bytes] | None = None
         self.moto_up = 0.0  # when the current moto answered (before it was seeded)
 
-    def _relay(self, command: int | None) -> None:
-        assert self._conn is not None
-        self._conn.send(command)
-        if not self._conn.poll(30) or self._conn.recv() != "ok":
-            raise BenchError("the relay did not answer")
+    def _point(self, port: int | None) -> None:
+        assert self._relay is not None
+        self._relay.point(port)
 
     def _start_moto(self) -> int:
         """A new moto, seeded; its port. The objects' ETags must be the first moto's."""
@@ -455,35 +380,18 @@ class Storage:
 
     @contextmanager
     def running(self) -> Iterator[Storage]:
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        relay = context.Process(target=relay_main, args=(theirs,), daemon=True, name="soak-relay")
-        relay.start()
-        theirs.close()
-        self._conn = ours
-        try:
-            if not ours.poll(60):
-                raise BenchError("the relay process did not start")
-            self.relay_pid = relay.pid or 0
-            self.relay_endpoint = f"http://{HOST}:{ours.recv()}"
-            self._relay(self._start_moto())
-            yield self
-        except EOFError:
-            raise BenchError("the relay process died") from None
-        finally:
-            self._moto_stack.close()
-            with contextlib.suppress(OSError):
-                ours.send("stop")
-            ours.close()
-            relay.join(timeout=10)
-            if relay.is_alive():
-                relay.kill()
-                relay.join()
+        with relay_process() as relay:
+            self._relay, self.relay_pid, self.relay_endpoint = relay, relay.pid, relay.endpoint
+            try:
+                self._point(self._start_moto())
+                yield self
+            finally:
+                self._moto_stack.close()
 
     def restart(self) -> Window:
         """Blocking (run it in a thread): S3 unreachable, moto replaced and re-seeded, reachable."""
         start = time.monotonic()
-        self._relay(None)
+        self._point(None)
         assert self._moto_proc is not None
         self._moto_proc.kill()
         self._moto_proc.wait(timeout=10)
@@ -496,7 +404,7 @@ class Storage:
         except Exception as exc:
             raise BenchError(f"the restarted moto: {exc}") from exc
         seeded = time.monotonic()
-        self._relay(port)
+        self._point(port)
         return Window(start=start, killed=killed, moto_up=self.moto_up, seeded=seeded, end=time.monotonic())
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import hashlib
 import http.client
 import json
+import multiprocessing
 import os
 import select
 import shutil
@@ -27,6 +29,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
@@ -196,6 +199,38 @@ def proxy(workdir: Path, endpoint: str, signing_key: str, profile: Path | None =
     with running(argv, log_path, stdin=None) as proc:
         wait_healthy(proc, port, log_path)
         yield proc, f"http://{HOST}:{port}"
+
+
+@contextmanager
+def spawned(target: Callable[..., None], *args: Any, name: str | None = None, stop: object = None,
+            join_timeout: float = 10.0) -> Iterator[tuple[Connection, int]]:
+    """``target(conn, *args)`` in a child process started by spawn (a fresh interpreter: none of
+    this one's threads, sockets or event loop), ``conn`` its end of a pipe: yields our end and its
+    pid. On exit ``stop`` is sent (the child's cue to end), then it has ``join_timeout`` s before
+    it is killed."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=target, args=(theirs, *args), daemon=True, name=name)
+    process.start()
+    theirs.close()
+    try:
+        yield ours, process.pid or 0
+    finally:
+        with contextlib.suppress(OSError):
+            ours.send(stop)
+        ours.close()
+        process.join(timeout=join_timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def receive(conn: Connection, on_eof: object = None) -> object:
+    """In a ``spawned`` child: the next command from the bench process; ``on_eof`` if it has gone."""
+    try:
+        return conn.recv()
+    except EOFError:
+        return on_eof
 
 
 def descendants(pid: int) -> list[int]:
