@@ -56,7 +56,6 @@ import errno
 import functools
 import io
 import itertools
-import multiprocessing
 import os
 import platform
 import random
@@ -96,10 +95,12 @@ from harness import (
     note,
     parent_of,
     proxy,
+    receive,
     reset_peak_rss,
     run_main,
     s3_client,
     session_for,
+    spawned,
     status_kib,
 )
 from yarl import URL
@@ -515,13 +516,6 @@ class Attack:
         })
 
 
-def receive_command(conn: Connection) -> object:
-    try:
-        return conn.recv()
-    except EOFError:
-        return None  # the bench process has gone
-
-
 def attackers_main(conn: Connection) -> None:
     """The attacker process: an AttackPlan starts an attack ("started"), "stop" ends it (its
     summary is the answer), None or a closed pipe ends the process."""
@@ -532,7 +526,7 @@ def attackers_main(conn: Connection) -> None:
 async def attackers_serve(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     attack: Attack | None = None
-    while (command := await loop.run_in_executor(None, receive_command, conn)) is not None:
+    while (command := await loop.run_in_executor(None, receive, conn)) is not None:
         if isinstance(command, AttackPlan):
             attack = Attack(command)
             attack.start()
@@ -573,21 +567,8 @@ class Attackers:
 
 @contextmanager
 def attacker_process() -> Iterator[Attackers]:
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    process = context.Process(target=attackers_main, args=(theirs,), daemon=True, name="hostile-attackers")
-    process.start()
-    theirs.close()
-    try:
-        yield Attackers(ours, process.pid or 0)
-    finally:
-        with contextlib.suppress(OSError):
-            ours.send(None)
-        ours.close()
-        process.join(timeout=15)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    with spawned(attackers_main, name="hostile-attackers", join_timeout=15) as (conn, pid):
+        yield Attackers(conn, pid)
 
 
 # --- the normal client -------------------------------------------------------------------------

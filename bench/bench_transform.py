@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import multiprocessing
 import os
 import platform
 import random
@@ -36,7 +35,7 @@ import secrets
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -61,6 +60,7 @@ from harness import (
     run_phase,
     s3_client,
     session_for,
+    spawned,
 )
 
 from imgproxy.auth.signing import UrlSigner
@@ -185,36 +185,20 @@ class Floor:
 
 @contextmanager
 def floor_processes(count: int, data: bytes, inputs: RenderInputs) -> Iterator[Floor]:
-    context = multiprocessing.get_context("spawn")
-    procs, conns = [], []
-    try:
-        for _ in range(count):
-            ours, theirs = context.Pipe()
-            proc = context.Process(target=floor_worker, args=(theirs, data, inputs), daemon=True)
-            proc.start()
-            theirs.close()
-            procs.append(proc)
-            conns.append(ours)
-        outputs = []
-        for conn in conns:
-            if not conn.poll(120):
-                raise BenchError("a floor process did not start")
-            outputs.append(conn.recv())
-        if len(set(outputs)) != 1:
-            raise BenchError("floor processes rendered different thumbnails")
-        yield Floor(conns, [p.pid for p in procs if p.pid is not None], outputs[0])
-    except EOFError:
-        raise BenchError("a floor process died") from None
-    finally:
-        for conn in conns:
-            with suppress(OSError):
-                conn.send(None)
-            conn.close()
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+    with ExitStack() as stack:
+        children = [stack.enter_context(spawned(floor_worker, data, inputs)) for _ in range(count)]
+        conns = [conn for conn, _ in children]
+        try:
+            outputs = []
+            for conn in conns:
+                if not conn.poll(120):
+                    raise BenchError("a floor process did not start")
+                outputs.append(conn.recv())
+            if len(set(outputs)) != 1:
+                raise BenchError("floor processes rendered different thumbnails")
+            yield Floor(conns, [pid for _, pid in children], outputs[0])
+        except EOFError:
+            raise BenchError("a floor process died") from None
 
 
 # --- load ------------------------------------------------------------------------------------
