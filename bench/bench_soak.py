@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import random
@@ -65,7 +64,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,13 +94,13 @@ from harness import (
     moto,
     note,
     parent_of,
-    proc_ticks,
     proxy,
     proxy_toml,
     run_main,
     s3_client,
     session_for,
     source_toml,
+    ticks_of,
 )
 from relay import RelayProcess, relay_process
 from yarl import URL
@@ -430,15 +429,6 @@ def worker_of(pid: int, root: int) -> int:
             return 0
         pid = parent
     return 0
-
-
-def ticks_of(pids: Iterable[int]) -> dict[int, int]:
-    """CPU ticks of each process still running."""
-    found = {}
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            found[pid] = proc_ticks(pid)
-    return found
 
 
 def worker_split(root: int, before: Mapping[int, int], after: Mapping[int, int], seconds: float,

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -268,6 +268,11 @@ def _ticks_or_none(pid: int) -> int | None:
         return None  # the process has gone
 
 
+def ticks_of(pids: Iterable[int]) -> dict[int, int]:
+    """CPU ticks (``proc_ticks``) of each process still running."""
+    return {pid: ticks for pid in pids if (ticks := _ticks_or_none(pid)) is not None}
+
+
 def system_ticks() -> tuple[int, int]:
     """(busy, steal) ticks over all CPUs: busy excludes idle, iowait and steal."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
@@ -402,8 +407,7 @@ class CpuMeter:
 
     def start(self) -> None:
         self._added = {}
-        self._start = {pid: ticks for group in self._groups().values() for pid in group
-                       if (ticks := _ticks_or_none(pid)) is not None}
+        self._start = ticks_of(pid for group in self._groups().values() for pid in group)
         self._last = dict(self._start)
         self._sys = system_ticks()
         self._wall = time.monotonic()
