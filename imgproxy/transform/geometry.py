@@ -47,3 +47,38 @@ def cover_crop(size: tuple[int, int], target: tuple[int, int],
     y_share = 0.0 if "north" in name else 1.0 if "south" in name else 0.5
     left, top = (width - crop_w) * x_share, (height - crop_h) * y_share
     return left, top, min(float(width), left + crop_w), min(float(height), top + crop_h)
+
+
+Box = tuple[float, float, float, float]  # (left, top, right, bottom)
+
+
+def mapped_box(box: Box, size: tuple[int, int], region: Box) -> Box:
+    """``box``, given on an image of ``size``, on pixels in which that whole image covers
+    ``region``. A JPEG drafted at 1/s is decoded into ceil(W/s) x ceil(H/s) pixels of which it
+    covers (0, 0, W/s, H/s) (the last row and column are partly padding), so the scale and the
+    crop are computed on the source's own size and only then moved onto the decoded pixels:
+    computed on the decoded size, a side could round to a pixel more, and the picture would be
+    stretched by up to that padding. Never beyond ``region`` (Pillow refuses a box outside the
+    image)."""
+    width, height = size
+    x_scale, y_scale = (region[2] - region[0]) / width, (region[3] - region[1]) / height
+    return (max(region[0], region[0] + box[0] * x_scale), max(region[1], region[1] + box[1] * y_scale),
+            min(region[2], region[0] + box[2] * x_scale), min(region[3], region[1] + box[3] * y_scale))
+
+
+def oriented_box(box: Box, size: tuple[int, int], orientation: int) -> Box:
+    """Where ``box`` on an image of ``size`` lies once the EXIF ``orientation`` (1-8) is applied
+    to the image, i.e. on the upright picture (what ``steps.orient`` does to the pixels)."""
+    width, height = size
+    left, top, right, bottom = box
+    if orientation in (2, 3):  # mirrored left to right (2), or turned half way (3)
+        left, right = width - right, width - left
+    if orientation in (3, 4):  # upside down
+        top, bottom = height - bottom, height - top
+    if orientation in (5, 6, 7, 8):  # a quarter turn: rows become columns
+        if orientation in (6, 7):  # the stored left edge becomes the top, the bottom the left
+            top, bottom = height - bottom, height - top
+        if orientation in (7, 8):
+            left, right = width - right, width - left
+        return top, left, bottom, right
+    return left, top, right, bottom

@@ -16,7 +16,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from imgproxy.config import DEFAULT_INPUT_FORMATS
-from imgproxy.transform.geometry import cover_crop
+from imgproxy.transform.geometry import cover_crop, mapped_box, oriented_box
 from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.params import (
     Fit,
@@ -26,7 +26,7 @@ from imgproxy.transform.params import (
     TransformSpec,
     parse_transform,
 )
-from imgproxy.transform.steps import render
+from imgproxy.transform.steps import _UPRIGHT, render
 
 SETTINGS = RenderSettings(
     input_formats=DEFAULT_INPUT_FORMATS,
@@ -186,3 +186,34 @@ def test_the_cover_crop_lies_inside_the_image_with_the_target_aspect_at_the_grav
             aspect = (right - left) * target[1] - (bottom - top) * target[0]
             assert abs(aspect) <= 1e-6 * target[0] * target[1], f"aspect: {where}"
             assert TOUCHES[gravity](box, size), f"gravity: {where}"
+
+
+# --- boxes through a draft and an orientation (pure) -----------------------------------------
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_box_follows_the_pixels_through_each_orientation(orientation: int) -> None:
+    stored = Image.new("L", (7, 4), 0)
+    for box in [(1, 0, 3, 3), (0, 0, 7, 4), (6, 3, 7, 4), (2, 1, 5, 2)]:
+        marked = stored.copy()
+        marked.paste(255, box)
+        method = _UPRIGHT.get(orientation)
+        upright = marked if method is None else marked.transpose(method)
+        assert oriented_box(box, stored.size, orientation) == upright.getbbox(), f"{box} o{orientation}"
+
+
+@pytest.mark.parametrize(
+    ("box", "size", "region", "expected"),
+    [
+        ((0, 0, 1280, 853), (1280, 853), (0, 0, 1280, 853), (0, 0, 1280, 853)),  # no draft
+        # 1280x853 drafted at 1/4: 320x214 pixels, of which the picture covers 320x213.25.
+        ((0, 0, 1280, 853), (1280, 853), (0, 0, 320, 213.25), (0, 0, 320, 213.25)),
+        ((213.5, 0, 1066.5, 853), (1280, 853), (0, 0, 320, 213.25), (53.375, 0, 266.625, 213.25)),
+        # The same draft mirrored left to right: the padded column is on the left now.
+        ((0, 0, 1280, 853), (1280, 853), (0.75, 0, 320, 213.25), (0.75, 0, 320, 213.25)),
+        ((0, 0, 640, 853), (1280, 853), (0.75, 0, 320, 213.25), (0.75, 0, 160.375, 213.25)),
+    ],
+)
+def test_a_box_on_the_source_moves_onto_the_drafted_pixels(
+        box: tuple[float, float, float, float], size: tuple[int, int],
+        region: tuple[float, float, float, float], expected: tuple[float, float, float, float]) -> None:
+    assert mapped_box(box, size, region) == expected
