@@ -1,26 +1,34 @@
 #!/usr/bin/env python3
-"""Benchmark: 300 px thumbnails of a 4000x3000 JPEG through imgproxy vs the bare Pillow floor.
+"""Benchmark: distinct thumbnails through imgproxy vs the peers' bare Pillow render, and cache hits.
 
 Not a test. It measures and prints; it exits non-zero only when something *failed* (a process
-would not start, a request errored, a thumbnail differed from the floor's), never because a
+would not start, a request errored, a thumbnail had the wrong type or size), never because a
 target was missed. Shares its harness (moto, ``imgproxy serve``, CPU accounting, load loop)
-with ``bench_stream.py``:
-  moto      S3-compatible server in its own process, holding the source JPEG
-  proxy     two ``imgproxy serve`` processes, each with --workers image worker processes:
-            "miss" with the variant cache disabled (``cache.variant_bytes = 0``), "hit" with it on
-  floor     --workers processes calling ``imgproxy.transform.steps.render`` in a tight loop on
-            the same bytes, with the spec and settings the proxy derives from the same config
-  bench     this process: generates the image, seeds the bucket, is the aiohttp load generator
+with the other benchmarks:
+  moto      S3-compatible server in its own process, holding copies of two generated photos
+            (``tests/photos.py``): large 4000x3000 (~2.7 MB) and medium 1600x1200 (~0.54 MB)
+  proxy     ``imgproxy serve`` (one serving process) with --workers image worker processes, the
+            variant cache on and ``cache.metadata_ttl = 0``: every request is as for an object
+            not seen before (a HEAD, then the body GET), as on a page of distinct photos
+  hit       a second ``imgproxy serve``, default config, asked for one URL again and again
+  floor     --workers processes doing what thumbor and the other Pillow-based peers do, in a
+            tight loop on the same bytes: ``Image.draft`` to the target (DCT-scaled decode),
+            LANCZOS resize, JPEG encode at the proxy's default quality. Not this project's
+            ``steps.render``: measured against itself, the proxy could never look slow.
+  bench     this process: generates the images, seeds the bucket, is the aiohttp load generator
 
-(a) thumbnails/s, ``w=300&fmt=jpeg``: floor vs proxy with every request transforming. Each of
-    the --concurrency connections asks for its own copy of the image (its own key), so the
-    proxy's request coalescing cannot merge them; ratio proxy/floor (target >= 0.8) and the CPU
-    each process spent per thumbnail, which shows where the gap goes.
-(b) the same URL through the proxy with the variant cache on: req/s, hit rate (X-Cache header),
-    and hit req/s relative to miss req/s.
-Sides run interleaved (floor, miss, hit, floor, ...) after a warm-up of each.
+(a) thumbnails/s of DISTINCT thumbnails: every request is a new (key, width) pair, widths
+    260-359 px (``fmt=jpeg``), so neither the variant cache nor request coalescing can help;
+    the floor renders the same widths. Per source: ratio proxy/floor, the image workers' CPU
+    per thumbnail against the floor's CPU per render, and the serving process's CPU per
+    thumbnail (targets from issue 12: large >= 0.75, medium >= 0.5, workers <= 1.1x the floor,
+    serving process < 2 ms).
+(b) the variant cache: one ``w=300`` URL of the medium photo through the hit proxy: req/s, hit
+    rate (X-Cache header), and hit req/s relative to the medium proxy side's.
+Sides run interleaved (floor-large, proxy-large, floor-medium, proxy-medium, hit, floor-large,
+...) after a warm-up of each.
 
-    .venv/bin/python bench/bench_transform.py [--seconds 10] [--workers N]
+    .venv/bin/python bench/bench_transform.py [--seconds 10] [--workers N] [--warm-metadata]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import os
 import platform
 import random
@@ -47,8 +56,8 @@ from harness import (
     BUCKET,
     SOURCE,
     BenchError,
-    Check,
     CpuMeter,
+    Exchange,
     Phase,
     add_load_options,
     descendants,
@@ -56,35 +65,50 @@ from harness import (
     moto,
     note,
     proxy,
+    run_exchanges,
     run_main,
-    run_phase,
     s3_client,
     session_for,
     spawned,
 )
 
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
+from photos import photo_jpeg  # the photo-like images the render-quality tests use
+
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import load_config
-from imgproxy.transform.jobs import RenderSettings, available_outputs
-from imgproxy.transform.negotiate import choose_target
-from imgproxy.transform.params import OutputFormat, TransformSpec
-from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import default_workers
-from imgproxy.transform.steps import render
 
-WIDTH: Final = 4000
-HEIGHT: Final = 3000
-JPEG_QUALITY: Final = 90
-QUERY: Final = {"w": "300", "fmt": "jpeg"}
-KEY: Final = "photos/bench-4000x3000-{:02d}.jpg"  # one copy per connection
-SIDES: Final = ("floor", "miss", "hit")
-TARGET_RATIO: Final = 0.8
+JPEG_QUALITY: Final = 90  # photo_like's sources
+WIDTHS: Final = tuple(range(260, 360))  # about 300 px; the same DCT scale for every one of them
+HIT_QUERY: Final = {"w": "300", "fmt": "jpeg"}
+TARGET_RATIO: Final = {"large": 0.75, "medium": 0.5}
+TARGET_WORKER_CPU: Final = 1.1  # the image workers' CPU per thumbnail / the floor's per render
+TARGET_SERVING_MS: Final = 2.0  # the serving process's CPU per thumbnail
 CPU_COLUMNS: Final = ("moto", "proxy", "workers", "bench", "floor")
 
 
-# --- the source image ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Source:
+    name: str
+    width: int
+    height: int
+    copies: int  # distinct keys: with WIDTHS, copies x 100 distinct thumbnails per run
 
-def photo_like(width: int = WIDTH, height: int = HEIGHT, seed: int = 4000) -> bytes:
+    def key(self, copy: int) -> str:
+        return f"photos/bench-{self.name}-{self.width}x{self.height}-{copy:03d}.jpg"
+
+    def thumbnail_size(self, width: int) -> tuple[int, int]:
+        return width, max(1, round(self.height * width / self.width))
+
+
+SOURCES: Final = (Source("large", 4000, 3000, 24), Source("medium", 1600, 1200, 64))
+SIDES: Final = ("floor-large", "proxy-large", "floor-medium", "proxy-medium", "hit")
+
+
+# --- photo_like: the generator bench_soak.py and bench_hostile.py import ---------------------
+
+def photo_like(width: int = 4000, height: int = 3000, seed: int = 4000) -> bytes:
     """A photo-like JPEG: smooth colour gradients, ~400 flat shapes and lines softened by a blur,
     then film-grain-like texture (coarse mottling + fine noise, 25 % blend). Not pure noise:
     that barely compresses and decodes far slower than a photograph."""
@@ -125,41 +149,41 @@ def photo_like(width: int = WIDTH, height: int = HEIGHT, seed: int = 4000) -> by
     return buffer.getvalue()
 
 
-# --- the floor: render() in a tight loop, one process per worker ----------------------------
+# --- the floor: the peers' render, one process per worker ------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class RenderInputs:
-    """What the proxy's worker gets for this request, derived by the proxy's own code."""
-
-    spec: TransformSpec
-    target: OutputFormat | None
-    settings: RenderSettings
-    max_pixels: int
-
-
-def render_inputs(config_path: Path) -> RenderInputs:
-    """Spec, target and settings as the proxy computes them from the same config file."""
-    config = load_config(config_path)
-    policy = TransformPolicy.from_config(config.transform, available_outputs())
-    spec = policy.parse(QUERY)
-    if spec is None:
-        raise BenchError(f"{QUERY} is not a transform")
-    return RenderInputs(spec, choose_target(spec, None, policy.formats), policy.settings,
-                        config.transform.max_source_pixels)
-
-
-def floor_worker(conn: Connection, data: bytes, inputs: RenderInputs) -> None:
-    """In a floor process: render once (sent back as the expected thumbnail), then for each
-    number of seconds received, render in a loop and send back the time each render took."""
+def peer_render(data: bytes, size: tuple[int, int], quality: int) -> bytes:
+    """What thumbor and the other Pillow-based proxies do: DCT-scaled decode to the target
+    (``draft``), LANCZOS to the size, JPEG at ``quality``."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = inputs.max_pixels  # as the proxy's pool initialiser does
-    conn.send(render(data, inputs.spec, inputs.target, inputs.settings).body)
-    while (seconds := conn.recv()) is not None:
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", size)
+    resized = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    resized.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def floor_worker(conn: Connection, sources: dict[str, tuple[bytes, int, int]], quality: int,
+                 max_pixels: int, offset: int) -> None:
+    """In a floor process: render each source once (the size is sent back), then for each
+    (source name, seconds) received, render its thumbnails in a loop, cycling through WIDTHS,
+    and send back the time each render took."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max_pixels  # as the proxy's pool initialiser does
+    sizes = {name: Image.open(io.BytesIO(peer_render(data, (300, round(300 * h / w)), quality))).size
+             for name, (data, w, h) in sources.items()}
+    conn.send(sizes)
+    widths = itertools.cycle(WIDTHS[offset:] + WIDTHS[:offset])
+    while (command := conn.recv()) is not None:
+        name, seconds = command
+        data, width, height = sources[name]
         times: list[float] = []
         end = time.perf_counter() + seconds
         while (started := time.perf_counter()) < end:
-            render(data, inputs.spec, inputs.target, inputs.settings)
+            w = next(widths)
+            peer_render(data, (w, max(1, round(height * w / width))), quality)
             times.append(time.perf_counter() - started)
         conn.send(times)
 
@@ -168,13 +192,12 @@ def floor_worker(conn: Connection, data: bytes, inputs: RenderInputs) -> None:
 class Floor:
     conns: list[Connection]
     pids: list[int]
-    expected: bytes
 
-    def run(self, phase: Phase, seconds: float, meter: CpuMeter) -> Phase:
+    def run(self, phase: Phase, source: str, seconds: float, meter: CpuMeter) -> Phase:
         meter.start()
         started = time.perf_counter()
         for conn in self.conns:
-            conn.send(seconds)
+            conn.send((source, seconds))
         for conn in self.conns:
             phase.latencies += conn.recv()
         phase.wall = time.perf_counter() - started
@@ -184,34 +207,70 @@ class Floor:
 
 
 @contextmanager
-def floor_processes(count: int, data: bytes, inputs: RenderInputs) -> Iterator[Floor]:
+def floor_processes(count: int, sources: dict[str, tuple[bytes, int, int]], quality: int,
+                    max_pixels: int) -> Iterator[Floor]:
     with ExitStack() as stack:
-        children = [stack.enter_context(spawned(floor_worker, data, inputs)) for _ in range(count)]
+        children = [stack.enter_context(spawned(floor_worker, sources, quality, max_pixels,
+                                                i * len(WIDTHS) // count))
+                    for i in range(count)]
         conns = [conn for conn, _ in children]
         try:
-            outputs = []
             for conn in conns:
                 if not conn.poll(120):
                     raise BenchError("a floor process did not start")
-                outputs.append(conn.recv())
-            if len(set(outputs)) != 1:
-                raise BenchError("floor processes rendered different thumbnails")
-            yield Floor(conns, [pid for _, pid in children], outputs[0])
+                sizes = conn.recv()
+                if sizes != {s.name: s.thumbnail_size(300) for s in SOURCES}:
+                    raise BenchError(f"the floor rendered {sizes}")
+            yield Floor(conns, [pid for _, pid in children])
         except EOFError:
             raise BenchError("a floor process died") from None
 
 
 # --- load ------------------------------------------------------------------------------------
 
-def expect_thumbnail(expected: bytes) -> Check:
-    """The proxy's answer must be the floor's thumbnail, byte for byte."""
-    def check(response: aiohttp.ClientResponse, body: bytes) -> str:
-        if response.status != 200:
-            return f"HTTP {response.status}"
-        if response.content_type != "image/jpeg":
-            return f"Content-Type {response.content_type}"
-        return "" if body == expected else f"{len(body)}-byte body differs from the floor's thumbnail"
-    return check
+def thumbnail_problem(response: aiohttp.ClientResponse, body: bytes, size: tuple[int, int]) -> str:
+    """"" if ``body`` is a JPEG of ``size`` (read from its header), else what is wrong."""
+    from PIL import Image
+
+    if response.status != 200:
+        return f"HTTP {response.status}"
+    if response.content_type != "image/jpeg":
+        return f"Content-Type {response.content_type}"
+    try:
+        found = Image.open(io.BytesIO(body)).size
+    except Exception as exc:
+        return f"not an image: {exc.__class__.__name__}"
+    return "" if found == size else f"{found[0]}x{found[1]} instead of {size[0]}x{size[1]}"
+
+
+def distinct_thumbnails(signer: UrlSigner, source: Source) -> Iterator[tuple[str, tuple[int, int]]]:
+    """Every (key, width) pair once, keys changing fastest: (signed URL, expected size)."""
+    for width in WIDTHS:
+        for copy in range(source.copies):
+            url = signer.sign(SOURCE, source.key(copy), ttl=3600, params={"w": str(width), "fmt": "jpeg"})
+            yield url, source.thumbnail_size(width)
+
+
+def next_thumbnail(urls: Iterator[tuple[str, tuple[int, int]]]) -> Exchange:
+    """Each call GETs the next distinct thumbnail (shared by every connection): the tally is
+    X-Cache, which must be MISS every time."""
+    async def exchange(session: aiohttp.ClientSession) -> tuple[str, str | None]:
+        try:
+            url, size = next(urls)
+        except StopIteration:
+            raise BenchError("ran out of distinct thumbnails (raise Source.copies)") from None
+        async with session.get(url, allow_redirects=False) as response:
+            body = await response.read()
+            return thumbnail_problem(response, body, size), response.headers.get("X-Cache", "-")
+    return exchange
+
+
+def same_thumbnail(url: str, size: tuple[int, int]) -> Exchange:
+    async def exchange(session: aiohttp.ClientSession) -> tuple[str, str | None]:
+        async with session.get(url, allow_redirects=False) as response:
+            body = await response.read()
+            return thumbnail_problem(response, body, size), response.headers.get("X-Cache", "-")
+    return exchange
 
 
 @dataclass
@@ -219,7 +278,7 @@ class Sides:
     """Everything a phase of each side needs."""
 
     floor: Floor
-    urls: dict[str, list[str]]  # side -> one URL per connection (cycled)
+    exchanges: dict[str, Exchange]  # proxy-large, proxy-medium, hit
     pids: dict[str, dict[str, Any]]  # side -> CpuMeter groups, except a proxy's workers
     proxy_pid: dict[str, int]
 
@@ -231,28 +290,27 @@ class Sides:
 
 
 async def one_phase(sides: Sides, session: aiohttp.ClientSession, side: str, number: int,
-                    seconds: float, concurrency: int, check: Check) -> Phase:
+                    seconds: float, concurrency: int) -> Phase:
     phase = Phase(side, number)
-    if side == "floor":
-        return await asyncio.to_thread(sides.floor.run, phase, seconds, sides.meter(side))
-    return await run_phase(session, phase, sides.urls[side], seconds, concurrency, sides.meter(side),
-                           check, tally_header="X-Cache")
+    if side.startswith("floor-"):
+        return await asyncio.to_thread(sides.floor.run, phase, side.removeprefix("floor-"), seconds,
+                                       sides.meter(side))
+    return await run_exchanges(session, phase, [sides.exchanges[side]], seconds, concurrency,
+                               sides.meter(side))
 
 
 async def measure(sides: Sides, args: argparse.Namespace) -> list[Phase]:
-    """Warm up each side, then run floor, miss, hit in turn for args.rounds rounds."""
-    check = expect_thumbnail(sides.floor.expected)
+    """Warm up each side, then run every side in turn for args.rounds rounds."""
     phases: list[Phase] = []
     async with session_for(args.concurrency) as session:
         for side in SIDES:
-            warm = await one_phase(sides, session, side, 0, args.warmup, args.concurrency, check)
+            warm = await one_phase(sides, session, side, 0, args.warmup, args.concurrency)
             note(f"warm-up {side}: {warm.rps:.1f}/s, {warm.errors} errors")
             if warm.errors:
                 raise BenchError(f"{side} warm-up failed: {warm.first_error}")
         for number in range(1, args.rounds + 1):
             for side in SIDES:
-                phase = await one_phase(sides, session, side, number, args.seconds, args.concurrency,
-                                        check)
+                phase = await one_phase(sides, session, side, number, args.seconds, args.concurrency)
                 note(f"round {number} {side}: {phase.rps:.1f}/s")
                 phases.append(phase)
     return phases
@@ -281,66 +339,72 @@ def ratios(phases: list[Phase], top: str, bottom: str) -> list[float]:
     return [round(t.rps / b.rps, 3) if b.rps else 0.0 for t, b in zip(tops, bottoms, strict=True)]
 
 
+def verdict(met: bool) -> str:
+    return "meets" if met else "BELOW"
+
+
 def report(phases: list[Phase]) -> tuple[str, dict[str, Any]]:
     totals = {side: merged(phases, side) for side in SIDES}
-    head = (f"{'side':<6}{'round':>6}{'per s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'HIT %':>7}"
+    head = (f"{'side':<13}{'round':>6}{'per s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'HIT %':>7}"
             f"   cpu % of one core:{''.join(f'{c:>8}' for c in CPU_COLUMNS)}{'others':>8}{'idle':>6}")
     lines = [head, "-" * len(head)]
     for phase in [*phases, *totals.values()]:
         c = phase.cpu
         hits = f"{100 * hit_rate(phase):.1f}" if phase.tally else "-"
         lines.append(
-            f"{phase.side:<6}{phase.round or 'all':>6}{phase.rps:>8.1f}{phase.percentile_ms(0.5):>8.1f}"
+            f"{phase.side:<13}{phase.round or 'all':>6}{phase.rps:>8.1f}{phase.percentile_ms(0.5):>8.1f}"
             f"{phase.percentile_ms(0.99):>8.1f}{phase.errors:>7}{hits:>7}   {'':<18}"
             + "".join(f"{c.get(name, 0):>8.0f}" for name in CPU_COLUMNS)
             + f"{c.get('others', 0):>8.0f}{c.get('idle', 0):>6.0f}")
-    floor, miss, hit = totals["floor"], totals["miss"], totals["hit"]
     per = {side: total.cpu_ms_per_request() for side, total in totals.items()}
     for side in totals:
         spent = {name: ms for name, ms in per[side].items() if ms >= 0.01}
-        lines.append(f"CPU ms per {'render' if side == 'floor' else 'request'}, {side}: "
+        lines.append(f"CPU ms per {'render' if side.startswith('floor') else 'request'}, {side}: "
                      + ", ".join(f"{name} {ms:.2f}" for name, ms in spent.items())
                      + f" (sum {sum(spent.values()):.2f})")
-    ratio = miss.rps / floor.rps if floor.rps else 0.0
-    verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
-    lines.append(f"proxy/floor thumbnails per second: {ratio:.3f} (per round: "
-                 f"{', '.join(f'{r:.3f}' for r in ratios(phases, 'miss', 'floor'))}) - "
-                 f"{verdict} target >= {TARGET_RATIO}")
-    floor_ms = per["floor"].get("floor", 0.0)
-    proxy_ms = per["miss"].get("proxy", 0.0) + per["miss"].get("workers", 0.0)
-    all_ms = sum(per["miss"].values())
-    efficiency = {
-        "proxy_and_workers": round(floor_ms / proxy_ms, 3) if proxy_ms else 0.0,
-        "all_processes": round(floor_ms / all_ms, 3) if all_ms else 0.0,
-    }
-    lines.append(f"CPU per thumbnail, floor / proxy side: {efficiency['proxy_and_workers']:.3f} counting "
-                 f"the proxy and its workers, {efficiency['all_processes']:.3f} counting moto and the "
-                 "load generator too (the ratio to expect when CPU-bound)")
-    hit_over_miss = hit.rps / miss.rps if miss.rps else 0.0
+    result: dict[str, Any] = {}
+    for source in SOURCES:
+        floor, proxied = totals[f"floor-{source.name}"], totals[f"proxy-{source.name}"]
+        ratio = proxied.rps / floor.rps if floor.rps else 0.0
+        floor_ms = per[floor.side].get("floor", 0.0)
+        workers_ms = per[proxied.side].get("workers", 0.0)
+        serving_ms = per[proxied.side].get("proxy", 0.0)
+        worker_ratio = workers_ms / floor_ms if floor_ms else 0.0
+        target = TARGET_RATIO[source.name]
+        per_round = ", ".join(f"{r:.3f}" for r in ratios(phases, proxied.side, floor.side))
+        lines.append(
+            f"{source.name} {source.width}x{source.height} -> w=260-359: proxy/floor thumbnails per second "
+            f"{ratio:.3f} (per round: {per_round})"
+            f" - {verdict(ratio >= target)} target >= {target}; image workers' CPU per thumbnail "
+            f"{workers_ms:.2f} ms = {worker_ratio:.3f}x the floor's {floor_ms:.2f} ms per render - "
+            f"{verdict(worker_ratio <= TARGET_WORKER_CPU)} target <= {TARGET_WORKER_CPU}; serving process "
+            f"{serving_ms:.2f} ms per thumbnail - {verdict(serving_ms < TARGET_SERVING_MS)} target < "
+            f"{TARGET_SERVING_MS:g}; cache hits {100 * hit_rate(proxied):.2f}% (must be 0)")
+        result[source.name] = {
+            "ratio": round(ratio, 3), "ratio_per_round": ratios(phases, proxied.side, floor.side),
+            "target_ratio": target, "floor_cpu_ms_per_render": floor_ms,
+            "workers_cpu_ms_per_thumbnail": workers_ms, "workers_over_floor_cpu": round(worker_ratio, 3),
+            "serving_cpu_ms_per_thumbnail": serving_ms, "hit_rate": round(hit_rate(proxied), 4),
+            "floor": phase_json(floor), "proxy": phase_json(proxied),
+        }
+    hit, medium = totals["hit"], totals["proxy-medium"]
+    hit_over_miss = hit.rps / medium.rps if medium.rps else 0.0
     lines.append(f"variant cache: {hit.rps:.0f} req/s, hit rate {100 * hit_rate(hit):.2f}% "
                  f"({', '.join(f'{k} {v}' for k, v in sorted(hit.tally.items()))}); "
-                 f"{hit_over_miss:.1f}x the miss req/s")
-    result = {
-        "a": {
-            "ratio": round(ratio, 3), "ratio_per_round": ratios(phases, "miss", "floor"),
-            "target_ratio": TARGET_RATIO, "cpu_efficiency": efficiency,
-            "floor": phase_json(floor), "miss": phase_json(miss),
-        },
-        "b": {
-            "hit_rate": round(hit_rate(hit), 4), "hit_over_miss": round(hit_over_miss, 2),
-            "hit_over_miss_per_round": ratios(phases, "hit", "miss"), "hit": phase_json(hit),
-        },
-        "phases": [phase_json(p) for p in phases],
-    }
+                 f"{hit_over_miss:.1f}x the medium proxy side's req/s")
+    result["hit"] = {"hit_rate": round(hit_rate(hit), 4), "hit_over_medium": round(hit_over_miss, 2),
+                     "hit_over_medium_per_round": ratios(phases, "hit", "proxy-medium"),
+                     "phase": phase_json(hit)}
+    result["phases"] = [phase_json(p) for p in phases]
     return "\n".join(lines), result
 
 
 ARRANGEMENT: Final = (
-    "processes: moto | imgproxy serve x2 (miss: variant cache off, hit: on), each with {workers} image "
-    "workers | floor: {workers} processes running render() | bench = aiohttp load generator; all "
-    "on {cpus} CPUs shared with anything else running ('others' column). The floor has the CPUs "
-    "to itself; the proxy side shares them with moto (a real S3 would not) and the load generator, "
-    "so when CPU-bound the ratio is a lower bound: see the CPU per thumbnail lines."
+    "processes: moto | imgproxy serve (one serving process, {workers} image workers, variant cache on, "
+    "metadata_ttl {ttl}) | imgproxy serve for the cache hits | floor: {workers} processes running the "
+    "peers' render (draft to the target, LANCZOS, JPEG q={quality}) | bench = aiohttp load generator; "
+    "all on {cpus} CPUs shared with anything else running ('others' column). The floor has the CPUs "
+    "to itself; the proxy side shares them with moto (a real S3 would not) and the load generator."
 )
 
 
@@ -348,11 +412,13 @@ ARRANGEMENT: Final = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_load_options(parser, warmup=2.0, rounds_help="floor+miss+hit rounds")
+    add_load_options(parser, warmup=2.0, rounds_help="rounds of every side")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help=f"proxy transform workers = floor processes ({default_workers()}: CPUs)")
+    parser.add_argument("--warm-metadata", action="store_true",
+                        help="keep the default cache.metadata_ttl (30 s): a key seen recently needs no HEAD")
     parser.add_argument("--profile-proxy", type=Path, metavar="PATH",
-                        help="run the miss proxy's main process under cProfile, stats to PATH")
+                        help="run the proxy's serving process under cProfile, stats to PATH")
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 3600 and 0 < args.warmup <= 600 and 1 <= args.rounds <= 20
             and 1 <= args.concurrency <= 99 and 1 <= args.workers <= 256):
@@ -368,47 +434,57 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     workers = f"\n[transform]\nworkers = {args.workers}\n"
+    ttl = "30 s (default)" if args.warm_metadata else "0"
+    cache = "" if args.warm_metadata else "\n[cache]\nmetadata_ttl = 0\n"
     with ExitStack() as stack:
         moto_proc, endpoint = stack.enter_context(moto(workdir))
         s3 = s3_client(endpoint)
         s3.create_bucket(Bucket=BUCKET)
-        note(f"generating a {WIDTH}x{HEIGHT} photo-like JPEG")
-        image = photo_like()
-        keys = [KEY.format(i) for i in range(args.concurrency)]
-        for key in keys:
-            s3.put_object(Bucket=BUCKET, Key=key, Body=image, ContentType="image/jpeg")
-        miss_proc, miss_url = stack.enter_context(proxy(
-            workdir, endpoint, signing_key, args.profile_proxy, name="miss",
-            extra_toml=workers + "\n[cache]\nvariant_bytes = 0\n"))
-        hit_proc, hit_url = stack.enter_context(proxy(
-            workdir, endpoint, signing_key, name="hit", extra_toml=workers))
-        inputs = render_inputs(workdir / "miss.toml")
-        floor = stack.enter_context(floor_processes(args.workers, data=image, inputs=inputs))
+        images: dict[str, tuple[bytes, int, int]] = {}
+        for source in SOURCES:
+            note(f"generating a {source.width}x{source.height} photo-like JPEG, {source.copies} copies")
+            data = photo_jpeg(source.width, source.height, seed=source.width)
+            images[source.name] = (data, source.width, source.height)
+            for copy in range(source.copies):
+                s3.put_object(Bucket=BUCKET, Key=source.key(copy), Body=data, ContentType="image/jpeg")
+        proxy_proc, proxy_url = stack.enter_context(proxy(
+            workdir, endpoint, signing_key, args.profile_proxy, name="proxy", extra_toml=workers + cache))
+        hit_proc, hit_url = stack.enter_context(proxy(workdir, endpoint, signing_key, name="hit",
+                                                      extra_toml=workers))
+        transform = load_config(workdir / "proxy.toml").transform
+        floor = stack.enter_context(floor_processes(args.workers, images, transform.jpeg_quality,
+                                                    transform.max_source_pixels))
         bench_pid, moto_pid = os.getpid(), moto_proc.pid
+        signer = UrlSigner(signing_key, "bench", proxy_url)
+        large, medium = SOURCES
         sides = Sides(
             floor=floor,
-            urls={
-                "miss": [UrlSigner(signing_key, "bench", miss_url).sign(SOURCE, key, ttl=3600, params=QUERY)
-                         for key in keys],
-                "hit": [UrlSigner(signing_key, "bench", hit_url).sign(SOURCE, keys[0], ttl=3600,
-                                                                       params=QUERY)],
+            exchanges={
+                "proxy-large": next_thumbnail(distinct_thumbnails(signer, large)),
+                "proxy-medium": next_thumbnail(distinct_thumbnails(signer, medium)),
+                "hit": same_thumbnail(UrlSigner(signing_key, "bench", hit_url).sign(
+                    SOURCE, medium.key(0), ttl=3600, params=HIT_QUERY), medium.thumbnail_size(300)),
             },
             pids={
-                "floor": {"moto": moto_pid, "bench": bench_pid, "floor": floor.pids},
-                "miss": {"moto": moto_pid, "proxy": miss_proc.pid, "bench": bench_pid},
+                **{f"floor-{s.name}": {"moto": moto_pid, "bench": bench_pid, "floor": floor.pids}
+                   for s in SOURCES},
+                **{f"proxy-{s.name}": {"moto": moto_pid, "proxy": proxy_proc.pid, "bench": bench_pid}
+                   for s in SOURCES},
                 "hit": {"moto": moto_pid, "proxy": hit_proc.pid, "bench": bench_pid},
             },
-            proxy_pid={"miss": miss_proc.pid, "hit": hit_proc.pid},
+            proxy_pid={**{f"proxy-{s.name}": proxy_proc.pid for s in SOURCES}, "hit": hit_proc.pid},
         )
-        result["image"] = {"width": WIDTH, "height": HEIGHT, "bytes": len(image),
-                           "quality": JPEG_QUALITY, "query": QUERY, "thumbnail_bytes": len(floor.expected)}
+        result["sources"] = {s.name: {"width": s.width, "height": s.height, "bytes": len(images[s.name][0]),
+                                      "copies": s.copies} for s in SOURCES}
+        result["widths"] = [WIDTHS[0], WIDTHS[-1]]
         result["workers"] = args.workers
-        print(ARRANGEMENT.format(workers=args.workers, cpus=os.cpu_count()))
-        query = "&".join(f"{k}={v}" for k, v in QUERY.items())
-        print(f"{WIDTH}x{HEIGHT} JPEG of {len(image):,} bytes -> {query} ({len(floor.expected):,} bytes); "
-              f"{args.concurrency} connections, {args.rounds} x "
-              f"{args.seconds:g} s per side after {args.warmup:g} s warm-up; load avg at start "
-              f"{result['loadavg_start'][0]:.2f}")
+        print(ARRANGEMENT.format(workers=args.workers, ttl=ttl, quality=transform.jpeg_quality,
+                                 cpus=os.cpu_count()))
+        print("; ".join(f"{s.name}: {s.width}x{s.height} JPEG of {len(images[s.name][0]):,} bytes x "
+                        f"{s.copies} keys" for s in SOURCES)
+              + f"; every request a new (key, w={WIDTHS[0]}-{WIDTHS[-1]}) thumbnail, fmt=jpeg; "
+              f"{args.concurrency} connections, {args.rounds} x {args.seconds:g} s per side after "
+              f"{args.warmup:g} s warm-up; load avg at start {result['loadavg_start'][0]:.2f}")
         phases = asyncio.run(measure(sides, args))
         text, measured = report(phases)
         result.update(measured)
