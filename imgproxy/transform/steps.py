@@ -141,18 +141,20 @@ def resize(job: Job) -> None:
 
 
 def letterbox(job: Job) -> None:
-    spec = job.spec
+    """Centre the scaled image on a ``w`` x ``h`` canvas of ``bg`` (default transparent)."""
+    spec, image = job.spec, job.image
     assert spec.width is not None
     assert spec.height is not None
     fill = spec.background or (0, 0, 0, 0)
-    if fill[3] < 255 or job.image.mode in ("RGBA", "LA"):
+    offset = ((spec.width - image.width) // 2, (spec.height - image.height) // 2)
+    if fill[3] < 255 or image.mode in ("RGBA", "LA"):
+        # Composited "over" the fill: a paste with the image as its own mask would multiply
+        # the alpha of half-transparent pixels by itself (and darken their colour).
         canvas = Image.new("RGBA", (spec.width, spec.height), fill)
-        layer = job.image.convert("RGBA")
+        canvas.alpha_composite(image if image.mode == "RGBA" else image.convert("RGBA"), offset)
     else:
         canvas = Image.new("RGB", (spec.width, spec.height), fill[:3])
-        layer = job.image.convert("RGB")
-    offset = ((spec.width - layer.width) // 2, (spec.height - layer.height) // 2)
-    canvas.paste(layer, offset, layer if layer.mode == "RGBA" else None)
+        canvas.paste(image, offset)  # L is converted by paste; RGB is not copied first
     job.image = canvas
 
 
@@ -179,8 +181,7 @@ def flatten(job: Job) -> None:
         return
     r, g, b, _ = job.spec.background or (255, 255, 255, 255)
     canvas = Image.new("RGB", job.image.size, (r, g, b))
-    rgba = job.image.convert("RGBA")
-    canvas.paste(rgba, (0, 0), rgba)
+    canvas.paste(job.image, (0, 0), job.image)  # RGBA or LA straight onto RGB, its alpha the mask
     job.image = canvas
 
 

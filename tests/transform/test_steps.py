@@ -181,6 +181,25 @@ def test_contain_without_bg_letterboxes_with_transparency(target: OutputFormat) 
     assert near(rgba.getpixel((50, 50)), (*RED, 255))
 
 
+def test_contain_keeps_half_transparent_pixels_as_they_are() -> None:
+    # Composited over the transparent letterbox, not pasted with itself as the mask (which
+    # squared the alpha and darkened the colour: (255, 0, 0, 128) became (128, 0, 0, 64)).
+    source = encode(Image.new("RGBA", (200, 100), (*RED, 128)), "PNG")
+    _, output = run(source, spec(100, 100, fit=Fit.CONTAIN, fmt=OutputFormat.PNG))
+    assert output.convert("RGBA").getpixel((50, 50)) == (*RED, 128)
+    assert output.convert("RGBA").getpixel((50, 5)) == (0, 0, 0, 0)
+
+
+def test_contain_composites_half_transparent_pixels_over_a_half_transparent_bg() -> None:
+    source = encode(Image.new("RGBA", (200, 100), (*RED, 128)), "PNG")
+    _, output = run(source, spec(100, 100, fit=Fit.CONTAIN, fmt=OutputFormat.PNG,
+                                 background=(0, 0, 255, 128)))
+    # "Over": alpha 128 + 128 * (1 - 128/255) = 192; red 255 * 128 / 192 = 170; blue, the bg
+    # showing through, 255 * 128 * (127/255) / 192 = 85.
+    assert near(output.convert("RGBA").getpixel((50, 50)), (170, 0, 85, 192), tolerance=2)
+    assert output.convert("RGBA").getpixel((50, 5)) == (0, 0, 255, 128)
+
+
 def test_contain_without_bg_letterboxes_in_white_for_jpeg() -> None:
     source = encode(Image.new("RGB", (200, 100), RED), "PNG")
     rendered, output = run(source, spec(100, 100, fit=Fit.CONTAIN, fmt=OutputFormat.JPEG))
