@@ -24,18 +24,21 @@ import io
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from PIL import Image, ImageCms
 
 from imgproxy.errors import ImageTooLarge, UnprocessableImage
 from imgproxy.transform.decode import exif_orientation, is_data_failure, open_image
-from imgproxy.transform.geometry import cover_crop, target_box
+from imgproxy.transform.geometry import Box, cover_crop, mapped_box, oriented_box, target_box
 from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import Fit, OutputFormat, TransformSpec
 
-REDUCING_GAP: Final = 3.0  # reduce() by whole factors down to 3x the target, then LANCZOS
+# Chosen by bench/bench_render_quality.py (the table is in README.md, Transforms): the fastest of
+# 16 choices whose worst SSIM against a full-resolution LANCZOS resize stays >= 0.99.
+DRAFT_FACTOR: Final = 2.0  # JPEG: the decoder scales by 1/2, 1/4, 1/8 while >= 2x the target
+REDUCING_GAP: Final = 1.5  # then reduce() by whole factors while >= 1.5x the target, then LANCZOS
 _SRGB: Final = ImageCms.createProfile("sRGB")
 _SOURCE_FAMILY: Final = {"JPEG": OutputFormat.JPEG, "PNG": OutputFormat.PNG,
                          "WEBP": OutputFormat.WEBP, "AVIF": OutputFormat.AVIF}
@@ -58,20 +61,32 @@ class Job:
     target: OutputFormat | None  # None: decide from alpha (JPEG or PNG) at encode time
     settings: RenderSettings
     icc_profile: bytes | None = None
+    # The source's own size, and the area it covers in ``image``'s pixels (a JPEG draft decodes
+    # fewer pixels, with a partly padded last row and column: see geometry.mapped_box); both
+    # displayed (upright) once ``orient`` has run. The geometry is computed on ``source_size``.
+    source_size: tuple[int, int] = field(init=False)
+    region: Box = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.source_size = self.image.size
+        self.region = (0, 0, *self.image.size)
 
 
 def draft(job: Job) -> None:
-    """JPEG: let the decoder scale by 1/2, 1/4 or 1/8 (DCT scaling) when the target is small."""
+    """JPEG: let the decoder scale by 1/2, 1/4 or 1/8 (DCT scaling) while the decoded image stays
+    at least ``DRAFT_FACTOR`` times the target; ``job.region`` says where the picture lies in it."""
     if job.source_format != "JPEG":
         return
     # The spec is in displayed pixels; a quarter-turn EXIF orientation swaps the stored axes.
     turned = exif_orientation(job.image) in (5, 6, 7, 8)
-    width, height = job.image.size
+    width, height = job.source_size
     box = target_box((height, width) if turned else (width, height), job.spec)
     if box is not None:
-        requested = (int(box[0] * REDUCING_GAP), int(box[1] * REDUCING_GAP))
-        job.image.draft(job.image.mode if job.image.mode in ("RGB", "L") else None,
-                        requested[::-1] if turned else requested)
+        requested = (int(box[0] * DRAFT_FACTOR), int(box[1] * DRAFT_FACTOR))
+        drafted = job.image.draft(job.image.mode if job.image.mode in ("RGB", "L") else None,
+                                  requested[::-1] if turned else requested)
+        if drafted is not None:
+            job.region = drafted[1]
 
 
 def load_first_frame(job: Job) -> None:
@@ -89,8 +104,12 @@ def orient(job: Job) -> None:
     an output that never carries them, and that rewriting fails on EXIF it could read
     (TypeError from ``Exif.tobytes``).
     """
-    method = _UPRIGHT.get(exif_orientation(job.image))
+    orientation = exif_orientation(job.image)
+    method = _UPRIGHT.get(orientation)
     if method is not None:
+        job.region = oriented_box(job.region, job.image.size, orientation)
+        if orientation in (5, 6, 7, 8):
+            job.source_size = job.source_size[::-1]
         job.image = job.image.transpose(method)
 
 
@@ -123,19 +142,20 @@ def normalise_mode(job: Job) -> None:
 
 
 def resize(job: Job) -> None:
+    """Scale (and for ``fit=cover`` crop) in one resample, computed on the source's size."""
     image, spec = job.image, job.spec
-    box = target_box(image.size, spec)
+    box = target_box(job.source_size, spec)
     if box is None:
         return
+    whole: Box = (0, 0, *job.source_size)
     if spec.fit is Fit.COVER and spec.width and spec.height:
-        # Crop in source coordinates, then resample once straight to the output size.
         target = (spec.width, spec.height)
-        job.image = image.resize(target, Image.Resampling.LANCZOS,
-                                 box=cover_crop(image.size, target, spec.gravity),
-                                 reducing_gap=REDUCING_GAP)
-        return
-    if box != image.size:
-        job.image = image.resize(box, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+        crop = cover_crop(job.source_size, target, spec.gravity)  # then resample straight to the output
+    else:
+        target, crop = box, whole
+    source = mapped_box(crop, job.source_size, job.region)
+    if target != image.size or source != (0, 0, *image.size):
+        job.image = image.resize(target, Image.Resampling.LANCZOS, box=source, reducing_gap=REDUCING_GAP)
     if spec.fit is Fit.CONTAIN and spec.width and spec.height and job.image.size != (spec.width, spec.height):
         letterbox(job)
 
