@@ -118,9 +118,10 @@ def decoded_size(data: bytes, request: TransformSpec) -> tuple[int, int]:
 @pytest.mark.parametrize(
     ("size", "width", "decoded"),
     [
-        ((1600, 1200), 300, (800, 600)),  # 1/2: 1/4 would be 400 px, under 2x the 300 px target
+        ((1600, 1200), 300, (800, 600)),  # 1/2: 1/4 would be 400 px, under 1.5x the 300 px target
         ((1600, 1200), 96, (200, 150)),  # 1/8
-        ((4000, 3000), 300, (1000, 750)),  # 1/4
+        ((4000, 3000), 300, (500, 375)),  # 1/8
+        ((4000, 3000), 600, (1000, 750)),  # 1/4
         ((1280, 853), 150, (320, 214)),  # 1/4, the last row partly padding
         ((800, 600), 600, (800, 600)),  # no draft: 1/2 would be under the target
     ],
@@ -131,12 +132,14 @@ def test_the_jpeg_draft_decodes_at_a_reduced_size(size: tuple[int, int], width: 
     assert decoded_size(source(size), TransformSpec(width, None)) == decoded
 
 
-@pytest.mark.parametrize(("width", "size"), [(96, (96, 72)), (150, (150, 113))])
+@pytest.mark.parametrize(("width", "decoded", "size"),
+                         [(96, (150, 114), (96, 72)), (150, (300, 227), (150, 113))])
 def test_the_output_size_is_computed_on_the_source_not_on_the_drafted_pixels(
-        width: int, size: tuple[int, int]) -> None:
-    # 600x453 decodes at 1/2 as 300x227 (226.5 rows, the last half padding); computed on that,
-    # w=96 would be 96x73 and w=150 150x114, where the source's own ratio gives 72.48 and 113.25.
+        width: int, decoded: tuple[int, int], size: tuple[int, int]) -> None:
+    # 600x453 decodes at 1/4 as 150x114 (113.25 rows) for w=96 and at 1/2 as 300x227 (226.5) for
+    # w=150, the last row partly padding. Computed on those, w=96 would be 96x73 and w=150 150x114,
+    # where the source's own ratio gives 72.48 and 113.25.
     data = photo_jpeg(600, 453, seed=1)
-    assert decoded_size(data, TransformSpec(width, None)) == (300, 227)
+    assert decoded_size(data, TransformSpec(width, None)) == decoded
     output = render(data, TransformSpec(width, None), OutputFormat.JPEG, SETTINGS)
     assert (output.width, output.height) == size
