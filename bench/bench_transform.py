@@ -77,6 +77,8 @@ from photos import photo_jpeg  # the photo-like images the render-quality tests 
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import load_config
+from imgproxy.transform.geometry import target_box
+from imgproxy.transform.params import TransformSpec
 from imgproxy.transform.pool import default_workers
 
 JPEG_QUALITY: Final = 90  # photo_like's sources
@@ -99,7 +101,15 @@ class Source:
         return f"photos/bench-{self.name}-{self.width}x{self.height}-{copy:03d}.jpg"
 
     def thumbnail_size(self, width: int) -> tuple[int, int]:
-        return width, max(1, round(self.height * width / self.width))
+        """The proxy's size for ``w=width`` (its own arithmetic: a half pixel such as 3000 x
+        278/4000 = 208.5 rounds as the proxy's float scale does), which the floor renders too."""
+        return thumbnail_size((self.width, self.height), width)
+
+
+def thumbnail_size(size: tuple[int, int], width: int) -> tuple[int, int]:
+    box = target_box(size, TransformSpec(width, None))
+    assert box is not None
+    return box
 
 
 SOURCES: Final = (Source("large", 4000, 3000, 24), Source("medium", 1600, 1200, 64))
@@ -172,7 +182,7 @@ def floor_worker(conn: Connection, sources: dict[str, tuple[bytes, int, int]], q
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels  # as the proxy's pool initialiser does
-    sizes = {name: Image.open(io.BytesIO(peer_render(data, (300, round(300 * h / w)), quality))).size
+    sizes = {name: Image.open(io.BytesIO(peer_render(data, thumbnail_size((w, h), 300), quality))).size
              for name, (data, w, h) in sources.items()}
     conn.send(sizes)
     widths = itertools.cycle(WIDTHS[offset:] + WIDTHS[:offset])
@@ -182,8 +192,7 @@ def floor_worker(conn: Connection, sources: dict[str, tuple[bytes, int, int]], q
         times: list[float] = []
         end = time.perf_counter() + seconds
         while (started := time.perf_counter()) < end:
-            w = next(widths)
-            peer_render(data, (w, max(1, round(height * w / width))), quality)
+            peer_render(data, thumbnail_size((width, height), next(widths)), quality)
             times.append(time.perf_counter() - started)
         conn.send(times)
 
