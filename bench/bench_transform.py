@@ -82,7 +82,7 @@ from imgproxy.transform.params import TransformSpec
 from imgproxy.transform.pool import default_workers
 
 JPEG_QUALITY: Final = 90  # photo_like's sources
-WIDTHS: Final = tuple(range(260, 360))  # about 300 px; the same DCT scale for every one of them
+WIDTHS: Final = tuple(range(260, 360))  # about 300 px
 HIT_QUERY: Final = {"w": "300", "fmt": "jpeg"}
 TARGET_RATIO: Final = {"large": 0.75, "medium": 0.5}
 TARGET_WORKER_CPU: Final = 1.1  # the image workers' CPU per thumbnail / the floor's per render
