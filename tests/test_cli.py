@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, config_data
 from processes import (
     PHOTO,
     PHOTO_KEY,
@@ -37,6 +36,7 @@ from processes import (
     run,
     write_config,
 )
+from support import SIGNING_KEY, config_data
 
 import imgproxy
 from imgproxy.auth.signing import UrlSigner, sign_url

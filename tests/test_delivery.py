@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import config_data
+from support import config_data
 
 from imgproxy.config import MAX_TTL_LIMIT, ConfigError, DeliveryConfig, parse_config
 from imgproxy.delivery.policy import Delivery, choose_delivery, presign_window

@@ -27,12 +27,10 @@ from urllib.parse import quote
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, TOKEN, ClientFactory, config_data
 from PIL import Image
+from support import SIGNING_KEY, TOKEN, TOKENS, ProxyFactory
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
-from imgproxy.web.app import create_app
 
 SEED = int(os.environ.get("IMGPROXY_GARBAGE_SEED", "20261201"))
 SECONDS = float(os.environ.get("IMGPROXY_GARBAGE_SECONDS", "4"))
@@ -198,18 +196,17 @@ async def status_of(client: TestClient[Any, Any], raw: bytes) -> int:
 
 
 @pytest.fixture
-async def garbage_client(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str, s3: Any
-                         ) -> TestClient[Any, Any]:
+async def garbage_client(proxy: ProxyFactory, bucket: str, s3: Any) -> TestClient[Any, Any]:
     """The app with one image, a sign token, and loopback as a trusted proxy (so X-Forwarded-*
     headers are parsed, not ignored)."""
     s3.put_object(Bucket=bucket, Key=KEY, Body=png(), ContentType="image/png")
-    data = config_data(moto_endpoint, bucket)
-    data["server"]["trusted_proxies"] = ["127.0.0.1/32", "::1/128"]
-    data["auth"]["tokens"]["dash"] = {"token": SIGN_TOKEN, "sign_scopes": ["photos:*"]}
-    data["transform"] = {"prestart_workers": False, "workers": 1}
-    # Always streamed: a hot key would otherwise be redirected, and its validators never reach S3.
-    data["sources"]["photos"]["delivery"] = {"mode": "stream"}
-    return await aiohttp_client(create_app(parse_config(data, environ={})))
+    return await proxy(
+        server={"trusted_proxies": ["127.0.0.1/32", "::1/128"]},
+        auth={"tokens": {**TOKENS, "dash": {"token": SIGN_TOKEN, "sign_scopes": ["photos:*"]}}},
+        transform={"workers": 1},
+        # Always streamed: a hot key would otherwise be redirected, and its validators never reach S3.
+        source={"delivery": {"mode": "stream"}},
+    )
 
 
 IMAGE_HEADERS = [hdrs.IF_MODIFIED_SINCE, hdrs.IF_UNMODIFIED_SINCE, hdrs.IF_RANGE, hdrs.IF_NONE_MATCH,

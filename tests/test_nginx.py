@@ -36,11 +36,11 @@ from typing import Any, ClassVar, Final, TypeVar
 import nginx_site
 import pytest
 from aiohttp import hdrs, web
-from conftest import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
 from multidict import CIMultiDict
 from nginx_site import NGINX, NginxError, Tls, make_tls
 from processes import PHOTO, PHOTO_KEY, Process, command, free_port, write_config
 from s3_gate import Forwarder, S3Gate
+from support import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
