@@ -15,7 +15,7 @@ from PIL import Image
 from support import TOKEN, ProxyFactory, config_data
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import ConfigError, parse_config
+from imgproxy.config import ConfigError, LogFormat, parse_config
 from imgproxy.protocol.accesslog import format_line
 
 KEY = "employees/Zoë Smith.jpg"
@@ -112,12 +112,12 @@ async def test_object_keys_are_logged_only_when_enabled(
 
 
 @pytest.mark.parametrize(("fields", "fmt", "expected"), [
-    ({"status": "200", "key": "a b\"c"}, "logfmt", 'status=200 key="a b\\"c"'),
-    ({"status": "200", "key": "line\nbreak"}, "logfmt", 'status=200 key="line\\nbreak"'),
-    ({"status": "200", "duration_ms": "1.5", "key": "Zoë"}, "json",
+    ({"status": "200", "key": "a b\"c"}, LogFormat.LOGFMT, 'status=200 key="a b\\"c"'),
+    ({"status": "200", "key": "line\nbreak"}, LogFormat.LOGFMT, 'status=200 key="line\\nbreak"'),
+    ({"status": "200", "duration_ms": "1.5", "key": "Zoë"}, LogFormat.JSON,
      '{"status":200,"duration_ms":1.5,"key":"Zoë"}'),
 ])
-def test_format_line(fields: dict[str, str], fmt: str, expected: str) -> None:
+def test_format_line(fields: dict[str, str], fmt: LogFormat, expected: str) -> None:
     assert format_line(fields, fmt) == expected
 
 

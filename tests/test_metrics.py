@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from support import ProxyFactory
+from support import ProxyClient, ProxyFactory
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.web.appkeys import METRICS_URL
@@ -38,7 +37,7 @@ def jpeg(width: int, height: int) -> bytes:
 class Metered:
     """A proxy and its metrics: requests in, scrapes of the metrics endpoint out."""
 
-    def __init__(self, client: TestClient[Any, Any], signer: UrlSigner) -> None:
+    def __init__(self, client: ProxyClient, signer: UrlSigner) -> None:
         self.client = client
         self.signer = signer
 
