@@ -147,8 +147,8 @@ class ProxyFactory:
 
     def app(self, *, source: Mapping[str, Any] | None = None, clock: Clock | None = None,
             **sections: Mapping[str, Any]) -> web.Application:
-        clocks = [c for c in (*(p.clock for p in self._presets), clock) if c is not None]
-        return create_app(self.config(source=source, **sections), clock=clocks[-1] if clocks else time.time)
+        chosen = clock or next((p.clock for p in reversed(self._presets) if p.clock is not None), time.time)
+        return create_app(self.config(source=source, **sections), clock=chosen)
 
     async def __call__(self, *, source: Mapping[str, Any] | None = None, clock: Clock | None = None,
                        **sections: Mapping[str, Any]) -> ProxyClient:
