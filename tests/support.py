@@ -21,8 +21,19 @@ from processes import Server
 from pytest_aiohttp import AiohttpClient
 from tcp_relay import TcpRelay
 
-from imgproxy.config import Config, parse_config
+from imgproxy.config import DEFAULT_INPUT_FORMATS, Config, parse_config
+from imgproxy.transform.jobs import RenderSettings
 from imgproxy.web.app import create_app
+
+# The render settings of the direct pipeline and pool tests: today's config defaults, spelled out.
+RENDER_SETTINGS: Final = RenderSettings(
+    input_formats=DEFAULT_INPUT_FORMATS,
+    max_source_pixels=50_000_000,
+    jpeg_quality=82,
+    webp_quality=80,
+    avif_quality=60,
+    png_compress_level=6,
+)
 
 SIGNING_KEY: Final = "test-signing-key-0123456789abcdef-0123456789"  # 44 bytes
 OTHER_KEY: Final = "another-signing-key-for-rotation-0123456789ab"

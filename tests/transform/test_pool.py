@@ -18,21 +18,13 @@ from contextlib import ExitStack
 
 import pytest
 from PIL import Image
+from support import RENDER_SETTINGS as SETTINGS
 
-from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import Overloaded, TransformTimeout
-from imgproxy.transform.jobs import Rendered, RenderSettings
+from imgproxy.transform.jobs import Rendered
 from imgproxy.transform.params import TransformSpec
 from imgproxy.transform.pool import BACKSTOP_SECONDS, TransformPool, is_alive
 
-SETTINGS = RenderSettings(
-    input_formats=DEFAULT_INPUT_FORMATS,
-    max_source_pixels=50_000_000,
-    jpeg_quality=82,
-    webp_quality=80,
-    avif_quality=60,
-    png_compress_level=6,
-)
 W20 = TransformSpec(width=20, height=None)
 MARGIN = 10.0  # seconds a loaded 2-core machine may add to anything involving a process start
 PoolFactory = Callable[..., TransformPool]
