@@ -12,7 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web_app
 from aiohttp.test_utils import TestClient
 from processes import Server, launch_server
 from pytest_aiohttp import AiohttpClient
@@ -29,6 +29,7 @@ from support import (
     RelayFactory,
     ServeFactory,
     config_data,
+    empty_bucket,
 )
 from tcp_relay import Blackhole, TcpRelay
 from yarl import URL
@@ -40,6 +41,17 @@ from imgproxy.demo import moto_server
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    """aiohttp memoises each app's middleware chain (``web_app._cached_build_middleware``, an
+    ``lru_cache`` of 1,024 entries keyed by the apps themselves), which keeps every finished test
+    app alive, with its botocore session (about 10 MiB of parsed service model). One app per
+    process in production, so only the suite pays: it reached 6 GiB, and its final garbage
+    collection took minutes."""
+    yield
+    web_app._cached_build_middleware.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +72,14 @@ def s3(moto_endpoint: str) -> Any:
 
 
 @pytest.fixture
-def bucket(s3: Any) -> str:
+def bucket(s3: Any) -> Iterator[str]:
+    """A fresh bucket per test, emptied at teardown (moto keeps every body in this process's
+    memory for the session: without this the suite's process grew past 6 GiB, and its final
+    garbage collection alone took minutes)."""
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
-    return name
+    yield name
+    empty_bucket(s3, name)
 
 
 @pytest.fixture
