@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError,
 from imgproxy.cache import Variant, VariantHead, VariantKey
 from imgproxy.config import SourceConfig
 from imgproxy.storage.clients import s3_client
+from imgproxy.storage.tls import tls_problem, warn_if_unverified
 
 log = logging.getLogger("imgproxy.store")
 LOG_EVERY: Final = 60.0  # seconds between two log lines about the same kind of failure
@@ -52,6 +53,8 @@ def failure_kind(exc: BaseException) -> str:
         return str(exc.response.get("Error", {}).get("Code", "") or "client_error")
     if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
         return "timeout"
+    if (problem := tls_problem(exc)) is not None:
+        return f"TLS ({problem}; is cache.store.ca_bundle right?)"
     return exc.__class__.__name__
 
 
@@ -191,6 +194,7 @@ class VariantStore:
 async def open_store(config: SourceConfig, max_pending: int,
                      max_bytes: int) -> AsyncIterator[VariantStore]:
     """A ``VariantStore`` and its client for the app's lifetime; pending writes drain at exit."""
+    warn_if_unverified(config, "cache.store")
     async with s3_client(config) as client:
         store = VariantStore(config, client, max_pending, max_bytes)
         try:
