@@ -99,15 +99,13 @@ class VariantStore:
                         "next such line in %gs at the earliest", operation, self.config.bucket, kind,
                         LOG_EVERY)
 
-    def _missing(self, operation: str, exc: ClientError) -> bool:
-        """Whether ``exc`` says "not stored" (counted as a miss; any other error is counted and
-        logged as a failure)."""
+    def _refused(self, operation: str, exc: ClientError) -> None:
+        """Count an error answer: "not stored" is a miss; anything else a failure (and logged)."""
         if failure_kind(exc) in _NOT_FOUND or exc.response.get(
                 "ResponseMetadata", {}).get("HTTPStatusCode") == 404:
             self.observe(operation, "miss")
-            return True
-        self._failed(operation, exc)
-        return False
+        else:
+            self._failed(operation, exc)
 
     async def head(self, name: VariantKey) -> VariantHead | None:
         """What the stored variant is (type, ETag, size) from a HEAD of its object, or None: not
@@ -122,7 +120,7 @@ class VariantStore:
             head = VariantHead(media_type=response["ContentType"], etag=response["Metadata"]["etag"],
                                length=length)
         except ClientError as exc:
-            self._missing("head", exc)
+            self._refused("head", exc)
             return None
         except _FAILURES as exc:
             self._failed("head", exc)
@@ -146,7 +144,7 @@ class VariantStore:
             variant = Variant(body=body, media_type=response["ContentType"], etag=meta["etag"],
                               width=int(meta["width"]), height=int(meta["height"]))
         except ClientError as exc:
-            self._missing("get", exc)
+            self._refused("get", exc)
             return None
         except _FAILURES as exc:
             self._failed("get", exc)
