@@ -18,17 +18,14 @@ from typing import Any, Final
 
 import pytest
 from aiohttp import hdrs
-from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, ClientFactory, config_data, source_table
 from nginx_site import NGINX, Authority
 from PIL import Image
 from processes import http_get, launch_server
+from support import SIGNING_KEY, ProxyFactory, config_data, merged, source_table
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
 from imgproxy.errors import StorageError
 from imgproxy.web import appkeys as keys
-from imgproxy.web.app import create_app
 
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="the nginx binary is not installed (Debian: apt-get install nginx; .ci/run does)")
@@ -55,14 +52,18 @@ def tls_bucket(s3: Any) -> str:
     return name
 
 
+ONE_WORKER: Final = {"workers": 1}
+
+
+@pytest.fixture
+def over_https(proxy: ProxyFactory, https_endpoint: str, tls_bucket: str) -> ProxyFactory:
+    """``await over_https(source={...})``: the app with its source on the HTTPS endpoint."""
+    return proxy.preset(source={"endpoint_url": https_endpoint, "bucket": tls_bucket}, transform=ONE_WORKER)
+
+
 def https_config(endpoint: str, bucket: str, **source: Any) -> dict[str, Any]:
-    data = config_data(endpoint, bucket, **source)
-    data["transform"] = {"workers": 1}
-    return data
-
-
-async def start(aiohttp_client: ClientFactory, data: dict[str, Any]) -> TestClient[Any, Any]:
-    return await aiohttp_client(create_app(parse_config(data, environ={})))
+    """The same, as a whole config (for ``imgproxy serve``)."""
+    return merged(config_data(endpoint, bucket, **source), {"transform": ONE_WORKER})
 
 
 def signed(**params: str) -> str:
@@ -72,9 +73,8 @@ def signed(**params: str) -> str:
 # --- the right CA ------------------------------------------------------------------------------------
 
 async def test_with_the_right_ca_bundle_originals_transforms_and_heads_are_served_over_https(
-        aiohttp_client: ClientFactory, https_endpoint: str, tls_bucket: str, authority: Authority) -> None:
-    data = https_config(https_endpoint, tls_bucket, ca_bundle=str(authority.ca))
-    client = await start(aiohttp_client, data)
+        over_https: ProxyFactory, authority: Authority) -> None:
+    client = await over_https(source={"ca_bundle": str(authority.ca)})
     original = await client.get(signed())  # a presigned body GET over aiohttp
     assert (original.status, await original.read()) == (200, PHOTO)
     head = await client.head(signed())  # a HEAD through aiobotocore
@@ -89,13 +89,13 @@ async def test_with_the_right_ca_bundle_originals_transforms_and_heads_are_serve
 
 
 async def test_the_shared_store_over_https_uses_its_own_ca_bundle(
-        aiohttp_client: ClientFactory, https_endpoint: str, tls_bucket: str, authority: Authority,
-        s3: Any) -> None:
+        over_https: ProxyFactory, https_endpoint: str, authority: Authority, s3: Any) -> None:
     store = f"tls-store-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=store)
-    data = https_config(https_endpoint, tls_bucket, ca_bundle=str(authority.ca))
-    data["cache"] = {"store": source_table(https_endpoint, store, prefix="v", ca_bundle=str(authority.ca))}
-    first, second = await start(aiohttp_client, data), await start(aiohttp_client, data)
+    replica = over_https.preset(
+        source={"ca_bundle": str(authority.ca)},
+        cache={"store": source_table(https_endpoint, store, prefix="v", ca_bundle=str(authority.ca))})
+    first, second = await replica(), await replica()
     assert (await first.get(signed(w="90"))).headers["X-Cache"] == "MISS"
     assert first.app is not None
     await first.app[keys.STORE].drain()
@@ -113,10 +113,10 @@ async def test_the_shared_store_over_https_uses_its_own_ca_bundle(
     ("GET", {"w": "100"}),  # a transform: aiobotocore's HEAD comes first
 ], ids=["get-original", "head-original", "get-transform"])
 async def test_a_certificate_that_does_not_verify_is_a_502_naming_the_problem_in_the_log(
-        aiohttp_client: ClientFactory, https_endpoint: str, tls_bucket: str, other_authority: Authority,
-        caplog: pytest.LogCaptureFixture, trust: str, method: str, params: dict[str, str]) -> None:
+        over_https: ProxyFactory, other_authority: Authority, caplog: pytest.LogCaptureFixture,
+        trust: str, method: str, params: dict[str, str]) -> None:
     source = {"ca_bundle": str(other_authority.ca)} if trust == "another-ca" else {}
-    client = await start(aiohttp_client, https_config(https_endpoint, tls_bucket, max_attempts=1, **source))
+    client = await over_https(source={"max_attempts": 1, **source})
     with caplog.at_level(logging.ERROR):
         response = await client.request(method, signed(**params))
         body = await response.read()
@@ -134,9 +134,8 @@ async def test_a_certificate_that_does_not_verify_is_a_502_naming_the_problem_in
 
 
 async def test_readiness_fails_with_the_certificate_problem_in_the_log(
-        aiohttp_client: ClientFactory, https_endpoint: str, tls_bucket: str,
-        caplog: pytest.LogCaptureFixture) -> None:
-    client = await start(aiohttp_client, https_config(https_endpoint, tls_bucket, max_attempts=1))
+        over_https: ProxyFactory, caplog: pytest.LogCaptureFixture) -> None:
+    client = await over_https(source={"max_attempts": 1})
     with caplog.at_level(logging.ERROR):
         assert (await client.get("/readyz")).status == 503
     assert any("certificate verify failed" in r.getMessage() for r in caplog.records
@@ -144,11 +143,10 @@ async def test_readiness_fails_with_the_certificate_problem_in_the_log(
 
 
 async def test_a_store_behind_an_unverifiable_certificate_is_a_logged_miss_and_the_image_is_rendered(
-        aiohttp_client: ClientFactory, https_endpoint: str, tls_bucket: str, authority: Authority,
+        over_https: ProxyFactory, https_endpoint: str, authority: Authority,
         caplog: pytest.LogCaptureFixture) -> None:
-    data = https_config(https_endpoint, tls_bucket, ca_bundle=str(authority.ca))
-    data["cache"] = {"store": source_table(https_endpoint, "no-such-store", max_attempts=1)}
-    client = await start(aiohttp_client, data)
+    client = await over_https(source={"ca_bundle": str(authority.ca)},
+                              cache={"store": source_table(https_endpoint, "no-such-store", max_attempts=1)})
     with caplog.at_level(logging.WARNING, logger="imgproxy.store"):
         response = await client.get(signed(w="70"))
         assert client.app is not None
@@ -162,10 +160,9 @@ async def test_a_store_behind_an_unverifiable_certificate_is_a_logged_miss_and_t
 # --- verify_tls = false ---------------------------------------------------------------------------
 
 async def test_verify_tls_false_serves_without_a_ca_and_warns_at_start_up(
-        aiohttp_client: ClientFactory, https_endpoint: str, tls_bucket: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+        over_https: ProxyFactory, https_endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="imgproxy.storage"):
-        client = await start(aiohttp_client, https_config(https_endpoint, tls_bucket, verify_tls=False))
+        client = await over_https(source={"verify_tls": False})
     [warning] = [r for r in caplog.records if r.name == "imgproxy.storage"]
     assert warning.levelno == logging.WARNING
     assert warning.getMessage().startswith(

@@ -18,16 +18,13 @@ from typing import Any, Final
 
 import pytest
 from aiohttp import ClientResponse, hdrs
-from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, ClientFactory, config_data, source_table
 from PIL import Image
 from processes import Process, Reply, command, free_port, http_get, write_config
 from prometheus_client.parser import text_string_to_metric_families
+from support import SIGNING_KEY, ProxyClient, ProxyFactory, config_data, source_table
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
 from imgproxy.web import appkeys as keys
-from imgproxy.web.app import create_app
 
 KEY: Final = "employees/ada.jpg"
 RENDERS: Final = "imgproxy_transform_renders_total"
@@ -50,7 +47,7 @@ def headers_of(response: ClientResponse | Reply, *, keep_cache: bool = True) -> 
 
 @dataclass
 class Proxy:
-    client: TestClient[Any, Any]
+    client: ProxyClient
     signer: UrlSigner
 
     def url(self, **params: str) -> str:
@@ -80,7 +77,7 @@ class Proxy:
         return value or 0.0
 
 
-ProxyFactory = Callable[..., Awaitable[Proxy]]
+MakeProxy = Callable[..., Awaitable[Proxy]]
 
 
 @pytest.fixture
@@ -91,28 +88,26 @@ def store_bucket(s3: Any) -> str:
 
 
 @pytest.fixture
-def make_proxy(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str, store_bucket: str, s3: Any,
-               signer: UrlSigner) -> ProxyFactory:
+def make_proxy(proxy: ProxyFactory, moto_endpoint: str, bucket: str, store_bucket: str, s3: Any,
+               signer: UrlSigner) -> MakeProxy:
     """``await make_proxy(variant_bytes=..., store=True)``: a proxy on the test bucket (holding
     KEY), optionally with the shared store; proxies made by one test share bucket and store."""
     s3.put_object(Bucket=bucket, Key=KEY, Body=jpeg(), ContentType="image/jpeg")
 
     async def build(*, variant_bytes: int | None = None, store: bool = False) -> Proxy:
-        data = config_data(moto_endpoint, bucket)
-        data["transform"] = {"workers": 1}
-        data["cache"] = {}
+        cache: dict[str, Any] = {}
         if variant_bytes is not None:
-            data["cache"]["variant_bytes"] = variant_bytes
+            cache["variant_bytes"] = variant_bytes
         if store:
-            data["cache"]["store"] = source_table(moto_endpoint, store_bucket, prefix="variants")
-        return Proxy(await aiohttp_client(create_app(parse_config(data, environ={}))), signer)
+            cache["store"] = source_table(moto_endpoint, store_bucket, prefix="variants")
+        return Proxy(await proxy(transform={"workers": 1}, cache=cache), signer)
 
     return build
 
 
 # --- the variant cache knows it ----------------------------------------------------------------------
 
-async def test_a_head_after_a_get_renders_nothing_and_has_the_gets_headers(make_proxy: ProxyFactory) -> None:
+async def test_a_head_after_a_get_renders_nothing_and_has_the_gets_headers(make_proxy: MakeProxy) -> None:
     proxy = await make_proxy()
     got, body = await proxy.request("GET")
     before = await proxy.renders()
@@ -127,7 +122,7 @@ async def test_a_head_after_a_get_renders_nothing_and_has_the_gets_headers(make_
     assert headers_of(head) == headers_of(again)  # and a GET now says HIT too
 
 
-async def test_a_head_for_fmt_auto_varies_by_accept_like_the_get(make_proxy: ProxyFactory) -> None:
+async def test_a_head_for_fmt_auto_varies_by_accept_like_the_get(make_proxy: MakeProxy) -> None:
     proxy = await make_proxy()
     accept: dict[str, str] = {hdrs.ACCEPT: "image/webp"}
     got, _ = await proxy.request("GET", accept, w="160", fmt="auto")
@@ -141,7 +136,7 @@ async def test_a_head_for_fmt_auto_varies_by_accept_like_the_get(make_proxy: Pro
     assert await proxy.renders() == before + 1
 
 
-async def test_a_head_with_the_variant_etag_is_304_without_a_render(make_proxy: ProxyFactory) -> None:
+async def test_a_head_with_the_variant_etag_is_304_without_a_render(make_proxy: MakeProxy) -> None:
     proxy = await make_proxy(variant_bytes=0)
     got, _ = await proxy.request("GET")
     before = await proxy.renders()
@@ -152,7 +147,7 @@ async def test_a_head_with_the_variant_etag_is_304_without_a_render(make_proxy: 
 
 # --- nobody knows it: a HEAD renders, and answers what a GET answers ---------------------------------
 
-async def test_a_first_head_renders_once_and_its_headers_equal_a_first_gets(make_proxy: ProxyFactory) -> None:
+async def test_a_first_head_renders_once_and_its_headers_equal_a_first_gets(make_proxy: MakeProxy) -> None:
     heads, gets = await make_proxy(), await make_proxy()
     head, empty = await heads.request("HEAD")
     got, body = await gets.request("GET")
@@ -167,7 +162,7 @@ async def test_a_first_head_renders_once_and_its_headers_equal_a_first_gets(make
     assert await heads.renders() == 1
 
 
-async def test_with_the_variant_cache_off_and_no_store_every_head_renders(make_proxy: ProxyFactory) -> None:
+async def test_with_the_variant_cache_off_and_no_store_every_head_renders(make_proxy: MakeProxy) -> None:
     proxy = await make_proxy(variant_bytes=0)
     got, body = await proxy.request("GET")
     head, _ = await proxy.request("HEAD")
@@ -180,7 +175,7 @@ async def test_with_the_variant_cache_off_and_no_store_every_head_renders(make_p
 # --- the shared store knows it -------------------------------------------------------------------------
 
 async def test_a_head_is_answered_from_a_head_of_the_stored_variant_without_reading_it(
-        make_proxy: ProxyFactory) -> None:
+        make_proxy: MakeProxy) -> None:
     renderer = await make_proxy(store=True)
     rendered, body = await renderer.request("GET")
     await renderer.store_drained()
@@ -200,7 +195,7 @@ async def test_a_head_is_answered_from_a_head_of_the_stored_variant_without_read
 
 
 async def test_a_head_the_store_does_not_know_renders_and_asks_the_store_once(
-        make_proxy: ProxyFactory) -> None:
+        make_proxy: MakeProxy) -> None:
     proxy = await make_proxy(store=True)
     head, _ = await proxy.request("HEAD")
     assert head.headers["X-Cache"] == "MISS"
