@@ -78,12 +78,25 @@ class VariantKey:
 
 
 @dataclass(frozen=True, slots=True)
+class VariantHead:
+    """What a HEAD answer needs of a variant: its type, ETag and size, not its bytes."""
+
+    media_type: str
+    etag: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
 class Variant:
     body: bytes
     media_type: str
     etag: str
     width: int
     height: int
+
+    @property
+    def head(self) -> VariantHead:
+        return VariantHead(self.media_type, self.etag, len(self.body))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,26 @@
 """Shared fixtures: a real moto S3 server on a random loopback port, buckets seeded through the
 real boto3 client over HTTP, and ``proxy``: the app under test (``create_app``) as a test client,
-reaching S3 through aiobotocore. Constants and types live in support.py, imported from there."""
+reaching S3 through aiobotocore; the same moto behind nginx terminating TLS with a throwaway
+private CA (``https_endpoint``), for HTTPS S3. Constants and types live in support.py, imported
+from there."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import nginx_site
 import pytest
 from aiohttp import ClientResponse, web_app
 from aiohttp.test_utils import TestClient
-from processes import Server, launch_server
+from nginx_site import NGINX, Authority, NginxError
+from processes import Process, Server, free_port, launch_server
 from pytest_aiohttp import AiohttpClient
 from s3_gate import ManualClock, S3Gate
 from support import (
@@ -58,6 +64,46 @@ def _forget_finished_apps() -> Iterator[None]:
 def moto_endpoint() -> Iterator[str]:
     with moto_server() as endpoint:
         yield endpoint
+
+
+# HTTPS S3 (issue 12): moto behind nginx terminating TLS with a throwaway private CA.
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """The CA that signed ``https_endpoint``'s certificate."""
+    return nginx_site.make_authority(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def other_authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """A CA that did not: a misconfigured ca_bundle."""
+    return nginx_site.make_authority(tmp_path_factory.mktemp("other-ca"), "some other company CA")
+
+
+@pytest.fixture(scope="module")
+def https_endpoint(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str,
+                   authority: Authority) -> Iterator[str]:
+    """``https://127.0.0.1:PORT``: nginx terminating TLS (``authority``'s certificate) in front of
+    moto, for the module; skipped where nginx is not installed."""
+    if NGINX is None:
+        pytest.skip("the nginx binary is not installed (Debian: apt-get install nginx; .ci/run does)")
+    prefix, port = tmp_path_factory.mktemp("s3-tls"), free_port()
+    main = nginx_site.tls_front(prefix, port, moto_endpoint.removeprefix("http://"), authority)
+    checked = nginx_site.check_config(prefix, main)
+    assert checked.returncode == 0, checked.stderr
+    nginx = Process(nginx_site.command(prefix, main), prefix / "process")
+    try:
+        try:
+            nginx_site.wait_until_listening(prefix, port, nginx.popen.poll)
+        except NginxError as exc:
+            pytest.fail(f"{exc}\n{nginx.describe()}")
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        if nginx.popen.poll() is None:
+            nginx.popen.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            nginx.popen.wait(timeout=10)
+        nginx.kill()
 
 
 @pytest.fixture(scope="session")

@@ -279,6 +279,24 @@ async def test_fmt_auto_picks_the_format_from_accept_and_alpha(stack: Stack, key
     assert Image.MIME[image.format or ""] == media_type
 
 
+@pytest.mark.skipif(not HAS_AVIF, reason="no AVIF encoder: WebP would win without q values")
+async def test_fmt_auto_follows_the_accept_q_values_over_the_format_order(stack: Stack) -> None:
+    response, image = await stack.get_image("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.1, image/webp;q=0.9"},
+                                            w="100", fmt="auto")
+    assert response.headers[hdrs.CONTENT_TYPE] == "image/webp"
+    assert image.format == "WEBP"
+    avif, _ = await stack.get("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.9, image/webp;q=0.9"},
+                              w="100", fmt="auto")
+    assert avif.headers[hdrs.CONTENT_TYPE] == "image/avif"  # a tie keeps AVIF first
+    assert avif.headers[hdrs.ETAG] != response.headers[hdrs.ETAG]
+
+
+async def test_fmt_auto_ignores_a_range_whose_q_is_nan(stack: Stack) -> None:
+    response, _ = await stack.get("photo.jpg", {hdrs.ACCEPT: "image/webp;q=nan, image/jpeg;q=0.5"},
+                                  w="100", fmt="auto")
+    assert response.headers[hdrs.CONTENT_TYPE] == "image/jpeg"
+
+
 async def test_fmt_auto_keeps_the_alpha_channel(stack: Stack) -> None:
     _, image = await stack.get_image("alpha.png", {hdrs.ACCEPT: "image/webp"}, w="100", fmt="auto")
     assert image.convert("RGBA").getchannel("A").getextrema() == (0, 255)
