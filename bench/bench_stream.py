@@ -15,7 +15,10 @@ Three processes on 127.0.0.1, so no one's CPU is hidden inside another's:
 (b) a --big-mib object (multipart upload generated in parts, never whole in memory) downloaded
     through the proxy and discarded; the proxy's VmRSS sampled every 50 ms, VmHWM at the end.
 
-    .venv/bin/python bench/bench_stream.py [--seconds 10] [--skip-big]
+With --s3-tls, S3 is HTTPS for both sides (nginx terminating TLS with a throwaway CA in front of
+moto; its CPU is the "tls" column): the proxy's figures then include TLS to S3.
+
+    .venv/bin/python bench/bench_stream.py [--seconds 10] [--skip-big] [--s3-tls]
 """
 
 from __future__ import annotations
@@ -44,16 +47,18 @@ from harness import (
     BenchError,
     CpuMeter,
     Phase,
+    S3Server,
     add_load_options,
+    add_s3_options,
     expect_size,
     merged,
-    moto,
     note,
     proxy,
     reset_peak_rss,
     run_main,
     run_phase,
     s3_client,
+    s3_server,
     session_for,
     status_kib,
 )
@@ -115,10 +120,11 @@ def upload_big(s3: Any, size: int) -> str:
 # --- (a) load generation ---------------------------------------------------------------------
 
 async def throughput(urls: dict[str, str], size: int, args: argparse.Namespace,
-                     meter: CpuMeter) -> list[Phase]:
+                     meter: CpuMeter, storage: S3Server) -> list[Phase]:
     """Warm up each side, then alternate direct/proxy for args.rounds rounds."""
     phases: list[Phase] = []
-    async with session_for(args.concurrency) as direct, session_for(args.concurrency) as via_proxy:
+    async with (session_for(args.concurrency, ssl_context=storage.client_ssl()) as direct,
+                session_for(args.concurrency) as via_proxy):
         sessions = {"direct": direct, "proxy": via_proxy}
         for side in sessions:
             warm = await run_phase(sessions[side], Phase(side, 0), [urls[side]], args.warmup,
@@ -216,16 +222,19 @@ def phase_json(phase: Phase, size: int) -> dict[str, Any]:
 
 def table_a(phases: list[Phase], size: int) -> tuple[str, dict[str, Any]]:
     rows = [*phases, merged(phases, "direct"), merged(phases, "proxy")]
+    tls = any("tls" in phase.cpu for phase in phases)
     head = (f"{'side':<7}{'round':>6}{'req/s':>8}{'MiB/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
-            f"   cpu % of one core: {'moto':>5}{'proxy':>6}{'bench':>6}{'others':>7}{'idle':>5}")
+            f"   cpu % of one core: {'moto':>5}{'tls' if tls else '':>5}{'proxy':>6}{'bench':>6}"
+            f"{'others':>7}{'idle':>5}")
     lines = [head, "-" * len(head)]
     for phase in rows:
         c = phase.cpu
+        tls_cell = f"{c.get('tls', 0):.0f}" if tls else ""
         lines.append(
             f"{phase.side:<7}{phase.round or 'all':>6}{phase.rps:>8.0f}{phase.rps * size / MIB:>8.1f}"
             f"{phase.percentile_ms(0.5):>8.1f}{phase.percentile_ms(0.99):>8.1f}{phase.errors:>7}"
-            f"   {'':<19}{c.get('moto', 0):>5.0f}{c.get('proxy', 0):>6.0f}{c.get('bench', 0):>6.0f}"
-            f"{c.get('others', 0):>7.0f}{c.get('idle', 0):>5.0f}")
+            f"   {'':<19}{c.get('moto', 0):>5.0f}{tls_cell:>5}{c.get('proxy', 0):>6.0f}"
+            f"{c.get('bench', 0):>6.0f}{c.get('others', 0):>7.0f}{c.get('idle', 0):>5.0f}")
     direct, via = rows[-2], rows[-1]
     ratio = via.rps / direct.rps if direct.rps else 0.0
     per_round = [
@@ -276,6 +285,7 @@ ARRANGEMENT: Final = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_load_options(parser, warmup=2.0, rounds_help="direct+proxy rounds")
+    add_s3_options(parser)
     parser.add_argument("--size-kb", type=int, default=500, help="image size in KB (500)")
     parser.add_argument("--big-mib", type=int, default=1024, help="big object size in MiB (1024)")
     parser.add_argument("--skip-big", action="store_true", help="skip part (b)")
@@ -297,26 +307,32 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     with ExitStack() as stack:
-        moto_proc, endpoint = stack.enter_context(moto(workdir))
-        s3 = s3_client(endpoint)
+        storage = stack.enter_context(s3_server(workdir, tls=args.s3_tls))
+        s3 = s3_client(storage.endpoint, storage.ca_bundle)
         s3.create_bucket(Bucket=BUCKET)
         image = jpeg_near(args.size_kb * 1000)
         s3.put_object(Bucket=BUCKET, Key=SMALL_KEY, Body=image, ContentType="image/jpeg")
         proxy_proc, base_url = stack.enter_context(
-            proxy(workdir, endpoint, signing_key, args.profile_proxy, extra_toml=STREAM_ONLY))
+            proxy(workdir, storage.endpoint, signing_key, args.profile_proxy, extra_toml=STREAM_ONLY,
+                  ca_bundle=storage.ca_bundle))
         signer = UrlSigner(signing_key, "bench", base_url)
         urls = {
             "direct": s3.generate_presigned_url("get_object", ExpiresIn=3600,
                                                 Params={"Bucket": BUCKET, "Key": SMALL_KEY}),
             "proxy": signer.sign(SOURCE, SMALL_KEY, ttl=3600),
         }
-        pids = {"moto": moto_proc.pid, "proxy": proxy_proc.pid, "bench": os.getpid()}
+        pids: dict[str, int | tuple[int, ...]] = {"moto": storage.moto_pid, "proxy": proxy_proc.pid,
+                                                  "bench": os.getpid()}
+        if storage.tls_pids:
+            pids["tls"] = storage.tls_pids
         rss_at_start = status_kib(proxy_proc.pid, "VmRSS")
         print(ARRANGEMENT.format(cpus=os.cpu_count()))
+        kind = "HTTPS: nginx terminating TLS in front of moto" if storage.ca_bundle else "moto, plain HTTP"
+        print(f"S3: {storage.endpoint} ({kind})")
         print(f"(a) {len(image):,}-byte JPEG, {args.concurrency} connections, {args.rounds} x "
               f"{args.seconds:g} s per side after {args.warmup:g} s warm-up; load avg at start "
               f"{result['loadavg_start'][0]:.2f}")
-        phases = asyncio.run(throughput(urls, len(image), args, CpuMeter(pids)))
+        phases = asyncio.run(throughput(urls, len(image), args, CpuMeter(pids), storage))
         text, result["a"] = table_a(phases, len(image))
         print(text, flush=True)
         if not args.skip_big:

@@ -2,7 +2,9 @@
 
 Imported by the ``bench_*.py`` scripts (run as scripts, so this directory is on ``sys.path``).
 Everything runs on 127.0.0.1 in separate processes, so each one's CPU is visible: moto (the S3
-server), the proxy (and its image workers), and the bench process itself.
+server), the proxy (and its image workers), and the bench process itself. With ``--s3-tls``
+(``add_s3_options``, ``s3_server``) S3 is HTTPS, as in production: nginx terminates TLS with a
+throwaway CA in front of moto, and the proxy and the direct side trust that CA.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,7 @@ import aiohttp
 import boto3
 from botocore.config import Config as BotoConfig
 
+TESTS: Final = Path(__file__).resolve().parent.parent / "tests"  # nginx_site: how tests run nginx
 HOST: Final = "127.0.0.1"
 BUCKET: Final = "bench-private"
 SOURCE: Final = "bench"
@@ -134,22 +138,77 @@ def moto(workdir: Path, name: str = "moto") -> Iterator[tuple[subprocess.Popen[b
         yield proc, f"http://{HOST}:{line}"
 
 
-def source_toml(name: str, endpoint: str) -> str:
-    """A ``[sources.NAME]`` table for BUCKET on moto (more sources for ``proxy_toml``'s extra)."""
+@dataclass(frozen=True)
+class S3Server:
+    """Where the benchmark's S3 answers: moto itself (``http://``), or nginx terminating TLS in
+    front of it (``https://``, its certificate signed by the CA in ``ca_bundle``)."""
+
+    endpoint: str
+    moto_pid: int
+    tls_pids: tuple[int, ...] = ()  # nginx's master and worker: the TLS costs, counted apart
+    ca_bundle: Path | None = None
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """For a load generator's connector: a context trusting the CA (None: plain HTTP)."""
+        return None if self.ca_bundle is None else ssl.create_default_context(cafile=str(self.ca_bundle))
+
+
+def add_s3_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--s3-tls", action="store_true",
+                        help="S3 over HTTPS: nginx terminating TLS with a throwaway CA in front of moto")
+
+
+@contextmanager
+def s3_server(workdir: Path, tls: bool = False) -> Iterator[S3Server]:
+    """moto (``moto()``), and with ``tls`` nginx in front of it on another port: HTTPS with a
+    server certificate from a CA made here, in ``workdir/ca`` (``tests/nginx_site.py``)."""
+    with moto(workdir) as (moto_proc, endpoint):
+        if not tls:
+            yield S3Server(endpoint, moto_proc.pid)
+            return
+        if str(TESTS) not in sys.path:
+            sys.path.append(str(TESTS))
+        import nginx_site  # here: only --s3-tls needs nginx and cryptography
+
+        if nginx_site.NGINX is None:
+            raise BenchError("--s3-tls needs the nginx binary (Debian: apt-get install nginx)")
+        authority = nginx_site.make_authority(workdir / "ca")
+        prefix, port = workdir / "s3-tls", free_port()
+        main = nginx_site.tls_front(prefix, port, endpoint.removeprefix("http://"), authority)
+        checked = nginx_site.check_config(prefix, main)
+        if checked.returncode != 0:
+            raise BenchError(f"nginx -t failed for the S3 TLS front:\n{checked.stderr}")
+        argv = nginx_site.command(prefix, main)
+        with running(argv, workdir / "s3-tls.log", stdin=subprocess.DEVNULL) as nginx:
+            try:
+                nginx_site.wait_until_listening(prefix, port, nginx.poll,
+                                                ready=lambda: bool(descendants(nginx.pid)))
+            except nginx_site.NginxError as exc:
+                raise BenchError(str(exc)) from None
+            yield S3Server(f"https://{HOST}:{port}", moto_proc.pid, (nginx.pid, *descendants(nginx.pid)),
+                           authority.ca)
+
+
+def source_toml(name: str, endpoint: str, ca_bundle: Path | None = None) -> str:
+    """A ``[sources.NAME]`` table for BUCKET on moto (more sources for ``proxy_toml``'s extra);
+    ``ca_bundle``: the CA of an https endpoint."""
     q = json.dumps  # TOML basic strings accept JSON's escapes for these ASCII values
     return "\n".join([
         f"[sources.{name}]", f"bucket = {q(BUCKET)}", 'region = "us-east-1"',
         f"endpoint_url = {q(endpoint)}", 'addressing_style = "path"',
         f"access_key_id = {q(ACCESS_KEY)}", f"secret_access_key = {q(SECRET_KEY)}",
-        "connect_timeout = 2", "read_timeout = 60", "",
+        "connect_timeout = 2", "read_timeout = 60",
+        *([f"ca_bundle = {q(str(ca_bundle))}"] if ca_bundle is not None else []), "",
     ])
 
 
 def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "", *, workers: int = 1,
-               metrics_port: int | None = None, server: Sequence[str] = ()) -> str:
+               metrics_port: int | None = None, server: Sequence[str] = (),
+               ca_bundle: Path | None = None) -> str:
     """The proxy's config: one source (SOURCE) on moto; ``extra`` is appended (more TOML tables).
     ``metrics_port``: the Prometheus listener on that port (default: none). ``server``: more
-    ``key = value`` lines for the ``[server]`` table."""
+    ``key = value`` lines for the ``[server]`` table. ``ca_bundle``: the CA of an https
+    ``endpoint``."""
     q = json.dumps
     metrics = ["enabled = false"] if metrics_port is None else [
         "enabled = true", f"host = {q(HOST)}", f"port = {metrics_port}"]
@@ -160,7 +219,7 @@ def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "", *, w
         *server, "",
         "[metrics]", *metrics, "",
         "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "", "",
-    ]) + source_toml(SOURCE, endpoint) + extra
+    ]) + source_toml(SOURCE, endpoint, ca_bundle) + extra
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 30.0) -> None:
@@ -184,14 +243,14 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeo
 @contextmanager
 def proxy(workdir: Path, endpoint: str, signing_key: str, profile: Path | None = None, *,
           extra_toml: str = "", name: str = "imgproxy", workers: int = 1,
-          metrics_port: int | None = None,
-          server: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+          metrics_port: int | None = None, server: Sequence[str] = (),
+          ca_bundle: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``imgproxy serve`` on a free port; ``name`` names its config and log files in workdir;
-    ``workers``, ``metrics_port`` and ``server`` as in ``proxy_toml``."""
+    ``workers``, ``metrics_port``, ``server`` and ``ca_bundle`` as in ``proxy_toml``."""
     port = free_port()
     config_path = workdir / f"{name}.toml"
     config_path.write_text(proxy_toml(endpoint, port, signing_key, extra_toml, workers=workers,
-                                      metrics_port=metrics_port, server=server))
+                                      metrics_port=metrics_port, server=server, ca_bundle=ca_bundle))
     log_path = workdir / f"{name}.log"
     argv = [sys.executable, "-m", "imgproxy", "serve", "--config", str(config_path)]
     if profile is not None:  # cProfile writes the file when SIGTERM makes serve return
@@ -447,9 +506,11 @@ class CpuMeter:
 
 # --- S3 --------------------------------------------------------------------------------------
 
-def s3_client(endpoint: str) -> Any:
+def s3_client(endpoint: str, ca_bundle: Path | None = None) -> Any:
+    """boto3 on the bench's S3 (``ca_bundle``: the CA of an https endpoint)."""
     return boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1",
+        verify=str(ca_bundle) if ca_bundle is not None else None,
         aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
         config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"},
                           request_checksum_calculation="when_required",
@@ -502,10 +563,13 @@ def expect_size(size: int) -> Check:
     return check
 
 
-def session_for(concurrency: int, timeout: float = 60.0) -> aiohttp.ClientSession:
-    """Keep-alive connections (at most ``concurrency``); ``timeout``: per request, in seconds."""
+def session_for(concurrency: int, timeout: float = 60.0,
+                ssl_context: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
+    """Keep-alive connections (at most ``concurrency``); ``timeout``: per request, in seconds;
+    ``ssl_context``: what https servers are checked against (default: the system's CAs)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency),
+        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
+                                       ssl=ssl_context if ssl_context is not None else True),
         timeout=aiohttp.ClientTimeout(total=timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,

@@ -37,8 +37,14 @@ def object_id(source: str, key: str) -> bytes:
 
 
 def key_size(key: Hashable) -> int:
-    """Roughly what a cache key costs: the length of its parts."""
-    parts = key if isinstance(key, tuple) else (key,)
+    """Roughly what a cache key costs: the length of its parts (a tuple's items, or the fields of
+    a slots dataclass such as ``VariantKey``); anything else counts 8 bytes."""
+    if isinstance(key, tuple):
+        parts: tuple[object, ...] = key
+    elif hasattr(key, "__dataclass_fields__"):
+        parts = tuple(getattr(key, name) for name in key.__dataclass_fields__)
+    else:
+        parts = (key,)
     return sum(len(part) if isinstance(part, str | bytes) else 8 for part in parts)
 
 
@@ -72,12 +78,25 @@ class VariantKey:
 
 
 @dataclass(frozen=True, slots=True)
+class VariantHead:
+    """What a HEAD answer needs of a variant: its type, ETag and size, not its bytes."""
+
+    media_type: str
+    etag: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
 class Variant:
     body: bytes
     media_type: str
     etag: str
     width: int
     height: int
+
+    @property
+    def head(self) -> VariantHead:
+        return VariantHead(self.media_type, self.etag, len(self.body))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,39 +1,63 @@
 """Shared fixtures: a real moto S3 server on a random loopback port, buckets seeded through the
-real boto3 client over HTTP, and ``create_app`` clients that reach S3 through aiobotocore."""
+real boto3 client over HTTP, and ``proxy``: the app under test (``create_app``) as a test client,
+reaching S3 through aiobotocore; the same moto behind nginx terminating TLS with a throwaway
+private CA (``https_endpoint``), for HTTPS S3. Constants and types live in support.py, imported
+from there."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import nginx_site
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web_app
 from aiohttp.test_utils import TestClient
-from processes import Server, launch_server
+from nginx_site import NGINX, Authority, NginxError
+from processes import Process, Server, free_port, launch_server
+from pytest_aiohttp import AiohttpClient
 from s3_gate import ManualClock, S3Gate
+from support import (
+    ACCESS_KEY,
+    DELIVERY_NOW,
+    REGION,
+    SECRET_KEY,
+    SIGNING_KEY,
+    ProxyClient,
+    ProxyFactory,
+    RawRequest,
+    RelayFactory,
+    ServeFactory,
+    config_data,
+    empty_bucket,
+)
 from tcp_relay import Blackhole, TcpRelay
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import Config, parse_config
 from imgproxy.demo import moto_server
-from imgproxy.web.app import create_app
-
-SIGNING_KEY = "test-signing-key-0123456789abcdef-0123456789"  # 44 bytes
-OTHER_KEY = "another-signing-key-for-rotation-0123456789ab"
-TOKEN = "test-bearer-token-0123456789abcdef0123456789"
-SCOPED_TOKEN = "scoped-bearer-token-0123456789abcdef01234567"
-ACCESS_KEY = "testing-access-key"
-SECRET_KEY = "testing-secret-key"
 
 # Nothing in the tests may reach a real AWS endpoint or read the developer's AWS profile.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    """aiohttp memoises each app's middleware chain (``web_app._cached_build_middleware``, an
+    ``lru_cache`` of 1,024 entries keyed by the apps themselves), which keeps every finished test
+    app alive, with its botocore session (about 10 MiB of parsed service model). One app per
+    process in production, so only the suite pays: it reached 6 GiB, and its final garbage
+    collection took minutes."""
+    yield
+    web_app._cached_build_middleware.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -42,96 +66,84 @@ def moto_endpoint() -> Iterator[str]:
         yield endpoint
 
 
+# HTTPS S3 (issue 12): moto behind nginx terminating TLS with a throwaway private CA.
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """The CA that signed ``https_endpoint``'s certificate."""
+    return nginx_site.make_authority(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def other_authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """A CA that did not: a misconfigured ca_bundle."""
+    return nginx_site.make_authority(tmp_path_factory.mktemp("other-ca"), "some other company CA")
+
+
+@pytest.fixture(scope="module")
+def https_endpoint(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str,
+                   authority: Authority) -> Iterator[str]:
+    """``https://127.0.0.1:PORT``: nginx terminating TLS (``authority``'s certificate) in front of
+    moto, for the module; skipped where nginx is not installed."""
+    if NGINX is None:
+        pytest.skip("the nginx binary is not installed (Debian: apt-get install nginx; .ci/run does)")
+    prefix, port = tmp_path_factory.mktemp("s3-tls"), free_port()
+    main = nginx_site.tls_front(prefix, port, moto_endpoint.removeprefix("http://"), authority)
+    checked = nginx_site.check_config(prefix, main)
+    assert checked.returncode == 0, checked.stderr
+    nginx = Process(nginx_site.command(prefix, main), prefix / "process")
+    try:
+        try:
+            nginx_site.wait_until_listening(prefix, port, nginx.popen.poll)
+        except NginxError as exc:
+            pytest.fail(f"{exc}\n{nginx.describe()}")
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        if nginx.popen.poll() is None:
+            nginx.popen.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            nginx.popen.wait(timeout=10)
+        nginx.kill()
+
+
 @pytest.fixture(scope="session")
 def s3(moto_endpoint: str) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=moto_endpoint,
-        region_name="us-east-1",
+        region_name=REGION,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
     )
 
 
-def empty_bucket(s3: Any, name: str) -> None:
-    """Delete every object of ``name``: moto keeps object bodies in memory for the session."""
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=name, Delete={"Objects": keys})
-
-
 @pytest.fixture
-def bucket(s3: Any) -> str:
+def bucket(s3: Any) -> Iterator[str]:
+    """A fresh bucket per test, emptied at teardown (moto keeps every body in this process's
+    memory for the session: without this the suite's process grew past 6 GiB, and its final
+    garbage collection alone took minutes)."""
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
-    return name
-
-
-def source_table(endpoint: str, bucket: str, **overrides: Any) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "bucket": bucket,
-        "region": "us-east-1",
-        "endpoint_url": endpoint,
-        "addressing_style": "path",
-        "access_key_id": ACCESS_KEY,
-        "secret_access_key": SECRET_KEY,
-        "connect_timeout": 1,
-        "read_timeout": 5,
-    }
-    table.update(overrides)
-    return table
-
-
-def config_data(endpoint: str, bucket: str, **source_overrides: Any) -> dict[str, Any]:
-    return {
-        # One process unless a test asks for workers (test_workers.py); the default is one per CPU.
-        "server": {"host": "127.0.0.1", "port": 0, "ready_cache_seconds": 0, "workers": 1},
-        "auth": {
-            "keys": {"k1": SIGNING_KEY},
-            "max_ttl": "1d",
-            "tokens": {
-                "ops": {"token": TOKEN, "scopes": ["*"]},
-                "hr": {"token": SCOPED_TOKEN, "scopes": ["photos:employees/*"]},
-            },
-        },
-        "sources": {"photos": source_table(endpoint, bucket, **source_overrides)},
-        # Workers start on the first transform, so tests that never transform spawn none.
-        "transform": {"prestart_workers": False},
-        # Any free port: many apps run at once, and 9090 may be taken on the test machine.
-        "metrics": {"port": 0},
-    }
+    yield name
+    empty_bucket(s3, name)
 
 
 @pytest.fixture
-def make_config(moto_endpoint: str, bucket: str) -> Callable[..., Config]:
-    """``make_config(**source_overrides)`` or ``make_config(data=...)`` for a whole table."""
-
-    def build(data: dict[str, Any] | None = None, **source_overrides: Any) -> Config:
-        return parse_config(data or config_data(moto_endpoint, bucket, **source_overrides), environ={})
-
-    return build
+def proxy(aiohttp_client: AiohttpClient, moto_endpoint: str, bucket: str) -> ProxyFactory:
+    """``await proxy(transform={...}, source={...}, clock=...)``: the app on the test config,
+    its source the test's bucket (support.ProxyFactory says what each keyword changes)."""
+    return ProxyFactory(aiohttp_client, moto_endpoint, bucket)
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config]) -> Config:
-    return make_config()
+async def client(proxy: ProxyFactory) -> ProxyClient:
+    """The app on the test config, unchanged."""
+    return await proxy()
 
 
 @pytest.fixture
 def signer() -> UrlSigner:
     return UrlSigner(SIGNING_KEY, "k1")
-
-
-ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-@pytest.fixture
-async def client(aiohttp_client: ClientFactory, config: Config) -> TestClient[Any, Any]:
-    return await aiohttp_client(create_app(config))
-
-
-ServeFactory = Callable[..., Server]
 
 
 @pytest.fixture
@@ -152,9 +164,6 @@ def serve(tmp_path: Path, moto_endpoint: str) -> Iterator[ServeFactory]:
     yield launch
     for running in started:
         running.process.kill()
-
-
-RelayFactory = Callable[[str], Awaitable[TcpRelay]]
 
 
 @pytest.fixture
@@ -186,9 +195,6 @@ async def blackhole() -> AsyncIterator[Blackhole]:
     await hole.close()
 
 
-RawRequest = Callable[..., Awaitable[ClientResponse]]
-
-
 @pytest.fixture
 def raw_request() -> RawRequest:
     """``await raw_request(client, "GET", "/img/photos/../x", headers=...)``, target sent as written.
@@ -210,12 +216,9 @@ def raw_request() -> RawRequest:
 
 # Delivery (issue 5): a test-controlled clock, and an S3 front door that enforces presigned URLs.
 
-DELIVERY_NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z: a whole hour, so windows start here
-
-
 @pytest.fixture
 def clock() -> ManualClock:
-    """Unix time for the app (``create_app(clock=...)``) and the gate; moves only on ``advance``."""
+    """Unix time for the app (``proxy(clock=clock)``) and the gate; moves only on ``advance``."""
     return ManualClock(DELIVERY_NOW)
 
 

@@ -6,19 +6,17 @@ import io
 import json
 import logging
 import shlex
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import TOKEN, ClientFactory, config_data
 from PIL import Image
+from support import TOKEN, ProxyFactory, config_data
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import ConfigError, parse_config
+from imgproxy.config import ConfigError, LogFormat, parse_config
 from imgproxy.protocol.accesslog import format_line
-from imgproxy.web.app import create_app
 
 KEY = "employees/Zoë Smith.jpg"
 
@@ -29,23 +27,11 @@ def jpeg() -> bytes:
     return buffer.getvalue()
 
 
-ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
 @pytest.fixture
-def make_proxy(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str, s3: Any) -> ProxyFactory:
+def make_proxy(proxy: ProxyFactory, s3: Any, bucket: str) -> ProxyFactory:
     """``await make_proxy(log={...}, server={...})``: a proxy on a bucket holding KEY."""
     s3.put_object(Bucket=bucket, Key=KEY, Body=jpeg(), ContentType="image/jpeg")
-
-    async def build(log: dict[str, Any] | None = None, server: dict[str, Any] | None = None
-                    ) -> TestClient[Any, Any]:
-        data = config_data(moto_endpoint, bucket)
-        data["log"] = log or {}
-        data["server"].update(server or {})
-        data["transform"] = {"prestart_workers": False, "workers": 1}
-        return await aiohttp_client(create_app(parse_config(data, environ={})))
-
-    return build
+    return proxy.preset(transform={"workers": 1})
 
 
 async def access_lines(client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture, url: str,
@@ -126,12 +112,12 @@ async def test_object_keys_are_logged_only_when_enabled(
 
 
 @pytest.mark.parametrize(("fields", "fmt", "expected"), [
-    ({"status": "200", "key": "a b\"c"}, "logfmt", 'status=200 key="a b\\"c"'),
-    ({"status": "200", "key": "line\nbreak"}, "logfmt", 'status=200 key="line\\nbreak"'),
-    ({"status": "200", "duration_ms": "1.5", "key": "Zoë"}, "json",
+    ({"status": "200", "key": "a b\"c"}, LogFormat.LOGFMT, 'status=200 key="a b\\"c"'),
+    ({"status": "200", "key": "line\nbreak"}, LogFormat.LOGFMT, 'status=200 key="line\\nbreak"'),
+    ({"status": "200", "duration_ms": "1.5", "key": "Zoë"}, LogFormat.JSON,
      '{"status":200,"duration_ms":1.5,"key":"Zoë"}'),
 ])
-def test_format_line(fields: dict[str, str], fmt: str, expected: str) -> None:
+def test_format_line(fields: dict[str, str], fmt: LogFormat, expected: str) -> None:
     assert format_line(fields, fmt) == expected
 
 

@@ -12,12 +12,10 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, hdrs
 from aiohttp.test_utils import TestClient
-from conftest import OTHER_KEY, SCOPED_TOKEN, SIGNING_KEY, TOKEN, ClientFactory, config_data
+from support import OTHER_KEY, SCOPED_TOKEN, SIGNING_KEY, TOKEN, ProxyFactory, source_table
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import Config
 from imgproxy.protocol.paths import image_path
-from imgproxy.web.app import create_app
 
 NOW = 1_900_000_000.0  # the patched clock: every signed URL here is judged at this instant
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 500
@@ -29,11 +27,11 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def fixed(aiohttp_client: ClientFactory, config: Config, s3: Any, bucket: str) -> TestClient[Any, Any]:
+async def fixed(proxy: ProxyFactory, s3: Any, bucket: str) -> TestClient[Any, Any]:
     """A client whose server clock reads ``NOW``; 'employees/ada.jpg' exists, 'missing.jpg' does not."""
     s3.put_object(Bucket=bucket, Key="employees/ada.jpg", Body=JPEG, ContentType="image/jpeg")
     s3.put_object(Bucket=bucket, Key="other/x.jpg", Body=JPEG, ContentType="image/jpeg")
-    return await aiohttp_client(create_app(config, clock=lambda: NOW))
+    return await proxy(clock=lambda: NOW)
 
 
 def sign(key: str = "employees/ada.jpg", *, ttl: float = 600, now: float = NOW, kid: str | None = "k1",
@@ -198,11 +196,8 @@ async def test_a_changed_key_is_403(fixed: TestClient[Any, Any]) -> None:
     assert await error_of(response) == "invalid_signature"
 
 
-async def test_a_changed_source_is_403(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str,
-                                       make_config: Callable[..., Config], s3: Any) -> None:
-    data = config_data(moto_endpoint, bucket)
-    data["sources"]["archive"] = dict(data["sources"]["photos"])
-    client = await aiohttp_client(create_app(make_config(data=data), clock=lambda: NOW))
+async def test_a_changed_source_is_403(proxy: ProxyFactory, moto_endpoint: str, bucket: str, s3: Any) -> None:
+    client = await proxy(sources={"archive": source_table(moto_endpoint, bucket)}, clock=lambda: NOW)
     s3.put_object(Bucket=bucket, Key="a.jpg", Body=JPEG, ContentType="image/jpeg")
     url = sign("a.jpg")
     assert (await client.get(url)).status == 200
@@ -233,12 +228,9 @@ async def test_a_scoped_token_cannot_climb_out_with_a_lookalike_prefix(fixed: Te
     assert response.status == 403
 
 
-async def test_a_scoped_token_for_another_source_is_403(aiohttp_client: ClientFactory, moto_endpoint: str,
-                                                        bucket: str, make_config: Callable[..., Config],
-                                                        s3: Any) -> None:
-    data = config_data(moto_endpoint, bucket)
-    data["sources"]["archive"] = dict(data["sources"]["photos"])
-    client = await aiohttp_client(create_app(make_config(data=data)))
+async def test_a_scoped_token_for_another_source_is_403(proxy: ProxyFactory, moto_endpoint: str,
+                                                        bucket: str, s3: Any) -> None:
+    client = await proxy(sources={"archive": source_table(moto_endpoint, bucket)})
     s3.put_object(Bucket=bucket, Key="employees/ada.jpg", Body=JPEG, ContentType="image/jpeg")
     response = await client.get(image_path("archive", "employees/ada.jpg"), headers=bearer(SCOPED_TOKEN))
     assert response.status == 403
@@ -345,47 +337,37 @@ async def test_an_unknown_source_is_403_for_a_token_scoped_elsewhere(fixed: Test
 # --- Key rotation --------------------------------------------------------------------------------
 
 @pytest.fixture
-def rotation_data(moto_endpoint: str, bucket: str, s3: Any) -> dict[str, Any]:
+def rotating(proxy: ProxyFactory, bucket: str, s3: Any) -> ProxyFactory:
+    """The proxy mid-rotation: both keys known, new URLs signed with k2; 'a.jpg' exists."""
     s3.put_object(Bucket=bucket, Key="a.jpg", Body=JPEG, ContentType="image/jpeg")
-    data = config_data(moto_endpoint, bucket)
-    data["auth"]["keys"] = {"k1": SIGNING_KEY, "k2": OTHER_KEY}
-    data["auth"]["sign_with"] = "k2"
-    return data
+    return proxy.preset(auth={"keys": {"k1": SIGNING_KEY, "k2": OTHER_KEY}, "sign_with": "k2"},
+                        clock=lambda: NOW)
 
 
 @pytest.mark.parametrize(("kid", "secret"), [("k1", SIGNING_KEY), ("k2", OTHER_KEY)])
 async def test_during_rotation_urls_signed_with_either_key_are_served(
-    aiohttp_client: ClientFactory, make_config: Callable[..., Config], rotation_data: dict[str, Any],
-    kid: str, secret: str,
-) -> None:
-    client = await aiohttp_client(create_app(make_config(data=rotation_data), clock=lambda: NOW))
+        rotating: ProxyFactory, kid: str, secret: str) -> None:
+    client = await rotating()
     response = await client.get(sign("a.jpg", kid=kid, secret=secret))
     assert response.status == 200
 
 
-async def test_during_rotation_a_key_id_must_match_its_secret(
-    aiohttp_client: ClientFactory, make_config: Callable[..., Config], rotation_data: dict[str, Any],
-) -> None:
-    client = await aiohttp_client(create_app(make_config(data=rotation_data), clock=lambda: NOW))
+async def test_during_rotation_a_key_id_must_match_its_secret(rotating: ProxyFactory) -> None:
+    client = await rotating()
     response = await client.get(sign("a.jpg", kid="k2", secret=SIGNING_KEY))
     assert response.status == 403
     assert await error_of(response) == "invalid_signature"
 
 
-async def test_during_rotation_a_url_without_kid_is_403(
-    aiohttp_client: ClientFactory, make_config: Callable[..., Config], rotation_data: dict[str, Any],
-) -> None:
-    client = await aiohttp_client(create_app(make_config(data=rotation_data), clock=lambda: NOW))
+async def test_during_rotation_a_url_without_kid_is_403(rotating: ProxyFactory) -> None:
+    client = await rotating()
     response = await client.get(sign("a.jpg", kid=None))
     assert response.status == 403
     assert await error_of(response) == "unknown_key"
 
 
-async def test_after_rotation_urls_signed_with_the_retired_key_are_403(
-    aiohttp_client: ClientFactory, make_config: Callable[..., Config], rotation_data: dict[str, Any],
-) -> None:
-    rotation_data["auth"]["keys"] = {"k2": OTHER_KEY}
-    client = await aiohttp_client(create_app(make_config(data=rotation_data), clock=lambda: NOW))
+async def test_after_rotation_urls_signed_with_the_retired_key_are_403(rotating: ProxyFactory) -> None:
+    client = await rotating(auth={"keys": {"k2": OTHER_KEY}})
     retired = await client.get(sign("a.jpg", kid="k1", secret=SIGNING_KEY))
     current = await client.get(sign("a.jpg", kid="k2", secret=OTHER_KEY))
     assert retired.status == 403

@@ -4,26 +4,22 @@ window-stable URLs; and the same URLs from the Python signer."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import DELIVERY_NOW, SIGNING_KEY, TOKEN, ClientFactory, config_data
 from PIL import Image
 from s3_gate import ManualClock
+from support import DELIVERY_NOW, SIGNING_KEY, TOKEN, TOKENS, ProxyFactory
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
-from imgproxy.web.app import create_app
 
 DASH_TOKEN = "dashboard-sign-token-0123456789abcdef0123456"
 DASH = {"Authorization": f"Bearer {DASH_TOKEN}"}
 DASH_JSON = {**DASH, "Content-Type": "application/json"}  # raw bytes from aiohttp are octet-stream
 T0 = int(DELIVERY_NOW)
-Start = Callable[..., Any]
 
 
 def png(width: int, colour: tuple[int, int, int]) -> bytes:
@@ -33,17 +29,11 @@ def png(width: int, colour: tuple[int, int, int]) -> bytes:
 
 
 @pytest.fixture
-def start(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str, clock: ManualClock) -> Start:
-    """``await start(sign_max_items=3, url_window="1h")``: the app with a dashboard token that may
-    sign ``photos:employees/*``; keyword arguments go to ``[auth]``."""
-
-    async def build(**auth: Any) -> TestClient[Any, Any]:
-        data = config_data(moto_endpoint, bucket)
-        data["auth"]["tokens"]["dash"] = {"token": DASH_TOKEN, "sign_scopes": ["photos:employees/*"]}
-        data["auth"].update(auth)
-        return await aiohttp_client(create_app(parse_config(data, environ={}), clock=clock))
-
-    return build
+def start(proxy: ProxyFactory, clock: ManualClock) -> ProxyFactory:
+    """``await start(auth={"sign_max_items": 3, "url_window": "1h"})``: the app with a dashboard
+    token that may sign ``photos:employees/*``, on the test's clock."""
+    dash = {"token": DASH_TOKEN, "sign_scopes": ["photos:employees/*"]}
+    return proxy.preset(auth={"tokens": {**TOKENS, "dash": dash}}, clock=clock)
 
 
 async def sign(client: TestClient[Any, Any], items: Any, headers: dict[str, str] | None = None) -> Any:
@@ -59,7 +49,7 @@ def item(key: str, source: str = "photos", **params: str) -> dict[str, Any]:
 # Signing ---------------------------------------------------------------------------------------
 
 async def test_sign_returns_one_url_per_item_in_order_and_each_one_serves_its_image(
-        start: Start, s3: Any, bucket: str) -> None:
+        start: ProxyFactory, s3: Any, bucket: str) -> None:
     client = await start()
     bodies = {f"employees/{name}.png": png(10 + i, (i * 40, 0, 0)) for i, name in enumerate("abcde")}
     for key, body in bodies.items():
@@ -71,7 +61,7 @@ async def test_sign_returns_one_url_per_item_in_order_and_each_one_serves_its_im
         assert await response.read() == bodies[key]
 
 
-async def test_a_signed_url_carries_its_transform_params(start: Start, s3: Any, bucket: str) -> None:
+async def test_a_signed_url_carries_its_transform_params(start: ProxyFactory, s3: Any, bucket: str) -> None:
     client = await start()
     s3.put_object(Bucket=bucket, Key="employees/ada.png", Body=png(40, (0, 90, 0)), ContentType="image/png")
     [entry] = (await sign(client, [item("employees/ada.png", w="8")]))["items"]
@@ -81,7 +71,7 @@ async def test_a_signed_url_carries_its_transform_params(start: Start, s3: Any, 
     assert Image.open(io.BytesIO(await response.read())).width == 8
 
 
-async def test_a_body_wrapped_in_items_is_accepted(start: Start) -> None:
+async def test_a_body_wrapped_in_items_is_accepted(start: ProxyFactory) -> None:
     client = await start()
     answer = await sign(client, {"items": [item("employees/a.png")]})
     assert "url" in answer["items"][0]
@@ -99,8 +89,8 @@ async def test_a_body_wrapped_in_items_is_accepted(start: Start) -> None:
     (item("employees/x.png", kid="k1"), "invalid_parameter"),
     (item("employees/x.png", **{"z" * 300: "1"}), "invalid_parameter"),
 ])
-async def test_a_bad_item_gets_its_own_error_and_its_neighbours_their_urls(start: Start, bad: dict[str, Any],
-                                                                          code: str) -> None:
+async def test_a_bad_item_gets_its_own_error_and_its_neighbours_their_urls(
+        start: ProxyFactory, bad: dict[str, Any], code: str) -> None:
     client = await start()
     answer = await sign(client, [item("employees/a.png"), bad, item("employees/b.png")])
     first, error, last = answer["items"]
@@ -112,7 +102,7 @@ async def test_a_bad_item_gets_its_own_error_and_its_neighbours_their_urls(start
 
 # Who may sign ----------------------------------------------------------------------------------
 
-async def test_a_token_without_sign_scopes_is_403(start: Start) -> None:
+async def test_a_token_without_sign_scopes_is_403(start: ProxyFactory) -> None:
     client = await start()
     response = await client.post("/sign", json=[item("employees/a.png")],
                                  headers={"Authorization": f"Bearer {TOKEN}"})  # may read '*', not sign
@@ -120,14 +110,14 @@ async def test_a_token_without_sign_scopes_is_403(start: Start) -> None:
     assert (await response.json())["error"] == "out_of_scope"
 
 
-async def test_no_token_is_401(start: Start) -> None:
+async def test_no_token_is_401(start: ProxyFactory) -> None:
     client = await start()
     response = await client.post("/sign", json=[item("employees/a.png")])
     assert response.status == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_a_wrong_token_is_401(start: Start) -> None:
+async def test_a_wrong_token_is_401(start: ProxyFactory) -> None:
     client = await start()
     response = await client.post("/sign", json=[item("employees/a.png")],
                                  headers={"Authorization": f"Bearer {DASH_TOKEN[:-1]}x"})
@@ -137,7 +127,7 @@ async def test_a_wrong_token_is_401(start: Start) -> None:
 
 # Bad bodies ------------------------------------------------------------------------------------
 
-async def test_malformed_json_is_400_naming_the_problem(start: Start) -> None:
+async def test_malformed_json_is_400_naming_the_problem(start: ProxyFactory) -> None:
     client = await start()
     response = await client.post("/sign", data=b'[{"source": "photos" "key": "a"}]',
                                  headers=DASH_JSON)
@@ -146,15 +136,15 @@ async def test_malformed_json_is_400_naming_the_problem(start: Start) -> None:
     assert message.startswith("The body is not valid JSON: Expecting ',' delimiter: line 1 column 22")
 
 
-async def test_more_than_sign_max_items_is_400(start: Start) -> None:
-    client = await start(sign_max_items=3)
+async def test_more_than_sign_max_items_is_400(start: ProxyFactory) -> None:
+    client = await start(auth={"sign_max_items": 3})
     response = await client.post("/sign", json=[item(f"employees/{i}.png") for i in range(4)], headers=DASH)
     assert response.status == 400
     assert (await response.json())["message"] == "At most 3 items per call; got 4."
 
 
-async def test_exactly_sign_max_items_is_signed(start: Start) -> None:
-    client = await start(sign_max_items=3)
+async def test_exactly_sign_max_items_is_signed(start: ProxyFactory) -> None:
+    client = await start(auth={"sign_max_items": 3})
     answer = await sign(client, [item(f"employees/{i}.png") for i in range(3)])
     assert len(answer["items"]) == 3
 
@@ -163,7 +153,7 @@ async def test_exactly_sign_max_items_is_signed(start: Start) -> None:
     b'{"source": "photos", "key": "employees/a.png"}', b'"employees/a.png"', b"42", b"null",
     b'{"items": "x"}',
 ])
-async def test_a_body_that_is_not_a_list_is_400(start: Start, body: bytes) -> None:
+async def test_a_body_that_is_not_a_list_is_400(start: ProxyFactory, body: bytes) -> None:
     client = await start()
     response = await client.post("/sign", data=body, headers=DASH_JSON)
     assert response.status == 400
@@ -177,14 +167,14 @@ async def test_a_body_that_is_not_a_list_is_400(start: Start, body: bytes) -> No
     ([{**item("b"), "params": {"w": True}}],
      "items[0].params must be an object of string (or integer) values."),
 ])
-async def test_a_malformed_item_is_400_naming_it(start: Start, items: list[Any], message: str) -> None:
+async def test_a_malformed_item_is_400_naming_it(start: ProxyFactory, items: list[Any], message: str) -> None:
     client = await start()
     response = await client.post("/sign", json=items, headers=DASH)
     assert response.status == 400
     assert (await response.json())["message"] == message
 
 
-async def test_a_long_parameter_name_is_not_echoed_in_its_items_error(start: Start) -> None:
+async def test_a_long_parameter_name_is_not_echoed_in_its_items_error(start: ProxyFactory) -> None:
     client = await start()
     [error] = (await sign(client, [item("employees/x.png", **{"z" * 100_000: "1"})]))["items"]
     assert error == {"error": "invalid_parameter", "message": "A parameter is longer than 256 bytes."}
@@ -196,7 +186,8 @@ async def test_a_long_parameter_name_is_not_echoed_in_its_items_error(start: Sta
     (b'[{"source": "photos", "key": "employees/a.png", "params": {"fmt": "\\ud800"}}]', "params.fmt"),
     (b'[{"source": "photos", "key": "employees/a.png", "params": {"\\ud800": "1"}}]', "params"),
 ])
-async def test_a_lone_surrogate_escape_is_400_naming_the_field(start: Start, raw: bytes, field: str) -> None:
+async def test_a_lone_surrogate_escape_is_400_naming_the_field(start: ProxyFactory, raw: bytes,
+                                                               field: str) -> None:
     client = await start()
     response = await client.post("/sign", data=raw, headers=DASH_JSON)
     assert response.status == 400
@@ -206,7 +197,7 @@ async def test_a_lone_surrogate_escape_is_400_naming_the_field(start: Start, raw
 
 @pytest.mark.parametrize("body", [{"items": [], "x" * 100_000: 1},
                                   [{**item("employees/a.png"), "y" * 100_000: 1}]])
-async def test_an_unknown_field_is_named_but_not_echoed_in_full(start: Start, body: Any) -> None:
+async def test_an_unknown_field_is_named_but_not_echoed_in_full(start: ProxyFactory, body: Any) -> None:
     client = await start()
     response = await client.post("/sign", json=body, headers=DASH)
     assert response.status == 400
@@ -217,9 +208,9 @@ async def test_an_unknown_field_is_named_but_not_echoed_in_full(start: Start, bo
 
 # Stable URLs -----------------------------------------------------------------------------------
 
-async def test_two_calls_in_the_same_url_window_return_identical_urls(start: Start,
+async def test_two_calls_in_the_same_url_window_return_identical_urls(start: ProxyFactory,
                                                                       clock: ManualClock) -> None:
-    client = await start(url_window="1h", sign_ttl="1h")
+    client = await start(auth={"url_window": "1h", "sign_ttl": "1h"})
     items = [item("employees/a.png"), item("employees/b.png", w="8")]
     clock.advance(10)
     first = await sign(client, items)
@@ -227,31 +218,34 @@ async def test_two_calls_in_the_same_url_window_return_identical_urls(start: Sta
     assert await sign(client, items) == first
 
 
-async def test_calls_in_different_url_windows_return_different_urls(start: Start, clock: ManualClock) -> None:
-    client = await start(url_window="1h", sign_ttl="1h")
+async def test_calls_in_different_url_windows_return_different_urls(start: ProxyFactory,
+                                                                     clock: ManualClock) -> None:
+    client = await start(auth={"url_window": "1h", "sign_ttl": "1h"})
     clock.advance(10)
     first = await sign(client, [item("employees/a.png")])
     clock.advance(3600)
     assert await sign(client, [item("employees/a.png")]) != first
 
 
-async def test_exp_is_rounded_up_to_the_end_of_the_url_window(start: Start, clock: ManualClock) -> None:
-    client = await start(url_window="1h", sign_ttl="1h")
+async def test_exp_is_rounded_up_to_the_end_of_the_url_window(start: ProxyFactory,
+                                                               clock: ManualClock) -> None:
+    client = await start(auth={"url_window": "1h", "sign_ttl": "1h"})
     clock.advance(10)  # now + ttl = T0 + 3610, inside the window that ends at T0 + 7200
     answer = await sign(client, [item("employees/a.png")])
     assert answer["expires"] == T0 + 7200
     assert parse_qs(urlsplit(answer["items"][0]["url"]).query)["exp"] == [str(T0 + 7200)]
 
 
-async def test_without_a_url_window_exp_is_now_plus_sign_ttl(start: Start, clock: ManualClock) -> None:
-    client = await start(sign_ttl="1h")
+async def test_without_a_url_window_exp_is_now_plus_sign_ttl(start: ProxyFactory, clock: ManualClock) -> None:
+    client = await start(auth={"sign_ttl": "1h"})
     clock.advance(10)
     answer = await sign(client, [item("employees/a.png")])
     assert answer["expires"] == T0 + 3610
 
 
-async def test_the_python_signer_gives_the_same_urls_as_post_sign(start: Start, clock: ManualClock) -> None:
-    client = await start(url_window="1h", sign_ttl="1h")
+async def test_the_python_signer_gives_the_same_urls_as_post_sign(start: ProxyFactory,
+                                                                   clock: ManualClock) -> None:
+    client = await start(auth={"url_window": "1h", "sign_ttl": "1h"})
     clock.advance(123.4)
     answer = await sign(client, [item("employees/a.png"), item("employees/Zoë b+c.png", w="8", fmt="webp")])
     signer = UrlSigner(SIGNING_KEY, "k1", base_url=str(client.make_url("/")))

@@ -13,7 +13,7 @@ from imgproxy.cache import ENTRY_OVERHEAD, HotCounter, MetadataCache, SourceMeta
 LONG_KEY = "employees/" + "x" * 1000  # object keys run to 1 KiB
 
 
-def bytes_per_entry(fill: Callable[[int], None], entries: int) -> float:
+def bytes_per_entry(fill: Callable[[int], object], entries: int) -> float:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

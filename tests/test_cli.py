@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, config_data
 from processes import (
     PHOTO,
     PHOTO_KEY,
@@ -37,6 +36,7 @@ from processes import (
     run,
     write_config,
 )
+from support import SIGNING_KEY, config_data
 
 import imgproxy
 from imgproxy.auth.signing import UrlSigner, sign_url
@@ -148,6 +148,10 @@ def _bad_duration(data: dict[str, Any]) -> None:
     data["sources"]["photos"]["read_timeout"] = "soon"
 
 
+def _missing_ca_bundle(data: dict[str, Any]) -> None:
+    data["sources"]["photos"].update(endpoint_url="https://127.0.0.1:9", ca_bundle="/nonexistent/ca.pem")
+
+
 BAD_CONFIGS = {
     "short-signing-key": (_short_key, ["auth.keys.k1", "32 bytes"]),
     "prefix-with-dotdot": (_escaping_prefix, ["sources.photos.prefix"]),
@@ -157,6 +161,8 @@ BAD_CONFIGS = {
     "short-token": (_short_token, ["auth.tokens.ops.token"]),
     "missing-bucket": (_missing_bucket, ["sources.photos.bucket", "required"]),
     "bad-duration": (_bad_duration, ["sources.photos.read_timeout"]),
+    "missing-ca-bundle": (_missing_ca_bundle,
+                          ["sources.photos.ca_bundle", "/nonexistent/ca.pem", "no such file"]),
 }
 
 

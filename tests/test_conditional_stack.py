@@ -15,12 +15,10 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, hdrs
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, RelayFactory, config_data
+from support import ProxyFactory, RelayFactory
 from tcp_relay import TcpRelay
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
-from imgproxy.web.app import create_app
 
 SIZE = 1024 * 1024
 DATA = os.urandom(SIZE)
@@ -56,12 +54,11 @@ def stored(s3: Any) -> tuple[str, str]:
 
 
 @pytest.fixture
-async def stack(aiohttp_client: ClientFactory, relay_to: RelayFactory, moto_endpoint: str,
+async def stack(proxy: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str,
                 stored: tuple[str, str], signer: UrlSigner) -> Stack:
     bucket, last_modified = stored
     relay = await relay_to(moto_endpoint)
-    config = parse_config(config_data(moto_endpoint, bucket, endpoint_url=relay.endpoint), environ={})
-    client = await aiohttp_client(create_app(config))
+    client = await proxy(source={"bucket": bucket, "endpoint_url": relay.endpoint})
     return Stack(client, relay, signer.sign("photos", "big.jpg"), last_modified)
 
 

@@ -6,27 +6,27 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import config_data
+from support import config_data
 
-from imgproxy.config import MAX_TTL_LIMIT, ConfigError, DeliveryConfig, parse_config
+from imgproxy.config import MAX_TTL_LIMIT, ConfigError, DeliveryConfig, DeliveryMode, parse_config
 from imgproxy.delivery.policy import Delivery, choose_delivery, presign_window
 
 T0 = 1_800_000_000  # a whole hour (and a whole day's multiple of 3600)
 HOUR = DeliveryConfig(presign_window=3600, presign_ttl=7200)
-AUTO = DeliveryConfig(mode="auto", redirect_min_bytes=1000, hot_requests=5)
+AUTO = DeliveryConfig(mode=DeliveryMode.AUTO, redirect_min_bytes=1000, hot_requests=5)
 
 
 # choose_delivery -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("mode", "size", "recent", "expected"), [
-    ("stream", 10**12, 10**6, Delivery.STREAM),
-    ("stream", None, 1, Delivery.STREAM),
-    ("redirect", None, 1, Delivery.REDIRECT),
-    ("redirect", 1, 1, Delivery.REDIRECT),
-    ("accel", None, 1, Delivery.ACCEL),
-    ("accel", 10**12, 10**6, Delivery.ACCEL),
+    (DeliveryMode.STREAM, 10**12, 10**6, Delivery.STREAM),
+    (DeliveryMode.STREAM, None, 1, Delivery.STREAM),
+    (DeliveryMode.REDIRECT, None, 1, Delivery.REDIRECT),
+    (DeliveryMode.REDIRECT, 1, 1, Delivery.REDIRECT),
+    (DeliveryMode.ACCEL, None, 1, Delivery.ACCEL),
+    (DeliveryMode.ACCEL, 10**12, 10**6, Delivery.ACCEL),
 ])
-def test_fixed_modes_ignore_size_and_hotness(mode: str, size: int | None, recent: int,
+def test_fixed_modes_ignore_size_and_hotness(mode: DeliveryMode, size: int | None, recent: int,
                                              expected: Delivery) -> None:
     config = DeliveryConfig(mode=mode, redirect_min_bytes=1000, hot_requests=5)
     assert choose_delivery(config, size=size, recent_requests=recent) is expected

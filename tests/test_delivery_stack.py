@@ -11,7 +11,7 @@ import io
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -22,19 +22,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from botocore.config import Config as BotoConfig
-from conftest import ACCESS_KEY, DELIVERY_NOW, SECRET_KEY, SIGNING_KEY, TOKEN, ClientFactory, config_data
 from PIL import Image
 from s3_gate import ManualClock, S3Gate
+from support import ACCESS_KEY, DELIVERY_NOW, SECRET_KEY, SIGNING_KEY, TOKEN, ProxyFactory
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
 from imgproxy.web import appkeys as keys
-from imgproxy.web.app import create_app
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 T0 = int(DELIVERY_NOW)  # a window start for one-hour windows
-Proxy = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 def png(width: int = 40, height: int = 30) -> bytes:
@@ -47,19 +44,10 @@ PNG = png()
 
 
 @pytest.fixture
-def proxy(aiohttp_client: ClientFactory, s3_gate: S3Gate, bucket: str, clock: ManualClock) -> Proxy:
-    """``await proxy({"mode": "redirect"}, cache_control=...)``: the app, with ``[delivery]`` and
-    source overrides, its storage behind the gate, its clock the test's."""
-
-    async def start(delivery: dict[str, Any] | None = None, *, source_delivery: dict[str, Any] | None = None,
-                    **source: Any) -> TestClient[Any, Any]:
-        data = config_data(s3_gate.endpoint, bucket, **source)
-        data["delivery"] = delivery or {}
-        if source_delivery is not None:
-            data["sources"]["photos"]["delivery"] = source_delivery
-        return await aiohttp_client(create_app(parse_config(data, environ={}), clock=clock))
-
-    return start
+def gated(proxy: ProxyFactory, s3_gate: S3Gate, clock: ManualClock) -> ProxyFactory:
+    """``await gated(delivery={"mode": "redirect"})``: the app with its storage behind the gate,
+    its clock the test's."""
+    return proxy.preset(source={"endpoint_url": s3_gate.endpoint}, clock=clock)
 
 
 @pytest.fixture
@@ -121,9 +109,9 @@ async def test_the_gate_refuses_a_tampered_presigned_url(s3_gate: S3Gate, clock:
 
 # stream ------------------------------------------------------------------------------------------
 
-async def test_stream_mode_never_redirects_large_or_hot_objects(proxy: Proxy,
+async def test_stream_mode_never_redirects_large_or_hot_objects(gated: ProxyFactory,
                                                                 stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "stream", "redirect_min_bytes": 1, "hot_requests": 1})
+    client = await gated(delivery={"mode": "stream", "redirect_min_bytes": 1, "hot_requests": 1})
     stored()
     for _ in range(4):
         response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
@@ -136,8 +124,8 @@ async def test_stream_mode_never_redirects_large_or_hot_objects(proxy: Proxy,
 # redirect ----------------------------------------------------------------------------------------
 
 async def test_redirect_mode_answers_302_to_a_presigned_url_at_the_sources_endpoint(
-        proxy: Proxy, stored: Callable[..., str], s3_gate: S3Gate, bucket: str) -> None:
-    client = await proxy({"mode": "redirect"})
+        gated: ProxyFactory, stored: Callable[..., str], s3_gate: S3Gate, bucket: str) -> None:
+    client = await gated(delivery={"mode": "redirect"})
     stored()
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     assert response.status == 302
@@ -146,8 +134,9 @@ async def test_redirect_mode_answers_302_to_a_presigned_url_at_the_sources_endpo
     assert "X-Amz-Signature=" in url
 
 
-async def test_redirect_status_is_307_when_configured(proxy: Proxy, stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "redirect", "redirect_status": 307})
+async def test_redirect_status_is_307_when_configured(gated: ProxyFactory,
+                                                      stored: Callable[..., str]) -> None:
+    client = await gated(delivery={"mode": "redirect", "redirect_status": 307})
     stored()
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     assert response.status == 307
@@ -155,8 +144,8 @@ async def test_redirect_status_is_307_when_configured(proxy: Proxy, stored: Call
 
 
 async def test_a_redirect_may_be_cached_privately_for_the_rest_of_its_window(
-        proxy: Proxy, stored: Callable[..., str], clock: ManualClock) -> None:
-    client = await proxy({"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
+        gated: ProxyFactory, stored: Callable[..., str], clock: ManualClock) -> None:
+    client = await gated(delivery={"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
     stored()
     clock.advance(1000)
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
@@ -166,9 +155,9 @@ async def test_a_redirect_may_be_cached_privately_for_the_rest_of_its_window(
 
 
 async def test_following_the_redirect_downloads_the_exact_bytes_from_s3(
-        proxy: Proxy, stored: Callable[..., str], s3_gate: S3Gate, http: aiohttp.ClientSession,
+        gated: ProxyFactory, stored: Callable[..., str], s3_gate: S3Gate, http: aiohttp.ClientSession,
         bucket: str) -> None:
-    client = await proxy({"mode": "redirect"})
+    client = await gated(delivery={"mode": "redirect"})
     body = bytes(range(256)) * 4096  # 1 MiB: many chunks through the gate
     stored(body=body)
     response, received = await fetch(http, await location(client))
@@ -177,16 +166,16 @@ async def test_following_the_redirect_downloads_the_exact_bytes_from_s3(
 
 
 async def test_a_key_with_unusual_characters_downloads_through_its_presigned_url(
-        proxy: Proxy, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
-    client = await proxy({"mode": "redirect"})
+        gated: ProxyFactory, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
+    client = await gated(delivery={"mode": "redirect"})
     key = stored("dir/Zoë b+c (1)=%~*.png")
     response, body = await fetch(http, await location(client, quote(key, safe="/")))
     assert (response.status, body) == (200, PNG)
 
 
 async def test_a_presigned_url_from_session_credentials_signs_the_token(
-        proxy: Proxy, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
-    client = await proxy({"mode": "redirect"}, session_token="session/token+=")
+        gated: ProxyFactory, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
+    client = await gated(delivery={"mode": "redirect"}, source={"session_token": "session/token+="})
     stored()
     url = await location(client)
     assert parse_qs(urlsplit(url).query)["X-Amz-Security-Token"] == ["session/token+="]
@@ -219,14 +208,15 @@ async def container_credentials(aiohttp_server: Any, monkeypatch: pytest.MonkeyP
     return expires
 
 
-async def temporary_credentials_proxy(proxy: Proxy) -> TestClient[Any, Any]:
-    return await proxy({"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"},
-                       access_key_id=None, secret_access_key=None)
+async def temporary_credentials_proxy(gated: ProxyFactory) -> TestClient[Any, Any]:
+    return await gated(delivery={"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"},
+                       source={"access_key_id": None, "secret_access_key": None})
 
 
 async def test_a_url_signed_with_temporary_credentials_expires_with_them(
-        proxy: Proxy, stored: Callable[..., str], clock: ManualClock, container_credentials: float) -> None:
-    client = await temporary_credentials_proxy(proxy)
+        gated: ProxyFactory, stored: Callable[..., str], clock: ManualClock,
+        container_credentials: float) -> None:
+    client = await temporary_credentials_proxy(gated)
     stored()
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     query = parse_qs(urlsplit(response.headers["Location"]).query)
@@ -238,9 +228,9 @@ async def test_a_url_signed_with_temporary_credentials_expires_with_them(
 
 
 async def test_a_url_signed_with_temporary_credentials_works_until_they_expire(
-        proxy: Proxy, stored: Callable[..., str], clock: ManualClock, http: aiohttp.ClientSession,
+        gated: ProxyFactory, stored: Callable[..., str], clock: ManualClock, http: aiohttp.ClientSession,
         container_credentials: float) -> None:
-    client = await temporary_credentials_proxy(proxy)
+    client = await temporary_credentials_proxy(gated)
     stored()
     url = await location(client)
     clock.now = container_credentials - 1
@@ -250,16 +240,16 @@ async def test_a_url_signed_with_temporary_credentials_works_until_they_expire(
 
 
 async def test_s3_answers_the_redirect_with_the_sources_cache_control(
-        proxy: Proxy, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
-    client = await proxy({"mode": "redirect"}, cache_control="private, max-age=1234")
+        gated: ProxyFactory, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
+    client = await gated(delivery={"mode": "redirect"}, source={"cache_control": "private, max-age=1234"})
     stored()
     response, _ = await fetch(http, await location(client))
     assert response.headers["Cache-Control"] == "private, max-age=1234"
 
 
 async def test_s3_answers_the_redirect_with_the_stored_image_type_inline(
-        proxy: Proxy, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
-    client = await proxy({"mode": "redirect"})
+        gated: ProxyFactory, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
+    client = await gated(delivery={"mode": "redirect"})
     stored()
     response, _ = await fetch(http, await location(client))
     assert response.headers["Content-Type"] == "image/png"
@@ -267,8 +257,8 @@ async def test_s3_answers_the_redirect_with_the_stored_image_type_inline(
 
 
 async def test_an_html_object_comes_from_s3_as_an_octet_stream_attachment(
-        proxy: Proxy, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
-    client = await proxy({"mode": "redirect"})
+        gated: ProxyFactory, stored: Callable[..., str], http: aiohttp.ClientSession) -> None:
+    client = await gated(delivery={"mode": "redirect"})
     stored("page.png", b"<html><script>alert(1)</script></html>", "text/html")
     response, _ = await fetch(http, await location(client, "page.png"))
     assert response.status == 200
@@ -277,8 +267,8 @@ async def test_an_html_object_comes_from_s3_as_an_octet_stream_attachment(
 
 
 async def test_two_requests_in_the_same_window_get_byte_identical_locations(
-        proxy: Proxy, stored: Callable[..., str], clock: ManualClock) -> None:
-    client = await proxy({"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
+        gated: ProxyFactory, stored: Callable[..., str], clock: ManualClock) -> None:
+    client = await gated(delivery={"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
     stored()
     clock.advance(5)
     first = await location(client)
@@ -286,9 +276,9 @@ async def test_two_requests_in_the_same_window_get_byte_identical_locations(
     assert await location(client) == first
 
 
-async def test_a_window_boundary_changes_the_location(proxy: Proxy, stored: Callable[..., str],
+async def test_a_window_boundary_changes_the_location(gated: ProxyFactory, stored: Callable[..., str],
                                                       clock: ManualClock) -> None:
-    client = await proxy({"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
+    client = await gated(delivery={"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
     stored()
     clock.advance(3599)
     first = await location(client)
@@ -299,8 +289,9 @@ async def test_a_window_boundary_changes_the_location(proxy: Proxy, stored: Call
 
 
 async def test_the_presigned_url_still_works_a_second_before_it_expires(
-        proxy: Proxy, stored: Callable[..., str], clock: ManualClock, http: aiohttp.ClientSession) -> None:
-    client = await proxy({"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
+        gated: ProxyFactory, stored: Callable[..., str], clock: ManualClock,
+        http: aiohttp.ClientSession) -> None:
+    client = await gated(delivery={"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
     stored()
     clock.advance(3599)
     url = await location(client)
@@ -310,9 +301,9 @@ async def test_the_presigned_url_still_works_a_second_before_it_expires(
 
 
 async def test_the_presigned_url_is_refused_after_it_expires(
-        proxy: Proxy, stored: Callable[..., str], clock: ManualClock, http: aiohttp.ClientSession,
+        gated: ProxyFactory, stored: Callable[..., str], clock: ManualClock, http: aiohttp.ClientSession,
         s3_gate: S3Gate) -> None:
-    client = await proxy({"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
+    client = await gated(delivery={"mode": "redirect", "presign_window": "1h", "presign_ttl": "2h"})
     stored()
     url = await location(client)
     clock.now = T0 + 7201
@@ -322,8 +313,9 @@ async def test_the_presigned_url_is_refused_after_it_expires(
     assert s3_gate.refused == ["AccessDenied"]
 
 
-async def test_a_transformed_variant_is_never_redirected(proxy: Proxy, stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "redirect"})
+async def test_a_transformed_variant_is_never_redirected(gated: ProxyFactory,
+                                                         stored: Callable[..., str]) -> None:
+    client = await gated(delivery={"mode": "redirect"})
     stored()
     response = await client.get("/img/photos/photo.png?w=8", headers=BEARER, allow_redirects=False)
     assert response.status == 200
@@ -332,8 +324,8 @@ async def test_a_transformed_variant_is_never_redirected(proxy: Proxy, stored: C
 
 
 async def test_if_none_match_with_the_objects_etag_is_304_from_the_proxy_in_redirect_mode(
-        proxy: Proxy, stored: Callable[..., str], s3: Any, bucket: str) -> None:
-    client = await proxy({"mode": "redirect"})
+        gated: ProxyFactory, stored: Callable[..., str], s3: Any, bucket: str) -> None:
+    client = await gated(delivery={"mode": "redirect"})
     etag = s3.head_object(Bucket=bucket, Key=stored())["ETag"]
     response = await client.get("/img/photos/photo.png", headers={**BEARER, "If-None-Match": etag},
                                 allow_redirects=False)
@@ -343,8 +335,8 @@ async def test_if_none_match_with_the_objects_etag_is_304_from_the_proxy_in_redi
 
 
 @pytest.mark.parametrize("mode", ["redirect", "accel"])
-async def test_a_missing_object_is_404_not_an_offload_to_a_404(proxy: Proxy, mode: str) -> None:
-    client = await proxy({"mode": mode})
+async def test_a_missing_object_is_404_not_an_offload_to_a_404(gated: ProxyFactory, mode: str) -> None:
+    client = await gated(delivery={"mode": mode})
     response = await client.get("/img/photos/nothing-here.png", headers=BEARER, allow_redirects=False)
     assert response.status == 404
     assert (await response.json())["error"] == "not_found"
@@ -355,8 +347,8 @@ async def test_a_missing_object_is_404_not_an_offload_to_a_404(proxy: Proxy, mod
 # auto --------------------------------------------------------------------------------------------
 
 async def test_auto_streams_the_first_request_for_a_large_object_and_redirects_once_its_size_is_known(
-        proxy: Proxy, stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "auto", "redirect_min_bytes": len(PNG) - 1})
+        gated: ProxyFactory, stored: Callable[..., str]) -> None:
+    client = await gated(delivery={"mode": "auto", "redirect_min_bytes": len(PNG) - 1})
     stored()
     first = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     assert (first.status, first.headers["X-Delivery"], await first.read()) == (200, "stream", PNG)
@@ -365,8 +357,8 @@ async def test_auto_streams_the_first_request_for_a_large_object_and_redirects_o
 
 
 async def test_auto_keeps_streaming_an_object_no_larger_than_redirect_min_bytes(
-        proxy: Proxy, stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "auto", "redirect_min_bytes": len(PNG)})
+        gated: ProxyFactory, stored: Callable[..., str]) -> None:
+    client = await gated(delivery={"mode": "auto", "redirect_min_bytes": len(PNG)})
     stored()
     for _ in range(3):
         response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
@@ -374,8 +366,8 @@ async def test_auto_keeps_streaming_an_object_no_larger_than_redirect_min_bytes(
 
 
 async def test_auto_redirects_an_object_requested_more_than_hot_requests_times(
-        proxy: Proxy, stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "auto", "hot_requests": 3, "hot_window": "1h"})
+        gated: ProxyFactory, stored: Callable[..., str]) -> None:
+    client = await gated(delivery={"mode": "auto", "hot_requests": 3, "hot_window": "1h"})
     stored()
     statuses = []
     for _ in range(5):
@@ -384,8 +376,8 @@ async def test_auto_redirects_an_object_requested_more_than_hot_requests_times(
     assert statuses == [200, 200, 200, 302, 302]
 
 
-async def test_hot_counters_stay_bounded_whatever_the_key_space(proxy: Proxy) -> None:
-    client = await proxy({"mode": "auto", "hot_entries": 5})
+async def test_hot_counters_stay_bounded_whatever_the_key_space(gated: ProxyFactory) -> None:
+    client = await gated(delivery={"mode": "auto", "hot_entries": 5})
     for i in range(40):
         response = await client.get(f"/img/photos/missing-{i}.png", headers=BEARER)
         assert response.status == 404
@@ -395,8 +387,8 @@ async def test_hot_counters_stay_bounded_whatever_the_key_space(proxy: Proxy) ->
 # accel -------------------------------------------------------------------------------------------
 
 async def test_accel_mode_hands_nginx_an_internal_location_and_a_presigned_upstream(
-        proxy: Proxy, stored: Callable[..., str], s3_gate: S3Gate, bucket: str) -> None:
-    client = await proxy({"mode": "accel", "accel_location": "/internal/s3"})
+        gated: ProxyFactory, stored: Callable[..., str], s3_gate: S3Gate, bucket: str) -> None:
+    client = await gated(delivery={"mode": "accel", "accel_location": "/internal/s3"})
     stored()
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     assert response.status == 200
@@ -405,9 +397,9 @@ async def test_accel_mode_hands_nginx_an_internal_location_and_a_presigned_upstr
     assert await response.read() == b""  # nginx moves the bytes, not Python
 
 
-async def test_the_accel_upstream_url_downloads_the_object(proxy: Proxy, stored: Callable[..., str],
+async def test_the_accel_upstream_url_downloads_the_object(gated: ProxyFactory, stored: Callable[..., str],
                                                            http: aiohttp.ClientSession) -> None:
-    client = await proxy({"mode": "accel"})
+    client = await gated(delivery={"mode": "accel"})
     stored()
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     upstream, body = await fetch(http, response.headers["X-Imgproxy-Upstream"])
@@ -416,17 +408,17 @@ async def test_the_accel_upstream_url_downloads_the_object(proxy: Proxy, stored:
 
 # per-source mode ---------------------------------------------------------------------------------
 
-async def test_a_sources_stream_mode_overrides_a_global_redirect(proxy: Proxy,
+async def test_a_sources_stream_mode_overrides_a_global_redirect(gated: ProxyFactory,
                                                                  stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "redirect"}, source_delivery={"mode": "stream"})
+    client = await gated(delivery={"mode": "redirect"}, source={"delivery": {"mode": "stream"}})
     stored()
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     assert (response.status, response.headers["X-Delivery"]) == (200, "stream")
 
 
-async def test_a_sources_redirect_mode_overrides_a_global_stream(proxy: Proxy,
+async def test_a_sources_redirect_mode_overrides_a_global_stream(gated: ProxyFactory,
                                                                  stored: Callable[..., str]) -> None:
-    client = await proxy({"mode": "stream"}, source_delivery={"mode": "redirect"})
+    client = await gated(delivery={"mode": "stream"}, source={"delivery": {"mode": "redirect"}})
     stored()
     response = await client.get("/img/photos/photo.png", headers=BEARER, allow_redirects=False)
     assert (response.status, response.headers["X-Delivery"]) == (302, "redirect")
@@ -442,8 +434,9 @@ async def test_a_sources_redirect_mode_overrides_a_global_stream(proxy: Proxy,
     ("redirect", "?w=8", 200, "stream"),
 ])
 async def test_every_image_response_says_how_it_was_delivered(
-        proxy: Proxy, stored: Callable[..., str], mode: str, query: str, status: int, delivery: str) -> None:
-    client = await proxy({"mode": mode})
+        gated: ProxyFactory, stored: Callable[..., str], mode: str, query: str, status: int,
+        delivery: str) -> None:
+    client = await gated(delivery={"mode": mode})
     stored()
     response = await client.get(f"/img/photos/photo.png{query}", headers=BEARER, allow_redirects=False)
     assert (response.status, response.headers["X-Delivery"]) == (status, delivery)
@@ -451,9 +444,9 @@ async def test_every_image_response_says_how_it_was_delivered(
 
 @pytest.mark.parametrize("mode", ["stream", "redirect", "accel"])
 async def test_the_access_log_records_the_delivery_and_no_signature(
-        proxy: Proxy, stored: Callable[..., str], clock: ManualClock, caplog: pytest.LogCaptureFixture,
+        gated: ProxyFactory, stored: Callable[..., str], clock: ManualClock, caplog: pytest.LogCaptureFixture,
         mode: str) -> None:
-    client = await proxy({"mode": mode})
+    client = await gated(delivery={"mode": mode})
     stored()
     url = UrlSigner(SIGNING_KEY, "k1").sign("photos", "photo.png", now=clock())
     with caplog.at_level(logging.DEBUG, logger="imgproxy"):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SIGNING_KEY
+from support import SIGNING_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 

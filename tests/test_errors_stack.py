@@ -7,31 +7,28 @@ Attack paths are sent byte for byte (``raw_request``), and the source reaches mo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, hdrs
 from aiohttp.test_utils import TestClient
-from conftest import TOKEN, ClientFactory, RawRequest, RelayFactory
+from support import TOKEN, ProxyFactory, RawRequest, RelayFactory
 from tcp_relay import TcpRelay
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import Config
 from imgproxy.protocol.paths import image_path
 from imgproxy.storage.s3 import S3Source
-from imgproxy.web.app import create_app
 
 BEARER = {hdrs.AUTHORIZATION: f"Bearer {TOKEN}"}
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100
 
 
 @pytest.fixture
-async def watched(aiohttp_client: ClientFactory, make_config: Callable[..., Config], relay_to: RelayFactory,
+async def watched(proxy: ProxyFactory, relay_to: RelayFactory,
                   moto_endpoint: str) -> tuple[TestClient[Any, Any], TcpRelay]:
     """A client whose every S3 call passes a relay, so tests can tell whether S3 was asked."""
     relay = await relay_to(moto_endpoint)
-    client = await aiohttp_client(create_app(make_config(endpoint_url=relay.endpoint)))
+    client = await proxy(source={"endpoint_url": relay.endpoint})
     return client, relay
 
 

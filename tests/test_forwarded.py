@@ -4,20 +4,16 @@ through the stack (the access log's ``client=`` and the scheme of URLs from ``PO
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, config_data
+from support import TOKENS, ProxyFactory
 
-from imgproxy.config import parse_config
 from imgproxy.protocol.forwarded import client_address, parse_networks, public_scheme
-from imgproxy.web.app import create_app
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"])
 SIGN_TOKEN = "forwarded-sign-token-0123456789abcdef012345"
-Start = Callable[..., Any]
 
 
 # Pure ------------------------------------------------------------------------------------------
@@ -66,16 +62,11 @@ def test_public_scheme(remote: str | None, forwarded_proto: str | None, scheme: 
 # Through the stack (the test client connects from 127.0.0.1) -------------------------------------
 
 @pytest.fixture
-def start(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str) -> Start:
-    """``await start(trusted_proxies=[...], public_url=...)``: keyword arguments go to ``[server]``."""
-
-    async def build(**server: Any) -> TestClient[Any, Any]:
-        data = config_data(moto_endpoint, bucket)
-        data["server"].update(server)
-        data["auth"]["tokens"]["dash"] = {"token": SIGN_TOKEN, "sign_scopes": ["photos:*"]}
-        return await aiohttp_client(create_app(parse_config(data, environ={})))
-
-    return build
+def start(proxy: ProxyFactory) -> ProxyFactory:
+    """``await start(server={"trusted_proxies": [...], "public_url": ...})``: the app with a token
+    that may sign ``photos:*``."""
+    dash = {"token": SIGN_TOKEN, "sign_scopes": ["photos:*"]}
+    return proxy.preset(auth={"tokens": {**TOKENS, "dash": dash}})
 
 
 async def logged_client(client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture,
@@ -96,42 +87,43 @@ async def signed_url(client: TestClient[Any, Any], forwarded_proto: str) -> str:
 
 
 async def test_a_trusted_proxys_x_forwarded_for_is_the_logged_client(
-        start: Start, caplog: pytest.LogCaptureFixture) -> None:
-    client = await start(trusted_proxies=["127.0.0.1/32"])
+        start: ProxyFactory, caplog: pytest.LogCaptureFixture) -> None:
+    client = await start(server={"trusted_proxies": ["127.0.0.1/32"]})
     assert await logged_client(client, caplog, "203.0.113.7") == "203.0.113.7"
 
 
 async def test_a_client_cannot_spoof_its_address_through_a_trusted_proxy(
-        start: Start, caplog: pytest.LogCaptureFixture) -> None:
-    client = await start(trusted_proxies=["127.0.0.1/32"])
+        start: ProxyFactory, caplog: pytest.LogCaptureFixture) -> None:
+    client = await start(server={"trusted_proxies": ["127.0.0.1/32"]})
     assert await logged_client(client, caplog, "6.6.6.6, 203.0.113.7") == "203.0.113.7"
 
 
-async def test_an_untrusted_peers_x_forwarded_for_is_ignored(start: Start,
+async def test_an_untrusted_peers_x_forwarded_for_is_ignored(start: ProxyFactory,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    client = await start(trusted_proxies=["10.0.0.0/8"])
+    client = await start(server={"trusted_proxies": ["10.0.0.0/8"]})
     assert await logged_client(client, caplog, "203.0.113.7") == "127.0.0.1"
 
 
-async def test_x_forwarded_for_is_ignored_without_trusted_proxies(start: Start,
+async def test_x_forwarded_for_is_ignored_without_trusted_proxies(start: ProxyFactory,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     client = await start()
     assert await logged_client(client, caplog, "203.0.113.7") == "127.0.0.1"
 
 
-async def test_a_trusted_proxys_x_forwarded_proto_sets_the_scheme_of_signed_urls(start: Start) -> None:
-    client = await start(trusted_proxies=["127.0.0.1/32"])
+async def test_a_trusted_proxys_x_forwarded_proto_sets_the_scheme_of_signed_urls(start: ProxyFactory) -> None:
+    client = await start(server={"trusted_proxies": ["127.0.0.1/32"]})
     url = await signed_url(client, "https")
     assert url.startswith(f"https://{client.host}:{client.port}/img/photos/a.png?")
 
 
-async def test_an_untrusted_peers_x_forwarded_proto_is_ignored(start: Start) -> None:
-    client = await start(trusted_proxies=["10.0.0.0/8"])
+async def test_an_untrusted_peers_x_forwarded_proto_is_ignored(start: ProxyFactory) -> None:
+    client = await start(server={"trusted_proxies": ["10.0.0.0/8"]})
     url = await signed_url(client, "https")
     assert url.startswith(f"http://{client.host}:{client.port}/img/photos/a.png?")
 
 
-async def test_public_url_beats_x_forwarded_proto(start: Start) -> None:
-    client = await start(trusted_proxies=["127.0.0.1/32"], public_url="http://img.example.com/base")
+async def test_public_url_beats_x_forwarded_proto(start: ProxyFactory) -> None:
+    client = await start(server={"trusted_proxies": ["127.0.0.1/32"],
+                                 "public_url": "http://img.example.com/base"})
     url = await signed_url(client, "https")
     assert url.startswith("http://img.example.com/base/img/photos/a.png?")

@@ -21,18 +21,16 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, TOKEN, ClientFactory, config_data
 from PIL import Image
+from support import SIGNING_KEY, TOKEN, TOKENS, ProxyFactory
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
-from imgproxy.web.app import create_app
 
 SEED = int(os.environ.get("IMGPROXY_GARBAGE_SEED", "20261201"))
 SECONDS = float(os.environ.get("IMGPROXY_GARBAGE_SECONDS", "4"))
@@ -55,6 +53,7 @@ VALID_PARAMS = {
 }
 MAX_VALUE_BYTES = 8000  # aiohttp refuses a longer field and closes: a reset, not an answer
 UTF8_TEXT = ["é", "Zoë", "日本", "🙂", "\u200b", "\ufeff", "\u2028", "ß", "Ω"]
+T = TypeVar("T")
 
 
 def png() -> bytes:
@@ -70,7 +69,7 @@ class Garbage:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
 
-    def pick(self, *options: Any) -> Any:
+    def pick(self, *options: T) -> T:
         return self.rng.choice(options)
 
     def number(self) -> str:
@@ -82,7 +81,8 @@ class Garbage:
 
     def text(self) -> bytes:
         """Header-safe bytes: random, a number, UTF-8 text, or a few of them glued together."""
-        makers = (self.raw_bytes, lambda: self.number().encode(), lambda: self.rng.choice(UTF8_TEXT).encode())
+        makers: tuple[Callable[[], bytes], ...] = (
+            self.raw_bytes, lambda: self.number().encode(), lambda: self.rng.choice(UTF8_TEXT).encode())
         parts = [self.pick(*makers)() for _ in range(self.rng.randint(1, 3))]
         return self.rng.choice([b"", b" ", b",", b";", b"=", b"-", b":"]).join(parts)
 
@@ -148,8 +148,10 @@ class Garbage:
     def param_value(self, name: str = "") -> str:
         if name in VALID_PARAMS and self.rng.random() < 0.6:
             return self.rng.choice(VALID_PARAMS[name])
-        return self.pick(self.number, lambda: self.pick(*(v for vs in VALID_PARAMS.values() for v in vs)),
-                         lambda: self.text().decode("utf-8", "replace"))()
+        makers: tuple[Callable[[], str], ...] = (
+            self.number, lambda: self.pick(*(v for vs in VALID_PARAMS.values() for v in vs)),
+            lambda: self.text().decode("utf-8", "replace"))
+        return self.pick(*makers)()
 
     def transform_params(self) -> dict[str, str]:
         chosen = self.rng.sample(sorted(VALID_PARAMS), self.rng.randint(1, 4))
@@ -198,18 +200,17 @@ async def status_of(client: TestClient[Any, Any], raw: bytes) -> int:
 
 
 @pytest.fixture
-async def garbage_client(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str, s3: Any
-                         ) -> TestClient[Any, Any]:
+async def garbage_client(proxy: ProxyFactory, bucket: str, s3: Any) -> TestClient[Any, Any]:
     """The app with one image, a sign token, and loopback as a trusted proxy (so X-Forwarded-*
     headers are parsed, not ignored)."""
     s3.put_object(Bucket=bucket, Key=KEY, Body=png(), ContentType="image/png")
-    data = config_data(moto_endpoint, bucket)
-    data["server"]["trusted_proxies"] = ["127.0.0.1/32", "::1/128"]
-    data["auth"]["tokens"]["dash"] = {"token": SIGN_TOKEN, "sign_scopes": ["photos:*"]}
-    data["transform"] = {"prestart_workers": False, "workers": 1}
-    # Always streamed: a hot key would otherwise be redirected, and its validators never reach S3.
-    data["sources"]["photos"]["delivery"] = {"mode": "stream"}
-    return await aiohttp_client(create_app(parse_config(data, environ={})))
+    return await proxy(
+        server={"trusted_proxies": ["127.0.0.1/32", "::1/128"]},
+        auth={"tokens": {**TOKENS, "dash": {"token": SIGN_TOKEN, "sign_scopes": ["photos:*"]}}},
+        transform={"workers": 1},
+        # Always streamed: a hot key would otherwise be redirected, and its validators never reach S3.
+        source={"delivery": {"mode": "stream"}},
+    )
 
 
 IMAGE_HEADERS = [hdrs.IF_MODIFIED_SINCE, hdrs.IF_UNMODIFIED_SINCE, hdrs.IF_RANGE, hdrs.IF_NONE_MATCH,
@@ -250,7 +251,7 @@ def sign_request(garbage: Garbage) -> bytes:
                        body.replace(b"}", b"," + garbage.number().encode() + b"}"),
                        b"[" * rng.randint(1, 5000), garbage.raw_bytes(200), garbage.number().encode()])
     token = b"Bearer " + SIGN_TOKEN.encode() if rng.random() < 0.85 else garbage.authorization()
-    headers = [(hdrs.AUTHORIZATION, token)]
+    headers: list[tuple[str, bytes]] = [(hdrs.AUTHORIZATION, token)]
     if rng.random() < 0.8:
         content_type = rng.choice([b"application/json", b"application/json; charset=utf-8",
                                    garbage.header_value(hdrs.CONTENT_TYPE),

@@ -1,25 +1,22 @@
 """Liveness and readiness over HTTP: /healthz never touches S3, /readyz probes it, briefly cached.
 
 The probes are counted on the wire with a ``TcpRelay``; the readiness cache's clock is the one
-injected into ``create_app``.
+given to the app (``proxy(clock=...)``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, RelayFactory, config_data
 from processes import free_port
+from support import ProxyFactory, RelayFactory, source_table
 from tcp_relay import TcpRelay
 
-from imgproxy.config import Config
-from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import METRICS_URL
 
 CACHE_SECONDS = 5.0
@@ -48,16 +45,14 @@ async def test_healthz_is_not_cacheable(client: TestClient[Any, Any]) -> None:
     assert response.headers[hdrs.CACHE_CONTROL] == "no-store"
 
 
-async def test_healthz_is_200_while_storage_is_down(aiohttp_client: ClientFactory,
-                                                    make_config: Callable[..., Config]) -> None:
-    client = await aiohttp_client(create_app(make_config(endpoint_url=f"http://127.0.0.1:{free_port()}")))
+async def test_healthz_is_200_while_storage_is_down(proxy: ProxyFactory) -> None:
+    client = await proxy(source={"endpoint_url": f"http://127.0.0.1:{free_port()}"})
     response = await client.get("/healthz")
     assert response.status == 200
 
 
-async def test_healthz_never_touches_storage(aiohttp_client: ClientFactory,
-                                             make_config: Callable[..., Config], relay: TcpRelay) -> None:
-    client = await aiohttp_client(create_app(make_config(endpoint_url=relay.endpoint)))
+async def test_healthz_never_touches_storage(proxy: ProxyFactory, relay: TcpRelay) -> None:
+    client = await proxy(source={"endpoint_url": relay.endpoint})
     for _ in range(3):
         assert (await client.get("/healthz")).status == 200
     assert relay.requests_sent() == 0
@@ -94,9 +89,8 @@ async def test_readyz_is_not_cacheable(client: TestClient[Any, Any]) -> None:
     assert response.headers[hdrs.CACHE_CONTROL] == "no-store"
 
 
-async def test_readyz_is_503_not_ready_when_a_source_is_down(aiohttp_client: ClientFactory,
-                                                             make_config: Callable[..., Config]) -> None:
-    client = await aiohttp_client(create_app(make_config(endpoint_url=f"http://127.0.0.1:{free_port()}")))
+async def test_readyz_is_503_not_ready_when_a_source_is_down(proxy: ProxyFactory) -> None:
+    client = await proxy(source={"endpoint_url": f"http://127.0.0.1:{free_port()}"})
     response = await client.get("/readyz")
     assert response.status == 503
     body = await response.json()
@@ -104,20 +98,16 @@ async def test_readyz_is_503_not_ready_when_a_source_is_down(aiohttp_client: Cli
     assert set(body) == {"error", "message", "request_id"}
 
 
-async def test_readyz_is_503_when_a_bucket_is_missing(aiohttp_client: ClientFactory, moto_endpoint: str,
-                                                      make_config: Callable[..., Config]) -> None:
-    data = config_data(moto_endpoint, "no-such-bucket-for-readyz")
-    client = await aiohttp_client(create_app(make_config(data=data)))
+async def test_readyz_is_503_when_a_bucket_is_missing(proxy: ProxyFactory) -> None:
+    client = await proxy(source={"bucket": "no-such-bucket-for-readyz"})
     response = await client.get("/readyz")
     assert response.status == 503
 
 
 async def test_readyz_names_the_failing_source_only_on_the_metrics_address(
-        aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str,
-        make_config: Callable[..., Config]) -> None:
-    data = config_data(moto_endpoint, bucket)
-    data["sources"]["archive"] = {**data["sources"]["photos"], "endpoint_url": f"http://127.0.0.1:{free_port()}"}
-    client = await aiohttp_client(create_app(make_config(data=data)))
+        proxy: ProxyFactory, moto_endpoint: str, bucket: str) -> None:
+    archive = source_table(moto_endpoint, bucket, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    client = await proxy(sources={"archive": archive})
     response = await client.get("/readyz")
     text = await response.text()
     assert response.status == 503
@@ -128,10 +118,8 @@ async def test_readyz_names_the_failing_source_only_on_the_metrics_address(
     assert body == {"status": "not_ready", "sources": {"photos": "ok", "archive": "storage_error"}}
 
 
-async def test_readyz_tells_nothing_internal(aiohttp_client: ClientFactory, moto_endpoint: str,
-                                             make_config: Callable[..., Config]) -> None:
-    data = config_data(moto_endpoint, "no-such-bucket-for-readyz")
-    client = await aiohttp_client(create_app(make_config(data=data)))
+async def test_readyz_tells_nothing_internal(proxy: ProxyFactory, moto_endpoint: str) -> None:
+    client = await proxy(source={"bucket": "no-such-bucket-for-readyz"})
     text = await (await client.get("/readyz")).text()
     assert "no-such-bucket-for-readyz" not in text
     assert moto_endpoint not in text
@@ -140,14 +128,13 @@ async def test_readyz_tells_nothing_internal(aiohttp_client: ClientFactory, moto
 # --- Readiness is cached -------------------------------------------------------------------------
 
 @pytest.fixture
-async def cached(aiohttp_client: ClientFactory, make_config: Callable[..., Config], relay_to: RelayFactory,
-                 moto_endpoint: str, bucket: str) -> tuple[TestClient[Any, Any], TcpRelay, Clock]:
+async def cached(proxy: ProxyFactory, relay_to: RelayFactory,
+                 moto_endpoint: str) -> tuple[TestClient[Any, Any], TcpRelay, Clock]:
     """Readiness cached for ``CACHE_SECONDS`` on a hand-moved clock, probed through a relay."""
     relay = await relay_to(moto_endpoint)
-    data = config_data(relay.endpoint, bucket)
-    data["server"]["ready_cache_seconds"] = CACHE_SECONDS
     clock = Clock()
-    client = await aiohttp_client(create_app(make_config(data=data), clock=clock))
+    client = await proxy(source={"endpoint_url": relay.endpoint},
+                         server={"ready_cache_seconds": CACHE_SECONDS}, clock=clock)
     return client, relay, clock
 
 
@@ -189,15 +176,13 @@ async def test_concurrent_readyz_requests_share_one_probe(
 
 
 async def test_a_cached_failure_lasts_only_the_window(
-    aiohttp_client: ClientFactory, make_config: Callable[..., Config], relay_to: RelayFactory,
-    moto_endpoint: str, s3: Any,
+    proxy: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str, s3: Any,
 ) -> None:
     relay = await relay_to(moto_endpoint)
     name = "readyz-created-later"
-    data = config_data(relay.endpoint, name)
-    data["server"]["ready_cache_seconds"] = CACHE_SECONDS
     clock = Clock()
-    client = await aiohttp_client(create_app(make_config(data=data), clock=clock))
+    client = await proxy(source={"endpoint_url": relay.endpoint, "bucket": name},
+                         server={"ready_cache_seconds": CACHE_SECONDS}, clock=clock)
     assert (await client.get("/readyz")).status == 503
     s3.create_bucket(Bucket=name)  # storage recovers
     try:

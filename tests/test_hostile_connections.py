@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, ServeFactory
 from processes import PHOTO, PHOTO_KEY, Server, http_get
 from rawhttp import connect, exchange, get, is_closed, read_reply
+from support import SIGNING_KEY, ServeFactory
 
 from imgproxy.auth.signing import UrlSigner
 

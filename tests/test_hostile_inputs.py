@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, TOKEN, config_data, empty_bucket
 from PIL import Image
 from processes import Server, http_get, launch_server
 from rawhttp import exchange, get
+from support import SIGNING_KEY, TOKEN, config_data, empty_bucket
 
 from imgproxy.auth.signing import UrlSigner
 

@@ -17,16 +17,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, ClientFactory, ServeFactory, config_data, empty_bucket
 from PIL import Image
 from processes import Server, http_get
 from rawhttp import connect, get, read_reply
+from support import SIGNING_KEY, ProxyFactory, ServeFactory, empty_bucket
 from tcp_relay import Blackhole
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
-from imgproxy.web.app import create_app
 
 BIG_KEY = "scans/big.bin"
 BIG = os.urandom(24 * 1024 * 1024)
@@ -160,10 +157,9 @@ def test_an_object_replaced_while_a_stream_let_go_is_cut_not_spliced(
 
 
 async def test_a_full_pool_is_503_overloaded_with_retry_after_not_a_timeout(
-        aiohttp_client: ClientFactory, moto_endpoint: str, blackhole: Blackhole) -> None:
-    data = config_data(moto_endpoint, "b1", endpoint_url=blackhole.endpoint, max_connections=1,
-                       pool_timeout=0.3, read_timeout=5, delivery={"mode": "stream"})
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(parse_config(data, environ={})))
+        proxy: ProxyFactory, blackhole: Blackhole) -> None:
+    client = await proxy(source={"bucket": "b1", "endpoint_url": blackhole.endpoint, "max_connections": 1,
+                                 "pool_timeout": 0.3, "read_timeout": 5, "delivery": {"mode": "stream"}})
     signer = UrlSigner(SIGNING_KEY, "k1")
     first = asyncio.ensure_future(client.get(signer.sign("photos", "a.jpg")))  # holds the slot
     await asyncio.sleep(0.1)

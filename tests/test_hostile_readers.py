@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, ServeFactory, config_data, empty_bucket
 from PIL import Image
 from processes import Server, http_get, launch_server
 from rawhttp import connect, get, is_dropped, read_reply
+from support import SIGNING_KEY, ServeFactory, config_data, empty_bucket
 
 from imgproxy.auth.signing import UrlSigner
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, TOKEN, config_data
 from processes import PHOTO, PHOTO_KEY, Server, http_get, launch_server
 from rawhttp import exchange, get
+from support import SIGNING_KEY, TOKEN, config_data
 
 from imgproxy.auth.signing import UrlSigner
 

@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, config_data
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from support import ProxyClient, ProxyFactory
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
-from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import METRICS_URL
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -37,8 +34,10 @@ def jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-class Proxy:
-    def __init__(self, client: TestClient[Any, Any], signer: UrlSigner) -> None:
+class Metered:
+    """A proxy and its metrics: requests in, scrapes of the metrics endpoint out."""
+
+    def __init__(self, client: ProxyClient, signer: UrlSigner) -> None:
         self.client = client
         self.signer = signer
 
@@ -68,33 +67,29 @@ def change(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-ProxyFactory = Callable[..., Awaitable[Proxy]]
+MeteredFactory = Callable[..., Awaitable[Metered]]
 
 
 @pytest.fixture
-def make_proxy(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str, s3: Any,
-               signer: UrlSigner) -> ProxyFactory:
-    """``await make_proxy(transform={...})``: a proxy on the test bucket, holding photo.jpg."""
+def make_metered(proxy: ProxyFactory, bucket: str, s3: Any, signer: UrlSigner) -> MeteredFactory:
+    """``await make_metered(transform={...})``: a proxy on the test bucket, holding photo.jpg."""
     s3.put_object(Bucket=bucket, Key="photo.jpg", Body=jpeg(1600, 1200), ContentType="image/jpeg")
 
-    async def build(transform: dict[str, Any] | None = None) -> Proxy:
-        data = config_data(moto_endpoint, bucket)
-        data["transform"] = {"prestart_workers": False, "workers": 1, **(transform or {})}
-        client = await aiohttp_client(create_app(parse_config(data, environ={})))
-        return Proxy(client, signer)
+    async def build(transform: dict[str, Any] | None = None) -> Metered:
+        return Metered(await proxy(transform={"workers": 1, **(transform or {})}), signer)
 
     return build
 
 
 @pytest.fixture
-async def proxy(make_proxy: ProxyFactory) -> Proxy:
-    return await make_proxy()
+async def metered(make_metered: MeteredFactory) -> Metered:
+    return await make_metered()
 
 
-async def test_a_streamed_get_counts_one_request_and_its_bytes(proxy: Proxy) -> None:
-    before = await proxy.scrape()
-    status, body = await proxy.get("photo.jpg")
-    after = await proxy.scrape()
+async def test_a_streamed_get_counts_one_request_and_its_bytes(metered: Metered) -> None:
+    before = await metered.scrape()
+    status, body = await metered.get("photo.jpg")
+    after = await metered.scrape()
     assert status == 200
     labels = {"route": IMAGE_ROUTE, "status": "200", "delivery": "stream"}
     assert change(before, after, "imgproxy_requests_total", **labels) == 1
@@ -103,12 +98,12 @@ async def test_a_streamed_get_counts_one_request_and_its_bytes(proxy: Proxy) -> 
     assert change(before, after, "imgproxy_s3_duration_seconds_count", operation="get") == 1
 
 
-async def test_a_transform_miss_then_hit_moves_the_cache_counters(proxy: Proxy) -> None:
-    before = await proxy.scrape()
-    first, _ = await proxy.get("photo.jpg", w="64")
-    middle = await proxy.scrape()
-    second, _ = await proxy.get("photo.jpg", w="64")
-    after = await proxy.scrape()
+async def test_a_transform_miss_then_hit_moves_the_cache_counters(metered: Metered) -> None:
+    before = await metered.scrape()
+    first, _ = await metered.get("photo.jpg", w="64")
+    middle = await metered.scrape()
+    second, _ = await metered.get("photo.jpg", w="64")
+    after = await metered.scrape()
     assert (first, second) == (200, 200)
     assert change(before, middle, "imgproxy_variant_cache_misses_total") == 1
     assert change(before, middle, "imgproxy_variant_cache_hits_total") == 0
@@ -119,32 +114,32 @@ async def test_a_transform_miss_then_hit_moves_the_cache_counters(proxy: Proxy) 
     assert change(middle, after, "imgproxy_transform_duration_seconds_count") == 0
 
 
-async def test_a_missing_object_counts_an_s3_error_by_its_kind(proxy: Proxy) -> None:
-    before = await proxy.scrape()
-    status, _ = await proxy.get(f"missing-{uuid.uuid4().hex}.jpg")
-    after = await proxy.scrape()
+async def test_a_missing_object_counts_an_s3_error_by_its_kind(metered: Metered) -> None:
+    before = await metered.scrape()
+    status, _ = await metered.get(f"missing-{uuid.uuid4().hex}.jpg")
+    after = await metered.scrape()
     assert status == 404
     assert change(before, after, "imgproxy_s3_errors_total", operation="get", code="not_found") == 1
     labels = {"route": IMAGE_ROUTE, "status": "404", "delivery": "stream"}
     assert change(before, after, "imgproxy_requests_total", **labels) == 1
 
 
-async def test_a_saturated_pool_counts_its_rejections(make_proxy: ProxyFactory) -> None:
-    proxy = await make_proxy(transform={"workers": 1, "queue_size": 0})
-    before = await proxy.scrape()
+async def test_a_saturated_pool_counts_its_rejections(make_metered: MeteredFactory) -> None:
+    metered = await make_metered(transform={"workers": 1, "queue_size": 0})
+    before = await metered.scrape()
     # Distinct renders at once: one worker, no queue (the first also waits for the worker to start).
-    results = await asyncio.gather(*(proxy.get("photo.jpg", w=str(900 - i), fmt="png") for i in range(5)))
-    after = await proxy.scrape()
+    results = await asyncio.gather(*(metered.get("photo.jpg", w=str(900 - i), fmt="png") for i in range(5)))
+    after = await metered.scrape()
     rejected = sum(1 for status, _ in results if status == 503)
     assert rejected >= 1
     assert change(before, after, "imgproxy_transform_rejections_total") == rejected
     assert value(after, "imgproxy_transform_queue_depth") == 0
 
 
-async def test_identical_concurrent_renders_count_the_coalesced_waiters(proxy: Proxy) -> None:
-    before = await proxy.scrape()
-    results = await asyncio.gather(*(proxy.get("photo.jpg", w="120") for _ in range(4)))
-    after = await proxy.scrape()
+async def test_identical_concurrent_renders_count_the_coalesced_waiters(metered: Metered) -> None:
+    before = await metered.scrape()
+    results = await asyncio.gather(*(metered.get("photo.jpg", w="120") for _ in range(4)))
+    after = await metered.scrape()
     assert [status for status, _ in results] == [200] * 4
     coalesced = change(before, after, "imgproxy_coalesced_waiters_total")
     misses = change(before, after, "imgproxy_variant_cache_misses_total")
@@ -152,17 +147,14 @@ async def test_identical_concurrent_renders_count_the_coalesced_waiters(proxy: P
     assert coalesced == misses - 1  # every lookup that missed but one waited for that one render
 
 
-async def test_the_metrics_are_not_served_on_the_public_port(proxy: Proxy) -> None:
-    async with proxy.client.get("/metrics") as response:
+async def test_the_metrics_are_not_served_on_the_public_port(metered: Metered) -> None:
+    async with metered.client.get("/metrics") as response:
         assert response.status == 404
-    assert str(proxy.client.make_url("/")).rstrip("/") not in proxy.metrics_url
+    assert str(metered.client.make_url("/")).rstrip("/") not in metered.metrics_url
 
 
-async def test_metrics_can_be_turned_off(aiohttp_client: ClientFactory, moto_endpoint: str,
-                                         bucket: str) -> None:
-    data = config_data(moto_endpoint, bucket)
-    data["metrics"] = {"enabled": False}
-    client = await aiohttp_client(create_app(parse_config(data, environ={})))
+async def test_metrics_can_be_turned_off(proxy: ProxyFactory) -> None:
+    client = await proxy(metrics={"enabled": False})
     assert client.app is not None
     assert METRICS_URL not in client.app
 

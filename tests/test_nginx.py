@@ -11,7 +11,8 @@ bench/bench_delivery.py runs the files with too). Behind them, moto's S3 server.
 - accel (``deploy/nginx.conf``): imgproxy authorizes and answers ``X-Accel-Redirect``; nginx
   fetches the presigned URL from S3 and the client gets S3's bytes. S3 is moto behind
   ``S3Gate`` (which checks presigned signatures, host and method as S3 does) behind a recorder
-  that shows exactly what nginx sent to S3.
+  that shows exactly what nginx sent to S3; and, for HTTPS S3, moto behind TLS with a private CA
+  (``conftest.https_endpoint``) that ``${S3_CA_BUNDLE}`` must name.
 
 Skipped only where the nginx binary is missing (``.ci/run`` installs the Debian package).
 """
@@ -36,11 +37,11 @@ from typing import Any, ClassVar, Final, TypeVar
 import nginx_site
 import pytest
 from aiohttp import hdrs, web
-from conftest import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
 from multidict import CIMultiDict
-from nginx_site import NGINX, NginxError, Tls, make_tls
+from nginx_site import NGINX, Authority, NginxError, Tls, make_tls
 from processes import PHOTO, PHOTO_KEY, Process, command, free_port, write_config
 from s3_gate import Forwarder, S3Gate
+from support import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
 from yarl import URL
 
 from imgproxy.auth.signing import UrlSigner
@@ -110,7 +111,7 @@ class Stack:
         return (self.prefix / "imgproxy.access.log").read_text(encoding="utf-8", errors="replace")
 
 
-Launch = Callable[[str, str, dict[str, Any]], Stack]  # (name, deploy file, imgproxy config)
+Launch = Callable[..., Stack]  # (name, deploy file, imgproxy config, s3_ca_bundle=...)
 StreamStacks = Callable[[str], Stack]  # trust -> stack
 
 
@@ -125,11 +126,13 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 
 @pytest.fixture(scope="module")
 def launch(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Launch]:
-    """``launch(name, site_file, imgproxy_config)``: imgproxy, then nginx in front; both killed at
-    the end of the module, whatever happened."""
+    """``launch(name, site_file, imgproxy_config, s3_ca_bundle=...)``: imgproxy, then nginx in
+    front (its accel fetch trusting ``s3_ca_bundle``); both killed at the end of the module,
+    whatever happened."""
     processes: list[Process] = []
 
-    def start(name: str, site_name: str, data: dict[str, Any]) -> Stack:
+    def start(name: str, site_name: str, data: dict[str, Any],
+              s3_ca_bundle: str = nginx_site.SYSTEM_CA_BUNDLE) -> Stack:
         directory = tmp_path_factory.mktemp(name)
         imgproxy_port, nginx_port = free_port(), free_port()
         data["server"]["port"] = imgproxy_port
@@ -138,7 +141,7 @@ def launch(tmp_path_factory: pytest.TempPathFactory, tls: Tls) -> Iterator[Launc
         processes.append(imgproxy)
         imgproxy.wait_until_healthy(f"http://127.0.0.1:{imgproxy_port}")
         prefix = directory / "nginx"
-        values = nginx_site.site_values(prefix, nginx_port, f"127.0.0.1:{imgproxy_port}", tls)
+        values = nginx_site.site_values(prefix, nginx_port, f"127.0.0.1:{imgproxy_port}", tls, s3_ca_bundle)
         main = nginx_site.prepare(prefix, site_name, values)
         checked = nginx_site.check_config(prefix, main)
         assert checked.returncode == 0, checked.stderr
@@ -519,3 +522,41 @@ def test_nginx_access_log_holds_no_signature_or_key(accel: Stack) -> None:
     assert '"GET /img/photos/..." 200' in line
     assert "sig=" not in log
     assert "lovelace" not in log
+
+
+# --- accel over HTTPS S3 with a private CA: ${S3_CA_BUNDLE} -----------------------------------------
+
+@pytest.fixture(scope="module")
+def https_accel(launch: Launch, https_endpoint: str, nginx_bucket: str, authority: Authority) -> Launch:
+    """``https_accel(name, s3_ca_bundle)``: an accel stack whose S3 is HTTPS with a private CA
+    (imgproxy trusts it through ca_bundle; nginx through ``s3_ca_bundle``)."""
+    def start(name: str, s3_ca_bundle: str) -> Stack:
+        data = config_data(https_endpoint, nginx_bucket, ca_bundle=str(authority.ca))
+        data["server"]["trusted_proxies"] = ["127.0.0.1/32"]
+        data["delivery"] = {"mode": "accel"}
+        return launch(name, "nginx.conf", data, s3_ca_bundle=s3_ca_bundle)
+    return start
+
+
+def test_accel_fetch_from_https_s3_trusts_the_ca_named_by_s3_ca_bundle(
+        https_accel: Launch, authority: Authority) -> None:
+    stack = https_accel("accel-https", str(authority.ca))
+    answer = stack.request(signed(PHOTO_KEY))
+    assert (answer.status, answer.body) == (200, PHOTO)
+    assert answer.headers["X-Delivery"] == "accel"
+    fields = stack.access_log(answer.headers["X-Request-Id"])
+    assert (fields["delivery"], fields["bytes"]) == ("accel", "0")  # nginx fetched it over HTTPS
+
+
+def test_accel_fetch_from_https_s3_with_a_ca_nginx_does_not_trust_is_imgproxys_502(
+        https_accel: Launch) -> None:
+    stack = https_accel("accel-https-untrusted", nginx_site.SYSTEM_CA_BUNDLE)
+    answer = stack.request(signed(PHOTO_KEY))
+    assert answer.status == StorageError.status
+    assert answer.json() == {"error": StorageError.code, "message": StorageError.public_message,
+                             "request_id": answer.headers["X-Request-Id"]}
+    deadline = time.monotonic() + 5.0
+    while "certificate verify" not in (log := (stack.prefix / "imgproxy.error.log").read_text()):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.05)
+    assert "upstream SSL certificate verify error" in log

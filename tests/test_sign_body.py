@@ -17,11 +17,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, config_data
+from support import TOKENS, ProxyFactory
 
-from imgproxy.config import parse_config
 from imgproxy.protocol.jsonbody import MAX_BODIES
-from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import BODY_SLOTS
 
 DASH_TOKEN = "dashboard-sign-token-0123456789abcdef0123456"
@@ -29,22 +27,13 @@ DASH = {"Authorization": f"Bearer {DASH_TOKEN}"}
 JSON = {**DASH, "Content-Type": "application/json"}
 ITEM = {"source": "photos", "key": "employees/a.png"}
 GOOD = json.dumps([ITEM]).encode()
-Start = Callable[..., Any]
+WITH_DASH_TOKEN = {"tokens": {**TOKENS, "dash": {"token": DASH_TOKEN, "sign_scopes": ["photos:employees/*"]}}}
 
 
 @pytest.fixture
-def start(aiohttp_client: ClientFactory, moto_endpoint: str, bucket: str) -> Start:
+def start(proxy: ProxyFactory) -> ProxyFactory:
     """``await start(auth={...}, server={...})``: the app with a token that may sign employees/*."""
-
-    async def build(auth: dict[str, Any] | None = None, server: dict[str, Any] | None = None
-                    ) -> TestClient[Any, Any]:
-        data = config_data(moto_endpoint, bucket)
-        data["auth"]["tokens"]["dash"] = {"token": DASH_TOKEN, "sign_scopes": ["photos:employees/*"]}
-        data["auth"].update(auth or {})
-        data["server"].update(server or {})
-        return await aiohttp_client(create_app(parse_config(data, environ={})))
-
-    return build
+    return proxy.preset(auth=WITH_DASH_TOKEN)
 
 
 async def post(client: TestClient[Any, Any], body: bytes, headers: dict[str, str] | None = None
@@ -59,47 +48,47 @@ def with_params(**params: Any) -> bytes:
 
 # --- Bad JSON: 400 naming the problem -----------------------------------------------------------
 
-async def test_json_nested_tens_of_thousands_deep_is_400(start: Start) -> None:
+async def test_json_nested_tens_of_thousands_deep_is_400(start: ProxyFactory) -> None:
     status, body = await post(await start(), b"[" * 50_000 + b"]" * 50_000)
     assert (status, body["error"]) == (400, "bad_request")
     assert "nested too deeply" in body["message"]
 
 
-async def test_json_objects_nested_tens_of_thousands_deep_are_400(start: Start) -> None:
+async def test_json_objects_nested_tens_of_thousands_deep_are_400(start: ProxyFactory) -> None:
     status, body = await post(await start(), b'{"items":' * 30_000 + b"[]" + b"}" * 30_000)
     assert (status, body["error"]) == (400, "bad_request")
     assert "nested too deeply" in body["message"]
 
 
-async def test_an_integer_past_pythons_digit_limit_is_400(start: Start) -> None:
+async def test_an_integer_past_pythons_digit_limit_is_400(start: ProxyFactory) -> None:
     body = b'[{"source": "photos", "key": "employees/a.png", "params": {"w": ' + b"9" * 5000 + b"}}]"
     status, answer = await post(await start(), body)
     assert (status, answer["error"]) == (400, "bad_request")
     assert "more than 20 digits" in answer["message"]
 
 
-async def test_an_integer_of_more_than_20_digits_is_400(start: Start) -> None:
+async def test_an_integer_of_more_than_20_digits_is_400(start: ProxyFactory) -> None:
     status, body = await post(await start(), b'[{"source": "photos", "key": "employees/a.png", '
                                              b'"params": {"w": -123456789012345678901}}]')
     assert (status, body["error"]) == (400, "bad_request")
     assert "more than 20 digits" in body["message"]
 
 
-async def test_an_integer_of_20_digits_is_read(start: Start) -> None:
+async def test_an_integer_of_20_digits_is_read(start: ProxyFactory) -> None:
     status, body = await post(await start(), with_params(w=12345678901234567890))
     assert status == 200
     assert body["items"][0]["error"] == "invalid_parameter"  # read, then refused as a width
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
-async def test_nan_and_infinity_are_400(start: Start, constant: str) -> None:
+async def test_nan_and_infinity_are_400(start: ProxyFactory, constant: str) -> None:
     raw = b'[{"source": "photos", "key": "employees/a.png", "params": {"w": ' + constant.encode() + b"}}]"
     status, body = await post(await start(), raw)
     assert (status, body["error"]) == (400, "bad_request")
     assert f"{constant.lstrip('-')} is not a JSON number" in body["message"]
 
 
-async def test_a_number_too_large_for_a_float_is_400(start: Start) -> None:
+async def test_a_number_too_large_for_a_float_is_400(start: ProxyFactory) -> None:
     raw = b'[{"source": "photos", "key": "employees/a.png", "params": {"w": 1e999}}]'
     status, body = await post(await start(), raw)
     assert (status, body["error"]) == (400, "bad_request")
@@ -109,13 +98,13 @@ async def test_a_number_too_large_for_a_float_is_400(start: Start) -> None:
 @pytest.mark.parametrize("raw", [b'[{"source": "photos", "key": "employees/\xff.png"}]',
                                  b'["\xc3(',
                                  json.dumps([ITEM]).encode("utf-16")])
-async def test_a_body_that_is_not_utf8_is_400(start: Start, raw: bytes) -> None:
+async def test_a_body_that_is_not_utf8_is_400(start: ProxyFactory, raw: bytes) -> None:
     status, body = await post(await start(), raw)
     assert (status, body["error"]) == (400, "bad_request")
     assert body["message"].startswith("The body is not UTF-8")
 
 
-async def test_a_syntax_error_names_its_position_and_not_the_body(start: Start) -> None:
+async def test_a_syntax_error_names_its_position_and_not_the_body(start: ProxyFactory) -> None:
     status, body = await post(await start(), b'["SECRET-MARKER" "employees/a.png"]')
     assert status == 400
     assert body["message"] == ("The body is not valid JSON: Expecting ',' delimiter: "
@@ -134,7 +123,7 @@ async def test_a_syntax_error_names_its_position_and_not_the_body(start: Start) 
     "application/jsonx",
     "json",
 ])
-async def test_a_body_of_another_media_type_or_charset_is_415(start: Start, content_type: str) -> None:
+async def test_a_body_of_another_media_type_or_charset_is_415(start: ProxyFactory, content_type: str) -> None:
     status, body = await post(await start(), GOOD, {**DASH, "Content-Type": content_type})
     assert (status, body["error"]) == (415, "unsupported_media_type")
     assert body["message"] == "The request body must be JSON in UTF-8 (Content-Type: application/json)."
@@ -144,13 +133,13 @@ async def test_a_body_of_another_media_type_or_charset_is_415(start: Start, cont
     "application/json", "application/json; charset=utf-8", 'Application/JSON; Charset="UTF-8"',
     "application/json;charset=utf-8;foo=bar",
 ])
-async def test_json_in_utf8_is_accepted(start: Start, content_type: str) -> None:
+async def test_json_in_utf8_is_accepted(start: ProxyFactory, content_type: str) -> None:
     status, body = await post(await start(), GOOD, {**DASH, "Content-Type": content_type})
     assert status == 200
     assert "url" in body["items"][0]
 
 
-async def test_a_body_without_content_type_is_read_as_json(start: Start) -> None:
+async def test_a_body_without_content_type_is_read_as_json(start: ProxyFactory) -> None:
     client = await start()
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
@@ -218,7 +207,7 @@ async def connect() -> AsyncIterator[Callable[..., Any]]:
 # --- Size: 413 ----------------------------------------------------------------------------------
 
 async def test_a_content_length_over_sign_max_bytes_is_413_before_the_body_is_read(
-        start: Start, connect: Callable[..., Any]) -> None:
+        start: ProxyFactory, connect: Callable[..., Any]) -> None:
     raw = await connect(await start(), head(10 * 1024 * 1024) + b"[")  # the rest never comes
     status, _, body = await read_response(raw.reader)
     assert status == 413
@@ -226,20 +215,20 @@ async def test_a_content_length_over_sign_max_bytes_is_413_before_the_body_is_re
     assert "1048576 bytes" in json.loads(body)["message"]
 
 
-async def test_a_body_over_a_configured_sign_max_bytes_is_413(start: Start) -> None:
+async def test_a_body_over_a_configured_sign_max_bytes_is_413(start: ProxyFactory) -> None:
     client = await start(auth={"sign_max_bytes": 1024})
     status, body = await post(client, json.dumps([ITEM] * 40).encode())  # about 1.9 KiB
     assert (status, body["error"]) == (413, "body_too_large")
 
 
-async def test_a_body_of_exactly_sign_max_bytes_is_read(start: Start) -> None:
+async def test_a_body_of_exactly_sign_max_bytes_is_read(start: ProxyFactory) -> None:
     client = await start(auth={"sign_max_bytes": 1024})
     status, _ = await post(client, GOOD + b" " * (1024 - len(GOOD)))
     assert status == 200
 
 
 async def test_a_chunked_body_is_refused_once_it_passes_sign_max_bytes(
-        start: Start, connect: Callable[..., Any]) -> None:
+        start: ProxyFactory, connect: Callable[..., Any]) -> None:
     client = await start(auth={"sign_max_bytes": 4096})
     chunk = b"[" + b" " * 1023
     raw = await connect(client, head(None) + b"".join(b"400\r\n" + chunk + b"\r\n" for _ in range(5)))
@@ -248,7 +237,7 @@ async def test_a_chunked_body_is_refused_once_it_passes_sign_max_bytes(
     assert json.loads(body)["error"] == "body_too_large"
 
 
-async def test_a_small_chunked_body_is_read(start: Start) -> None:
+async def test_a_small_chunked_body_is_read(start: ProxyFactory) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield GOOD[:5]
         yield GOOD[5:]
@@ -258,28 +247,27 @@ async def test_a_small_chunked_body_is_read(start: Start) -> None:
     assert response.status == 200
 
 
-async def test_a_malformed_chunk_with_the_head_is_400(start: Start, connect: Callable[..., Any]) -> None:
+async def test_a_malformed_chunk_with_the_head_is_400(start: ProxyFactory,
+                                                      connect: Callable[..., Any]) -> None:
     raw = await connect(await start(), head(None) + b"1\r\n[\r\nzz\r\n")  # "zz" is no chunk size
     status, _, _ = await read_response(raw.reader)
     assert status == 400  # aiohttp's parser answers before the handler runs
 
 
 async def test_a_malformed_chunk_in_mid_body_is_a_4xx_within_body_timeout(
-        start: Start, connect: Callable[..., Any]) -> None:
+        start: ProxyFactory, connect: Callable[..., Any]) -> None:
     client = await start(server={"body_timeout": 0.5})
     raw = await connect(client, head(None) + b"1\r\n[\r\n")
-    await until(lambda: client.server.app[BODY_SLOTS].in_use == 1)
+    await until(lambda: client.app[BODY_SLOTS].in_use == 1)
     raw.writer.write(b"zz\r\n")
     status, _, _ = await read_response(raw.reader)
     assert 400 <= status < 500
 
 
 async def test_a_client_that_goes_away_mid_body_is_logged_as_a_400_not_a_500(
-        moto_endpoint: str, bucket: str, caplog: pytest.LogCaptureFixture) -> None:
+        proxy: ProxyFactory, caplog: pytest.LogCaptureFixture) -> None:
     # As ``server.serve`` runs the app: the test server would cancel the handler instead.
-    data = config_data(moto_endpoint, bucket)
-    data["auth"]["tokens"]["dash"] = {"token": DASH_TOKEN, "sign_scopes": ["photos:employees/*"]}
-    app = create_app(parse_config(data, environ={}))
+    app = proxy.app(auth=WITH_DASH_TOKEN)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -308,7 +296,8 @@ async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
 
 # --- Time: 408 ----------------------------------------------------------------------------------
 
-async def test_a_body_that_stalls_past_body_timeout_is_408(start: Start, connect: Callable[..., Any]) -> None:
+async def test_a_body_that_stalls_past_body_timeout_is_408(start: ProxyFactory,
+                                                           connect: Callable[..., Any]) -> None:
     client = await start(server={"body_timeout": 0.3})
     raw = await connect(client, head(100) + b'[{"source": ')  # 88 bytes never come
     status, _, body = await read_response(raw.reader, within=3.0)
@@ -318,7 +307,7 @@ async def test_a_body_that_stalls_past_body_timeout_is_408(start: Start, connect
         "request_id": "-"}
 
 
-async def test_a_body_that_arrives_slowly_but_in_time_is_read(start: Start,
+async def test_a_body_that_arrives_slowly_but_in_time_is_read(start: ProxyFactory,
                                                               connect: Callable[..., Any]) -> None:
     client = await start(server={"body_timeout": 2})
     raw = await connect(client, head(len(GOOD)) + GOOD[:10])
@@ -331,10 +320,10 @@ async def test_a_body_that_arrives_slowly_but_in_time_is_read(start: Start,
 # --- Admission: 503 -----------------------------------------------------------------------------
 
 async def test_one_body_more_than_max_bodies_at_once_is_503_and_the_slots_come_back(
-        start: Start, connect: Callable[..., Any]) -> None:
+        start: ProxyFactory, connect: Callable[..., Any]) -> None:
     client = await start(server={"body_timeout": 30})
     stalled = [await connect(client, head(100) + b"[") for _ in range(MAX_BODIES)]
-    slots = client.server.app[BODY_SLOTS]
+    slots = client.app[BODY_SLOTS]
     await until(lambda: slots.in_use == MAX_BODIES)
     response = await client.post("/sign", data=GOOD, headers=JSON)
     assert response.status == 503
@@ -347,9 +336,9 @@ async def test_one_body_more_than_max_bodies_at_once_is_503_and_the_slots_come_b
     assert status == 200
 
 
-async def test_a_refused_body_gives_its_slot_back(start: Start) -> None:
+async def test_a_refused_body_gives_its_slot_back(start: ProxyFactory) -> None:
     client = await start()
     for _ in range(MAX_BODIES + 2):
         status, _ = await post(client, b"[" * 50_000)
         assert status == 400
-    assert client.server.app[BODY_SLOTS].in_use == 0
+    assert client.app[BODY_SLOTS].in_use == 0

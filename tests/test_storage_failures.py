@@ -12,19 +12,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import ACCESS_KEY, SECRET_KEY, ClientFactory, config_data
 from processes import free_port
+from support import ACCESS_KEY, SECRET_KEY, ProxyFactory
 from tcp_relay import Blackhole, TcpRelay
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import Config
-from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import METRICS
 
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 1000
@@ -42,9 +39,9 @@ async def timed(request: Any) -> tuple[aiohttp.ClientResponse, dict[str, Any], f
 # --- Endpoint down -----------------------------------------------------------------------------
 
 @pytest.fixture
-async def down(aiohttp_client: ClientFactory, make_config: Callable[..., Config]) -> TestClient[Any, Any]:
+async def down(proxy: ProxyFactory) -> TestClient[Any, Any]:
     """A source whose endpoint is a loopback port nothing listens on."""
-    return await aiohttp_client(create_app(make_config(endpoint_url=f"http://127.0.0.1:{free_port()}")))
+    return await proxy(source={"endpoint_url": f"http://127.0.0.1:{free_port()}"})
 
 
 async def test_storage_down_is_502_storage_error(down: TestClient[Any, Any], signer: UrlSigner) -> None:
@@ -73,11 +70,9 @@ async def test_storage_down_body_names_no_endpoint(down: TestClient[Any, Any], s
 # --- Slow storage ------------------------------------------------------------------------------
 
 @pytest.fixture
-async def hanging(aiohttp_client: ClientFactory, make_config: Callable[..., Config],
-                  blackhole: Blackhole) -> TestClient[Any, Any]:
+async def hanging(proxy: ProxyFactory, blackhole: Blackhole) -> TestClient[Any, Any]:
     """A source whose endpoint accepts connections and never answers (read_timeout=1)."""
-    config = make_config(endpoint_url=blackhole.endpoint, read_timeout=1, connect_timeout=0.5)
-    return await aiohttp_client(create_app(config))
+    return await proxy(source={"endpoint_url": blackhole.endpoint, "read_timeout": 1, "connect_timeout": 0.5})
 
 
 @pytest.mark.slow
@@ -107,10 +102,9 @@ async def test_slow_storage_on_head_is_504(hanging: TestClient[Any, Any], signer
 # --- Storage refuses -----------------------------------------------------------------------------
 
 @pytest.fixture
-async def refused(aiohttp_client: ClientFactory, make_config: Callable[..., Config],
-                  moto_endpoint: str) -> TestClient[Any, Any]:
+async def refused(proxy: ProxyFactory) -> TestClient[Any, Any]:
     """A source naming a bucket that does not exist: storage refuses every read."""
-    return await aiohttp_client(create_app(make_config(data=config_data(moto_endpoint, MISSING_BUCKET))))
+    return await proxy(source={"bucket": MISSING_BUCKET})
 
 
 async def test_storage_refusing_is_502_storage_error(refused: TestClient[Any, Any],
@@ -156,10 +150,10 @@ BIG = 24 * 1024 * 1024
 
 
 @pytest.fixture
-async def streaming(aiohttp_client: ClientFactory, make_config: Callable[..., Config], relay: TcpRelay,
-                    s3: Any, bucket: str, signer: UrlSigner) -> tuple[TestClient[Any, Any], str]:
+async def streaming(proxy: ProxyFactory, relay: TcpRelay, s3: Any, bucket: str,
+                    signer: UrlSigner) -> tuple[TestClient[Any, Any], str]:
     s3.put_object(Bucket=bucket, Key="big.jpg", Body=os.urandom(BIG), ContentType="image/jpeg")
-    client = await aiohttp_client(create_app(make_config(endpoint_url=relay.endpoint, read_timeout=1)))
+    client = await proxy(source={"endpoint_url": relay.endpoint, "read_timeout": 1})
     return client, signer.sign("photos", "big.jpg")
 
 

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
-from conftest import TOKEN, ClientFactory, RawRequest, RelayFactory, config_data
+from support import TOKEN, ProxyFactory, RawRequest, RelayFactory
 from tcp_relay import TcpRelay
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import Config, parse_config
 from imgproxy.protocol.paths import image_path
-from imgproxy.web.app import create_app
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF\x00" + bytes(range(256)) * 8
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
@@ -87,10 +84,9 @@ async def test_get_cache_control_is_the_source_default(client: TestClient[Any, A
 
 
 async def test_get_cache_control_is_the_sources_custom_value(
-    aiohttp_client: ClientFactory, make_config: Callable[..., Config], s3: Any, bucket: str,
-    signer: UrlSigner,
+    proxy: ProxyFactory, s3: Any, bucket: str, signer: UrlSigner,
 ) -> None:
-    client = await aiohttp_client(create_app(make_config(cache_control="private, max-age=60, immutable")))
+    client = await proxy(source={"cache_control": "private, max-age=60, immutable"})
     put(s3, bucket, "a.jpg", JPEG, "image/jpeg")
     response = await client.get(signer.sign("photos", "a.jpg"))
     assert response.headers[hdrs.CACHE_CONTROL] == "private, max-age=60, immutable"
@@ -113,11 +109,9 @@ async def test_get_carries_a_request_id(client: TestClient[Any, Any], s3: Any, b
 
 
 async def test_get_keeps_a_well_formed_request_id_from_a_trusted_proxy(
-        aiohttp_client: ClientFactory, moto_endpoint: str, s3: Any, bucket: str, signer: UrlSigner) -> None:
+        proxy: ProxyFactory, s3: Any, bucket: str, signer: UrlSigner) -> None:
     put(s3, bucket, "a.jpg", JPEG, "image/jpeg")
-    data = config_data(moto_endpoint, bucket)
-    data["server"]["trusted_proxies"] = ["127.0.0.1/32", "::1/128"]
-    client = await aiohttp_client(create_app(parse_config(data, environ={})))
+    client = await proxy(server={"trusted_proxies": ["127.0.0.1/32", "::1/128"]})
     response = await client.get(signer.sign("photos", "a.jpg"), headers={"X-Request-Id": "lb-42.abc"})
     assert response.headers["X-Request-Id"] == "lb-42.abc"
 
@@ -250,12 +244,9 @@ async def test_head_of_svg_is_an_attachment_under_a_sandbox(client: TestClient[A
 
 
 async def test_a_type_removed_from_the_inline_allowlist_becomes_an_attachment(
-    aiohttp_client: ClientFactory, make_config: Callable[..., Config], moto_endpoint: str, s3: Any,
-    bucket: str, signer: UrlSigner,
+    proxy: ProxyFactory, s3: Any, bucket: str, signer: UrlSigner,
 ) -> None:
-    data = config_data(moto_endpoint, bucket)
-    data["server"]["inline_types"] = ["image/png"]
-    client = await aiohttp_client(create_app(make_config(data=data)))
+    client = await proxy(server={"inline_types": ["image/png"]})
     put(s3, bucket, "a.jpg", JPEG, "image/jpeg")
     put(s3, bucket, "a.png", PNG, "image/png")
     jpeg = await client.get(signer.sign("photos", "a.jpg"))
@@ -322,13 +313,13 @@ async def test_a_literal_plus_in_the_path_is_not_a_space(client: TestClient[Any,
 # --- Prefix confinement ------------------------------------------------------------------------
 
 @pytest.fixture
-async def confined(aiohttp_client: ClientFactory, make_config: Callable[..., Config], relay_to: RelayFactory,
-                   moto_endpoint: str, s3: Any, bucket: str) -> tuple[TestClient[Any, Any], TcpRelay]:
+async def confined(proxy: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str, s3: Any,
+                   bucket: str) -> tuple[TestClient[Any, Any], TcpRelay]:
     """A client whose source is confined to 'employees/', reaching moto through a relay."""
     relay = await relay_to(moto_endpoint)
     s3.put_object(Bucket=bucket, Key="employees/x.jpg", Body=JPEG + b"employee", ContentType="image/jpeg")
     s3.put_object(Bucket=bucket, Key="secret.jpg", Body=JPEG + b"secret", ContentType="image/jpeg")
-    client = await aiohttp_client(create_app(make_config(prefix="employees/", endpoint_url=relay.endpoint)))
+    client = await proxy(source={"prefix": "employees/", "endpoint_url": relay.endpoint})
     return client, relay
 
 

@@ -12,15 +12,13 @@ from typing import Any
 import pytest
 from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, RelayFactory, config_data, empty_bucket
 from PIL import Image
+from support import ProxyFactory, RelayFactory, empty_bucket
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
 from imgproxy.errors import StorageError
 from imgproxy.transform.variants import read_exactly
 from imgproxy.web import appkeys as keys
-from imgproxy.web.app import create_app
 
 KEY = "scans/noise.jpg"
 
@@ -43,12 +41,11 @@ def source_bucket(s3: Any) -> Iterator[str]:
     empty_bucket(s3, name)
 
 
-async def proxy(aiohttp_client: ClientFactory, endpoint: str, bucket: str,
-                **transform: Any) -> TestClient[Any, Any]:
-    data = config_data(endpoint, bucket)
-    data["transform"] = {"workers": 1, **transform}
-    data["cache"] = {"variant_bytes": 0}
-    return await aiohttp_client(create_app(parse_config(data, environ={})))
+@pytest.fixture
+def one_worker(proxy: ProxyFactory, source_bucket: str) -> ProxyFactory:
+    """The source bucket's proxy: one worker (started with the app), no variant cache."""
+    return proxy.preset(source={"bucket": source_bucket}, transform={"workers": 1, "prestart_workers": True},
+                        cache={"variant_bytes": 0})
 
 
 async def burst(client: TestClient[Any, Any], signer: UrlSigner, count: int) -> list[int]:
@@ -64,10 +61,9 @@ async def burst(client: TestClient[Any, Any], signer: UrlSigner, count: int) -> 
 
 
 async def test_a_refused_transform_reads_nothing_from_s3(
-        aiohttp_client: ClientFactory, relay_to: RelayFactory, moto_endpoint: str,
-        source_bucket: str, signer: UrlSigner) -> None:
+        one_worker: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str, signer: UrlSigner) -> None:
     relay = await relay_to(moto_endpoint)
-    client = await proxy(aiohttp_client, relay.endpoint, source_bucket, queue_size=0)
+    client = await one_worker(source={"endpoint_url": relay.endpoint}, transform={"queue_size": 0})
     statuses = await burst(client, signer, 8)
     admitted = statuses.count(200)
     assert admitted >= 1
@@ -79,8 +75,8 @@ async def test_a_refused_transform_reads_nothing_from_s3(
 
 
 async def test_queued_transforms_hold_no_source_in_memory(
-        aiohttp_client: ClientFactory, moto_endpoint: str, source_bucket: str, signer: UrlSigner) -> None:
-    client = await proxy(aiohttp_client, moto_endpoint, source_bucket, queue_size=10)
+        one_worker: ProxyFactory, signer: UrlSigner) -> None:
+    client = await one_worker(transform={"queue_size": 10})
     statuses = await burst(client, signer, 11)  # one worker plus ten in the queue: all admitted
     assert statuses == [200] * 11
     assert client.app is not None

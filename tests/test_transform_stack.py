@@ -21,18 +21,16 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, hdrs
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, RelayFactory, config_data
 from PIL import ExifTags, Image, ImageDraw
+from support import ProxyFactory, RelayFactory
 from tcp_relay import TcpRelay
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.config import parse_config
 from imgproxy.errors import ImageTooLarge, NotAnImage, TransformTimeout, UnprocessableImage
 from imgproxy.transform.jobs import available_outputs
 from imgproxy.transform.params import OutputFormat
 from imgproxy.transform.variants import VariantService
 from imgproxy.web import appkeys as keys
-from imgproxy.web.app import create_app
 
 HAS_AVIF = OutputFormat.AVIF in available_outputs()
 # The limits of the "hostile input" server: the 4000x3000 photo (~1 MB) is too many bytes, a
@@ -176,19 +174,18 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture
-def make_stack(aiohttp_client: ClientFactory, relay_to: RelayFactory, moto_endpoint: str,
+def make_stack(proxy: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str,
                stored: Stored, signer: UrlSigner) -> StackFactory:
-    """``await make_stack(transform={...}, cache={...}, relay=True, **source_overrides)``."""
+    """``await make_stack(transform={...}, cache={...}, relay=True, **source_overrides)``: one
+    worker, started with the app, unless ``transform`` says otherwise."""
 
     async def build(transform: dict[str, Any] | None = None, cache: dict[str, Any] | None = None,
                     relay: bool = False, **source: Any) -> Stack:
         tcp_relay = await relay_to(moto_endpoint) if relay else None
         if tcp_relay is not None:
             source["endpoint_url"] = tcp_relay.endpoint
-        data = config_data(moto_endpoint, stored.bucket, **source)
-        data["transform"] = {"workers": 1, **(transform or {})}
-        data["cache"] = cache or {}
-        client = await aiohttp_client(create_app(parse_config(data, environ={})))
+        client = await proxy(source={"bucket": stored.bucket, **source}, cache=cache or {},
+                             transform={"workers": 1, "prestart_workers": True, **(transform or {})})
         return Stack(client, signer, tcp_relay)
 
     return build
@@ -280,6 +277,24 @@ async def test_fmt_auto_picks_the_format_from_accept_and_alpha(stack: Stack, key
     response, image = await stack.get_image(key, {hdrs.ACCEPT: accept}, w="100", fmt="auto")
     assert response.headers[hdrs.CONTENT_TYPE] == media_type
     assert Image.MIME[image.format or ""] == media_type
+
+
+@pytest.mark.skipif(not HAS_AVIF, reason="no AVIF encoder: WebP would win without q values")
+async def test_fmt_auto_follows_the_accept_q_values_over_the_format_order(stack: Stack) -> None:
+    response, image = await stack.get_image("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.1, image/webp;q=0.9"},
+                                            w="100", fmt="auto")
+    assert response.headers[hdrs.CONTENT_TYPE] == "image/webp"
+    assert image.format == "WEBP"
+    avif, _ = await stack.get("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.9, image/webp;q=0.9"},
+                              w="100", fmt="auto")
+    assert avif.headers[hdrs.CONTENT_TYPE] == "image/avif"  # a tie keeps AVIF first
+    assert avif.headers[hdrs.ETAG] != response.headers[hdrs.ETAG]
+
+
+async def test_fmt_auto_ignores_a_range_whose_q_is_nan(stack: Stack) -> None:
+    response, _ = await stack.get("photo.jpg", {hdrs.ACCEPT: "image/webp;q=nan, image/jpeg;q=0.5"},
+                                  w="100", fmt="auto")
+    assert response.headers[hdrs.CONTENT_TYPE] == "image/jpeg"
 
 
 async def test_fmt_auto_keeps_the_alpha_channel(stack: Stack) -> None:

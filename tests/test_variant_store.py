@@ -12,7 +12,7 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import SIGNING_KEY, ClientFactory, config_data, source_table
 from PIL import Image
 from processes import Process, command, free_port, http_get, write_config
+from support import SIGNING_KEY, ProxyFactory, config_data, merged, source_table
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import ConfigError, parse_config
 from imgproxy.storage.variant_store import VariantStore
 from imgproxy.web import appkeys as keys
-from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import METRICS
 
 KEY = "employees/ada.jpg"
@@ -56,21 +55,26 @@ def buckets(s3: Any) -> Buckets:
     return Buckets(source, store)
 
 
+def store_table(moto_endpoint: str, buckets: Buckets, **overrides: Any) -> dict[str, Any]:
+    """``[cache.store]``: the store bucket, under ``variants/``."""
+    return source_table(moto_endpoint, buckets.store, prefix="variants", **overrides)
+
+
+ONE_WORKER = {"workers": 1, "prestart_workers": True}  # started with the app
+
+
 def store_data(moto_endpoint: str, buckets: Buckets, **store: Any) -> dict[str, Any]:
-    data = config_data(moto_endpoint, buckets.source)
-    data["transform"] = {"workers": 1}
-    data["cache"] = {"store": source_table(moto_endpoint, buckets.store, prefix="variants", **store)}
-    return data
-
-
-AppFactory = Callable[[dict[str, Any]], Awaitable[TestClient[Any, Any]]]
+    """A replica's whole config (for ``imgproxy serve`` and config tests)."""
+    return merged(config_data(moto_endpoint, buckets.source),
+                  {"transform": ONE_WORKER, "cache": {"store": store_table(moto_endpoint, buckets, **store)}})
 
 
 @pytest.fixture
-def start_app(aiohttp_client: ClientFactory) -> AppFactory:
-    async def start(data: dict[str, Any]) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(parse_config(data, environ={})))
-    return start
+def replica(proxy: ProxyFactory, moto_endpoint: str, buckets: Buckets) -> ProxyFactory:
+    """``await replica()``: an app on the source bucket sharing variants through the store bucket
+    (``replica(cache={"store": store_table(...)})`` for another store), with one worker."""
+    return proxy.preset(source={"bucket": buckets.source}, transform=ONE_WORKER,
+                        cache={"store": store_table(moto_endpoint, buckets)})
 
 
 def app_of(client: TestClient[Any, Any]) -> web.Application:
@@ -95,9 +99,9 @@ def url(signer: UrlSigner) -> str:
 # --- two replicas, one store -------------------------------------------------------------------
 
 async def test_a_variant_rendered_by_one_replica_is_served_by_another_from_the_store(
-        start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner, s3: Any) -> None:
-    first = await start_app(store_data(moto_endpoint, buckets))
-    second = await start_app(store_data(moto_endpoint, buckets))
+        replica: ProxyFactory, buckets: Buckets, signer: UrlSigner, s3: Any) -> None:
+    first = await replica()
+    second = await replica()
 
     rendered = await first.get(url(signer))
     assert rendered.status == 200
@@ -120,12 +124,10 @@ async def test_a_variant_rendered_by_one_replica_is_served_by_another_from_the_s
 
 
 async def test_a_stored_object_over_the_size_limit_is_not_read_but_rendered(
-        start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner, s3: Any,
+        replica: ProxyFactory, buckets: Buckets, signer: UrlSigner, s3: Any,
         caplog: pytest.LogCaptureFixture) -> None:
-    data = store_data(moto_endpoint, buckets)
-    data["transform"]["max_source_bytes"] = 1024 * 1024
-    first = await start_app(data)
-    second = await start_app(data)
+    first = await replica(transform={"max_source_bytes": 1024 * 1024})
+    second = await replica(transform={"max_source_bytes": 1024 * 1024})
     assert (await first.get(url(signer))).status == 200
     await store_of(first).drain()
     [stored] = s3.list_objects_v2(Bucket=buckets.store)["Contents"]
@@ -141,9 +143,9 @@ async def test_a_stored_object_over_the_size_limit_is_not_read_but_rendered(
 
 
 async def test_concurrent_misses_make_one_store_lookup(
-        start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner) -> None:
-    first = await start_app(store_data(moto_endpoint, buckets))
-    second = await start_app(store_data(moto_endpoint, buckets))
+        replica: ProxyFactory, signer: UrlSigner) -> None:
+    first = await replica()
+    second = await replica()
     assert (await first.get(url(signer))).status == 200
     await store_of(first).drain()
 
@@ -155,8 +157,8 @@ async def test_concurrent_misses_make_one_store_lookup(
 
 
 async def test_a_variant_not_in_the_store_is_rendered_and_written_back(
-        start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner) -> None:
-    client = await start_app(store_data(moto_endpoint, buckets))
+        replica: ProxyFactory, signer: UrlSigner) -> None:
+    client = await replica()
     response = await client.get(url(signer))
     assert response.headers["X-Cache"] == "MISS"
     await store_of(client).drain()
@@ -167,11 +169,11 @@ async def test_a_variant_not_in_the_store_is_rendered_and_written_back(
 # --- the store fails: the client never notices ----------------------------------------------------
 
 async def test_a_store_that_is_down_degrades_to_rendering_with_a_log_line(
-        start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner,
+        replica: ProxyFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner,
         caplog: pytest.LogCaptureFixture) -> None:
-    data = store_data(moto_endpoint, buckets, endpoint_url=f"http://127.0.0.1:{free_port()}",
-                      max_attempts=1)
-    client = await start_app(data)
+    down = f"http://127.0.0.1:{free_port()}"
+    store = store_table(moto_endpoint, buckets, endpoint_url=down, max_attempts=1)
+    client = await replica(cache={"store": store})
     with caplog.at_level(logging.WARNING, logger="imgproxy.store"):
         first = await client.get(url(signer))
         await store_of(client).drain()
@@ -237,10 +239,10 @@ async def held_store() -> AsyncIterator[HeldStore]:
 
 
 async def test_the_response_does_not_wait_for_the_store_write(
-        start_app: AppFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner,
+        replica: ProxyFactory, moto_endpoint: str, buckets: Buckets, signer: UrlSigner,
         held_store: HeldStore) -> None:
-    client = await start_app(store_data(moto_endpoint, buckets, endpoint_url=await held_store.start(),
-                                        read_timeout=30))
+    store = store_table(moto_endpoint, buckets, endpoint_url=await held_store.start(), read_timeout=30)
+    client = await replica(cache={"store": store})
     response = await client.get(url(signer))
     assert response.status == 200
     assert response.headers["X-Cache"] == "MISS"
@@ -257,10 +259,10 @@ async def test_the_response_does_not_wait_for_the_store_write(
 
 # --- configuration -------------------------------------------------------------------------------
 
-def test_without_a_store_table_there_is_no_store(moto_endpoint: str, buckets: Buckets) -> None:
-    config = parse_config(config_data(moto_endpoint, buckets.source), environ={})
+def test_without_a_store_table_there_is_no_store(proxy: ProxyFactory, buckets: Buckets) -> None:
+    config = proxy.config(source={"bucket": buckets.source})
     assert config.cache.store is None
-    assert keys.STORE not in create_app(config)
+    assert keys.STORE not in proxy.app(source={"bucket": buckets.source})
 
 
 def test_the_store_table_reads_like_a_source(moto_endpoint: str, buckets: Buckets) -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGNING_KEY, config_data
 from PIL import Image
 from processes import HTTP_TIMEOUT, Process, command, free_port, http_get, reap_group, run, write_config
+from support import SIGNING_KEY, config_data
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.process.sockets import listen_on, reserve_addresses

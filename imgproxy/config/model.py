@@ -157,6 +157,8 @@ class SourceConfig:
     max_connections: int = 32  # per pool: streamed bodies, transform reads, HEAD/LIST
     pool_timeout: float = 1.0  # waiting longer for a free connection is 503 overloaded
     max_attempts: int = 2
+    ca_bundle: str | None = None  # PEM file of the CAs an https endpoint's certificate must chain to
+    verify_tls: bool = True  # False: no certificate check at all (a warning at start-up)
     delivery: DeliveryConfig = DeliveryConfig()
 
 

@@ -33,6 +33,7 @@ from imgproxy.config.values import (
     NAME_PATTERN,
     ConfigError,
     Secret,
+    check_ca_bundle,
 )
 
 
@@ -203,6 +204,16 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
     profile = t.optional_string("profile")
     if profile and access_key is not None:
         raise ConfigError(f"{t.where('profile')}: give explicit keys or a profile, not both")
+    ca_bundle, verify_tls = t.optional_string("ca_bundle"), t.boolean("verify_tls", base.verify_tls)
+    plain_http = bool(endpoint_url and endpoint_url.startswith("http://"))
+    if ca_bundle is not None and not verify_tls:
+        raise ConfigError(f"{t.where('verify_tls')}: false turns off the very check ca_bundle is for; "
+                          "give one or the other")
+    for key, given in (("ca_bundle", ca_bundle is not None), ("verify_tls", not verify_tls)):
+        if given and plain_http:
+            raise ConfigError(f"{t.where(key)}: endpoint_url is http://, there is no certificate to check")
+    if ca_bundle is not None:
+        check_ca_bundle(ca_bundle, t.where("ca_bundle"))
     cache_control = t.string("cache_control", base.cache_control)
     if not cache_control or any(ord(c) < 0x20 for c in cache_control):
         raise ConfigError(f"{t.where('cache_control')}: expected a Cache-Control header value")
@@ -223,6 +234,8 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
         max_connections=t.integer("max_connections", base.max_connections, 1, 1024),
         pool_timeout=t.duration("pool_timeout", base.pool_timeout, 0.01, 60),
         max_attempts=t.integer("max_attempts", base.max_attempts, 1, 10),
+        ca_bundle=ca_bundle,
+        verify_tls=verify_tls,
         delivery=read_delivery(t.table("delivery"), delivery),
     )
     t.reject_unknown()

@@ -1,4 +1,5 @@
-"""Configuration values: the error type, masked secrets, durations, sizes and fixed limits.
+"""Configuration values: the error type, masked secrets, durations, sizes, CA bundles and fixed
+limits.
 
 Imports nothing of ours (``errors`` and ``config`` sit at the bottom of the import graph).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Final
 
@@ -36,6 +38,9 @@ DEFAULT_INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF")
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MIN_PRESIGNED_VALIDITY: Final = 60.0  # a presigned URL handed out must work at least this long
+MAX_CA_BUNDLE_BYTES: Final = 16 * 1024 * 1024  # a system bundle is a few hundred KiB
+_PEM_CERTIFICATE: Final = re.compile(
+    rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
 
 
 class ConfigError(Exception):
@@ -110,3 +115,30 @@ def resolve_secret(value: object, where: str, environ: Mapping[str, str]) -> Sec
             raise ConfigError(f"{where}: environment variable {var} is empty")
         return Secret(environ[var])
     return Secret(value)
+
+
+def check_ca_bundle(path: str, where: str) -> None:
+    """``path`` is a readable PEM file of certificates that OpenSSL parses (as botocore, the body
+    GETs and nginx will read it at start-up); otherwise a ConfigError saying which of these fails."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CA_BUNDLE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: {path}: is a directory, not a PEM file") from None
+    except PermissionError:
+        raise ConfigError(f"{where}: {path}: not readable by this user") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: {path}: cannot read: {exc.__class__.__name__}") from None
+    if len(data) > MAX_CA_BUNDLE_BYTES:
+        raise ConfigError(f"{where}: {path}: over {MAX_CA_BUNDLE_BYTES >> 20} MiB, not a CA bundle")
+    certificates = _PEM_CERTIFICATE.findall(data)
+    if not certificates:
+        raise ConfigError(f"{where}: {path}: holds no PEM certificate ('-----BEGIN CERTIFICATE-----')")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
+            cadata=b"\n".join(certificates).decode("ascii"))
+    except (ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise ConfigError(f"{where}: {path}: a certificate in it does not parse ({reason})") from None

@@ -60,15 +60,19 @@ def object_headers(
 
 def variant_response(answer: VariantAnswer, cache_control: str,
                      inline_types: tuple[str, ...]) -> web.Response:
-    """A transform's answer: the variant, or 304 when the client has it."""
+    """A transform's answer: the variant, its headers alone (a HEAD whose size was known without
+    its bytes: the same headers, Content-Length included), or 304 when the client has it."""
     headers: dict[str, str] = {hdrs.CACHE_CONTROL: cache_control, hdrs.ETAG: answer.etag}
     if answer.vary_accept:
         headers[hdrs.VARY] = "Accept"
-    if answer.variant is None:
+    if answer.head is None:
         return web.Response(status=304, headers={**headers, **NOSNIFF})
-    media_type = answer.variant.media_type
+    media_type = answer.head.media_type
     headers.update({hdrs.CONTENT_TYPE: media_type, **safety_headers(media_type, inline_types)})
-    return web.Response(body=answer.variant.body, headers=headers)
+    if answer.body is None:
+        headers[hdrs.CONTENT_LENGTH] = str(answer.head.length)
+        return web.Response(headers=headers)
+    return web.Response(body=answer.body, headers=headers)
 
 
 def not_modified(answer: NotModified, cache_control: str) -> web.Response:

@@ -11,6 +11,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from imgproxy.config import SourceConfig
+from imgproxy.storage.tls import botocore_verify
 
 log = logging.getLogger("imgproxy.storage")
 
@@ -21,7 +22,8 @@ def new_session(source: SourceConfig) -> AioSession:
 
 @asynccontextmanager
 async def s3_client(source: SourceConfig, session: AioSession | None = None) -> AsyncIterator[Any]:
-    """One aiobotocore client for the source's lifetime: bounded pool, timeouts, retries."""
+    """One aiobotocore client for the source's lifetime: bounded pool, timeouts, retries, and
+    the source's TLS trust (``storage/tls.py``)."""
     session = session or new_session(source)
     config = AioConfig(
         region_name=source.region,
@@ -37,6 +39,8 @@ async def s3_client(source: SourceConfig, session: AioSession | None = None) -> 
         response_checksum_validation="when_required",
     )
     kwargs: dict[str, Any] = {"config": config, "region_name": source.region}
+    if (verify := botocore_verify(source)) is not None:
+        kwargs["verify"] = verify  # the source's CA bundle, or no check at all
     if source.endpoint_url:
         kwargs["endpoint_url"] = source.endpoint_url
     if source.access_key_id is not None and source.secret_access_key is not None:

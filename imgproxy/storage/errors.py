@@ -1,5 +1,6 @@
 """Storage failures in the error tree: a botocore or aiohttp exception, or an S3 error answer,
-becomes the ``ProxyError`` a client sees. The log gets the detail; the client a fixed sentence."""
+becomes the ``ProxyError`` a client sees. The log gets the detail (for a failed TLS handshake,
+the certificate problem); the client a fixed sentence."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, NoCredentialsE
 
 from imgproxy.config import SourceConfig
 from imgproxy.errors import ObjectNotFound, PreconditionFailed, ProxyError, StorageError, StorageTimeout
+from imgproxy.storage.tls import tls_problem
 
 log = logging.getLogger("imgproxy.storage")
 _NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -44,6 +46,11 @@ def translate(source: SourceConfig, exc: BaseException, operation: str) -> Proxy
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return translate_status(source, int(status or 0), str(error.get("Code", "")), operation)
+    if (problem := tls_problem(exc)) is not None:
+        log.error("storage TLS handshake failed (%s): %s; does sources.%s.ca_bundle hold the CA "
+                  "that signed %s's certificate?", where, problem, source.name,
+                  source.endpoint_url or "the endpoint")
+        return StorageError(f"{where}: TLS: {problem}")
     if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
         log.error("storage timed out (%s)", where)
         return StorageTimeout(f"{where}: timed out")

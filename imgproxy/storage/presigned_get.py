@@ -20,6 +20,7 @@ from yarl import URL
 
 from imgproxy.config import SourceConfig
 from imgproxy.storage.presign import PresignCredentials, S3Location, presign_get
+from imgproxy.storage.tls import client_ssl
 
 URL_LIFETIME: Final = 300  # seconds; the URL is used at once, by this process only
 RETRY_BACKOFF: Final = 0.05
@@ -28,10 +29,12 @@ _CODE: Final = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 
 
 def open_session(source: SourceConfig) -> aiohttp.ClientSession:
-    """The source's keep-alive connections for body GETs, with connect and read timeouts. Room
-    for the streams and the reads pools both (``storage/pool.py`` bounds each)."""
+    """The source's keep-alive connections for body GETs, with connect and read timeouts and the
+    source's TLS trust (``storage/tls.py``). Room for the streams and the reads pools both
+    (``storage/pool.py`` bounds each)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=2 * source.max_connections, ttl_dns_cache=60),
+        connector=aiohttp.TCPConnector(limit=2 * source.max_connections, ttl_dns_cache=60,
+                                       ssl=client_ssl(source)),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=source.connect_timeout,
                                       sock_read=source.read_timeout),
         auto_decompress=False,
@@ -49,13 +52,16 @@ async def fetch(
     attempts: int,
     now: float,
 ) -> aiohttp.ClientResponse:
-    """GET ``key``; connection failures and 5xx answers are retried up to ``attempts`` times.
-    Any other answer is returned as it is, body unread: the caller reads or releases it."""
+    """GET ``key``; connection failures and 5xx answers are retried up to ``attempts`` times (a
+    failed TLS handshake is not: the same certificate fails the same way). Any other answer is
+    returned as it is, body unread: the caller reads or releases it."""
     url = URL(presign_get(location, bucket, key, credentials, signed_at=datetime.fromtimestamp(now, UTC),
                           expires_in=URL_LIFETIME), encoded=True)
     for attempt in range(1, attempts + 1):
         try:
             response = await session.get(url, headers=dict(headers), allow_redirects=False)
+        except aiohttp.ClientSSLError:
+            raise
         except aiohttp.ClientConnectorError:
             if attempt == attempts:
                 raise

@@ -48,6 +48,7 @@ from imgproxy.storage.objects import (
 from imgproxy.storage.pool import CALLS, READS, STREAMS, ExhaustionObserver, Slot, SlotPool, take
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
 from imgproxy.storage.presigned_get import error_code, fetch, open_session
+from imgproxy.storage.tls import warn_if_unverified
 
 log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")
@@ -61,6 +62,7 @@ StorageObserver = Callable[[str, float, str | None], None]
 async def open_source(config: SourceConfig,
                       clock: Callable[[], float] = time.time) -> AsyncIterator[S3Source]:
     """An ``S3Source`` with its clients and credentials, for the app's lifetime."""
+    warn_if_unverified(config, f"sources.{config.name}")
     session = new_session(config)
     async with s3_client(config, session) as client, open_session(config) as http:
         yield S3Source(config, client, Credentials(config, session), http, clock)

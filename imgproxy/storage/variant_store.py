@@ -9,7 +9,9 @@ so a response never waits for one.
 Objects are named ``prefix + VariantKey.store_name`` (a sha256): the key (source, object key,
 source ETag, normalised parameters, output format) may hold personal data and need not be a
 valid S3 key.
-The media type is the object's ``Content-Type``; the variant's ETag and size are user metadata.
+The media type is the object's ``Content-Type``, its size the object's; the variant's ETag and
+pixel size are user metadata. So a HEAD of the stored object (``head``) tells a HEAD request
+everything it answers, without reading the variant's bytes.
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from typing import Any, Final
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
-from imgproxy.cache import Variant, VariantKey
+from imgproxy.cache import Variant, VariantHead, VariantKey
 from imgproxy.config import SourceConfig
 from imgproxy.storage.clients import s3_client
+from imgproxy.storage.tls import tls_problem, warn_if_unverified
 
 log = logging.getLogger("imgproxy.store")
 LOG_EVERY: Final = 60.0  # seconds between two log lines about the same kind of failure
 CLOSE_GRACE: Final = 5.0  # seconds pending writes get to finish at shutdown
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _FAILURES = (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError, OSError, KeyError, ValueError)
-# (operation "get" | "put", result "hit" | "miss" | "stored" | "dropped" | "error"): the app's metrics.
+# (operation "get" | "head" | "put", result "hit" | "miss" | "stored" | "dropped" | "error"): the
+# app's metrics.
 StoreObserver = Callable[[str, str], None]
 
 
@@ -49,6 +53,8 @@ def failure_kind(exc: BaseException) -> str:
         return str(exc.response.get("Error", {}).get("Code", "") or "client_error")
     if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
         return "timeout"
+    if (problem := tls_problem(exc)) is not None:
+        return f"TLS ({problem}; is cache.store.ca_bundle right?)"
     return exc.__class__.__name__
 
 
@@ -93,6 +99,35 @@ class VariantStore:
                         "next such line in %gs at the earliest", operation, self.config.bucket, kind,
                         LOG_EVERY)
 
+    def _refused(self, operation: str, exc: ClientError) -> None:
+        """Count an error answer: "not stored" is a miss; anything else a failure (and logged)."""
+        if failure_kind(exc) in _NOT_FOUND or exc.response.get(
+                "ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            self.observe(operation, "miss")
+        else:
+            self._failed(operation, exc)
+
+    async def head(self, name: VariantKey) -> VariantHead | None:
+        """What the stored variant is (type, ETag, size) from a HEAD of its object, or None: not
+        stored, over the size limit (``get`` would refuse it too), or the store failed."""
+        request = {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, name)}
+        try:
+            async with asyncio.timeout(self.deadline):
+                response = await self.client.head_object(**request)
+            length = int(response["ContentLength"])
+            if length > self.max_bytes:
+                raise StoredVariantTooLarge(f"{length} bytes")
+            head = VariantHead(media_type=response["ContentType"], etag=response["Metadata"]["etag"],
+                               length=length)
+        except ClientError as exc:
+            self._refused("head", exc)
+            return None
+        except _FAILURES as exc:
+            self._failed("head", exc)
+            return None
+        self.observe("head", "hit")
+        return head
+
     async def get(self, name: VariantKey) -> Variant | None:
         """The stored variant, or None: not stored, or the store failed (counted and logged)."""
         request = {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, name)}
@@ -109,11 +144,7 @@ class VariantStore:
             variant = Variant(body=body, media_type=response["ContentType"], etag=meta["etag"],
                               width=int(meta["width"]), height=int(meta["height"]))
         except ClientError as exc:
-            if failure_kind(exc) in _NOT_FOUND or exc.response.get(
-                    "ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                self.observe("get", "miss")
-                return None
-            self._failed("get", exc)
+            self._refused("get", exc)
             return None
         except _FAILURES as exc:
             self._failed("get", exc)
@@ -161,6 +192,7 @@ class VariantStore:
 async def open_store(config: SourceConfig, max_pending: int,
                      max_bytes: int) -> AsyncIterator[VariantStore]:
     """A ``VariantStore`` and its client for the app's lifetime; pending writes drain at exit."""
+    warn_if_unverified(config, "cache.store")
     async with s3_client(config) as client:
         store = VariantStore(config, client, max_pending, max_bytes)
         try:

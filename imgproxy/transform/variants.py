@@ -6,6 +6,11 @@ The order keeps the expensive work last: the variant's ETag is computed from the
 one piece of work shared by every concurrent identical request: the shared variant store (if
 configured), else a render, whose result is written back to the store in the background.
 
+A HEAD needs the variant's size, not its bytes: one the variant cache holds is answered from
+it; else the shared store is asked with a HEAD of the stored object (its bytes are not read),
+and only a variant neither knows is rendered, as for a GET. Either way its headers are the ones
+a GET would get at that moment, ``X-Cache`` included.
+
 The service returns a ``VariantAnswer`` (a value); ``delivery/responses.py`` writes it as a response, and
 the caller records the cache result in the request's facts.
 """
@@ -15,7 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from imgproxy.cache import Coalescer, MetadataCache, SourceMeta, Variant, VariantCache, VariantKey
+from imgproxy.cache import (
+    Coalescer,
+    MetadataCache,
+    SourceMeta,
+    Variant,
+    VariantCache,
+    VariantHead,
+    VariantKey,
+)
 from imgproxy.errors import StorageError
 from imgproxy.facts import CacheResult, Durations, Part
 from imgproxy.protocol.conditional import is_not_modified
@@ -34,13 +47,19 @@ READ_CHUNK: Final = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class VariantAnswer:
-    """What to answer: the variant (None: 304, the client has it), its ETag, where it came
-    from, and whether it depends on ``Accept`` (``fmt=auto``: ``Vary: Accept``)."""
+    """What to answer: the variant's ETag, where it came from, whether it depends on ``Accept``
+    (``fmt=auto``: ``Vary: Accept``); its head (None: 304, the client has it) and its body (None:
+    a HEAD answered from the variant's known size)."""
 
     etag: str
     cache: CacheResult
     vary_accept: bool
-    variant: Variant | None
+    head: VariantHead | None
+    body: bytes | None = None
+
+    @classmethod
+    def of(cls, variant: Variant, cache: CacheResult, vary_accept: bool) -> VariantAnswer:
+        return cls(variant.etag, cache, vary_accept, variant.head, variant.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +71,7 @@ class Wanted:
     spec: TransformSpec
     accept: str | None
     if_none_match: str | None
+    head_only: bool = False  # a HEAD: the size and headers suffice, the bytes need not be at hand
 
 
 class VariantService:
@@ -77,18 +97,28 @@ class VariantService:
         # 2. The client already has it.
         if is_not_modified(wanted.if_none_match, name.etag):
             return VariantAnswer(name.etag, CacheResult.HIT, spec.auto_format, None)
-        # 3. Rendered before, or 4. rendered once for every concurrent identical request.
-        variant, cache = self.variants.get(name), CacheResult.HIT
-        if variant is None:
-            (variant, origin), ran = await self.coalescer.run(
-                name, lambda: self.fetch_or_render(name, wanted, target, durations))
-            cache = origin if ran or origin is CacheResult.STORE else CacheResult.HIT
-        return VariantAnswer(variant.etag, cache, spec.auto_format, variant)
+        # 3. Rendered before.
+        variant = self.variants.get(name)
+        if variant is not None:
+            return VariantAnswer.of(variant, CacheResult.HIT, spec.auto_format)
+        # 4. A HEAD: the shared store may know the size without a byte read.
+        store_asked = False
+        if wanted.head_only and self.store is not None:
+            with durations.timing(Part.STORAGE):
+                head = await self.store.head(name)
+            if head is not None:
+                return VariantAnswer(head.etag, CacheResult.STORE, spec.auto_format, head)
+            store_asked = True
+        # 5. Fetched from the store or rendered, once for every concurrent identical request.
+        (variant, origin), ran = await self.coalescer.run(
+            name, lambda: self.fetch_or_render(name, wanted, target, durations, store_asked))
+        cache = origin if ran or origin is CacheResult.STORE else CacheResult.HIT
+        return VariantAnswer.of(variant, cache, spec.auto_format)
 
     async def fetch_or_render(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
-                              durations: Durations) -> tuple[Variant, CacheResult]:
-        """The variant from the shared store, else rendered."""
-        if self.store is not None:
+                              durations: Durations, store_asked: bool = False) -> tuple[Variant, CacheResult]:
+        """The variant from the shared store (unless it was just asked), else rendered."""
+        if self.store is not None and not store_asked:
             with durations.timing(Part.STORAGE):
                 variant = await self.store.get(name)
             if variant is not None:

@@ -72,7 +72,7 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
             app[appkeys.TRANSFORMS], pool, VariantCache(config.cache.variant_bytes), app[appkeys.METADATA],
             app.get(appkeys.STORE))
         app[appkeys.METRICS].snapshot = lambda: Snapshot(
-            queued=pool.queued, loaded=pool.loaded, rejected=pool.rejected,
+            queued=pool.queued, loaded=pool.loaded, rejected=pool.rejected, renders=pool.completed,
             cache_hits=service.variants.hits,
             cache_misses=service.variants.misses, cache_bytes=service.variants.current_bytes,
             coalesced=service.coalescer.coalesced)

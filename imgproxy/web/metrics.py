@@ -39,6 +39,7 @@ class Snapshot:
     queued: int = 0
     loaded: int = 0
     rejected: int = 0
+    renders: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
     cache_bytes: int = 0
@@ -98,6 +99,10 @@ class Metrics:
                                        "Transforms refused (503) because the pool's queue was full, "
                                        "before their source was read.",
                                        registry=reg)
+        self.renders = Counter("imgproxy_transform_renders",
+                               "Variants rendered in the image pool (a variant cache or store hit, a "
+                               "304, or a HEAD whose variant's size was known renders nothing).",
+                               registry=reg)
         self.connections_closed = Counter(
             "imgproxy_connections_closed", "Client connections closed by a limit, by reason "
             "(header_timeout, no_request, evicted_idle, over_limit, send_timeout, slow_client, "
@@ -143,6 +148,7 @@ class Metrics:
         self.pool_loaded.set(now.loaded)
         self.cache_bytes.set(now.cache_bytes)
         for counter, delta in ((self.pool_rejections, now.rejected - seen.rejected),
+                               (self.renders, now.renders - seen.renders),
                                (self.cache_hits, now.cache_hits - seen.cache_hits),
                                (self.cache_misses, now.cache_misses - seen.cache_misses),
                                (self.coalesced, now.coalesced - seen.coalesced)):

@@ -42,12 +42,13 @@ async def image(request: web.Request) -> web.StreamResponse:
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(request, target.source)
     inline = config.server.inline_types
-    # 4. A transform (w, h, fmt, ...) is always rendered here: cache, 304, or one render.
+    # 4. A transform (w, h, fmt, ...) is always answered here: 304, cache, store, or one render
+    #    (a HEAD renders only if neither cache nor store knows the variant's size).
     spec = request.app[appkeys.TRANSFORMS].parse(params)
     if spec is not None:
         facts.delivery, facts.transform = Delivery.STREAM, True
         wanted = Wanted(source, target.key, spec, request.headers.get(hdrs.ACCEPT),
-                        request.headers.get(hdrs.IF_NONE_MATCH))
+                        request.headers.get(hdrs.IF_NONE_MATCH), request.method == hdrs.METH_HEAD)
         answer = await request.app[appkeys.VARIANTS].answer(wanted, facts.durations)
         facts.cache = answer.cache
         return variant_response(answer, source.config.cache_control, inline)

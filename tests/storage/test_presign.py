@@ -12,6 +12,7 @@ import botocore.session
 import pytest
 from botocore.config import Config as BotoConfig
 
+from imgproxy.config import AddressingStyle
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
 
 MOMENT = datetime(2026, 11, 23, 18, 0, 0, tzinfo=UTC)
@@ -37,14 +38,14 @@ def as_parts(url: str) -> tuple[str, str, dict[str, list[str]]]:
 
 
 @pytest.mark.parametrize(("endpoint", "style"), [
-    ("http://127.0.0.1:9000", "path"),
-    ("https://minio.example.com", "path"),
-    ("https://r2.example.com", "virtual"),
-    (None, "virtual"),
-    (None, "path"),
+    ("http://127.0.0.1:9000", AddressingStyle.PATH),
+    ("https://minio.example.com", AddressingStyle.PATH),
+    ("https://r2.example.com", AddressingStyle.VIRTUAL),
+    (None, AddressingStyle.VIRTUAL),
+    (None, AddressingStyle.PATH),
 ])
 @pytest.mark.parametrize("key", ["plain.jpg", "dir/Zoë Smith+1 (copy)=&.jpg", "a%20b/~c*d!.png"])
-def test_signature_equals_botocores(endpoint: str | None, style: str, key: str,
+def test_signature_equals_botocores(endpoint: str | None, style: AddressingStyle, key: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     expected = botocore_url(endpoint, style, "my-bucket", key, monkeypatch)
     ours = presign_get(locate(endpoint, "eu-west-1", "my-bucket", style), "my-bucket", key, CREDS,
@@ -57,15 +58,15 @@ def test_session_token_and_response_overrides_are_signed(monkeypatch: pytest.Mon
     expected = botocore_url("http://127.0.0.1:9000", "path", "b", "k.jpg", monkeypatch,
                             token="session/token+=", params=overrides)
     creds = PresignCredentials(CREDS.access_key, CREDS.secret_key, "session/token+=")
-    ours = presign_get(locate("http://127.0.0.1:9000", "eu-west-1", "b", "path"), "b", "k.jpg", creds,
-                       signed_at=MOMENT, expires_in=3600,
+    location = locate("http://127.0.0.1:9000", "eu-west-1", "b", AddressingStyle.PATH)
+    ours = presign_get(location, "b", "k.jpg", creds, signed_at=MOMENT, expires_in=3600,
                        response_headers={"response-cache-control": "private, max-age=3600",
                                          "response-content-type": "image/jpeg"})
     assert as_parts(ours) == as_parts(expected)
 
 
 def test_same_signing_time_gives_the_identical_url() -> None:
-    location = locate("http://127.0.0.1:9000", "us-east-1", "b", "path")
+    location = locate("http://127.0.0.1:9000", "us-east-1", "b", AddressingStyle.PATH)
     first = presign_get(location, "b", "k", CREDS, signed_at=MOMENT, expires_in=600)
     assert first == presign_get(location, "b", "k", CREDS, signed_at=MOMENT, expires_in=600)
     later = presign_get(location, "b", "k", CREDS, signed_at=MOMENT.replace(hour=19), expires_in=600)
@@ -75,7 +76,7 @@ def test_same_signing_time_gives_the_identical_url() -> None:
 @pytest.mark.parametrize("expires_in", [0, 7 * 24 * 3600 + 1])
 def test_expiry_outside_s3_limits_is_refused(expires_in: int) -> None:
     with pytest.raises(ValueError, match="expires_in"):
-        presign_get(locate(None, "us-east-1", "b", "auto"), "b", "k", CREDS, signed_at=MOMENT,
+        presign_get(locate(None, "us-east-1", "b", AddressingStyle.AUTO), "b", "k", CREDS, signed_at=MOMENT,
                     expires_in=expires_in)
 
 
@@ -85,10 +86,10 @@ def test_repr_hides_the_secret() -> None:
 
 def test_moto_serves_the_presigned_url(moto_endpoint: str, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="dir/a b+c.jpg", Body=b"bytes!")
-    url = presign_get(locate(moto_endpoint, "us-east-1", bucket, "path"), bucket, "dir/a b+c.jpg",
-                      PresignCredentials("testing-access-key", "testing-secret-key"),
-                      signed_at=datetime.now(UTC), expires_in=60,
-                      response_headers={"response-cache-control": "private, max-age=60"})
+    location = locate(moto_endpoint, "us-east-1", bucket, AddressingStyle.PATH)
+    credentials = PresignCredentials("testing-access-key", "testing-secret-key")
+    url = presign_get(location, bucket, "dir/a b+c.jpg", credentials, signed_at=datetime.now(UTC),
+                      expires_in=60, response_headers={"response-cache-control": "private, max-age=60"})
     with urlopen(url, timeout=5) as response:  # noqa: S310 - loopback moto
         assert response.read() == b"bytes!"
         assert response.headers["Cache-Control"] == "private, max-age=60"

@@ -17,22 +17,14 @@ from collections.abc import Callable
 
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageOps, features
+from support import RENDER_SETTINGS as SETTINGS
 
-from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import ImageTooLarge, NotAnImage, TransformTimeout, UnprocessableImage
 from imgproxy.transform import pool, steps
-from imgproxy.transform.jobs import Rendered, RenderSettings
+from imgproxy.transform.jobs import Rendered
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.steps import Job, render
 
-SETTINGS = RenderSettings(
-    input_formats=DEFAULT_INPUT_FORMATS,
-    max_source_pixels=50_000_000,
-    jpeg_quality=82,
-    webp_quality=80,
-    avif_quality=60,
-    png_compress_level=6,
-)
 W20 = TransformSpec(width=20, height=None)
 needs_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow build has no AVIF")
 EXIF = b"Exif\x00\x00"  # how an APP1 segment's payload says it is EXIF

@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from PIL import ExifTags, Image
+from support import RENDER_SETTINGS as SETTINGS
 
-from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.transform.geometry import cover_crop, mapped_box, oriented_box
-from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.params import (
     Fit,
     Gravity,
@@ -28,14 +27,6 @@ from imgproxy.transform.params import (
 )
 from imgproxy.transform.steps import _UPRIGHT, render
 
-SETTINGS = RenderSettings(
-    input_formats=DEFAULT_INPUT_FORMATS,
-    max_source_pixels=50_000_000,
-    jpeg_quality=82,
-    webp_quality=80,
-    avif_quality=60,
-    png_compress_level=6,
-)
 LIMITS = TransformLimits(max_width=4000, max_height=4000, formats=(OutputFormat.JPEG, OutputFormat.PNG))
 
 # Displayed sizes: degenerate, odd and prime, and ordinary photo sizes in both orientations

@@ -17,17 +17,14 @@ import pytest
 from photos import photo_jpeg
 from PIL import ExifTags, Image
 from ssim import ssim
+from support import RENDER_SETTINGS as SETTINGS
 
-from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.transform import decode, steps
 from imgproxy.transform.geometry import cover_crop, target_box
-from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
 from imgproxy.transform.steps import render
 
 SSIM_BOUND = 0.99
-SETTINGS = RenderSettings(input_formats=DEFAULT_INPUT_FORMATS, max_source_pixels=50_000_000,
-                          jpeg_quality=82, webp_quality=80, avif_quality=60, png_compress_level=6)
 # Camera frames, phone photos scaled on upload (both ways up), an odd size whose draft leaves a
 # partly padded last row (853 / 4 = 213.25), and a small web image.
 SOURCES = [(4000, 3000), (1600, 1200), (1200, 1600), (1280, 853), (800, 600)]

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageDraw, ImageStat, PngImagePlugin
 from ssim import ssim
+from support import RENDER_SETTINGS as SETTINGS
 
 from imgproxy.config import DEFAULT_INPUT_FORMATS
 from imgproxy.errors import ImageTooLarge, NotAnImage, UnprocessableImage
@@ -22,14 +23,6 @@ from imgproxy.transform.jobs import Rendered, RenderSettings, available_outputs
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
 from imgproxy.transform.steps import render
 
-SETTINGS = RenderSettings(
-    input_formats=DEFAULT_INPUT_FORMATS,
-    max_source_pixels=50_000_000,
-    jpeg_quality=82,
-    webp_quality=80,
-    avif_quality=60,
-    png_compress_level=6,
-)
 HAS_AVIF = OutputFormat.AVIF in available_outputs()
 needs_avif = pytest.mark.skipif(not HAS_AVIF, reason="this Pillow build cannot encode AVIF")
 ALPHA_FORMATS = [OutputFormat.PNG, OutputFormat.WEBP,
