@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from imgproxy.config.auth import read_auth
 from imgproxy.config.model import (
     DELIVERY_MODES,
     AddressingStyle,
@@ -38,7 +39,6 @@ from imgproxy.config.model import (
 )
 from imgproxy.config.reader import Table
 from imgproxy.config.sections import (
-    read_auth,
     read_cache,
     read_delivery,
     read_log,
