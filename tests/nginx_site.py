@@ -54,8 +54,9 @@ def render(template: str, values: Mapping[str, str]) -> str:
     return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
-def main_config(prefix: Path, site: Path) -> str:
+def main_config(prefix: Path, site: Path, *, access_log: bool = True) -> str:
     """What Debian's /etc/nginx/nginx.conf puts around conf.d/*.conf, every path inside ``prefix``."""
+    log = f"{prefix}/access.log" if access_log else "off"
     return f"""
 daemon off;
 worker_processes 1;
@@ -63,7 +64,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log notice;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {prefix}/access.log;
+    access_log {log};
     client_body_temp_path {prefix}/client_body_temp;
     proxy_temp_path {prefix}/proxy_temp;
     fastcgi_temp_path {prefix}/fastcgi_temp;
@@ -172,45 +173,34 @@ def tls_front(prefix: Path, port: int, upstream: str, authority: Authority) -> P
     in front of ``upstream`` (``host:port``, plain HTTP), passing requests and bodies through
     as sent (path, query and Host untouched, so signatures hold); returns its path."""
     prefix.mkdir(parents=True, exist_ok=True)
-    main = prefix / MAIN_CONFIG
-    main.write_text(f"""
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log notice;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body_temp;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    upstream s3 {{
-        server {upstream};
-        keepalive 64;
-    }}
-    server {{
-        listen {HOST}:{port} ssl;
-        ssl_certificate {authority.cert};
-        ssl_certificate_key {authority.key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache shared:s3_tls:1m;
-        keepalive_requests 100000;
-        merge_slashes off;
-        client_max_body_size 0;
-        proxy_request_buffering off;
-        proxy_buffering off;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Host $http_host;
-        proxy_read_timeout 120s;
-        location / {{
-            proxy_pass http://s3;
-        }}
+    site = prefix / "tls_front.conf"
+    site.write_text(f"""
+upstream s3 {{
+    server {upstream};
+    keepalive 64;
+}}
+server {{
+    listen {HOST}:{port} ssl;
+    ssl_certificate {authority.cert};
+    ssl_certificate_key {authority.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:s3_tls:1m;
+    keepalive_requests 100000;
+    merge_slashes off;
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_read_timeout 120s;
+    location / {{
+        proxy_pass http://s3;
     }}
 }}
 """, encoding="utf-8")
+    main = prefix / MAIN_CONFIG
+    main.write_text(main_config(prefix, site, access_log=False), encoding="utf-8")
     return main
 
 
