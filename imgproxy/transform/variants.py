@@ -17,7 +17,7 @@ the caller records the cache result in the request's facts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from imgproxy.cache import (
@@ -140,7 +140,7 @@ class VariantService:
                                   SourceMeta(meta.etag, len(data), meta.content_type))
                 with durations.timing(Part.TRANSFORM):
                     rendered = await self.pool.render(data, wanted.spec, target, self.policy.settings)
-        read = VariantKey(name.source, name.key, meta.etag, name.canonical, name.target)
+        read = replace(name, source_etag=meta.etag)
         variant = Variant(body=rendered.body, media_type=rendered.media_type, etag=read.etag,
                           width=rendered.width, height=rendered.height)
         self.variants.put(read, variant)
