@@ -8,6 +8,9 @@
 - ``HotCounter``: requests per object in a window, for ``delivery.mode = "auto"``.
 - ``Coalescer``: concurrent identical work runs once; every waiter gets the one result.
 
+These are one process's; ``hostcache/`` has the same caches for every worker on a host (the
+``*Caching`` protocols below are what both kinds offer).
+
 Memory is bounded by size, not only by count, whatever keys clients ask for: the metadata cache
 and the hot counters key objects by a 16-byte digest of (source, key) (object keys run to
 1 KiB) and keep no value over ``MAX_META_CHARS``, so an entry costs a few hundred bytes at most.
@@ -20,9 +23,10 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
@@ -117,13 +121,15 @@ class VariantCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> Variant | None:
+    def get(self, key: Hashable, *, counted: bool = True) -> Variant | None:
+        """The variant, if cached; ``counted`` False: a second look, not a lookup to count."""
         entry = self._lru.get(key) if self.max_bytes else None
-        if entry is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return entry[0]
+        if counted:
+            if entry is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        return None if entry is None else entry[0]
 
     def put(self, key: Hashable, variant: Variant) -> None:
         cost = len(variant.body) + key_size(key) + ENTRY_OVERHEAD
@@ -136,6 +142,54 @@ class VariantCache:
 
     def __len__(self) -> int:
         return len(self._lru)
+
+
+class VariantCaching(Protocol):
+    """What the variant service needs of a variant cache: this process's or the host's."""
+
+    hits: int
+    misses: int
+
+    def get(self, key: VariantKey, *, counted: bool = True) -> Variant | None: ...
+
+    def put(self, key: VariantKey, variant: Variant) -> None: ...
+
+    @property
+    def current_bytes(self) -> int: ...
+
+
+class MetadataCaching(Protocol):
+    """What S3 last said about objects: ``MetadataCache`` or the host's ``HostMetadata``."""
+
+    def get(self, source: str, key: str) -> SourceMeta | None: ...
+
+    def put(self, source: str, key: str, meta: SourceMeta) -> None: ...
+
+    def forget(self, source: str, key: str) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class HotCounting(Protocol):
+    """Requests per object in a window: ``HotCounter`` or the host's ``HostHotCounter``."""
+
+    def hit(self, source: str, key: str, window: float) -> int: ...
+
+    def __len__(self) -> int: ...
+
+
+class Flight(Protocol):
+    """Held while a variant is fetched or rendered, so others wanting it wait for it instead."""
+
+    def hold(self, digest: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class LocalFlight:
+    """No lock: one process alone (its ``Coalescer`` already shares work within it)."""
+
+    @asynccontextmanager
+    async def hold(self, digest: str) -> AsyncIterator[None]:
+        yield
 
 
 class MetadataCache:

@@ -18,6 +18,7 @@ from imgproxy import __version__
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, load_config, parse_duration
 from imgproxy.errors import ProxyError
+from imgproxy.hostcache.directory import prepare
 from imgproxy.process.server import serve
 from imgproxy.process.supervisor import serve_workers, worker_count
 from imgproxy.startup import StartupError, os_reason
@@ -140,6 +141,8 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
     try:
         if workers > 1:
             return serve_workers(config, host, port, workers)
+        if config.cache.dir is not None:
+            prepare(config.cache.dir, config.cache.variant_bytes)  # one process: it sweeps itself
         asyncio.run(serve(create_app(config), host, port))
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {os_reason(exc)}", EXIT_RUNTIME)

@@ -29,7 +29,7 @@ class Part(StrEnum):
 class CacheResult(StrEnum):
     """Where a variant's body came from (``X-Cache``)."""
 
-    HIT = "HIT"  # this process's memory (or a 304 from the known ETag)
+    HIT = "HIT"  # this host's variant cache (every worker's), or a 304 from the known ETag
     STORE = "STORE"  # the shared variant store
     MISS = "MISS"  # rendered for this request
 

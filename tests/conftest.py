@@ -20,7 +20,17 @@ import pytest
 from aiohttp import ClientResponse, web_app
 from aiohttp.test_utils import TestClient
 from nginx_site import NGINX, Authority, NginxError
-from processes import Process, Server, free_port, launch_server
+from processes import (
+    CLUSTER_GRACE,
+    Process,
+    Server,
+    children,
+    command,
+    free_port,
+    launch_server,
+    wait_for,
+    write_config,
+)
 from pytest_aiohttp import AiohttpClient
 from s3_gate import ManualClock, S3Gate
 from support import (
@@ -29,6 +39,8 @@ from support import (
     REGION,
     SECRET_KEY,
     SIGNING_KEY,
+    Cluster,
+    ClusterFactory,
     ProxyClient,
     ProxyFactory,
     RawRequest,
@@ -36,6 +48,7 @@ from support import (
     ServeFactory,
     config_data,
     empty_bucket,
+    merged,
 )
 from tcp_relay import Blackhole, TcpRelay
 from yarl import URL
@@ -164,6 +177,38 @@ def serve(tmp_path: Path, moto_endpoint: str) -> Iterator[ServeFactory]:
     yield launch
     for running in started:
         running.process.kill()
+
+
+@pytest.fixture
+def start_cluster(tmp_path: Path, moto_endpoint: str, bucket: str) -> Iterator[ClusterFactory]:
+    """``start_cluster(workers=2, source={...}, cache={...}, ...)``: ``imgproxy serve --workers N``
+    on the test config (streamed delivery, no metrics unless asked) with those overrides, once
+    /healthz answers and every worker runs; killed when the test ends."""
+    started: list[Process] = []
+
+    def start(workers: int = 2, host: str = "127.0.0.1", *, source: dict[str, Any] | None = None,
+              **sections: dict[str, Any]) -> Cluster:
+        port = free_port()
+        data = config_data(moto_endpoint, bucket, **{"delivery": {"mode": "stream"}, **(source or {})})
+        data["server"].update(host=host, port=port, shutdown_timeout=CLUSTER_GRACE)
+        del data["server"]["workers"]  # from --workers
+        data["metrics"] = {"enabled": False}
+        data = merged(data, sections)
+        path = write_config(tmp_path, data, f"cluster-{len(started)}.toml")
+        process = Process(command("serve", "--config", str(path), "--workers", str(workers)),
+                          tmp_path / f"serve-{len(started)}", {"TMPDIR": str(tmp_path)})
+        started.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+        process.wait_until_healthy(base_url)
+        cluster = Cluster(process, port, UrlSigner(SIGNING_KEY, "k1", base_url))
+        wait_for(lambda: len(children(cluster.pid)) == workers, "all workers running")
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.kill()
 
 
 @pytest.fixture

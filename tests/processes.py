@@ -31,6 +31,7 @@ STOP_TIMEOUT = 10.0  # seconds from a signal to the process's exit
 RUN_TIMEOUT = 30.0  # seconds for a one-shot command (bad config, sign, curl)
 HTTP_TIMEOUT = 10.0
 GROUP_GRACE = 5.0  # seconds a child's own helper processes may outlive it
+CLUSTER_GRACE = 10.0  # server.shutdown_timeout of an `imgproxy serve --workers N` under test
 CURL = shutil.which("curl")
 needs_curl = pytest.mark.skipif(CURL is None, reason="the curl binary is not installed")
 
@@ -122,6 +123,30 @@ def reap_group(pgid: int, what: str) -> None:
             kill_group(pgid)
             pytest.fail(f"{what}: processes it started were still running {GROUP_GRACE}s after it exited")
         time.sleep(0.05)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+def children(pid: int) -> set[int]:
+    """The live (not zombie) direct children of ``pid``, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(b")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != b"Z":
+            found.add(int(entry))
+    return found
 
 
 def run(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:

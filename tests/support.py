@@ -18,10 +18,11 @@ from typing import Any, Final
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
-from processes import Server
+from processes import Process, Server
 from pytest_aiohttp import AiohttpClient
 from tcp_relay import TcpRelay
 
+from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import DEFAULT_INPUT_FORMATS, Config, parse_config
 from imgproxy.transform.jobs import RenderSettings
 from imgproxy.web.app import create_app
@@ -167,6 +168,27 @@ class ProxyFactory:
         return await self._aiohttp_client(self.app(source=source, clock=clock, **sections))
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A running ``imgproxy serve --workers N`` (the ``start_cluster`` fixture's)."""
+
+    process: Process
+    port: int
+    signer: UrlSigner
+
+    @property
+    def pid(self) -> int:
+        return self.process.popen.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, key: str, **params: str) -> str:
+        return self.signer.sign("photos", key, params=params)
+
+
+ClusterFactory = Callable[..., Cluster]
 RelayFactory = Callable[[str], Awaitable[TcpRelay]]
 ServeFactory = Callable[..., Server]
 RawRequest = Callable[..., Awaitable[ClientResponse]]

@@ -620,3 +620,15 @@ def test_example_config_is_a_working_config() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     environ = {"IMGPROXY_SIGNING_KEY": KEY_1, "IMGPROXY_TOKEN_HR": HR_TOKEN, "IMGPROXY_TOKEN_OPS": OPS_TOKEN}
     assert set(load_config(example, environ=environ).sources) == {"photos", "scans"}
+
+
+def test_cache_dir_is_unset_by_default_and_read_as_given() -> None:
+    assert parse_config(copy.deepcopy(MINIMAL), environ={}).cache.dir is None
+    assert parse_config(changed(MINIMAL, "cache.dir", "/run/imgproxy/cache"), environ={}).cache.dir == \
+        "/run/imgproxy/cache"
+
+
+@pytest.mark.parametrize("value", ["cache", "./cache", "/run/../etc", "/", "//", 7])
+def test_a_cache_dir_must_be_an_absolute_path_without_dot_dot(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^cache\.dir: "):
+        parse_config(changed(MINIMAL, "cache.dir", value), environ={})

@@ -17,87 +17,29 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
-from processes import HTTP_TIMEOUT, Process, command, free_port, http_get, reap_group, run, write_config
-from support import SIGNING_KEY, config_data
+from processes import (
+    CLUSTER_GRACE,
+    HTTP_TIMEOUT,
+    children,
+    free_port,
+    http_get,
+    reap_group,
+    run,
+    wait_for,
+    write_config,
+)
+from support import Cluster, config_data
 
-from imgproxy.auth.signing import UrlSigner
 from imgproxy.process.sockets import listen_on, reserve_addresses
 
-GRACE = 10.0  # server.shutdown_timeout in these tests
+GRACE = CLUSTER_GRACE  # server.shutdown_timeout in these tests
 BIG_KEY = "archive/big.bin"
 BIG_SIZE = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Cluster:
-    process: Process
-    port: int
-    signer: UrlSigner
-
-    @property
-    def pid(self) -> int:
-        return self.process.popen.pid
-
-    def url(self, key: str, **params: str) -> str:
-        return self.signer.sign("photos", key, params=params)
-
-
-@pytest.fixture
-def start_cluster(tmp_path: Path, moto_endpoint: str, bucket: str) -> Iterator[Any]:
-    started: list[Process] = []
-
-    def start(workers: int = 2, host: str = "127.0.0.1") -> Cluster:
-        port = free_port()
-        data = config_data(moto_endpoint, bucket, delivery={"mode": "stream"})
-        data["server"].update(host=host, port=port, shutdown_timeout=GRACE)
-        del data["server"]["workers"]  # from --workers
-        data["metrics"] = {"enabled": False}
-        path = write_config(tmp_path, data)
-        process = Process(command("serve", "--config", str(path), "--workers", str(workers)),
-                          tmp_path / f"serve-{len(started)}", {"TMPDIR": str(tmp_path)})
-        started.append(process)
-        base_url = f"http://127.0.0.1:{port}"
-        process.wait_until_healthy(base_url)
-        cluster = Cluster(process, port, UrlSigner(SIGNING_KEY, "k1", base_url))
-        wait_for(lambda: len(children(cluster.pid)) == workers, "all workers running")
-        return cluster
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.kill()
-
-
-def wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-
-
-def children(pid: int) -> set[int]:
-    """The live (not zombie) direct children of ``pid``, from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(b")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != b"Z":
-            found.add(int(entry))
-    return found
 
 
 def socket_inodes(pid: int) -> set[int]:

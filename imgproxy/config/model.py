@@ -182,7 +182,11 @@ class TransformConfig:
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    variant_bytes: int = 256 * 1024 * 1024  # 0 disables the variant cache
+    variant_bytes: int = 256 * 1024 * 1024  # per host (every serving worker's); 0 disables it
+    # Where the host's caches live (variants, metadata, hot counters), shared by the serving
+    # workers. None: with server.workers > 1, a private temporary directory the supervisor makes
+    # and removes; with one worker, that process's memory.
+    dir: str | None = None
     metadata_ttl: float = 30.0
     metadata_entries: int = 100_000
     # ``[cache.store]``: a bucket/prefix shared by replicas; None (no table): memory only.

@@ -210,10 +210,24 @@ def read_store(t: Table, environ: Mapping[str, str]) -> SourceConfig | None:
     return read_source("store", t, environ, DeliveryConfig())
 
 
+def _cache_dir(t: Table) -> str | None:
+    """``cache.dir``: an absolute path (created 0700 at start-up if missing), or unset."""
+    if t.raw("dir") is None:
+        return None
+    path = t.string("dir")
+    if not path.startswith("/") or "\0" in path or any(part == ".." for part in path.split("/")):
+        raise ConfigError(f"{t.where('dir')}: expected an absolute path without '..', such as "
+                          "\"/run/imgproxy/cache\"")
+    if path.rstrip("/") == "":
+        raise ConfigError(f"{t.where('dir')}: not the root directory")
+    return path
+
+
 def read_cache(t: Table, environ: Mapping[str, str]) -> CacheConfig:
     base = CacheConfig()
     cache = CacheConfig(
         variant_bytes=t.size("variant_bytes", base.variant_bytes, 0, 64 * 1024**3),
+        dir=_cache_dir(t),
         metadata_ttl=t.duration("metadata_ttl", base.metadata_ttl, 0, 86400),
         metadata_entries=t.integer("metadata_entries", base.metadata_entries, 1, 10_000_000),
         store=read_store(t.table("store"), environ),

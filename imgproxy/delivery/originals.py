@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from imgproxy.cache import HotCounter, MetadataCache
+from imgproxy.cache import HotCounting, MetadataCaching
 from imgproxy.delivery.offload import offload
 from imgproxy.delivery.policy import Delivery, choose_delivery
 from imgproxy.delivery.responses import not_modified, send_head, stream_object
@@ -43,8 +43,8 @@ class Context:
     """What delivering an original needs besides the request: the app-wide caches (loop-thread
     only), and this request's facts (filled in here) and send watch."""
 
-    metadata: MetadataCache
-    hot: HotCounter
+    metadata: MetadataCaching
+    hot: HotCounting
     inline_types: tuple[str, ...]
     now: float
     facts: RequestFacts

@@ -24,7 +24,10 @@ forwarded to every worker, which stops accepting, lets in-flight requests finish
 ``server.shutdown_timeout`` and closes its S3 clients and image pool; the parent exits 0 once all
 have exited 0, or kills the stragglers after the grace period plus a margin and exits 1.
 
-Prometheus multi-process mode: the parent creates a fresh directory, names it in
+The host cache (``hostcache/``): the parent prepares ``cache.dir`` before the first fork (its
+permissions checked, what a previous run left half-done swept away), or, with no ``cache.dir``,
+makes a private temporary directory and removes it at exit; the workers get its path in their
+config. Prometheus multi-process mode: the parent creates a fresh directory, names it in
 ``PROMETHEUS_MULTIPROC_DIR`` for the workers (``web/metrics.enable_multiprocess_metrics``), and
 removes it at exit. The sockets are ``process/sockets.py``'s.
 """
@@ -48,6 +51,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from imgproxy.config import Config
+from imgproxy.hostcache.directory import prepare, private_temp_dir
 from imgproxy.process.sockets import listen_on, reserve_addresses
 from imgproxy.transform.pool import default_workers
 from imgproxy.web.metrics import enable_multiprocess_metrics, forget_metrics_of
@@ -67,8 +71,11 @@ def worker_count(configured: int) -> int:
     return configured or default_workers()
 
 
-def config_for_worker(config: Config, workers: int) -> Config:
-    """Share the cores: an unset ``transform.workers`` means CPUs / serving workers per worker."""
+def config_for_worker(config: Config, workers: int, cache_dir: str | None = None) -> Config:
+    """Share the cores: an unset ``transform.workers`` means CPUs / serving workers per worker;
+    share the caches: ``cache_dir`` (the host cache's directory) in ``cache.dir``."""
+    if cache_dir is not None:
+        config = dataclasses.replace(config, cache=dataclasses.replace(config.cache, dir=cache_dir))
     if config.transform.workers:
         return config
     per_worker = max(1, default_workers() // workers)
@@ -246,7 +253,18 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
 
     reserved = reserve_addresses(host, port)
     log.info("listening on %s with %d workers", ", ".join(map(socket_url, reserved)), workers)
-    worker_config = config_for_worker(config, workers)
+    own_cache = private_temp_dir() if config.cache.dir is None else None
+    try:
+        cache_dir = str(own_cache or config.cache.dir)
+        prepare(cache_dir, config.cache.variant_bytes)
+    except BaseException:
+        for sock in reserved:
+            sock.close()
+        if own_cache is not None:
+            shutil.rmtree(own_cache, ignore_errors=True)
+        raise
+    log.info("host cache in %s (%d bytes of variants at most)", cache_dir, config.cache.variant_bytes)
+    worker_config = config_for_worker(config, workers, cache_dir)
     metrics_dir = tempfile.mkdtemp(prefix="imgproxy-metrics-")
     enable_multiprocess_metrics(metrics_dir)
 
@@ -268,3 +286,5 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
         for sock in reserved:
             sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if own_cache is not None:
+            shutil.rmtree(own_cache, ignore_errors=True)

@@ -6,13 +6,14 @@ derived from the source's, so a 304 needs no read). Answers teach the cache for 
 
 from __future__ import annotations
 
-from imgproxy.cache import MetadataCache, SourceMeta
+from imgproxy.cache import MetadataCaching, SourceMeta
 from imgproxy.facts import Durations, Part
 from imgproxy.storage.objects import ObjectMeta
 from imgproxy.storage.s3 import S3Source
 
 
-async def known_meta(source: S3Source, key: str, metadata: MetadataCache, durations: Durations) -> SourceMeta:
+async def known_meta(source: S3Source, key: str, metadata: MetadataCaching,
+                     durations: Durations) -> SourceMeta:
     """The cached metadata, else one HEAD (its time counted as storage time)."""
     meta = metadata.get(source.config.name, key)
     if meta is None:
@@ -24,7 +25,7 @@ async def known_meta(source: S3Source, key: str, metadata: MetadataCache, durati
     return meta
 
 
-def remember(metadata: MetadataCache, source: S3Source, key: str, meta: ObjectMeta) -> None:
+def remember(metadata: MetadataCaching, source: S3Source, key: str, meta: ObjectMeta) -> None:
     """An answer from S3 (a HEAD, a GET, a range of it) tells the object's size, ETag and type."""
     size = total_size(meta)
     if size is not None:

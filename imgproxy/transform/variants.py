@@ -4,7 +4,10 @@ The order keeps the expensive work last: the variant's ETag is computed from the
 (known from the metadata cache, else one HEAD) and the normalised parameters, so a matching
 ``If-None-Match`` is a 304 before anything is fetched or decoded; then the variant cache; then
 one piece of work shared by every concurrent identical request: the shared variant store (if
-configured), else a render, whose result is written back to the store in the background.
+configured), else a render, whose result is written back to the store in the background. With
+several workers the variant cache is the host's (``hostcache/``) and so is that one piece of
+work: the ``Flight`` lock is taken before the store or the pool's admission, and whoever waited
+for it finds the variant in the host cache.
 
 A HEAD needs the variant's size, not its bytes: one the variant cache holds is answered from
 it; else the shared store is asked with a HEAD of the stored object (its bytes are not read),
@@ -22,10 +25,12 @@ from typing import Final
 
 from imgproxy.cache import (
     Coalescer,
-    MetadataCache,
+    Flight,
+    LocalFlight,
+    MetadataCaching,
     SourceMeta,
     Variant,
-    VariantCache,
+    VariantCaching,
     VariantHead,
     VariantKey,
 )
@@ -77,13 +82,15 @@ class Wanted:
 class VariantService:
     """Owns the variant cache, the coalescer, the shared store and the worker pool."""
 
-    def __init__(self, policy: TransformPolicy, pool: TransformPool, variants: VariantCache,
-                 metadata: MetadataCache, store: VariantStore | None = None) -> None:
+    def __init__(self, policy: TransformPolicy, pool: TransformPool, variants: VariantCaching,
+                 metadata: MetadataCaching, store: VariantStore | None = None,
+                 flight: Flight | None = None) -> None:
         self.policy = policy
         self.pool = pool
         self.variants = variants
         self.metadata = metadata
         self.store = store
+        self.flight = flight or LocalFlight()
         self.coalescer: Coalescer[tuple[Variant, CacheResult]] = Coalescer()
 
     async def answer(self, wanted: Wanted, durations: Durations) -> VariantAnswer:
@@ -111,9 +118,19 @@ class VariantService:
             store_asked = True
         # 5. Fetched from the store or rendered, once for every concurrent identical request.
         (variant, origin), ran = await self.coalescer.run(
-            name, lambda: self.fetch_or_render(name, wanted, target, durations, store_asked))
+            name, lambda: self.fetch_or_render_once(name, wanted, target, durations, store_asked))
         cache = origin if ran or origin is CacheResult.STORE else CacheResult.HIT
         return VariantAnswer.of(variant, cache, spec.auto_format)
+
+    async def fetch_or_render_once(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
+                                   durations: Durations, store_asked: bool) -> tuple[Variant, CacheResult]:
+        """``fetch_or_render`` under the host's lock (no admission slot is held while waiting for
+        it); another worker may have cached the variant meanwhile."""
+        async with self.flight.hold(name.store_name):
+            variant = self.variants.get(name, counted=False)
+            if variant is not None:
+                return variant, CacheResult.HIT
+            return await self.fetch_or_render(name, wanted, target, durations, store_asked)
 
     async def fetch_or_render(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
                               durations: Durations, store_asked: bool = False) -> tuple[Variant, CacheResult]:

@@ -1,7 +1,7 @@
 """``create_app(config)``: the aiohttp application that ``cli``, ``demo`` and the tests all run.
 
-Long-lived resources (one S3 client per source) are ``cleanup_ctx`` entries: created at
-start-up, closed at shutdown in reverse order, and only if their start-up succeeded.
+Long-lived resources (one S3 client per source, the caches) are ``cleanup_ctx`` entries: created
+at start-up, closed at shutdown in reverse order, and only if their start-up succeeded.
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from aiohttp import web
 
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.auth.tokens import load_tokens
-from imgproxy.cache import HotCounter, MetadataCache, VariantCache
+from imgproxy.cache import HotCounter, LocalFlight, MetadataCache, VariantCache
 from imgproxy.config import Config
+from imgproxy.hostcache.directory import open_dir
+from imgproxy.hostcache.flight import HostFlight
+from imgproxy.hostcache.table import HostHotCounter, HostMetadata, HostTable
+from imgproxy.hostcache.variants import HostVariantCache
 from imgproxy.memory import heap_trimmer
 from imgproxy.protocol.forwarded import parse_networks
 from imgproxy.protocol.jsonbody import MAX_BODIES, BodySlots
@@ -48,6 +52,32 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def caches(app: web.Application) -> AsyncIterator[None]:
+    """The variant and metadata caches, the hot counters and the render lock: the host's, shared
+    with the other serving workers through ``cache.dir``, or without one this process's own."""
+    config = app[appkeys.CONFIG]
+    deliveries = [source.delivery for source in config.sources.values()]
+    hot_entries = max(d.hot_entries for d in deliveries)
+    hot_window = max(d.hot_window for d in deliveries)
+    if config.cache.dir is None:
+        app[appkeys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
+        app[appkeys.HOT] = HotCounter(hot_entries, hot_window)
+        app[appkeys.VARIANT_CACHE] = VariantCache(config.cache.variant_bytes)
+        app[appkeys.FLIGHT] = LocalFlight()
+        yield
+        return
+    where = open_dir(config.cache.dir)  # checked again: 0700, this user's (the sweep ran before)
+    table = HostTable(where.table)
+    try:
+        app[appkeys.METADATA] = HostMetadata(table, config.cache.metadata_entries, config.cache.metadata_ttl)
+        app[appkeys.HOT] = HostHotCounter(table, hot_entries, hot_window)
+        app[appkeys.VARIANT_CACHE] = HostVariantCache(where, table, config.cache.variant_bytes)
+        app[appkeys.FLIGHT] = HostFlight(where.locks, config.transform.timeout)
+        yield
+    finally:
+        table.close()
+
+
 async def variant_store(app: web.Application) -> AsyncIterator[None]:
     """The shared variant store's client (only with ``[cache.store]``); pending writes drain at exit."""
     cache = app[appkeys.CONFIG].cache
@@ -69,8 +99,8 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
         if config.transform.enabled and config.transform.prestart_workers:
             await pool.start()
         service = app[appkeys.VARIANTS] = VariantService(
-            app[appkeys.TRANSFORMS], pool, VariantCache(config.cache.variant_bytes), app[appkeys.METADATA],
-            app.get(appkeys.STORE))
+            app[appkeys.TRANSFORMS], pool, app[appkeys.VARIANT_CACHE], app[appkeys.METADATA],
+            app.get(appkeys.STORE), app[appkeys.FLIGHT])
         app[appkeys.METRICS].snapshot = lambda: Snapshot(
             queued=pool.queued, loaded=pool.loaded, rejected=pool.rejected, renders=pool.completed,
             cache_hits=service.variants.hits,
@@ -107,11 +137,8 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app[appkeys.BODY_SLOTS] = BodySlots(MAX_BODIES)
     limits = SendLimits(config.server.send_timeout, config.server.min_send_rate)
     app[appkeys.SEND_WATCHDOG] = SendWatchdog(limits, on_cut=app[appkeys.METRICS].observe_connection_closed)
-    app[appkeys.METADATA] = MetadataCache(config.cache.metadata_entries, config.cache.metadata_ttl)
-    deliveries = [source.delivery for source in config.sources.values()]
-    app[appkeys.HOT] = HotCounter(max(d.hot_entries for d in deliveries),
-                               max(d.hot_window for d in deliveries))
     app.cleanup_ctx.append(heap_trimmer)
+    app.cleanup_ctx.append(caches)
     app.cleanup_ctx.append(s3_sources)
     if config.cache.store is not None:
         app.cleanup_ctx.append(variant_store)

@@ -10,7 +10,7 @@ from typing import Final
 from aiohttp import web
 
 from imgproxy.auth.principal import AuthPolicy
-from imgproxy.cache import HotCounter, MetadataCache
+from imgproxy.cache import Flight, HotCounting, MetadataCaching, VariantCaching
 from imgproxy.config import Config, LogFormat
 from imgproxy.facts import RequestFacts
 from imgproxy.protocol.forwarded import Network
@@ -28,8 +28,6 @@ CONFIG: Final = web.AppKey("config", Config)
 AUTH: Final = web.AppKey("auth", AuthPolicy)
 CLOCK: Final[web.AppKey[Callable[[], float]]] = web.AppKey("clock")
 TRANSFORMS: Final = web.AppKey("transforms", TransformPolicy)
-METADATA: Final = web.AppKey("metadata", MetadataCache)
-HOT: Final = web.AppKey("hot", HotCounter)
 LOG_FORMAT: Final = web.AppKey("log_format", LogFormat)
 METRICS: Final = web.AppKey("metrics", Metrics)
 TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
@@ -38,6 +36,11 @@ BODY_SLOTS: Final = web.AppKey("imgproxy.body_slots", BodySlots)
 # Set by the cleanup contexts, once started.
 SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
 READINESS: Final = web.AppKey("readiness", Readiness)
+# The caches: this process's, or the host's (hostcache/) when cache.dir is set.
+METADATA: Final[web.AppKey[MetadataCaching]] = web.AppKey("metadata")
+HOT: Final[web.AppKey[HotCounting]] = web.AppKey("hot")
+VARIANT_CACHE: Final[web.AppKey[VariantCaching]] = web.AppKey("variant_cache")
+FLIGHT: Final[web.AppKey[Flight]] = web.AppKey("flight")
 VARIANTS: Final = web.AppKey("variants", VariantService)
 STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]
 METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the metrics endpoint listens

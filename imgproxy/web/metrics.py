@@ -80,8 +80,9 @@ class Metrics:
                                   registry=reg)
         self.cache_misses = Counter("imgproxy_variant_cache_misses", "Variant cache lookups that missed.",
                                     registry=reg)
-        self.cache_bytes = Gauge("imgproxy_variant_cache_bytes", "Bytes held by the variant cache.",
-                                 multiprocess_mode="livesum", registry=reg)
+        # The host's total, which every worker reads: the latest reading, not a sum over workers.
+        self.cache_bytes = Gauge("imgproxy_variant_cache_bytes", "Bytes held by the host's variant cache.",
+                                 multiprocess_mode="livemostrecent", registry=reg)
         self.coalesced = Counter("imgproxy_coalesced_waiters",
                                  "Requests that waited for an identical render instead of rendering.",
                                  registry=reg)

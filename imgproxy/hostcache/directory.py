@@ -1,0 +1,162 @@
+"""The host cache's directory: who may read it, and the start-up sweep.
+
+Layout: ``variants/`` (one file per entry, named by ``VariantKey.store_name``, a hex digest:
+nothing a client sends becomes a path), ``locks/`` (the render locks, see ``flight.py``),
+``table.sqlite`` (metadata and hot counters, see ``table.py``) and ``evict.lock``.
+
+The directory is the service user's alone (mode 0700, files 0600): it holds rendered private
+images. One owned by another user, or a symlink, is refused (``StartupError``); one with wider
+permissions is repaired, with a WARNING naming the old mode.
+
+``sweep`` runs once per host start (the supervisor, before it forks the workers; or the single
+serving process): temporary files of writes that never finished, leftover lock files, entries
+whose size is not the one their header states, files that are not entries at all, and the old
+table (what S3 said about objects a restart ago is not worth trusting) are removed; then the
+oldest entries go until the rest fit ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from imgproxy.hostcache import entries
+from imgproxy.startup import StartupError
+
+log = logging.getLogger("imgproxy.hostcache")
+ENTRY_NAME: Final = re.compile(r"[0-9a-f]{64}")  # VariantKey.store_name
+TEMP_SUFFIX: Final = ".tmp"
+TABLE_FILES: Final = ("table.sqlite", "table.sqlite-wal", "table.sqlite-shm")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheDir:
+    """Where each part of the host cache lives."""
+
+    root: Path
+
+    @property
+    def variants(self) -> Path:
+        return self.root / "variants"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def table(self) -> Path:
+        return self.root / TABLE_FILES[0]
+
+    @property
+    def evict_lock(self) -> Path:
+        return self.root / "evict.lock"
+
+
+def private_temp_dir() -> Path:
+    """A fresh directory for a host cache nobody configured (the system's temp dir, 0700)."""
+    return Path(tempfile.mkdtemp(prefix="imgproxy-cache-"))
+
+
+def secure(path: Path, what: str) -> None:
+    """``path`` exists as this user's own directory with mode 0700 (created, or repaired)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise StartupError(f"{what} {path}: cannot create it: {os.strerror(exc.errno or 0)}") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise StartupError(f"{what} {path}: not a directory (a symlink or a file); refusing it")
+    if info.st_uid != os.geteuid():
+        raise StartupError(f"{what} {path}: owned by uid {info.st_uid}, not this user "
+                           f"(uid {os.geteuid()}); refusing to keep private images there")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode != 0o700:
+        os.chmod(path, 0o700)
+        log.warning("%s %s had mode %o (readable by others); changed to 700", what, path, mode)
+
+
+def open_dir(root: str | os.PathLike[str]) -> CacheDir:
+    """The cache directory, its parts created and checked (idempotent: every worker may call it)."""
+    where = CacheDir(Path(root))
+    secure(where.root, "cache.dir")
+    secure(where.variants, "cache.dir")
+    secure(where.locks, "cache.dir")
+    return where
+
+
+def prepare(root: str | os.PathLike[str], max_bytes: int) -> CacheDir:
+    """The directory made safe and swept, its table fresh with the bytes kept (before any worker)."""
+    from imgproxy.hostcache.table import HostTable
+
+    where = open_dir(root)
+    try:
+        kept = sweep(where, max_bytes)
+        table = HostTable(where.table)
+        try:
+            table.set_variant_bytes(kept)
+        finally:
+            table.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"cache.dir {root}: cannot prepare it: {exc}") from None
+    return where
+
+
+def sweep(where: CacheDir, max_bytes: int) -> int:
+    """Clean up after whatever ran here before (see the module docstring); the bytes kept."""
+    for name in TABLE_FILES:
+        _remove(where.root / name)
+    for lock in os.scandir(where.locks):
+        _remove(Path(lock.path))
+    kept: list[tuple[float, int, Path]] = []
+    removed = 0
+    for item in os.scandir(where.variants):
+        path = Path(item.path)
+        size = entry_size(path) if ENTRY_NAME.fullmatch(item.name) else None
+        if size is None:
+            removed += _remove(path)
+        else:
+            kept.append((item.stat(follow_symlinks=False).st_mtime, size, path))
+    kept.sort(reverse=True)  # newest first: those stay
+    total = 0
+    for _, size, path in kept:
+        if total + size <= max_bytes:
+            total += size
+        else:
+            removed += _remove(path)
+    if removed:
+        log.info("host cache %s: removed %d partial, foreign or excess entries at start-up",
+                 where.root, removed)
+    return total
+
+
+def entry_size(path: Path) -> int | None:
+    """The file's size if it is a regular file of the size its header states, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        size = entries.expected_size(os.pread(fd, entries.PREFIX_BYTES + entries.MAX_HEADER_BYTES, 0))
+        return size if size == info.st_size else None
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> int:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    except IsADirectoryError:
+        return 0
+    return 1
