@@ -11,11 +11,14 @@ as a child process), ``rawhttp`` (bytes on a socket), ``tcp_relay`` (the wire to
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
+import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from processes import Process, Server
@@ -85,6 +88,16 @@ def config_data(endpoint: str, bucket: str, **source_overrides: Any) -> dict[str
         # Any free port: many apps run at once, and 9090 may be taken on the test machine.
         "metrics": {"port": 0},
     }
+
+
+def dir_of_another_user(parent: Path) -> Path:
+    """A 0700 directory owned by nobody (uid 65534); skips the test unless it runs as root."""
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    path = parent / "theirs"
+    path.mkdir(mode=0o700)
+    os.chown(path, 65534, 65534)
+    return path
 
 
 def merged(data: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

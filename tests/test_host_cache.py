@@ -21,11 +21,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import pytest
 from multidict import CIMultiDict
 from PIL import Image
 from processes import HTTP_TIMEOUT, PHOTO, PHOTO_KEY, Reply, http_get, run, wait_for, write_config
-from support import Cluster, ClusterFactory, config_data
+from support import Cluster, ClusterFactory, config_data, dir_of_another_user
 
 from imgproxy.hostcache import entries
 
@@ -178,11 +177,7 @@ def test_a_waiter_for_another_process_s_render_gives_up_after_the_transform_time
 
 
 def test_a_cache_dir_owned_by_another_user_stops_start_up_with_one_line(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("chown to another user needs root")
-    root = tmp_path / "theirs"
-    root.mkdir(mode=0o700)
-    os.chown(root, 65534, 65534)
+    root = dir_of_another_user(tmp_path)
     data = config_data("http://127.0.0.1:9", "some-bucket")
     data["cache"] = {"dir": str(root)}
     result = run("serve", "--config", str(write_config(tmp_path, data)), "--workers", "2", "--port", "0")

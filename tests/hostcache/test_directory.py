@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from support import dir_of_another_user
 
 from imgproxy.cache import Variant, VariantKey
 from imgproxy.hostcache import entries
@@ -54,11 +55,7 @@ def test_a_symlink_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("chown to another user needs root")
-    root = tmp_path / "theirs"
-    root.mkdir(mode=0o700)
-    os.chown(root, 65534, 65534)
+    root = dir_of_another_user(tmp_path)
     with pytest.raises(StartupError, match="owned by uid 65534, not this user"):
         open_dir(root)
 
