@@ -141,9 +141,12 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
     try:
         if workers > 1:
             return serve_workers(config, host, port, workers)
-        if config.cache.dir is not None:
-            prepare(config.cache.dir, config.cache.variant_bytes)  # one process: it sweeps itself
-        asyncio.run(serve(create_app(config), host, port))
+        held = None if config.cache.dir is None else prepare(config.cache.dir, config.cache.variant_bytes)
+        try:  # one process with a cache.dir: it claims and sweeps the directory itself
+            asyncio.run(serve(create_app(config), host, port))
+        finally:
+            if held is not None:
+                held.release()
     except OSError as exc:
         return _fail(f"cannot listen on {host}:{port}: {os_reason(exc)}", EXIT_RUNTIME)
     except StartupError as exc:

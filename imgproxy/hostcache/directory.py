@@ -2,7 +2,8 @@
 
 Layout: ``variants/`` (one file per entry, named by ``VariantKey.store_name``, a hex digest:
 nothing a client sends becomes a path), ``locks/`` (the render locks, see ``flight.py``),
-``table.sqlite`` (metadata and hot counters, see ``table.py``) and ``evict.lock``.
+``table.sqlite`` (metadata and hot counters, see ``table.py``), ``evict.lock`` and
+``instance.lock`` (held by the one ``imgproxy serve`` using the directory: ``Claim``).
 
 The directory is the service user's alone (mode 0700, files 0600): it holds rendered private
 images. One owned by another user, or a symlink, is refused (``StartupError``); one with wider
@@ -17,6 +18,7 @@ oldest entries go until the rest fit ``max_bytes``.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -91,11 +93,37 @@ def open_dir(root: str | os.PathLike[str]) -> CacheDir:
     return where
 
 
-def prepare(root: str | os.PathLike[str], max_bytes: int) -> CacheDir:
-    """The directory made safe and swept, its table fresh with the bytes kept (before any worker)."""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One ``imgproxy serve``'s hold on a cache directory: an ``flock`` on ``instance.lock``,
+    shared with the workers it forks, released when the last of them exits. A second instance
+    on the same directory would sweep away the first one's table and temporary files."""
+
+    where: CacheDir
+    fd: int
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def claim(where: CacheDir) -> Claim:
+    fd = os.open(where.root / "instance.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(f"cache.dir {where.root}: in use by another imgproxy serve "
+                           "(one per directory)") from None
+    return Claim(where, fd)
+
+
+def prepare(root: str | os.PathLike[str], max_bytes: int) -> Claim:
+    """The directory made safe, claimed and swept, its table fresh with the bytes kept (before
+    any worker starts); the caller holds the claim while it serves."""
     from imgproxy.hostcache.table import HostTable
 
     where = open_dir(root)
+    held = claim(where)
     try:
         kept = sweep(where, max_bytes)
         table = HostTable(where.table)
@@ -104,8 +132,9 @@ def prepare(root: str | os.PathLike[str], max_bytes: int) -> CacheDir:
         finally:
             table.close()
     except (OSError, sqlite3.Error) as exc:
+        held.release()
         raise StartupError(f"cache.dir {root}: cannot prepare it: {exc}") from None
-    return where
+    return held
 
 
 def sweep(where: CacheDir, max_bytes: int) -> int:

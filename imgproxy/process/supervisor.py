@@ -256,7 +256,7 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
     own_cache = private_temp_dir() if config.cache.dir is None else None
     try:
         cache_dir = str(own_cache or config.cache.dir)
-        prepare(cache_dir, config.cache.variant_bytes)
+        held = prepare(cache_dir, config.cache.variant_bytes)
     except BaseException:
         for sock in reserved:
             sock.close()
@@ -286,5 +286,6 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
         for sock in reserved:
             sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        held.release()
         if own_cache is not None:
             shutil.rmtree(own_cache, ignore_errors=True)

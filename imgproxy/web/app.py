@@ -72,7 +72,9 @@ async def caches(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.METADATA] = HostMetadata(table, config.cache.metadata_entries, config.cache.metadata_ttl)
         app[appkeys.HOT] = HostHotCounter(table, hot_entries, hot_window)
         app[appkeys.VARIANT_CACHE] = HostVariantCache(where, table, config.cache.variant_bytes)
-        app[appkeys.FLIGHT] = HostFlight(where.locks, config.transform.timeout)
+        # Without a variant cache a waiter would find nothing after waiting: no lock then.
+        app[appkeys.FLIGHT] = (HostFlight(where.locks, config.transform.timeout)
+                               if config.cache.variant_bytes else LocalFlight())
         yield
     finally:
         table.close()

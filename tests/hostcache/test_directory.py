@@ -90,10 +90,18 @@ def test_prepare_starts_a_fresh_table_holding_the_bytes_kept(tmp_path: Path) -> 
     where = open_dir(tmp_path / "cache")
     path = write_entry(where, "a.png")
     where.table.write_bytes(b"not a database")
-    prepare(where.root, 10**9)
+    prepare(where.root, 10**9).release()
     table = HostTable(where.table)
     try:
         assert table.variant_bytes() == path.stat().st_size
     finally:
         table.close()
     assert mode(where.table) == 0o600
+
+
+def test_a_directory_another_instance_holds_is_refused_until_it_lets_go(tmp_path: Path) -> None:
+    held = prepare(tmp_path / "cache", 10**9)
+    with pytest.raises(StartupError, match="in use by another imgproxy serve"):
+        prepare(tmp_path / "cache", 10**9)
+    held.release()
+    prepare(tmp_path / "cache", 10**9).release()

@@ -25,8 +25,10 @@ def variant(name: str, size: int = 2000) -> Variant:
 
 
 @pytest.fixture
-def where(tmp_path: Path) -> CacheDir:
-    return prepare(tmp_path / "cache", 10**9)
+def where(tmp_path: Path) -> Iterator[CacheDir]:
+    held = prepare(tmp_path / "cache", 10**9)
+    yield held.where
+    held.release()
 
 
 @pytest.fixture
