@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,11 +39,9 @@ from imgproxy.storage.errors import translate, translate_status
 from imgproxy.storage.objects import (
     NotModified,
     ObjectMeta,
-    meta_from_boto,
     meta_from_headers,
     not_modified_from_headers,
     validator_headers,
-    validator_params,
 )
 from imgproxy.storage.pool import CALLS, READS, STREAMS, ExhaustionObserver, Slot, SlotPool, take
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
@@ -130,32 +128,20 @@ class S3Source:
         finally:
             slot.release()
 
-    def _request(self, key: str, pre: Preconditions) -> dict[str, Any]:
-        return {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, key),
-                **validator_params(pre)}
-
-    @staticmethod
-    def _not_modified(exc: ClientError) -> NotModified | None:
-        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 304:
-            return None
-        return not_modified_from_headers(exc.response["ResponseMetadata"].get("HTTPHeaders", {}))
-
     async def head(self, key: str, pre: Preconditions = NO_PRECONDITIONS) -> ObjectMeta | NotModified:
-        request = self._request(key, pre)
+        """The object's headers (a presigned HEAD, like the body GETs), or S3's 304."""
+        slot = await take(self.pools[CALLS])
         try:
-            response = await self._call("head", lambda: self._head_or_304(request))
-        except _NotModifiedSignal as signal:
-            return signal.answer
-        return meta_from_boto(response)
-
-    async def _head_or_304(self, request: dict[str, Any]) -> Any:
-        try:
-            return await self.client.head_object(**request)
-        except ClientError as exc:
-            answer = self._not_modified(exc)
-            if answer is not None:
-                raise _NotModifiedSignal(answer) from None
-            raise
+            with self._observed("head"):
+                response = await self._open(key, validator_headers(pre), "HEAD")
+                response.release()  # a HEAD answer has no body, an error's neither
+                if response.status == 200:
+                    return meta_from_headers(response)
+                if response.status == 304:
+                    return not_modified_from_headers(response.headers)
+                raise translate_status(self.config, response.status, "", "head")
+        finally:
+            slot.release()
 
     async def get(
         self, key: str, byte_range: ByteRange | None = None, pre: Preconditions = NO_PRECONDITIONS,
@@ -205,15 +191,16 @@ class S3Source:
             raise RangeNotSatisfiable("range outside object", headers={"Content-Range": f"bytes */{size}"})
         raise translate_status(self.config, status, code, "get")
 
-    async def _open(self, key: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _open(self, key: str, headers: dict[str, str],
+                    method: Literal["GET", "HEAD"] = "GET") -> aiohttp.ClientResponse:
         try:
             credentials, _ = await self.credentials.current()
             async with asyncio.timeout(self.deadline):
                 return await fetch(self.session, self.location, self.config.bucket,
                                    object_key(self.config.prefix, key), credentials, headers,
-                                   self.config.max_attempts, self.clock())
+                                   self.config.max_attempts, self.clock(), method)
         except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise translate(self.config, exc, "get") from None
+            raise translate(self.config, exc, method.lower()) from None
 
     @staticmethod
     def _resume_from(meta: ObjectMeta) -> ResumeFrom | None:
@@ -255,11 +242,3 @@ class S3Source:
 
 def _ignore(operation: str, seconds: float, error_code: str | None) -> None:
     pass
-
-
-class _NotModifiedSignal(Exception):
-    def __init__(self, answer: NotModified) -> None:
-        super().__init__("not modified")
-        self.answer = answer
-
-
