@@ -1,14 +1,16 @@
 """``S3Source``: one configured source's object reads (GET, HEAD, probe), each through one of its pools.
 
 It owns the order of a read, not its parts: the values it returns (``storage/objects.py``), the
-aiobotocore client for HEAD and LIST (``storage/clients.py``), the presigned body GETs
-(``storage/presigned_get.py``) and their credentials (``storage/credentials.py``), the open body
-that can detach and resume (``storage/body.py``), and the translation of every botocore or
-aiohttp exception into a ``ProxyError`` (``storage/errors.py``: the log gets the detail, the client
-a fixed sentence). Keys are joined to the source's prefix by ``paths.object_key``, so nothing
-outside the prefix can be requested. Each use holds a slot of its own pool (``storage/pool.py``)
-while it holds a connection: streamed originals, transform reads, and HEAD/LIST cannot starve one
-another, and a full pool is a quick 503, not a timeout.
+aiobotocore client for the readiness LIST (``storage/clients.py``), the presigned GETs and HEADs
+(``storage/presigned_get.py``), the URL and limits an image worker reads a transform's source
+with (``storage/worker_read.py``), their credentials (``storage/credentials.py``), the open body
+that can detach and resume (``storage/body.py``), and the translation of every botocore, aiohttp
+or worker read failure into a ``ProxyError`` (``storage/errors.py``: the log gets the detail, the
+client a fixed sentence). Keys are joined to the source's prefix by ``paths.object_key``, so
+nothing outside the prefix can be requested. Each use in this process holds a slot of its own
+pool (``storage/pool.py``) while it holds a connection: streamed originals, reads, and HEAD/LIST
+cannot starve one another, and a full pool is a quick 503, not a timeout. (A worker's read holds
+the worker instead: at most ``transform.workers`` of them at once.)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from imgproxy.protocol.paths import object_key
 from imgproxy.storage.body import ObjectBody, ResumeFrom
 from imgproxy.storage.clients import new_session, s3_client
 from imgproxy.storage.credentials import Credentials
-from imgproxy.storage.errors import translate, translate_status
+from imgproxy.storage.errors import translate, translate_read, translate_status
 from imgproxy.storage.objects import (
     NotModified,
     ObjectMeta,
@@ -45,8 +47,9 @@ from imgproxy.storage.objects import (
 )
 from imgproxy.storage.pool import CALLS, READS, STREAMS, ExhaustionObserver, Slot, SlotPool, take
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
-from imgproxy.storage.presigned_get import error_code, fetch, open_session
+from imgproxy.storage.presigned_get import URL_LIFETIME, error_code, fetch, open_session
 from imgproxy.storage.tls import warn_if_unverified
+from imgproxy.storage.worker_read import SourceRead, SourceReadFailed
 
 log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")
@@ -226,6 +229,28 @@ class S3Source:
             if status == 412:
                 raise StorageError(f"source={self.config.name}: the object changed while it streamed")
             raise translate_status(self.config, status, reason, "resume")
+
+    async def worker_read(self, key: str, max_bytes: int) -> SourceRead:
+        """What an image worker needs to GET ``key`` itself (``storage/worker_read.py``): a URL
+        presigned for this job only, and this source's timeouts, retries and TLS trust."""
+        try:
+            credentials, _ = await self.credentials.current()
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise translate(self.config, exc, "get") from None
+        config = self.config
+        url = presign_get(self.location, config.bucket, object_key(config.prefix, key), credentials,
+                          signed_at=datetime.fromtimestamp(self.clock(), UTC), expires_in=URL_LIFETIME)
+        return SourceRead(url, config.name, max_bytes, config.connect_timeout, config.read_timeout,
+                          config.max_attempts, config.ca_bundle, config.verify_tls)
+
+    def worker_read_done(self, seconds: float) -> None:
+        self.observe("get", seconds, None)
+
+    def worker_read_failed(self, failed: SourceReadFailed) -> ProxyError:
+        """The error (and log line) a GET of this process's own would have given."""
+        error = translate_read(self.config, failed)
+        self.observe("get", failed.seconds, error.code)
+        return error
 
     async def _size(self, key: str) -> int | str:
         try:
