@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Generic, Protocol, TypeVar
 
 from cachetools import LRUCache, TTLCache
@@ -110,18 +110,40 @@ class SourceMeta:
     content_type: str | None
 
 
+class _VariantLRU(LRUCache[VariantKey, tuple[Variant, int]]):
+    """The LRU that tells its owner what it evicts."""
+
+    def __init__(self, maxsize: int, evicted: Callable[[VariantKey], None]) -> None:
+        super().__init__(maxsize=maxsize, getsizeof=lambda entry: entry[1])
+        self._evicted = evicted
+
+    def popitem(self) -> tuple[VariantKey, tuple[Variant, int]]:
+        key, entry = super().popitem()
+        self._evicted(key)
+        return key, entry
+
+
 class VariantCache:
-    """LRU of rendered variants, bounded by the sum of their sizes. ``max_bytes`` 0 disables."""
+    """LRU of rendered variants, bounded by the sum of their sizes. ``max_bytes`` 0 disables.
+
+    It also answers ``holds_any``: whether a variant of the same object, parameters and output
+    is cached under *any* source ETag. When none is, a request whose source's ETag is not known
+    needs no HEAD to look the variant up: there is nothing to find, and the render's own GET tells
+    the ETag (``transform/variants.py``)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         # Each entry is (variant, what it costs): the body, the key, and a fixed overhead.
-        self._lru: LRUCache[Hashable, tuple[Variant, int]] = LRUCache(
-            maxsize=max(1, max_bytes), getsizeof=lambda entry: entry[1])
+        self._lru = _VariantLRU(max(1, max_bytes), self._forget)
+        self._families: dict[VariantKey, int] = {}  # the key without its source ETag -> entries
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable, *, counted: bool = True) -> Variant | None:
+    @staticmethod
+    def family(key: VariantKey) -> VariantKey:
+        return replace(key, source_etag=None)
+
+    def get(self, key: VariantKey, *, counted: bool = True) -> Variant | None:
         """The variant, if cached; ``counted`` False: a second look, not a lookup to count."""
         entry = self._lru.get(key) if self.max_bytes else None
         if counted:
@@ -131,10 +153,24 @@ class VariantCache:
                 self.hits += 1
         return None if entry is None else entry[0]
 
-    def put(self, key: Hashable, variant: Variant) -> None:
+    def put(self, key: VariantKey, variant: Variant) -> None:
         cost = len(variant.body) + key_size(key) + ENTRY_OVERHEAD
         if self.max_bytes and cost <= self.max_bytes:
+            if key not in self._lru:
+                family = self.family(key)
+                self._families[family] = self._families.get(family, 0) + 1
             self._lru[key] = (variant, cost)
+
+    def holds_any(self, family: VariantKey) -> bool:
+        return family in self._families
+
+    def _forget(self, key: VariantKey) -> None:
+        family = self.family(key)
+        left = self._families.get(family, 0) - 1
+        if left > 0:
+            self._families[family] = left
+        else:
+            self._families.pop(family, None)
 
     @property
     def current_bytes(self) -> int:
@@ -153,6 +189,8 @@ class VariantCaching(Protocol):
     def get(self, key: VariantKey, *, counted: bool = True) -> Variant | None: ...
 
     def put(self, key: VariantKey, variant: Variant) -> None: ...
+
+    def holds_any(self, family: VariantKey) -> bool: ...
 
     @property
     def current_bytes(self) -> int: ...

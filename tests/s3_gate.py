@@ -129,7 +129,7 @@ class S3Gate(Forwarder):
         super().__init__(upstream)
         self.secrets = dict(secrets)  # access key id -> secret access key
         self.clock = clock
-        self.accepted: list[str] = []  # paths of presigned requests that passed
+        self.accepted: list[str] = []  # "METHOD path" of each presigned request that passed
         self.refused: list[str] = []  # S3 error codes sent instead
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -141,7 +141,7 @@ class S3Gate(Forwarder):
             except S3Refusal as refusal:
                 self.refused.append(refusal.code)
                 return _error(refusal)
-            self.accepted.append(path)
+            self.accepted.append(f"{request.method} {path}")
         return await self.forward(request)
 
     def _verify(self, method: str, scheme: str, path: str, params: Mapping[str, str],

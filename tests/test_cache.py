@@ -8,7 +8,15 @@ from collections.abc import Callable
 
 import pytest
 
-from imgproxy.cache import ENTRY_OVERHEAD, HotCounter, MetadataCache, SourceMeta, Variant, VariantCache
+from imgproxy.cache import (
+    ENTRY_OVERHEAD,
+    HotCounter,
+    MetadataCache,
+    SourceMeta,
+    Variant,
+    VariantCache,
+    VariantKey,
+)
 
 LONG_KEY = "employees/" + "x" * 1000  # object keys run to 1 KiB
 
@@ -60,7 +68,7 @@ def test_the_variant_cache_counts_keys_against_its_bytes() -> None:
     body = b"v" * 1000
     cache = VariantCache(max_bytes=100 * (len(body) + ENTRY_OVERHEAD))
     for i in range(100):
-        cache.put(("photos", f"{LONG_KEY}{i}", '"etag"', "w=100", "jpeg"),
+        cache.put(VariantKey("photos", f"{LONG_KEY}{i}", '"etag"', "w=100", "jpeg"),
                   Variant(body, "image/jpeg", '"v"', 100, 100))
     # With 1 KiB keys counted, fewer than half of the hundred fit.
     assert len(cache) < 55

@@ -94,7 +94,7 @@ async def test_the_gate_serves_a_url_presigned_by_botocore(s3_gate: S3Gate, cloc
     clock.now = time.time()  # botocore signs with the real time
     response, body = await fetch(http, botocore_presigned(s3_gate.endpoint, bucket, stored("a b+c.png")))
     assert (response.status, body) == (200, PNG)
-    assert s3_gate.accepted == [f"/{bucket}/a%20b%2Bc.png"]
+    assert s3_gate.accepted == [f"GET /{bucket}/a%20b%2Bc.png"]
 
 
 async def test_the_gate_refuses_a_tampered_presigned_url(s3_gate: S3Gate, clock: ManualClock, bucket: str,
@@ -162,7 +162,8 @@ async def test_following_the_redirect_downloads_the_exact_bytes_from_s3(
     stored(body=body)
     response, received = await fetch(http, await location(client))
     assert (response.status, received) == (200, body)
-    assert s3_gate.accepted == [f"/{bucket}/photo.png"]  # checked by the gate, not waved through
+    # Checked by the gate, not waved through: the proxy's HEAD, then the client's GET.
+    assert s3_gate.accepted == [f"HEAD /{bucket}/photo.png", f"GET /{bucket}/photo.png"]
 
 
 async def test_a_key_with_unusual_characters_downloads_through_its_presigned_url(

@@ -1,5 +1,6 @@
 """Transform admission before the download (issue 10, point 4): a refused job reads nothing from
-S3, and of the admitted ones at most two per worker hold their source in memory at once."""
+S3, and of the admitted ones at most two per worker are handed to the workers at once (each
+worker reads its job's source itself: the serving process holds none)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from PIL import Image
 from support import ProxyFactory, RelayFactory, empty_bucket
 
 from imgproxy.auth.signing import UrlSigner
-from imgproxy.errors import StorageError
-from imgproxy.transform.variants import read_exactly
 from imgproxy.web import appkeys as keys
 
 KEY = "scans/noise.jpg"
@@ -81,32 +80,6 @@ async def test_queued_transforms_hold_no_source_in_memory(
     assert statuses == [200] * 11
     assert client.app is not None
     pool = client.app[keys.VARIANTS].pool
-    assert pool.peak_loaded == pool.in_memory == 2  # one rendering, one downloaded next in line
+    assert pool.peak_loaded == pool.in_memory == 2  # one rendering, one next in line
     assert pool.loaded == 0
     assert pool.active == 0
-
-
-class Body:
-    """An S3 body whose length differs from its Content-Length (a failure S3 cannot be made
-    to produce on demand)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def read(self, size: int) -> bytes:
-        chunk, self.data = self.data[:size], self.data[size:]
-        return chunk
-
-
-async def test_a_source_is_read_into_exactly_its_content_length() -> None:
-    data = bytes(range(256)) * 4096
-    buffer = await read_exactly(Body(data), len(data), "photos")  # type: ignore[arg-type]
-    assert isinstance(buffer, bytearray)
-    assert buffer == data
-
-
-@pytest.mark.parametrize("delta", [-1, 1])
-async def test_a_body_shorter_or_longer_than_its_content_length_is_a_storage_error(delta: int) -> None:
-    data = b"x" * 1000
-    with pytest.raises(StorageError):
-        await read_exactly(Body(data), len(data) - delta, "photos")  # type: ignore[arg-type]

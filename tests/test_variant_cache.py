@@ -8,20 +8,22 @@ import random
 
 from imgproxy.cache import ENTRY_OVERHEAD, Variant, VariantCache, VariantKey
 
-Key = tuple[str, ...]
+Key = VariantKey
 
 
 def variant(size: int) -> Variant:
     return Variant(b"v" * size, "image/jpeg", '"v1-0"', 100, 75)
 
 
-def key(name: str, params: str = "w=100") -> Key:
-    return ("photos", name, '"etag"', params, "jpeg")
+def key(name: str, params: str = "w=100", etag: str = '"etag"') -> Key:
+    return VariantKey("photos", name, etag, params, "jpeg")
 
 
 def cost(cache_key: Key, size: int) -> int:
     """What an entry is charged: its body, every character of its key, and the overhead."""
-    return size + sum(len(part) for part in cache_key) + ENTRY_OVERHEAD
+    parts = (cache_key.source, cache_key.key, cache_key.source_etag or "", cache_key.canonical,
+             cache_key.target)
+    return size + sum(len(part) for part in parts) + ENTRY_OVERHEAD
 
 
 def present(cache: VariantCache, keys: list[Key]) -> list[Key]:
@@ -133,3 +135,20 @@ def test_a_variant_key_is_charged_for_its_object_key_and_parameters() -> None:
     cache = VariantCache(max_bytes=1_000_000)
     cache.put(name, variant(100))
     assert cache.current_bytes >= 100 + len(name.key) + len(name.canonical) + ENTRY_OVERHEAD
+
+
+def test_holds_any_knows_a_variant_under_any_source_etag_until_its_last_is_evicted() -> None:
+    cache = VariantCache(max_bytes=3 * cost(key("a.jpg"), 1000))
+    family = VariantCache.family(key("a.jpg"))
+    assert not cache.holds_any(family)
+    cache.put(key("a.jpg", etag='"old"'), variant(1000))
+    cache.put(key("a.jpg", etag='"new"'), variant(1000))
+    cache.put(key("a.jpg", etag='"new"'), variant(1000))  # again: still two entries
+    assert cache.holds_any(family)
+    assert not cache.holds_any(VariantCache.family(key("a.jpg", params="w=200")))
+    cache.put(key("b.jpg"), variant(1000))
+    cache.put(key("c.jpg"), variant(1000))  # evicts a.jpg's "old"
+    assert cache.holds_any(family)
+    cache.put(key("d.jpg"), variant(1000))  # and then its "new"
+    assert cache.get(key("a.jpg", etag='"new"')) is None
+    assert not cache.holds_any(family)

@@ -125,10 +125,12 @@ def prepare(root: str | os.PathLike[str], max_bytes: int) -> Claim:
     where = open_dir(root)
     held = claim(where)
     try:
-        kept = sweep(where, max_bytes)
+        kept, families = sweep(where, max_bytes)
         table = HostTable(where.table)
         try:
             table.set_variant_bytes(kept)
+            for family in families:
+                table.note_family(family, 0.0)
         finally:
             table.close()
     except (OSError, sqlite3.Error) as exc:
@@ -137,36 +139,39 @@ def prepare(root: str | os.PathLike[str], max_bytes: int) -> Claim:
     return held
 
 
-def sweep(where: CacheDir, max_bytes: int) -> int:
-    """Clean up after whatever ran here before (see the module docstring); the bytes kept."""
+def sweep(where: CacheDir, max_bytes: int) -> tuple[int, set[bytes]]:
+    """Clean up after whatever ran here before (see the module docstring); the bytes kept and
+    the families of the entries kept (``HostVariantCache.holds_any``)."""
     for name in TABLE_FILES:
         _remove(where.root / name)
     for lock in os.scandir(where.locks):
         _remove(Path(lock.path))
-    kept: list[tuple[float, int, Path]] = []
+    kept: list[tuple[float, int, bytes, Path]] = []
     removed = 0
     for item in os.scandir(where.variants):
         path = Path(item.path)
-        size = entry_size(path) if ENTRY_NAME.fullmatch(item.name) else None
-        if size is None:
+        described = describe_entry(path) if ENTRY_NAME.fullmatch(item.name) else None
+        if described is None:
             removed += _remove(path)
         else:
-            kept.append((item.stat(follow_symlinks=False).st_mtime, size, path))
+            kept.append((item.stat(follow_symlinks=False).st_mtime, *described, path))
     kept.sort(reverse=True)  # newest first: those stay
-    total = 0
-    for _, size, path in kept:
+    total, families = 0, set()
+    for _, size, family, path in kept:
         if total + size <= max_bytes:
             total += size
+            families.add(family)
         else:
             removed += _remove(path)
     if removed:
         log.info("host cache %s: removed %d partial, foreign or excess entries at start-up",
                  where.root, removed)
-    return total
+    return total, families
 
 
-def entry_size(path: Path) -> int | None:
-    """The file's size if it is a regular file of the size its header states, else None."""
+def describe_entry(path: Path) -> tuple[int, bytes] | None:
+    """The file's size and family if it is a regular file of the size its header states and a
+    key of this pipeline version, else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -175,8 +180,8 @@ def entry_size(path: Path) -> int | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        size = entries.expected_size(os.pread(fd, entries.PREFIX_BYTES + entries.MAX_HEADER_BYTES, 0))
-        return size if size == info.st_size else None
+        described = entries.describe(os.pread(fd, entries.PREFIX_BYTES + entries.MAX_HEADER_BYTES, 0))
+        return described if described is not None and described[0] == info.st_size else None
     finally:
         os.close(fd)
 

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import struct
+from dataclasses import replace
 from typing import Final
 
 from imgproxy.cache import PIPELINE_VERSION, Variant, VariantKey
@@ -25,6 +26,21 @@ PREFIX_BYTES: Final = len(MAGIC) + LENGTH.size  # what ``expected_size`` needs b
 
 def key_fields(key: VariantKey) -> list[str | None]:
     return [PIPELINE_VERSION, key.source, key.key, key.source_etag, key.canonical, key.target]
+
+
+def family_id(key: VariantKey) -> bytes:
+    """The name of ``key``'s family (the key without its source ETag): what ``holds_any`` asks."""
+    return bytes.fromhex(replace(key, source_etag=None).store_name)
+
+
+def header_family(header: dict[str, object]) -> bytes | None:
+    """The family of the key a header names, if it is a key of this pipeline version."""
+    fields = header.get("key")
+    if not (isinstance(fields, list) and len(fields) == 6 and fields[0] == PIPELINE_VERSION
+            and all(isinstance(f, str) for f in fields[1:3] + fields[4:])):
+        return None
+    _, source, key, _, canonical, target = fields
+    return family_id(VariantKey(source, key, None, canonical, target))
 
 
 def checksum(body: bytes) -> str:
@@ -62,12 +78,21 @@ def read_header(data: bytes) -> tuple[dict[str, object], int] | None:
 
 def expected_size(data: bytes) -> int | None:
     """The whole file's size as its header states it (from its first bytes), or None."""
+    described = describe(data)
+    return None if described is None else described[0]
+
+
+def describe(data: bytes) -> tuple[int, bytes] | None:
+    """From an entry's first bytes: the whole file's size as its header states it, and its key's
+    family; None if they are not an entry's of this pipeline version."""
     parsed = read_header(data)
     if parsed is None:
         return None
     header, start = parsed
-    length = header.get("length")
-    return start + length if isinstance(length, int) and length >= 0 else None
+    length, family = header.get("length"), header_family(header)
+    if not isinstance(length, int) or length < 0 or family is None:
+        return None
+    return start + length, family
 
 
 def decode(data: bytes, key: VariantKey) -> Variant | None:

@@ -1,5 +1,5 @@
 """``HostTable``: the host's small shared values in one SQLite file: object metadata, hot
-counters, and the variant cache's running byte total.
+counters, and the variant cache's running byte total and families.
 
 SQLite (stdlib) in WAL mode: readers never wait for the one writer, a crash mid-write leaves
 the last committed state, and no format of ours has to be made crash-safe. ``synchronous=OFF``:
@@ -32,6 +32,8 @@ CREATE INDEX IF NOT EXISTS meta_stored ON meta (stored);
 CREATE TABLE IF NOT EXISTS hot (id BLOB PRIMARY KEY, started REAL NOT NULL,
                                 count INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS hot_started ON hot (started);
+CREATE TABLE IF NOT EXISTS families (id BLOB PRIMARY KEY, stored REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS families_stored ON families (stored);
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES ('variant_bytes', 0);
 """
@@ -71,12 +73,22 @@ class HostTable:
     def set_variant_bytes(self, value: int) -> None:
         self.query("UPDATE totals SET value = ? WHERE name = 'variant_bytes'", (value,))
 
+    def note_family(self, family: bytes, now: float) -> None:
+        """A variant of ``family`` (its key without the source ETag) was cached."""
+        self.query("INSERT OR REPLACE INTO families VALUES (?, ?)", (family, now))
+
+    def has_family(self, family: bytes) -> bool:
+        """Whether one was (rows are not removed when entries are evicted: a stale yes costs a
+        HEAD, as if the table did not exist; never a wrong answer)."""
+        rows = self.query("SELECT 1 FROM families WHERE id = ?", (family,))
+        return bool(rows) if rows is not None else True
+
     def variant_bytes(self) -> int:
         rows = self.query("SELECT value FROM totals WHERE name = 'variant_bytes'")
         return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
 
 
-class _Pruned:
+class Pruned:
     """Rows of one table kept within ``entries`` and younger than ``max_age`` (checked every
     ``PRUNE_EVERY`` writes of this process, so the bound is approximate by that much per worker)."""
 
@@ -106,7 +118,7 @@ class HostMetadata:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = ttl > 0
         self._table, self._ttl, self._clock = table, ttl, clock
-        self._rows = _Pruned(table, "meta", "stored", entries, ttl)
+        self._rows = Pruned(table, "meta", "stored", entries, ttl)
 
     def get(self, source: str, key: str) -> SourceMeta | None:
         if not self.enabled:
@@ -145,7 +157,7 @@ class HostHotCounter:
     def __init__(self, table: HostTable, entries: int, max_window: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._table, self._clock = table, clock
-        self._rows = _Pruned(table, "hot", "started", entries, max_window)
+        self._rows = Pruned(table, "hot", "started", entries, max_window)
 
     def hit(self, source: str, key: str, window: float) -> int:
         """Count one request for the object; return how many fell in the current window."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import secrets
 import stat
@@ -27,13 +28,14 @@ from typing import Final
 from imgproxy.cache import Variant, VariantKey
 from imgproxy.hostcache import entries
 from imgproxy.hostcache.directory import ENTRY_NAME, TEMP_SUFFIX, CacheDir
-from imgproxy.hostcache.table import HostTable
+from imgproxy.hostcache.table import HostTable, Pruned
 
 log = logging.getLogger("imgproxy.hostcache")
 LOW_WATER: Final = 0.9  # eviction leaves this fraction of the bound in use
 STALE_TEMP_SECONDS: Final = 60.0  # a temporary file this old is a crashed write's
 TOTAL_REFRESH_SECONDS: Final = 1.0  # how stale ``current_bytes`` (the metric) may be
 MAX_ENTRY_FRACTION: Final = 8  # an entry over bound / 8 is not kept (it would evict many)
+MAX_FAMILIES: Final = 1_000_000  # rows of the families table (about 50 B each)
 
 
 class HostVariantCache:
@@ -47,6 +49,7 @@ class HostVariantCache:
         self.misses = 0
         self.evictions = 0
         self._total = (0, -TOTAL_REFRESH_SECONDS)  # (bytes, when read)
+        self._families = Pruned(table, "families", "stored", MAX_FAMILIES, math.inf)
 
     def path(self, key: VariantKey) -> str:
         name = key.store_name
@@ -113,9 +116,16 @@ class HostVariantCache:
             log.warning("host cache: cannot write an entry (%s)", os.strerror(exc.errno or 0))
             self._discard(temp)
             return
+        now = time.monotonic()
+        self._table.note_family(entries.family_id(key), now)
+        self._families.wrote(now)
         total = self._table.add_variant_bytes(len(data) - replaced)
         if total is not None and total > self.max_bytes:
             self.evict()
+
+    def holds_any(self, family: VariantKey) -> bool:
+        """Whether a variant of ``family`` (any source ETag) may be cached on the host."""
+        return bool(self.max_bytes) and self._table.has_family(entries.family_id(family))
 
     def evict(self) -> None:
         """Remove least recently used entries until the rest fit ``LOW_WATER`` of the bound."""

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, NoCredentialsE
 from imgproxy.config import SourceConfig
 from imgproxy.errors import ObjectNotFound, PreconditionFailed, ProxyError, StorageError, StorageTimeout
 from imgproxy.storage.tls import tls_problem
+from imgproxy.storage.worker_read import SourceReadFailed
 
 log = logging.getLogger("imgproxy.storage")
 _NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -47,15 +48,39 @@ def translate(source: SourceConfig, exc: BaseException, operation: str) -> Proxy
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return translate_status(source, int(status or 0), str(error.get("Code", "")), operation)
     if (problem := tls_problem(exc)) is not None:
-        log.error("storage TLS handshake failed (%s): %s; does sources.%s.ca_bundle hold the CA "
-                  "that signed %s's certificate?", where, problem, source.name,
-                  source.endpoint_url or "the endpoint")
-        return StorageError(f"{where}: TLS: {problem}")
+        return tls_failure(source, problem, where)
     if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
         log.error("storage timed out (%s)", where)
         return StorageTimeout(f"{where}: timed out")
     if isinstance(exc, NoCredentialsError):
         log.error("no AWS credentials found for the source (%s)", where)
         return StorageError(f"{where}: no credentials")
-    log.error("storage unreachable (%s): %s", where, exc.__class__.__name__)
-    return StorageError(f"{where}: {exc.__class__.__name__}")
+    return unreachable(where, exc.__class__.__name__)
+
+
+def translate_read(source: SourceConfig, failed: SourceReadFailed) -> ProxyError:
+    """An image worker's failed read of a source -> what a GET of the serving process's own would
+    have raised, with the same log line. (``too_large`` is the caller's: a policy's 413.)"""
+    where = f"source={source.name} op=get"
+    if failed.kind == "status":
+        return translate_status(source, failed.status, failed.code, "get")
+    if failed.kind == "tls":
+        return tls_failure(source, failed.detail, where)
+    if failed.kind == "timeout":
+        log.error("storage timed out (%s)", where)
+        return StorageTimeout(f"{where}: timed out")
+    if failed.kind == "short":
+        return StorageError(f"{where}: {failed.detail}")
+    return unreachable(where, failed.detail or failed.kind)
+
+
+def tls_failure(source: SourceConfig, problem: str, where: str) -> ProxyError:
+    log.error("storage TLS handshake failed (%s): %s; does sources.%s.ca_bundle hold the CA "
+              "that signed %s's certificate?", where, problem, source.name,
+              source.endpoint_url or "the endpoint")
+    return StorageError(f"{where}: TLS: {problem}")
+
+
+def unreachable(where: str, what: str) -> ProxyError:
+    log.error("storage unreachable (%s): %s", where, what)
+    return StorageError(f"{where}: {what}")

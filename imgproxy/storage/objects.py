@@ -1,8 +1,9 @@
 """What S3 says about an object, and how a request's preconditions are put to S3.
 
-``ObjectMeta`` and ``NotModified`` are the values every reader of a source gets back, whether the
-answer came through aiobotocore (HEAD) or a presigned body GET. The preconditions are mapped once,
-in ``_VALIDATORS``: each field of ``Preconditions`` with its botocore parameter and HTTP header.
+``ObjectMeta`` and ``NotModified`` are the values every reader of a source gets back from a
+presigned GET or HEAD (``storage/presigned_get.py``), in the serving process or an image worker.
+The preconditions are mapped once, in ``_VALIDATORS``: each field of ``Preconditions`` with its
+HTTP header.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from aiohttp import ClientResponse
 
 from imgproxy.protocol.conditional import Preconditions, format_http_date, parse_http_date
 
-# (Preconditions field, botocore HeadObject/GetObject parameter, HTTP request header)
+# (Preconditions field, HTTP request header)
 _VALIDATORS: Final = (
-    ("if_none_match", "IfNoneMatch", "If-None-Match"),
-    ("if_modified_since", "IfModifiedSince", "If-Modified-Since"),
-    ("if_match", "IfMatch", "If-Match"),
-    ("if_unmodified_since", "IfUnmodifiedSince", "If-Unmodified-Since"),
+    ("if_none_match", "If-None-Match"),
+    ("if_modified_since", "If-Modified-Since"),
+    ("if_match", "If-Match"),
+    ("if_unmodified_since", "If-Unmodified-Since"),
 )
 
 
@@ -47,15 +48,10 @@ class NotModified:
     last_modified: datetime | None
 
 
-def validator_params(pre: Preconditions) -> dict[str, Any]:
-    """The validators as botocore parameters (dates as datetimes)."""
-    return {param: getattr(pre, field) for field, param, _ in _VALIDATORS if getattr(pre, field)}
-
-
 def validator_headers(pre: Preconditions) -> dict[str, str]:
     """The validators as HTTP request headers (dates in IMF-fixdate)."""
     headers = {}
-    for field, _, header in _VALIDATORS:
+    for field, header in _VALIDATORS:
         value = getattr(pre, field)
         if value:
             headers[header] = value if isinstance(value, str) else format_http_date(value)
@@ -77,14 +73,3 @@ def meta_from_headers(response: ClientResponse) -> ObjectMeta:
 def not_modified_from_headers(headers: Any) -> NotModified:
     """S3's 304, from its response headers (aiohttp's or botocore's, both case-insensitive)."""
     return NotModified(headers.get("etag"), parse_http_date(headers.get("last-modified")))
-
-
-def meta_from_boto(response: dict[str, Any]) -> ObjectMeta:
-    """A HEAD's metadata, from botocore's parsed response."""
-    return ObjectMeta(
-        content_length=int(response.get("ContentLength", 0)),
-        content_type=response.get("ContentType"),
-        etag=response.get("ETag"),
-        last_modified=response.get("LastModified"),
-        content_range=response.get("ContentRange"),
-    )

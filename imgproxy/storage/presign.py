@@ -1,4 +1,4 @@
-"""SigV4 presigned GET URLs with a chosen signing time, so a URL can stay identical for a window.
+"""SigV4 presigned GET (and HEAD) URLs with a chosen signing time, so a URL can stay identical for a window.
 
 Pure: plain values in, a URL out (no clock, no network, no aiobotocore). botocore always signs
 with the current time, which gives every request a new URL and defeats the browser cache; this
@@ -15,6 +15,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 from urllib.parse import urlsplit
 
 from imgproxy.config import MAX_TTL_LIMIT, AddressingStyle
@@ -67,8 +68,10 @@ def presign_get(
     signed_at: datetime,
     expires_in: int,
     response_headers: Mapping[str, str] | None = None,
+    method: Literal["GET", "HEAD"] = "GET",
 ) -> str:
-    """A presigned GET URL, valid from ``signed_at`` for ``expires_in`` seconds.
+    """A presigned GET URL, valid from ``signed_at`` for ``expires_in`` seconds (``method``
+    HEAD: the same object's headers, as the proxy's own HEADs ask for them).
 
     ``response_headers`` are S3's ``response-*`` overrides, e.g. ``{"response-cache-control":
     "private, max-age=3600"}``: S3 answers with those headers, which is what the browser caches.
@@ -95,7 +98,7 @@ def presign_get(
                      for k, v in query.items())
     canonical_query = "&".join(f"{name}={value}" for name, value in encoded)
     canonical_request = "\n".join(
-        ["GET", canonical_uri, canonical_query, f"host:{location.host}", "", "host", "UNSIGNED-PAYLOAD"])
+        [method, canonical_uri, canonical_query, f"host:{location.host}", "", "host", "UNSIGNED-PAYLOAD"])
     string_to_sign = "\n".join(
         ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()])
     signing_key = _hmac(_hmac(_hmac(_hmac(("AWS4" + credentials.secret_key).encode(), day),

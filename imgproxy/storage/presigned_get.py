@@ -1,7 +1,9 @@
-"""Object body GETs: a presigned URL fetched over one shared aiohttp session per source.
+"""Object GETs and HEADs: a presigned URL fetched over one shared aiohttp session per source.
 
 botocore's fixed cost per call (request building, endpoint rules, signing, parsing) was three
-quarters of the proxy's CPU per streamed image; a GET of a body needs none of it. The URL is
+quarters of the proxy's CPU per streamed image; a GET of a body needs none of it, and neither
+does a HEAD (a cold thumbnail's first call: about 2 ms of the serving process's CPU through
+botocore). The URL is
 signed for this request only (``storage/presign.py``, valid a few minutes, never logged or
 returned), conditional and range headers ride along unsigned as S3 allows, and connections are
 kept alive in a bounded pool. HEAD, LIST and credentials stay with aiobotocore.
@@ -13,7 +15,7 @@ import asyncio
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Literal
 
 import aiohttp
 from yarl import URL
@@ -51,15 +53,16 @@ async def fetch(
     headers: Mapping[str, str],
     attempts: int,
     now: float,
+    method: Literal["GET", "HEAD"] = "GET",
 ) -> aiohttp.ClientResponse:
-    """GET ``key``; connection failures and 5xx answers are retried up to ``attempts`` times (a
+    """GET (or HEAD) ``key``; connection failures and 5xx answers are retried up to ``attempts`` times (a
     failed TLS handshake is not: the same certificate fails the same way). Any other answer is
     returned as it is, body unread: the caller reads or releases it."""
     url = URL(presign_get(location, bucket, key, credentials, signed_at=datetime.fromtimestamp(now, UTC),
-                          expires_in=URL_LIFETIME), encoded=True)
+                          expires_in=URL_LIFETIME, method=method), encoded=True)
     for attempt in range(1, attempts + 1):
         try:
-            response = await session.get(url, headers=dict(headers), allow_redirects=False)
+            response = await session.request(method, url, headers=dict(headers), allow_redirects=False)
         except aiohttp.ClientSSLError:
             raise
         except aiohttp.ClientConnectorError:

@@ -1,14 +1,16 @@
 """``S3Source``: one configured source's object reads (GET, HEAD, probe), each through one of its pools.
 
 It owns the order of a read, not its parts: the values it returns (``storage/objects.py``), the
-aiobotocore client for HEAD and LIST (``storage/clients.py``), the presigned body GETs
-(``storage/presigned_get.py``) and their credentials (``storage/credentials.py``), the open body
-that can detach and resume (``storage/body.py``), and the translation of every botocore or
-aiohttp exception into a ``ProxyError`` (``storage/errors.py``: the log gets the detail, the client
-a fixed sentence). Keys are joined to the source's prefix by ``paths.object_key``, so nothing
-outside the prefix can be requested. Each use holds a slot of its own pool (``storage/pool.py``)
-while it holds a connection: streamed originals, transform reads, and HEAD/LIST cannot starve one
-another, and a full pool is a quick 503, not a timeout.
+aiobotocore client for the readiness LIST (``storage/clients.py``), the presigned GETs and HEADs
+(``storage/presigned_get.py``), the URL and limits an image worker reads a transform's source
+with (``storage/worker_read.py``), their credentials (``storage/credentials.py``), the open body
+that can detach and resume (``storage/body.py``), and the translation of every botocore, aiohttp
+or worker read failure into a ``ProxyError`` (``storage/errors.py``: the log gets the detail, the
+client a fixed sentence). Keys are joined to the source's prefix by ``paths.object_key``, so
+nothing outside the prefix can be requested. Each use in this process holds a slot of its own
+pool (``storage/pool.py``) while it holds a connection: streamed originals, reads, and HEAD/LIST
+cannot starve one another, and a full pool is a quick 503, not a timeout. (A worker's read holds
+the worker instead: at most ``transform.workers`` of them at once.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,20 +37,19 @@ from imgproxy.protocol.paths import object_key
 from imgproxy.storage.body import ObjectBody, ResumeFrom
 from imgproxy.storage.clients import new_session, s3_client
 from imgproxy.storage.credentials import Credentials
-from imgproxy.storage.errors import translate, translate_status
+from imgproxy.storage.errors import translate, translate_read, translate_status
 from imgproxy.storage.objects import (
     NotModified,
     ObjectMeta,
-    meta_from_boto,
     meta_from_headers,
     not_modified_from_headers,
     validator_headers,
-    validator_params,
 )
 from imgproxy.storage.pool import CALLS, READS, STREAMS, ExhaustionObserver, Slot, SlotPool, take
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
-from imgproxy.storage.presigned_get import error_code, fetch, open_session
+from imgproxy.storage.presigned_get import URL_LIFETIME, error_code, fetch, open_session
 from imgproxy.storage.tls import warn_if_unverified
+from imgproxy.storage.worker_read import SourceRead, SourceReadFailed
 
 log = logging.getLogger("imgproxy.storage")
 T = TypeVar("T")
@@ -130,32 +131,20 @@ class S3Source:
         finally:
             slot.release()
 
-    def _request(self, key: str, pre: Preconditions) -> dict[str, Any]:
-        return {"Bucket": self.config.bucket, "Key": object_key(self.config.prefix, key),
-                **validator_params(pre)}
-
-    @staticmethod
-    def _not_modified(exc: ClientError) -> NotModified | None:
-        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 304:
-            return None
-        return not_modified_from_headers(exc.response["ResponseMetadata"].get("HTTPHeaders", {}))
-
     async def head(self, key: str, pre: Preconditions = NO_PRECONDITIONS) -> ObjectMeta | NotModified:
-        request = self._request(key, pre)
+        """The object's headers (a presigned HEAD, like the body GETs), or S3's 304."""
+        slot = await take(self.pools[CALLS])
         try:
-            response = await self._call("head", lambda: self._head_or_304(request))
-        except _NotModifiedSignal as signal:
-            return signal.answer
-        return meta_from_boto(response)
-
-    async def _head_or_304(self, request: dict[str, Any]) -> Any:
-        try:
-            return await self.client.head_object(**request)
-        except ClientError as exc:
-            answer = self._not_modified(exc)
-            if answer is not None:
-                raise _NotModifiedSignal(answer) from None
-            raise
+            with self._observed("head"):
+                response = await self._open(key, validator_headers(pre), "HEAD")
+                response.release()  # a HEAD answer has no body, an error's neither
+                if response.status == 200:
+                    return meta_from_headers(response)
+                if response.status == 304:
+                    return not_modified_from_headers(response.headers)
+                raise translate_status(self.config, response.status, "", "head")
+        finally:
+            slot.release()
 
     async def get(
         self, key: str, byte_range: ByteRange | None = None, pre: Preconditions = NO_PRECONDITIONS,
@@ -205,15 +194,16 @@ class S3Source:
             raise RangeNotSatisfiable("range outside object", headers={"Content-Range": f"bytes */{size}"})
         raise translate_status(self.config, status, code, "get")
 
-    async def _open(self, key: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _open(self, key: str, headers: dict[str, str],
+                    method: Literal["GET", "HEAD"] = "GET") -> aiohttp.ClientResponse:
         try:
             credentials, _ = await self.credentials.current()
             async with asyncio.timeout(self.deadline):
                 return await fetch(self.session, self.location, self.config.bucket,
                                    object_key(self.config.prefix, key), credentials, headers,
-                                   self.config.max_attempts, self.clock())
+                                   self.config.max_attempts, self.clock(), method)
         except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise translate(self.config, exc, "get") from None
+            raise translate(self.config, exc, method.lower()) from None
 
     @staticmethod
     def _resume_from(meta: ObjectMeta) -> ResumeFrom | None:
@@ -240,6 +230,28 @@ class S3Source:
                 raise StorageError(f"source={self.config.name}: the object changed while it streamed")
             raise translate_status(self.config, status, reason, "resume")
 
+    async def worker_read(self, key: str, max_bytes: int) -> SourceRead:
+        """What an image worker needs to GET ``key`` itself (``storage/worker_read.py``): a URL
+        presigned for this job only, and this source's timeouts, retries and TLS trust."""
+        try:
+            credentials, _ = await self.credentials.current()
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise translate(self.config, exc, "get") from None
+        config = self.config
+        url = presign_get(self.location, config.bucket, object_key(config.prefix, key), credentials,
+                          signed_at=datetime.fromtimestamp(self.clock(), UTC), expires_in=URL_LIFETIME)
+        return SourceRead(url, config.name, max_bytes, config.connect_timeout, config.read_timeout,
+                          config.max_attempts, config.ca_bundle, config.verify_tls)
+
+    def worker_read_done(self, seconds: float) -> None:
+        self.observe("get", seconds, None)
+
+    def worker_read_failed(self, failed: SourceReadFailed) -> ProxyError:
+        """The error (and log line) a GET of this process's own would have given."""
+        error = translate_read(self.config, failed)
+        self.observe("get", failed.seconds, error.code)
+        return error
+
     async def _size(self, key: str) -> int | str:
         try:
             meta = await self.head(key)
@@ -255,11 +267,3 @@ class S3Source:
 
 def _ignore(operation: str, seconds: float, error_code: str | None) -> None:
     pass
-
-
-class _NotModifiedSignal(Exception):
-    def __init__(self, answer: NotModified) -> None:
-        super().__init__("not modified")
-        self.answer = answer
-
-

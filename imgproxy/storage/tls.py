@@ -15,8 +15,6 @@ import re
 import ssl
 from typing import Final
 
-import aiohttp
-
 from imgproxy.config import SourceConfig
 
 log = logging.getLogger("imgproxy.storage")
@@ -55,8 +53,9 @@ def tls_problem(exc: BaseException) -> str | None:
     """What went wrong in a TLS handshake (``certificate verify failed: self-signed certificate
     in certificate chain``), if ``exc`` is, wraps or was caused by an ``ssl`` error; None if not.
 
-    botocore's ``SSLError`` and aiohttp's ``ClientConnectorCertificateError``/``ClientSSLError``
-    name the URL (botocore's holds the object key); only the ``ssl`` error's own words are kept.
+    botocore's and urllib3's ``SSLError`` and aiohttp's ``ClientConnectorCertificateError``/
+    ``ClientSSLError`` name the URL (which holds the object key); only the ``ssl`` error's own
+    words are kept.
     """
     todo: list[BaseException] = [exc]
     seen: set[int] = set()
@@ -65,11 +64,11 @@ def tls_problem(exc: BaseException) -> str | None:
         if id(error) in seen:
             continue
         seen.add(id(error))
-        if isinstance(error, aiohttp.ClientConnectorCertificateError):
-            todo.insert(0, error.certificate_error)
-            continue
-        if isinstance(error, aiohttp.ClientSSLError):
-            todo.insert(0, error.os_error)
+        # aiohttp's ClientConnectorCertificateError and ClientSSLError hold the ssl error here
+        # (looked up by name: image workers use this module, and they import no aiohttp).
+        wrapped = getattr(error, "certificate_error", None) or getattr(error, "os_error", None)
+        if isinstance(wrapped, BaseException):
+            todo.insert(0, wrapped)
             continue
         if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
             return f"certificate verify failed: {error.verify_message}"[:MAX_PROBLEM_CHARS]

@@ -6,13 +6,15 @@ is admitted before it costs any:
 
 - ``admit()``: at most ``workers + queue_size`` jobs at once; the next is refused with 503 +
   ``Retry-After`` at once, before its source is downloaded, instead of waiting without bound.
-- ``Ticket.loading()``: of the admitted jobs, at most ``2 * workers`` hold their source in memory
-  (one rendering and one downloaded next to it, per worker); the others wait their turn
-  holding nothing. The main process's peak is then about ``2 * workers`` sources plus their
-  pickled copies on the way to the workers (README, "Memory").
+- ``Ticket.loading()``: of the admitted jobs, at most ``2 * workers`` are handed to the workers
+  (one reading and rendering, one next in line, per worker); the others wait their turn holding
+  nothing. A worker reads its job's source itself (``read_and_render``,
+  ``storage/worker_read.py``), so a source is only ever in the memory of the worker rendering
+  it, never in the serving process's (README, "Memory").
 
-Each job has a time limit enforced inside the worker (SIGALRM between decoder chunks) and, as a
-backstop, outside it: a job that overruns both gets its pool replaced, so no worker stays stuck.
+Each job has a time limit enforced inside the worker (SIGALRM: the source read's budget, then the
+transform timeout between decoder chunks) and, as a backstop, outside it: a job that overruns
+both gets its pool replaced, so no worker stays stuck.
 """
 
 from __future__ import annotations
@@ -25,20 +27,22 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
-from typing import Final
+from typing import Final, TypeVar
 
 from imgproxy.errors import Overloaded, TransformTimeout
 from imgproxy.memory import TRIM_INTERVAL, find_malloc_trim
+from imgproxy.storage.worker_read import ReadMeta, SourceRead
 from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformSpec
 
 log = logging.getLogger("imgproxy.transform")
 BACKSTOP_SECONDS: Final = 2.0
 ORPHAN_POLL_SECONDS: Final = 1.0
+T = TypeVar("T")
 
 
 class _Alarm(BaseException):  # a signal, not an error: no ``except Exception`` may swallow it
@@ -107,6 +111,22 @@ def run_job(data: bytes | bytearray, spec: TransformSpec, target: OutputFormat |
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def run_read_job(read: SourceRead, spec: TransformSpec, target: OutputFormat | None,
+                 settings: RenderSettings, timeout: float) -> tuple[ReadMeta, Rendered]:
+    """Runs in a worker process: read the source (``storage/worker_read.py``, under its own
+    budget), then render it as ``run_job`` does. The source lives in this worker only."""
+    from imgproxy.storage.worker_read import SourceReadFailed, read_source
+
+    signal.setitimer(signal.ITIMER_REAL, read.budget)
+    try:
+        meta, data = read_source(read)
+    except _Alarm:
+        raise SourceReadFailed("timeout", detail=f"read over {read.budget:g}s", seconds=read.budget) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return meta, run_job(data, spec, target, settings, timeout)
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -149,7 +169,7 @@ class TransformPool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["imgproxy.transform.steps"])
+        context.set_forkserver_preload(["imgproxy.transform.steps", "imgproxy.storage.worker_read"])
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
                                    initializer=_init_worker, initargs=(self._max_pixels, os.getpid()))
 
@@ -176,13 +196,24 @@ class TransformPool:
 
     async def render(self, data: bytes | bytearray, spec: TransformSpec, target: OutputFormat | None,
                      settings: RenderSettings) -> Rendered:
-        """Render an admitted job's source (call inside ``admit()`` and ``loading()``)."""
+        """Render bytes at hand (call inside ``admit()`` and ``loading()``)."""
+        return await self._run(self.timeout * 2 + BACKSTOP_SECONDS, run_job, data, spec, target, settings,
+                               self.timeout)
+
+    async def read_and_render(self, read: SourceRead, spec: TransformSpec, target: OutputFormat | None,
+                              settings: RenderSettings) -> tuple[ReadMeta, Rendered]:
+        """A worker reads the source and renders it (call inside ``admit()`` and ``loading()``);
+        a failed read raises ``SourceReadFailed``."""
+        return await self._run(read.budget + self.timeout * 2 + BACKSTOP_SECONDS, run_read_job, read, spec,
+                               target, settings, self.timeout)
+
+    async def _run(self, backstop: float, job: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:
-            future = loop.run_in_executor(executor, run_job, data, spec, target, settings, self.timeout)
+            future = loop.run_in_executor(executor, job, *args)
             # At most ``in_memory`` jobs reach here, so at most that many wait on the executor.
-            result = await asyncio.wait_for(future, self.timeout * 2 + BACKSTOP_SECONDS)
+            result = await asyncio.wait_for(future, backstop)
             self.completed += 1
             return result
         except TimeoutError:

@@ -9,6 +9,12 @@ several workers the variant cache is the host's (``hostcache/``) and so is that 
 work: the ``Flight`` lock is taken before the store or the pool's admission, and whoever waited
 for it finds the variant in the host cache.
 
+The HEAD is skipped when it could find nothing: the source's ETag is not cached, the client
+sends no ``If-None-Match``, no store is configured, and the variant cache holds this variant
+under no source ETag at all (``VariantCache.holds_any``): a directory page's first view of 200
+photos. The render then starts at once, and its GET (in the image worker) tells the ETag, the
+size (over ``max_source_bytes``: 413, the body unread) and the type.
+
 A HEAD needs the variant's size, not its bytes: one the variant cache holds is answered from
 it; else the shared store is asked with a HEAD of the stored object (its bytes are not read),
 and only a variant neither knows is rendered, as for a GET. Either way its headers are the ones
@@ -20,8 +26,8 @@ the caller records the cache result in the request's facts.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from typing import Final
 
 from imgproxy.cache import (
     Coalescer,
@@ -34,20 +40,16 @@ from imgproxy.cache import (
     VariantHead,
     VariantKey,
 )
-from imgproxy.errors import StorageError
 from imgproxy.facts import CacheResult, Durations, Part
 from imgproxy.protocol.conditional import is_not_modified
-from imgproxy.storage.body import ObjectBody
 from imgproxy.storage.metadata import known_meta
-from imgproxy.storage.objects import NotModified, ObjectMeta
 from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.variant_store import VariantStore
+from imgproxy.storage.worker_read import SourceReadFailed
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import TransformPool
-
-READ_CHUNK: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,14 @@ class VariantService:
         source, key, spec = wanted.source, wanted.key, wanted.spec
         target = choose_target(spec, wanted.accept, self.policy.formats)
         label = target.value if target is not None else ("legacy" if spec.auto_format else "source")
+        family = VariantKey(source.config.name, key, None, spec.canonical, label)
+        # 0. Nothing to look up: the source's ETag is not known, no variant of it is cached and
+        # the client has none. No HEAD then: the render's own GET tells the ETag.
+        if self.metadata.get(source.config.name, key) is None and self.needs_no_head(wanted, family):
+            self.variants.misses += 1  # looked up, by its family: not there
+            (rendered, origin), ran = await self.coalescer.run(
+                family, lambda: self.rendered(family, wanted, target, durations))
+            return VariantAnswer.of(rendered, origin if ran else CacheResult.HIT, spec.auto_format)
         # 1. The source's ETag (cached, else one HEAD) gives the variant's ETag without decoding.
         meta = await known_meta(source, key, self.metadata, durations)
         self.policy.check_size(meta.content_length)
@@ -122,6 +132,25 @@ class VariantService:
         cache = origin if ran or origin is CacheResult.STORE else CacheResult.HIT
         return VariantAnswer.of(variant, cache, spec.auto_format)
 
+    def needs_no_head(self, wanted: Wanted, family: VariantKey) -> bool:
+        """Whether a HEAD could find nothing to answer from: not for a HEAD request (its size is
+        what is asked), a client holding some ETag (it may be current: a 304), a shared store
+        (looked up by the source's ETag), or a variant of this family in the cache."""
+        return (not wanted.head_only and wanted.if_none_match is None and self.store is None
+                and not self.variants.holds_any(family))
+
+    async def rendered(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
+                       durations: Durations) -> tuple[Variant, CacheResult]:
+        """A render of ``name``'s family under the host's lock: a worker that waited for another's
+        render of it finds the variant under the ETag that render's read taught the metadata."""
+        async with self.flight.hold(name.store_name):
+            meta = self.metadata.get(name.source, name.key)
+            variant = None if meta is None else self.variants.get(replace(name, source_etag=meta.etag),
+                                                                  counted=False)
+            if variant is not None:
+                return variant, CacheResult.HIT
+            return await self.render(name, wanted, target, durations), CacheResult.MISS
+
     async def fetch_or_render_once(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
                                    durations: Durations, store_asked: bool) -> tuple[Variant, CacheResult]:
         """``fetch_or_render`` under the host's lock (no admission slot is held while waiting for
@@ -146,48 +175,29 @@ class VariantService:
     async def render(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
                      durations: Durations) -> Variant:
         source, key = wanted.source, wanted.key
-        # Admitted (or 503) before a byte is read; then the source is in memory only while this
-        # job is rendering or next in line (transform/pool.py), never while it queues.
+        # Admitted (or 503) before a byte is read; then handed to a worker, which reads the
+        # source itself (storage/worker_read.py): it is never in this process's memory.
         with self.pool.admit() as ticket:
             async with ticket.loading():
-                with durations.timing(Part.STORAGE):
-                    meta, data = await self.download(source, key)
-                # The object may have changed since the HEAD: what was read decides the variant.
-                self.metadata.put(source.config.name, key,
-                                  SourceMeta(meta.etag, len(data), meta.content_type))
-                with durations.timing(Part.TRANSFORM):
-                    rendered = await self.pool.render(data, wanted.spec, target, self.policy.settings)
-        read = replace(name, source_etag=meta.etag)
-        variant = Variant(body=rendered.body, media_type=rendered.media_type, etag=read.etag,
+                read = await source.worker_read(key, self.policy.max_source_bytes)
+                started = time.perf_counter()
+                try:
+                    meta, rendered = await self.pool.read_and_render(read, wanted.spec, target,
+                                                                     self.policy.settings)
+                except SourceReadFailed as failed:
+                    durations.add(Part.STORAGE, failed.seconds)
+                    if failed.kind == "too_large":
+                        self.policy.check_size(failed.status)  # raises: 413, as before a read
+                    raise source.worker_read_failed(failed) from None
+                source.worker_read_done(meta.seconds)
+                durations.add(Part.STORAGE, meta.seconds)
+                durations.add(Part.TRANSFORM, time.perf_counter() - started - meta.seconds)
+        # The object may have changed since the HEAD: what was read decides the variant.
+        self.metadata.put(source.config.name, key, SourceMeta(meta.etag, meta.length, meta.content_type))
+        read_name = replace(name, source_etag=meta.etag)
+        variant = Variant(body=rendered.body, media_type=rendered.media_type, etag=read_name.etag,
                           width=rendered.width, height=rendered.height)
-        self.variants.put(read, variant)
+        self.variants.put(read_name, variant)
         if self.store is not None:
-            self.store.put(read, variant)  # in the background: never awaited here
+            self.store.put(read_name, variant)  # in the background: never awaited here
         return variant
-
-    async def download(self, source: S3Source, key: str) -> tuple[ObjectMeta, bytearray]:
-        """The whole object, read into one buffer of its Content-Length (no chunks to join)."""
-        result = await source.get(key)
-        assert not isinstance(result, NotModified)
-        meta, body = result
-        try:
-            self.policy.check_size(meta.content_length)
-            return meta, await read_exactly(body, meta.content_length, source.config.name)
-        finally:
-            body.close()
-
-
-async def read_exactly(body: ObjectBody, length: int, source: str) -> bytearray:
-    """``length`` bytes of ``body`` into one preallocated buffer; a body that ends early or
-    runs past its Content-Length is a storage error (never a short or unbounded read)."""
-    buffer = bytearray(length)
-    view, filled = memoryview(buffer), 0
-    while filled < length:
-        chunk = await body.read(min(READ_CHUNK, length - filled))
-        if not chunk:
-            raise StorageError(f"source={source}: body ended after {filled} of {length} bytes")
-        view[filled:filled + len(chunk)] = chunk
-        filled += len(chunk)
-    if await body.read(1):
-        raise StorageError(f"source={source}: body longer than its Content-Length {length}")
-    return buffer

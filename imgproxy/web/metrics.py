@@ -93,8 +93,9 @@ class Metrics:
                                  "Transforms admitted and waiting for a worker.",
                                  multiprocess_mode="livesum", registry=reg)
         self.pool_loaded = Gauge("imgproxy_transform_sources_in_memory",
-                                 "Admitted transforms holding their source in memory (at most "
-                                 "2 per image worker; the rest of the queue holds nothing).",
+                                 "Admitted transforms handed to the image workers, which read "
+                                 "and hold their sources (at most 2 per worker; the rest of "
+                                 "the queue holds nothing).",
                                  multiprocess_mode="livesum", registry=reg)
         self.pool_rejections = Counter("imgproxy_transform_rejections",
                                        "Transforms refused (503) because the pool's queue was full, "

@@ -71,7 +71,7 @@ def test_the_sweep_removes_partial_temporary_and_foreign_files_and_locks(tmp_pat
     foreign.write_bytes(b"hello")
     lock = where.locks / "abc"
     lock.write_bytes(b"")
-    kept = sweep(where, 10**9)
+    kept, _ = sweep(where, 10**9)
     assert sorted(p.name for p in where.variants.iterdir()) == [whole.name]
     assert list(where.locks.iterdir()) == []
     assert kept == whole.stat().st_size
@@ -81,7 +81,7 @@ def test_the_sweep_keeps_the_newest_entries_within_the_bound(tmp_path: Path) -> 
     where = open_dir(tmp_path / "cache")
     paths = [write_entry(where, f"{i}.png", 1000, mtime=1_000_000 + i) for i in range(10)]
     size = paths[0].stat().st_size
-    kept = sweep(where, 3 * size + 10)
+    kept, _ = sweep(where, 3 * size + 10)
     assert sorted(p.name for p in where.variants.iterdir()) == sorted(p.name for p in paths[-3:])
     assert kept == 3 * size
 
@@ -105,3 +105,23 @@ def test_a_directory_another_instance_holds_is_refused_until_it_lets_go(tmp_path
         prepare(tmp_path / "cache", 10**9)
     held.release()
     prepare(tmp_path / "cache", 10**9).release()
+
+
+def test_the_sweep_removes_entries_of_another_pipeline_version(tmp_path: Path) -> None:
+    where = open_dir(tmp_path / "cache")
+    path = write_entry(where, "old.png")
+    path.write_bytes(path.read_bytes().replace(b'"key":["3",', b'"key":["2",', 1))
+    assert sweep(where, 10**9) == (0, set())
+    assert not path.exists()
+
+
+def test_prepare_remembers_which_families_the_kept_entries_are_of(tmp_path: Path) -> None:
+    where = open_dir(tmp_path / "cache")
+    write_entry(where, "a.png")
+    prepare(where.root, 10**9).release()
+    table = HostTable(where.table)
+    try:
+        assert table.has_family(entries.family_id(VariantKey("photos", "a.png", None, "w=1", "jpeg")))
+        assert not table.has_family(entries.family_id(VariantKey("photos", "b.png", None, "w=1", "jpeg")))
+    finally:
+        table.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterator
@@ -138,3 +139,17 @@ def test_a_zero_bound_disables_it(where: CacheDir, table: HostTable) -> None:
     cache.put(key("a.png"), variant("a.png"))
     assert cache.get(key("a.png")) is None
     assert list(where.variants.iterdir()) == []
+
+
+def test_any_worker_knows_a_family_is_cached_whatever_its_source_etag(where: CacheDir,
+                                                                      table: HostTable) -> None:
+    other_table = HostTable(where.table)
+    try:
+        writer, reader = HostVariantCache(where, table, 10**6), HostVariantCache(where, other_table, 10**6)
+        family = dataclasses.replace(key("a.png"), source_etag=None)
+        assert not reader.holds_any(family)
+        writer.put(key("a.png"), variant("a.png"))
+        assert reader.holds_any(family)
+        assert not reader.holds_any(dataclasses.replace(family, canonical="w=200"))
+    finally:
+        other_table.close()

@@ -21,14 +21,14 @@ CREDS = PresignCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLE
 
 def botocore_url(endpoint: str | None, style: str, bucket: str, key: str, monkeypatch: pytest.MonkeyPatch,
                  *, token: str | None = None, params: dict[str, str] | None = None,
-                 region: str = "eu-west-1") -> str:
+                 region: str = "eu-west-1", operation: str = "get_object") -> str:
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: MOMENT.replace(tzinfo=None))
     client = botocore.session.get_session().create_client(
         "s3", region_name=region, endpoint_url=endpoint, aws_access_key_id=CREDS.access_key,
         aws_secret_access_key=CREDS.secret_key, aws_session_token=token,
         config=BotoConfig(signature_version="s3v4", s3={"addressing_style": style}))
     url: str = client.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key, **(params or {})}, ExpiresIn=3600)
+        operation, Params={"Bucket": bucket, "Key": key, **(params or {})}, ExpiresIn=3600)
     return url
 
 
@@ -51,6 +51,15 @@ def test_signature_equals_botocores(endpoint: str | None, style: AddressingStyle
     ours = presign_get(locate(endpoint, "eu-west-1", "my-bucket", style), "my-bucket", key, CREDS,
                        signed_at=MOMENT, expires_in=3600)
     assert as_parts(ours) == as_parts(expected)
+
+
+def test_a_head_url_equals_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = botocore_url("http://127.0.0.1:9000", "path", "b", "dir/k.jpg", monkeypatch,
+                            operation="head_object")
+    location = locate("http://127.0.0.1:9000", "eu-west-1", "b", AddressingStyle.PATH)
+    ours = presign_get(location, "b", "dir/k.jpg", CREDS, signed_at=MOMENT, expires_in=3600, method="HEAD")
+    assert as_parts(ours) == as_parts(expected)
+    assert ours != presign_get(location, "b", "dir/k.jpg", CREDS, signed_at=MOMENT, expires_in=3600)
 
 
 def test_session_token_and_response_overrides_are_signed(monkeypatch: pytest.MonkeyPatch) -> None:

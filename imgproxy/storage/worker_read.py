@@ -1,0 +1,212 @@
+"""A transform's source, read by the image worker that renders it: one blocking presigned GET.
+
+The serving process used to read each source (an aiohttp GET into one buffer) and hand the bytes
+to a worker by pickling them through a pipe: 3-8 ms of its CPU per thumbnail, most of what it
+spent on one. Now it only authorizes, checks the caches, admits the job and signs a URL
+(``S3Source.worker_read``); the worker that renders the job GETs the object itself, over a
+kept-alive connection of its own, into one buffer of the object's Content-Length, and sends back
+the rendering with what S3 said about the object (``ReadMeta``). The source never crosses a pipe.
+
+Every limit stays where it was: the serving process admits the job before a byte is read (and at
+most ``2 * workers`` admitted jobs are handed to workers at once); the worker refuses an object
+over ``max_bytes`` from its Content-Length before reading its body, and reads at most that many
+bytes; connect and read timeouts are the source's, and the whole read is bounded by
+``budget`` (the worker's alarm, ``transform/pool.py``). What fails is reported as a
+``SourceReadFailed`` with plain values (a status and S3's ``<Code>``, a TLS problem, a timeout),
+which the serving process turns into the same ``ProxyError`` and log line a GET of its own would
+give (``storage/errors.translate_read``). The presigned URL is a credential for a few minutes: it
+is in no repr, message or log.
+
+This module runs in the image workers: urllib3 (botocore's own HTTP library) and the standard
+library only; no aiohttp, no event loop.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    InsecureRequestWarning,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from imgproxy.storage.tls import tls_problem
+
+READ_CHUNK: Final = 256 * 1024
+ERROR_BODY_BYTES: Final = 16 * 1024
+RETRY_BACKOFF: Final = 0.05
+_CODE: Final = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRead:
+    """Where and how a worker reads one source (picklable: it crosses to the worker)."""
+
+    url: str = field(repr=False)  # presigned for this job only; never logged
+    source: str  # the source's name, for messages
+    max_bytes: int  # a larger object is refused from its Content-Length
+    connect_timeout: float
+    read_timeout: float  # per read of the socket
+    attempts: int  # connection failures and 5xx answers are retried up to this many times
+    ca_bundle: str | None = None
+    verify_tls: bool = True
+
+    @property
+    def budget(self) -> float:
+        """The most the whole read may take, retries included: the worker's alarm for it."""
+        return self.attempts * (self.connect_timeout + self.read_timeout) + self.read_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMeta:
+    """What S3 said about the object read, and how long reading it took."""
+
+    etag: str | None
+    length: int
+    content_type: str | None
+    seconds: float
+
+
+class SourceReadFailed(Exception):
+    """A read that gave no source. ``kind``: ``status`` (S3 answered ``status`` with ``code``),
+    ``tls`` (``detail``: the certificate problem), ``timeout``, ``unreachable`` (``detail``: the
+    exception's class), ``too_large`` (``status``: the Content-Length), ``short`` (the body ended
+    before its Content-Length, or had none: ``detail`` says where)."""
+
+    def __init__(self, kind: str, status: int = 0, code: str = "", detail: str = "",
+                 seconds: float = 0.0) -> None:
+        super().__init__(kind, status, code, detail, seconds)
+        self.kind, self.status, self.code, self.detail, self.seconds = kind, status, code, detail, seconds
+
+    def __str__(self) -> str:
+        return f"{self.kind} status={self.status} code={self.code} {self.detail}".rstrip()
+
+
+_MANAGERS: dict[tuple[str | None, bool, str | None], urllib3.PoolManager] = {}
+
+
+def _ssl_context(ca_bundle: str | None, verify_tls: bool) -> ssl.SSLContext:
+    """The same trust as the serving process's GETs (``storage/tls.client_ssl``)."""
+    context = ssl.create_default_context(cafile=ca_bundle)
+    if not verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _proxy_for(url: str) -> str | None:
+    """``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, as aiohttp's ``trust_env`` and botocore read them."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass(parts.hostname or ""):  # NO_PROXY, on POSIX
+        return None
+    return proxies.get(parts.scheme)
+
+
+def _manager(read: SourceRead) -> urllib3.PoolManager:
+    """This worker's kept-alive connections, one pool per (trust, proxy): one connection per host
+    is enough, a worker reads one source at a time."""
+    proxy = _proxy_for(read.url)
+    key = (read.ca_bundle, read.verify_tls, proxy)
+    manager = _MANAGERS.get(key)
+    if manager is None:
+        if not read.verify_tls:  # said loudly once, at start-up (storage/tls.warn_if_unverified)
+            urllib3.disable_warnings(InsecureRequestWarning)
+        context = _ssl_context(read.ca_bundle, read.verify_tls)
+        options = {"num_pools": 4, "maxsize": 1, "ssl_context": context,
+                   "cert_reqs": ssl.CERT_REQUIRED if read.verify_tls else ssl.CERT_NONE,
+                   "assert_hostname": None if read.verify_tls else False}
+        manager = (urllib3.ProxyManager(proxy, **options) if proxy is not None  # type: ignore[arg-type]
+                   else urllib3.PoolManager(**options))  # type: ignore[arg-type]
+        _MANAGERS[key] = manager
+    return manager
+
+
+def read_source(read: SourceRead) -> tuple[ReadMeta, bytearray]:
+    """GET the object into one buffer of its Content-Length, or raise ``SourceReadFailed``."""
+    started = time.perf_counter()
+    response = _open(read, started)
+    try:
+        if response.status != 200:
+            body = response.read(ERROR_BODY_BYTES) if response.status >= 300 else b""
+            match = _CODE.search(body or b"")
+            raise SourceReadFailed("status", response.status, match.group(1).decode() if match else "",
+                                   seconds=time.perf_counter() - started)
+        text = response.headers.get("Content-Length", "")
+        if not text.isdigit():
+            raise SourceReadFailed("short", detail="no Content-Length", seconds=time.perf_counter() - started)
+        length = int(text)
+        if length > read.max_bytes:
+            raise SourceReadFailed("too_large", length, seconds=time.perf_counter() - started)
+        buffer = _read_exactly(response, length, started)
+    except BaseException:
+        response.close()  # a half-read connection must not go back to the pool
+        response.release_conn()
+        raise
+    response.release_conn()
+    meta = ReadMeta(response.headers.get("ETag"), length, response.headers.get("Content-Type"),
+                    time.perf_counter() - started)
+    return meta, buffer
+
+
+def _open(read: SourceRead, started: float) -> urllib3.BaseHTTPResponse:
+    manager = _manager(read)
+    timeout = urllib3.Timeout(connect=read.connect_timeout, read=read.read_timeout)
+    for attempt in range(1, read.attempts + 1):
+        try:
+            response = manager.request("GET", read.url, preload_content=False, decode_content=False,
+                                       redirect=False, retries=False, timeout=timeout)
+        except SSLError as exc:  # the same certificate fails the same way: not retried
+            raise SourceReadFailed("tls", detail=tls_problem(exc) or "TLS error",
+                                   seconds=time.perf_counter() - started) from None
+        except ReadTimeoutError:
+            raise SourceReadFailed("timeout", seconds=time.perf_counter() - started) from None
+        except (ConnectTimeoutError, NewConnectionError, ProtocolError) as exc:
+            if attempt == read.attempts:
+                # (urllib3's NewConnectionError, a refused connection, is a ConnectTimeoutError too)
+                timed_out = isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError)
+                kind = "timeout" if timed_out else "unreachable"
+                raise SourceReadFailed(kind, detail=exc.__class__.__name__,
+                                       seconds=time.perf_counter() - started) from None
+        except (HTTPError, OSError) as exc:
+            raise SourceReadFailed("unreachable", detail=exc.__class__.__name__,
+                                   seconds=time.perf_counter() - started) from None
+        else:
+            if response.status < 500 or attempt == read.attempts:
+                return response
+            response.drain_conn()
+            response.release_conn()
+        time.sleep(RETRY_BACKOFF * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _read_exactly(response: urllib3.BaseHTTPResponse, length: int, started: float) -> bytearray:
+    """``length`` bytes into one buffer; a body that ends early is a failure (HTTP/1.1 framing
+    by Content-Length: bytes past it are not this body's)."""
+    buffer = bytearray(length)
+    view, filled = memoryview(buffer), 0
+    try:
+        while filled < length:
+            got = response.readinto(view[filled:filled + READ_CHUNK])
+            if not got:
+                raise SourceReadFailed("short", detail=f"body ended after {filled} of {length} bytes",
+                                       seconds=time.perf_counter() - started)
+            filled += got
+    except ReadTimeoutError:
+        raise SourceReadFailed("timeout", seconds=time.perf_counter() - started) from None
+    except (ProtocolError, HTTPError, OSError) as exc:
+        raise SourceReadFailed("unreachable", detail=exc.__class__.__name__,
+                               seconds=time.perf_counter() - started) from None
+    return buffer
