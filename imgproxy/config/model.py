@@ -177,6 +177,9 @@ class TransformConfig:
     jpeg_quality: int = 82
     webp_quality: int = 80
     avif_quality: int = 60
+    # fmt=auto: the formats it may send besides JPEG/PNG, in the order equal Accept weights go;
+    # one left out is never chosen by auto (fmt=webp / fmt=avif still give it).
+    auto_prefer: tuple[str, ...] = ("webp", "avif")
     png_compress_level: int = 6
 
 

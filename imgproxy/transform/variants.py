@@ -88,7 +88,7 @@ class VariantService:
 
     async def answer(self, wanted: Wanted, durations: Durations) -> VariantAnswer:
         source, key, spec = wanted.source, wanted.key, wanted.spec
-        target = choose_target(spec, wanted.accept, self.policy.formats)
+        target = choose_target(spec, wanted.accept, self.policy.auto_formats)
         label = target.value if target is not None else ("legacy" if spec.auto_format else "source")
         # 1. The source's ETag (cached, else one HEAD) gives the variant's ETag without decoding.
         meta = await known_meta(source, key, self.metadata, durations)
