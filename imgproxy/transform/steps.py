@@ -39,6 +39,20 @@ from imgproxy.transform.params import Fit, OutputFormat, TransformSpec
 # 20 choices whose worst SSIM against a full-resolution LANCZOS resize stays >= 0.99.
 DRAFT_FACTOR: Final = 1.5  # JPEG: the decoder scales by 1/2, 1/4, 1/8 while >= 1.5x the target
 REDUCING_GAP: Final = 1.5  # then reduce() by whole factors while >= 1.5x the target, then LANCZOS
+# Chosen by bench/bench_encoders.py (the table is in README.md, "fmt=auto and Accept"): per format,
+# each speed at the lowest quality (config) whose SSIM is >= JPEG q=82's on every 300 px photo, then
+# the least CPU within 5 % of JPEG's bytes of the format's smallest. 300 px, against JPEG (21.5 KB,
+# 0.26 ms to encode): WebP q=79 method 3: 0.72x the bytes, 8.4 ms (method 4 ties: 8.6 ms, the same
+# bytes; 2: 0.80x, 4.3 ms; 6: 0.72x, 20.8 ms). AVIF q=64 speed 7: 0.68x, 42 ms (6: the same bytes,
+# 99 ms; 8 needs q=67 for 0.77x, 27 ms; 9 and 10 q=67, 0.85x, 8 ms). Speed 8 at q=60, before,
+# was 0.61x the bytes but below JPEG's SSIM on every photo.
+WEBP_METHOD: Final = 3
+AVIF_SPEED: Final = 7
+# One encoder thread: the workers are one per core, so more threads take CPU from another
+# worker's render (at speed 7, Pillow's default of one per CPU cost 6 % more CPU for the same
+# bytes), and libaom's output depends on the thread count: a strong ETag must name the same
+# bytes on every replica, whatever its core count.
+AVIF_THREADS: Final = 1
 _SRGB: Final = ImageCms.createProfile("sRGB")
 _SOURCE_FAMILY: Final = {"JPEG": OutputFormat.JPEG, "PNG": OutputFormat.PNG,
                          "WEBP": OutputFormat.WEBP, "AVIF": OutputFormat.AVIF}
@@ -232,10 +246,10 @@ def encode(job: Job) -> bytes:
                        comment=b"")
         fmt = "JPEG"
     elif job.target is OutputFormat.WEBP:
-        options.update(quality=quality or settings.webp_quality, method=4)
+        options.update(quality=quality or settings.webp_quality, method=WEBP_METHOD)
         fmt = "WEBP"
     elif job.target is OutputFormat.AVIF:
-        options.update(quality=quality or settings.avif_quality, speed=8)
+        options.update(quality=quality or settings.avif_quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS)
         fmt = "AVIF"
     else:
         options.update(compress_level=settings.png_compress_level)
