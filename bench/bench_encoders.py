@@ -21,12 +21,13 @@ CPU is ``time.process_time`` (this process, every thread: an encoder thread on a
 counted, not hidden) of one encode, the median of --repeat rounds; each round runs every setting
 on every case in a rotated order, so drift over the run falls on all settings alike. Fast
 encodes are timed in batches of at least 2 ms and divided. Bytes are the encoded length. The
-last lines name, per format, the choice: among the settings at JPEG's quality, the one with the
-least CPU whose bytes are within --slack of the format's smallest (an encoder setting that
-spends 3x the CPU for 2 % fewer bytes is not worth it for thumbnails; one that gives back most
-of the saving is no reason to send the format).
+last lines name, per format, the choice: among the settings at JPEG's quality whose bytes are
+within --slack of the format's smallest (an encoder setting that spends 3x the CPU for 2 % fewer
+bytes is not worth it for thumbnails; one that gives back most of the saving is no reason to
+send the format), the one with the least CPU; settings within --tie of that CPU count as equal
+(the host's noise would otherwise pick between them) and the fewest bytes among them wins.
 
-    .venv/bin/python bench/bench_encoders.py [--repeat 15] [--slack 0.05]
+    .venv/bin/python bench/bench_encoders.py [--repeat 15] [--slack 0.05] [--tie 0.05]
 """
 
 from __future__ import annotations
@@ -232,14 +233,18 @@ def relative(setting: Setting, found: list[Case], scores: Scores) -> dict[str, A
     }
 
 
-def choose(candidates: list[Setting], found: list[Case], scores: Scores, slack: float) -> Setting | None:
-    """The least CPU among those whose bytes are within ``slack`` of the smallest."""
+def choose(candidates: list[Setting], found: list[Case], scores: Scores, slack: float,
+           tie: float) -> Setting | None:
+    """Among those whose bytes are within ``slack`` of the smallest, the least CPU; within ``tie``
+    of it, the fewest bytes."""
     if not candidates:
         return None
     rel = {s: relative(s, found, scores) for s in candidates}
     smallest = min(r["bytes_x_jpeg"] for r in rel.values())
     near = [s for s in candidates if rel[s]["bytes_x_jpeg"] <= smallest + slack]
-    return min(near, key=lambda s: rel[s]["cpu_ms"])
+    least = min(rel[s]["cpu_ms"] for s in near)
+    tied = [s for s in near if rel[s]["cpu_ms"] <= least * (1 + tie)]
+    return min(tied, key=lambda s: (rel[s]["bytes"], rel[s]["cpu_ms"]))
 
 
 def table(title: str, settings: list[Setting], found: list[Case], scores: Scores) -> list[str]:
@@ -273,8 +278,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     current = [Setting("WEBP", None), Setting("AVIF", None)]
     note("timing")
     time_all([JPEG, *current, *webp, *avif], deciding, args.repeat, scores)
-    chosen = {"WEBP": choose(webp, deciding, scores, args.slack),
-              "AVIF": choose(avif, deciding, scores, args.slack)}
+    chosen = {"WEBP": choose(webp, deciding, scores, args.slack, args.tie),
+              "AVIF": choose(avif, deciding, scores, args.slack, args.tie)}
     extras: list[Setting] = []
     if (best_avif := chosen["AVIF"]) is not None:
         knobs = dict(best_avif.knobs)
@@ -289,7 +294,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                   [JPEG, *current, *webp, *avif, *extras], deciding, scores)
     lines.append("")
     for fmt, setting in chosen.items():
-        lines.append(f"choice {fmt} (the least CPU within {args.slack:g} of the smallest bytes): "
+        lines.append(f"choice {fmt} (within {args.slack:g} of the smallest bytes, the least CPU, "
+                     f"ties within {args.tie:.0%} to the fewest bytes): "
                      + (setting.label if setting else "none reaches JPEG's SSIM"))
     others = cases(OTHER_WIDTHS)
     chosen_settings = [s for s in chosen.values() if s is not None]
@@ -319,8 +325,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=15, help="timing rounds, interleaved (15)")
     parser.add_argument("--slack", type=float, default=0.05,
                         help="bytes (x JPEG) a choice may have over the format's smallest (0.05)")
+    parser.add_argument("--tie", type=float, default=0.05,
+                        help="CPU over the least that still counts as equal, a fraction (0.05)")
     args = parser.parse_args(argv)
-    if not (1 <= args.repeat <= 200 and 0 <= args.slack <= 1):
+    if not (1 <= args.repeat <= 200 and 0 <= args.slack <= 1 and 0 <= args.tie <= 1):
         parser.error("an option is out of range")
     return args
 
