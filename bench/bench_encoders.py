@@ -6,7 +6,7 @@ no server: the encoders alone, on the thumbnails the pipeline makes.
   cases        generated photo-like JPEGs (``tests/photos.py``, quality 90) of five sizes, rendered
                by ``steps.render`` to a lossless PNG at w=300 (the deciding width) and 96, 160, 600
   reference    that PNG, decoded: the resized image before any encoder loss
-  JPEG         what ``steps.encode`` writes at the default quality (82, baseline, 4:2:0)
+  JPEG         what ``encode.encode`` writes at the default quality (82, baseline, 4:2:0)
   WebP grid    method 0..6, each at the lowest quality whose SSIM is >= JPEG's on every photo
   AVIF grid    speed 6..10 (libaom; slower speeds cost 100+ ms per 300 px thumbnail here),
                one encoder thread, each at its lowest quality as for WebP; then, at the chosen
@@ -55,9 +55,10 @@ from photos import photo_jpeg  # the tests' photo-like images
 from ssim import ssim  # the tests' metric
 
 from imgproxy.config import DEFAULT_INPUT_FORMATS, TransformConfig
+from imgproxy.transform.encode import encode
 from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformSpec
-from imgproxy.transform.steps import Job, encode, render
+from imgproxy.transform.steps import render
 
 SOURCES: Final = ((4000, 3000), (1600, 1200), (1200, 1600), (1280, 853), (800, 600))
 DECIDING_WIDTH: Final = 300
@@ -65,7 +66,7 @@ OTHER_WIDTHS: Final = (96, 160, 600)
 WEBP_METHODS: Final = tuple(range(7))
 AVIF_SPEEDS: Final = (6, 7, 8, 9, 10)
 _CONFIG: Final = TransformConfig()
-# The checkout's defaults (config/model.py), for the rows "steps.encode (this checkout)".
+# The checkout's defaults (config/model.py), for the rows "encode (this checkout)".
 SETTINGS: Final = RenderSettings(input_formats=DEFAULT_INPUT_FORMATS, max_source_pixels=50_000_000,
                                  jpeg_quality=_CONFIG.jpeg_quality, webp_quality=_CONFIG.webp_quality,
                                  avif_quality=_CONFIG.avif_quality, png_compress_level=6)
@@ -74,7 +75,7 @@ BATCH_SECONDS: Final = 0.002
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One encoder configuration; ``quality`` None: the checkout's ``steps.encode``."""
+    """One encoder configuration; ``quality`` None: the checkout's ``encode.encode``."""
 
     fmt: str  # JPEG, WEBP, AVIF
     quality: int | None
@@ -84,7 +85,7 @@ class Setting:
     @property
     def label(self) -> str:
         if self.quality is None:
-            return f"{self.fmt} steps.encode (this checkout)"
+            return f"{self.fmt} encode (this checkout)"
         knobs = " ".join(f"{k}={v}" for k, v in self.knobs)
         return f"{self.fmt} q={self.quality} {knobs}".rstrip() + (f" ({self.note})" if self.note else "")
 
@@ -148,9 +149,7 @@ def cases(widths: Iterable[int]) -> list[Case]:
 def encoder(setting: Setting, image: Image.Image) -> Callable[[], bytes]:
     if setting.quality is None:
         target = OutputFormat[setting.fmt]
-        job = Job(image=image, source_format="PNG", spec=TransformSpec(image.width, None, fmt=target),
-                  target=target, settings=SETTINGS)
-        return lambda: encode(job)
+        return lambda: encode(image, target, None, SETTINGS, None)
 
     def run() -> bytes:
         buffer = io.BytesIO()

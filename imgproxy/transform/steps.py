@@ -31,6 +31,7 @@ from PIL import Image, ImageCms
 
 from imgproxy.errors import ImageTooLarge, UnprocessableImage
 from imgproxy.transform.decode import exif_orientation, is_data_failure, open_image
+from imgproxy.transform.encode import encode
 from imgproxy.transform.geometry import Box, cover_crop, mapped_box, oriented_box, target_box
 from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import Fit, OutputFormat, TransformSpec
@@ -39,20 +40,6 @@ from imgproxy.transform.params import Fit, OutputFormat, TransformSpec
 # 20 choices whose worst SSIM against a full-resolution LANCZOS resize stays >= 0.99.
 DRAFT_FACTOR: Final = 1.5  # JPEG: the decoder scales by 1/2, 1/4, 1/8 while >= 1.5x the target
 REDUCING_GAP: Final = 1.5  # then reduce() by whole factors while >= 1.5x the target, then LANCZOS
-# Chosen by bench/bench_encoders.py (the table is in README.md, "fmt=auto and Accept"): per format,
-# each speed at the lowest quality (config) whose SSIM is >= JPEG q=82's on every 300 px photo, then
-# the least CPU within 5 % of JPEG's bytes of the format's smallest. 300 px, against JPEG (21.5 KB,
-# 0.26 ms to encode): WebP q=79 method 3: 0.72x the bytes, 8.4 ms (method 4 ties: 8.6 ms, the same
-# bytes; 2: 0.80x, 4.3 ms; 6: 0.72x, 20.8 ms). AVIF q=64 speed 7: 0.68x, 42 ms (6: the same bytes,
-# 99 ms; 8 needs q=67 for 0.77x, 27 ms; 9 and 10 q=67, 0.85x, 8 ms). Speed 8 at q=60, before,
-# was 0.61x the bytes but below JPEG's SSIM on every photo.
-WEBP_METHOD: Final = 3
-AVIF_SPEED: Final = 7
-# One encoder thread: the workers are one per core, so more threads take CPU from another
-# worker's render (at speed 7, Pillow's default of one per CPU cost 6 % more CPU for the same
-# bytes), and libaom's output depends on the thread count: a strong ETag must name the same
-# bytes on every replica, whatever its core count.
-AVIF_THREADS: Final = 1
 _SRGB: Final = ImageCms.createProfile("sRGB")
 _SOURCE_FAMILY: Final = {"JPEG": OutputFormat.JPEG, "PNG": OutputFormat.PNG,
                          "WEBP": OutputFormat.WEBP, "AVIF": OutputFormat.AVIF}
@@ -61,8 +48,6 @@ _UPRIGHT: Final = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE
                    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                    8: Image.Transpose.ROTATE_90}
-# The ICC colour space each pixel mode may carry a profile for.
-_PROFILE_SPACE: Final = {"RGB": "RGB ", "RGBA": "RGB ", "L": "GRAY", "LA": "GRAY"}
 
 
 @dataclass(slots=True)
@@ -219,46 +204,6 @@ def flatten(job: Job) -> None:
     job.image = canvas
 
 
-def matching_profile(profile: bytes | None, mode: str) -> bytes | None:
-    """``profile`` if it parses and describes pixels of ``mode`` (an RGB profile for RGB/RGBA,
-    a grey one for L/LA); else None: a broken or mismatched profile is dropped, not passed on."""
-    if profile is None or mode not in _PROFILE_SPACE:
-        return None
-    try:
-        space = ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile.xcolor_space
-    except Exception as exc:  # OSError: "cannot open profile from string"
-        if not is_data_failure(exc):
-            raise
-        return None
-    return profile if space == _PROFILE_SPACE[mode] else None
-
-
-def encode(job: Job) -> bytes:
-    """Write the output with no EXIF/XMP (private photos carry GPS), keeping the ICC profile."""
-    assert job.target is not None
-    settings, quality = job.settings, job.spec.quality
-    # Always passed, None included: the PNG and AVIF encoders otherwise fall back to the
-    # image's own info["icc_profile"] (a CMYK source's, after its pixels became sRGB).
-    options: dict[str, object] = {"icc_profile": matching_profile(job.icc_profile, job.image.mode)}
-    if job.target is OutputFormat.JPEG:
-        # comment: Pillow would otherwise copy the source's COM marker (free text, often private).
-        options.update(quality=quality or settings.jpeg_quality, optimize=False, progressive=False,
-                       comment=b"")
-        fmt = "JPEG"
-    elif job.target is OutputFormat.WEBP:
-        options.update(quality=quality or settings.webp_quality, method=WEBP_METHOD)
-        fmt = "WEBP"
-    elif job.target is OutputFormat.AVIF:
-        options.update(quality=quality or settings.avif_quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS)
-        fmt = "AVIF"
-    else:
-        options.update(compress_level=settings.png_compress_level)
-        fmt = "PNG"
-    buffer = io.BytesIO()
-    job.image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
 # The pipeline, in order. Each step reads and updates the Job.
 STEPS: Final[tuple[Callable[[Job], None], ...]] = (
     draft,
@@ -296,7 +241,8 @@ def render(
                     stage = step.__name__
                     step(job)
                 stage = encode.__name__
-                body = encode(job)
+                assert job.target is not None
+                body = encode(job.image, job.target, job.spec.quality, job.settings, job.icc_profile)
                 width, height = job.image.size
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageTooLarge(f"{stage}: pixel bomb (Pillow)") from None
