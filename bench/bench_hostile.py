@@ -117,16 +117,14 @@ def predicted_peak_bytes(workers: int, queue_size: int, max_source_bytes: int,
     """The README's worst case for the memory transforms add to a server (its process tree);
     keep this function in step with the README's formula: when one changes, so must the other.
 
-    Admission comes before the download and only ``2 * workers`` admitted jobs hold a source
-    (transform/pool.py), so ``queue_size`` costs nothing: the main process holds at most
-    ``2 * workers`` source buffers plus the one pickled copy the executor's feeder thread is
-    writing to a worker. Each worker holds its source twice (unpickled, and Pillow's BytesIO
-    copy) plus its decoded pixels and resize buffers, BYTES_PER_PIXEL bytes for each of at most
-    ``max_source_pixels``."""
+    Admission comes before the download and only ``2 * workers`` admitted jobs are handed to
+    the workers (transform/pool.py), so ``queue_size`` costs nothing; each worker reads its job's
+    source itself (storage/worker_read.py), so the main process holds none. Each worker holds
+    its source twice (the buffer it read it into, and Pillow's BytesIO copy) plus its decoded
+    pixels and resize buffers, BYTES_PER_PIXEL bytes for each of at most ``max_source_pixels``."""
     del queue_size  # in the formula's signature on purpose: it no longer matters
-    main_process = (2 * workers + 1) * max_source_bytes
     per_worker = 2 * max_source_bytes + BYTES_PER_PIXEL * max_source_pixels
-    return main_process + workers * per_worker
+    return workers * per_worker
 
 
 ORIGINAL_KEY: Final = "hostile/photo-1920x1440.jpg"

@@ -13,7 +13,7 @@ Every choice (DRAFTS x GAPS) renders every case: generated photo-like JPEGs (``t
 quality 90) of several sizes, to widths from 96 to 1200 px (the dpr=2 variants of 96, 150, 300
 and 600 included) and to two ``fit=cover`` squares. Per case and choice: the fastest of
 --repeat runs (the one least disturbed by other jobs on the host) of a decode+resize and of the
-JPEG encode (quality 82, steps.encode's options); the quality against the reference render
+JPEG encode (quality 82, transform/encode.py's options); the quality against the reference render
 (full-resolution decode, LANCZOS with no reducing gap: the choice "draft none, gap none") as
 SSIM on luminance (``tests/ssim.py``: Wang et al. 2004, an 11x11 Gaussian window) and as the
 mean absolute difference on 0-255. Rows to read them against ("anchor"): a BILINEAR and a BOX
@@ -62,7 +62,7 @@ WIDTHS: Final = (96, 150, 192, 300, 600, 1200)  # 192, 300, 600, 1200: dpr=2 of 
 COVERS: Final = ((96, 96), (300, 300))
 DRAFTS: Final = (None, 1.0, 1.5, 2.0, 3.0)
 GAPS: Final = (None, 1.5, 2.0, 3.0)
-# What steps.encode writes for a JPEG at the default quality (transform.jpeg_quality).
+# What transform/encode.py writes for a JPEG at the default quality (transform.jpeg_quality).
 JPEG_OPTIONS: Final = {"quality": 82, "optimize": False, "progressive": False}
 SETTINGS: Final = RenderSettings(input_formats=DEFAULT_INPUT_FORMATS, max_source_pixels=50_000_000,
                                  jpeg_quality=82, webp_quality=80, avif_quality=60, png_compress_level=6)

@@ -296,7 +296,7 @@ def render_thumbnails(objects: Sequence[StoredObject], config_path: Path) -> lis
                 spec = policy.parse(params)
                 if spec is None:
                     raise BenchError(f"{params} is not a transform")
-                target = choose_target(spec, ACCEPT, policy.formats)
+                target = choose_target(spec, ACCEPT, policy.auto_formats)
                 if target is None:
                     raise BenchError(f"{params} with Accept {ACCEPT!r}: no concrete format (no WebP?)")
                 rendered = render(obj.data, spec, target, policy.settings)

@@ -9,7 +9,10 @@ with the other benchmarks:
             (``tests/photos.py``): large 4000x3000 (~2.7 MB) and medium 1600x1200 (~0.54 MB)
   proxy     ``imgproxy serve`` (one serving process) with --workers image worker processes, the
             variant cache on and ``cache.metadata_ttl = 0``: every request is as for an object
-            not seen before (a HEAD, then the body GET), as on a page of distinct photos
+            not seen before, as on a page of distinct photos (no HEAD: nothing cached to look
+            up; the image worker GETs the source itself)
+  tls       with --s3-tls, nginx terminating TLS (a throwaway CA) in front of moto: the proxy
+            reaches S3 over HTTPS, as in production
   hit       a second ``imgproxy serve``, default config, asked for one URL again and again
   floor     --workers processes doing what thumbor and the other Pillow-based peers do, in a
             tight loop on the same bytes: ``Image.draft`` to the target (DCT-scaled decode),
@@ -28,7 +31,7 @@ with the other benchmarks:
 Sides run interleaved (floor-large, proxy-large, floor-medium, proxy-medium, hit, floor-large,
 ...) after a warm-up of each.
 
-    .venv/bin/python bench/bench_transform.py [--seconds 10] [--workers N] [--warm-metadata]
+    .venv/bin/python bench/bench_transform.py [--seconds 10] [--workers N] [--warm-metadata] [--s3-tls]
 """
 
 from __future__ import annotations
@@ -60,14 +63,15 @@ from harness import (
     Exchange,
     Phase,
     add_load_options,
+    add_s3_options,
     descendants,
     merged,
-    moto,
     note,
     proxy,
     run_exchanges,
     run_main,
     s3_client,
+    s3_server,
     session_for,
     spawned,
 )
@@ -87,7 +91,7 @@ HIT_QUERY: Final = {"w": "300", "fmt": "jpeg"}
 TARGET_RATIO: Final = {"large": 0.75, "medium": 0.5}
 TARGET_WORKER_CPU: Final = 1.1  # the image workers' CPU per thumbnail / the floor's per render
 TARGET_SERVING_MS: Final = 2.0  # the serving process's CPU per thumbnail
-CPU_COLUMNS: Final = ("moto", "proxy", "workers", "bench", "floor")
+CPU_COLUMNS: Final = ("moto", "tls", "proxy", "workers", "bench", "floor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +426,7 @@ ARRANGEMENT: Final = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_load_options(parser, warmup=2.0, rounds_help="rounds of every side")
+    add_s3_options(parser)
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help=f"proxy transform workers = floor processes ({default_workers()}: CPUs)")
     parser.add_argument("--warm-metadata", action="store_true",
@@ -446,8 +451,9 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ttl = "30 s (default)" if args.warm_metadata else "0"
     cache = "" if args.warm_metadata else "\n[cache]\nmetadata_ttl = 0\n"
     with ExitStack() as stack:
-        moto_proc, endpoint = stack.enter_context(moto(workdir))
-        s3 = s3_client(endpoint)
+        storage = stack.enter_context(s3_server(workdir, tls=args.s3_tls))
+        endpoint, ca_bundle = storage.endpoint, storage.ca_bundle
+        s3 = s3_client(endpoint, ca_bundle)
         s3.create_bucket(Bucket=BUCKET)
         images: dict[str, tuple[bytes, int, int]] = {}
         for source in SOURCES:
@@ -457,13 +463,15 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for copy in range(source.copies):
                 s3.put_object(Bucket=BUCKET, Key=source.key(copy), Body=data, ContentType="image/jpeg")
         proxy_proc, proxy_url = stack.enter_context(proxy(
-            workdir, endpoint, signing_key, args.profile_proxy, name="proxy", extra_toml=workers + cache))
+            workdir, endpoint, signing_key, args.profile_proxy, name="proxy", extra_toml=workers + cache,
+            ca_bundle=ca_bundle))
         hit_proc, hit_url = stack.enter_context(proxy(workdir, endpoint, signing_key, name="hit",
-                                                      extra_toml=workers))
+                                                      extra_toml=workers, ca_bundle=ca_bundle))
         transform = load_config(workdir / "proxy.toml").transform
         floor = stack.enter_context(floor_processes(args.workers, images, transform.jpeg_quality,
                                                     transform.max_source_pixels))
-        bench_pid, moto_pid = os.getpid(), moto_proc.pid
+        bench_pid, moto_pid = os.getpid(), storage.moto_pid
+        tls = {"tls": storage.tls_pids} if storage.tls_pids else {}
         signer = UrlSigner(signing_key, "bench", proxy_url)
         large, medium = SOURCES
         sides = Sides(
@@ -477,9 +485,9 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             pids={
                 **{f"floor-{s.name}": {"moto": moto_pid, "bench": bench_pid, "floor": floor.pids}
                    for s in SOURCES},
-                **{f"proxy-{s.name}": {"moto": moto_pid, "proxy": proxy_proc.pid, "bench": bench_pid}
+                **{f"proxy-{s.name}": {"moto": moto_pid, **tls, "proxy": proxy_proc.pid, "bench": bench_pid}
                    for s in SOURCES},
-                "hit": {"moto": moto_pid, "proxy": hit_proc.pid, "bench": bench_pid},
+                "hit": {"moto": moto_pid, **tls, "proxy": hit_proc.pid, "bench": bench_pid},
             },
             proxy_pid={**{f"proxy-{s.name}": proxy_proc.pid for s in SOURCES}, "hit": hit_proc.pid},
         )
@@ -489,6 +497,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["workers"] = args.workers
         print(ARRANGEMENT.format(workers=args.workers, ttl=ttl, quality=transform.jpeg_quality,
                                  cpus=os.cpu_count()))
+        kind = "HTTPS: nginx terminating TLS in front of moto" if ca_bundle else "moto, plain HTTP"
+        print(f"S3: {endpoint} ({kind})")
         print("; ".join(f"{s.name}: {s.width}x{s.height} JPEG of {len(images[s.name][0]):,} bytes x "
                         f"{s.copies} keys" for s in SOURCES)
               + f"; every request a new (key, w={WIDTHS[0]}-{WIDTHS[-1]}) thumbnail, fmt=jpeg; "

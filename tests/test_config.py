@@ -290,6 +290,16 @@ def test_base_url_defaults_to_a_reachable_host_and_port(host: str, base_url: str
     assert parse_config(data, environ={}).server.base_url == base_url
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    (["avif", "webp"], ("avif", "webp")),
+    (["WebP"], ("webp",)),
+    ([], ()),
+])
+def test_auto_prefer_is_read_in_its_order_and_lowercased(value: list[str], expected: tuple[str, ...]) -> None:
+    config = parse_config(changed(MINIMAL, "transform.auto_prefer", value), environ={})
+    assert config.transform.auto_prefer == expected
+
+
 def test_inline_types_are_lowercased() -> None:
     data = changed(MINIMAL, "server.inline_types", ["image/jpeg"])
     assert parse_config(data, environ={}).server.inline_types == ("image/jpeg",)
@@ -400,6 +410,10 @@ ERRORS: list[tuple[str, object, str, str]] = [
     ("sources.photos.read_timeout", "soon", "sources.photos.read_timeout", "expected a duration"),
     ("sources.photos.max_connections", 0, "sources.photos.max_connections", "between"),
     ("sources.photos.max_attempts", 11, "sources.photos.max_attempts", "between"),
+    # transform
+    ("transform.auto_prefer", ["jpeg"], "transform.auto_prefer", "'jpeg' is not one of webp, avif"),
+    ("transform.auto_prefer", ["webp", "WebP"], "transform.auto_prefer", "listed twice"),
+    ("transform.auto_prefer", "webp", "transform.auto_prefer", "list of strings"),
     # auth as a whole
     ("auth", DELETE, "auth", "at least one signing key"),
     ("auth", {"max_ttl": "1h"}, "auth", "at least one signing key"),

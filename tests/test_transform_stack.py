@@ -263,14 +263,15 @@ async def test_cache_control_is_the_sources(make_stack: StackFactory) -> None:
 @pytest.mark.parametrize(
     ("key", "accept", "media_type"),
     [
-        pytest.param("photo.jpg", "image/avif,image/webp,*/*", "image/avif",
+        pytest.param("photo.jpg", "image/avif,*/*", "image/avif",
                      marks=pytest.mark.skipif(not HAS_AVIF, reason="no AVIF encoder")),
+        ("photo.jpg", "image/avif,image/webp,*/*", "image/webp"),  # a tie: transform.auto_prefer's order
         ("photo.jpg", "image/webp,*/*", "image/webp"),
         ("photo.jpg", "image/png,image/*,*/*", "image/jpeg"),
         ("alpha.png", "image/png,image/*,*/*", "image/png"),
         ("alpha.png", "image/webp,*/*", "image/webp"),
     ],
-    ids=["avif", "webp", "opaque-legacy", "alpha-legacy", "alpha-webp"],
+    ids=["avif", "avif-and-webp", "webp", "opaque-legacy", "alpha-legacy", "alpha-webp"],
 )
 async def test_fmt_auto_picks_the_format_from_accept_and_alpha(stack: Stack, key: str, accept: str,
                                                                media_type: str) -> None:
@@ -279,16 +280,16 @@ async def test_fmt_auto_picks_the_format_from_accept_and_alpha(stack: Stack, key
     assert Image.MIME[image.format or ""] == media_type
 
 
-@pytest.mark.skipif(not HAS_AVIF, reason="no AVIF encoder: WebP would win without q values")
+@pytest.mark.skipif(not HAS_AVIF, reason="no AVIF encoder: WebP would win whatever the q values")
 async def test_fmt_auto_follows_the_accept_q_values_over_the_format_order(stack: Stack) -> None:
-    response, image = await stack.get_image("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.1, image/webp;q=0.9"},
+    response, image = await stack.get_image("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.9, image/webp;q=0.8"},
                                             w="100", fmt="auto")
-    assert response.headers[hdrs.CONTENT_TYPE] == "image/webp"
-    assert image.format == "WEBP"
-    avif, _ = await stack.get("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.9, image/webp;q=0.9"},
+    assert response.headers[hdrs.CONTENT_TYPE] == "image/avif"
+    assert image.format == "AVIF"
+    webp, _ = await stack.get("photo.jpg", {hdrs.ACCEPT: "image/avif;q=0.9, image/webp;q=0.9"},
                               w="100", fmt="auto")
-    assert avif.headers[hdrs.CONTENT_TYPE] == "image/avif"  # a tie keeps AVIF first
-    assert avif.headers[hdrs.ETAG] != response.headers[hdrs.ETAG]
+    assert webp.headers[hdrs.CONTENT_TYPE] == "image/webp"  # a tie goes to WebP (auto_prefer)
+    assert webp.headers[hdrs.ETAG] != response.headers[hdrs.ETAG]
 
 
 async def test_fmt_auto_ignores_a_range_whose_q_is_nan(stack: Stack) -> None:
@@ -332,7 +333,7 @@ async def test_the_variant_etag_differs_per_parameters(stack: Stack) -> None:
 
 
 async def test_the_variant_etag_differs_per_accept_class(stack: Stack) -> None:
-    accepts = ["image/webp,*/*", "image/png,*/*"] + (["image/avif,image/webp"] if HAS_AVIF else [])
+    accepts = ["image/webp,*/*", "image/png,*/*"] + (["image/avif,*/*"] if HAS_AVIF else [])
     etags = set()
     for accept in accepts:
         response, _ = await stack.get("photo.jpg", {hdrs.ACCEPT: accept}, w="100", fmt="auto")

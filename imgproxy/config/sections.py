@@ -21,6 +21,7 @@ from imgproxy.config.model import (
 )
 from imgproxy.config.reader import Table
 from imgproxy.config.values import (
+    AUTO_FORMATS,
     INPUT_FORMATS,
     MAX_TTL_LIMIT,
     MIN_PRESIGNED_VALIDITY,
@@ -179,6 +180,12 @@ def read_transform(t: Table) -> TransformConfig:
     for fmt in formats:
         if fmt not in INPUT_FORMATS:
             raise ConfigError(f"{t.where('input_formats')}: {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
+    prefer = tuple(f.lower() for f in t.string_list("auto_prefer", base.auto_prefer))
+    for fmt in prefer:
+        if fmt not in AUTO_FORMATS:
+            raise ConfigError(f"{t.where('auto_prefer')}: {fmt!r} is not one of {', '.join(AUTO_FORMATS)}")
+    if len(set(prefer)) != len(prefer):
+        raise ConfigError(f"{t.where('auto_prefer')}: a format is listed twice")
     transform = TransformConfig(
         enabled=t.boolean("enabled", base.enabled),
         workers=t.integer("workers", base.workers, 0, 256),
@@ -193,6 +200,7 @@ def read_transform(t: Table) -> TransformConfig:
         jpeg_quality=t.integer("jpeg_quality", base.jpeg_quality, 1, 100),
         webp_quality=t.integer("webp_quality", base.webp_quality, 1, 100),
         avif_quality=t.integer("avif_quality", base.avif_quality, 1, 100),
+        auto_prefer=prefer,
         png_compress_level=t.integer("png_compress_level", base.png_compress_level, 0, 9),
     )
     t.reject_unknown()

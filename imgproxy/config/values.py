@@ -35,6 +35,7 @@ _SIZE_UNITS: Final = {"B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 102
                       "GB": 1000**3, "GiB": 1024**3}
 INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
 DEFAULT_INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF")
+AUTO_FORMATS: Final = ("webp", "avif")  # what fmt=auto may send besides JPEG/PNG
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MIN_PRESIGNED_VALIDITY: Final = 60.0  # a presigned URL handed out must work at least this long

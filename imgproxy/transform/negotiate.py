@@ -12,9 +12,11 @@ the image has alpha" (which the source bytes, fixed by the source ETag, determin
 - The JPEG/PNG fallback's weight is that of ``image/jpeg`` or ``image/png`` (the higher), each
   through the most specific range that matches it (``image/jpeg`` over ``image/*`` over
   ``*/*``); no matching range weighs 0.
-- The highest weight above 0 wins; ties keep the preference order AVIF, WebP, fallback. When
-  nothing is acceptable (every weight 0) the fallback is sent anyway: an image the client may
-  not want beats a 406 in an ``<img>``.
+- The highest weight above 0 wins; ties go in the server's order of candidates (config
+  ``transform.auto_prefer``, default WebP then AVIF: at JPEG's quality a 300 px AVIF is about
+  5 % smaller than the WebP and costs about 5x its encoder CPU, see README "fmt=auto and
+  Accept"), then the fallback. When nothing is acceptable (every weight 0) the fallback is sent
+  anyway: an image the client may not want beats a 406 in an ``<img>``.
 - A range whose ``q`` is not a valid qvalue (RFC 9110 12.4.2: ``0`` to ``1`` with at most
   three decimals; so not ``nan``, ``inf``, ``2``, ``-1`` or ``abc``) is ignored whole, as if
   not listed: a malformed weight never promotes a format, nor becomes ``q=1``.
@@ -23,7 +25,7 @@ the image has alpha" (which the source bytes, fixed by the source ETag, determin
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,7 +35,6 @@ _MEDIA_RANGE: Final = re.compile(r"^\s*([^;\s]+)\s*(?:;(.*))?$")
 _QPARAM: Final = re.compile(r"^\s*q\s*=\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)  # "q" any case
 _QVALUE: Final = re.compile(r"^(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)$", re.ASCII)  # RFC 9110 12.4.2
 MAX_ACCEPT_CHARS: Final = 2048
-MODERN: Final = (OutputFormat.AVIF, OutputFormat.WEBP)  # in preference order, for equal weights
 FALLBACK_TYPES: Final = ("image/jpeg", "image/png")
 
 
@@ -101,9 +102,13 @@ def accepted_types(accept: str | None) -> frozenset[str]:
 
 
 def choose_target(
-    spec: TransformSpec, accept: str | None, formats: Collection[OutputFormat]
+    spec: TransformSpec, accept: str | None, candidates: Sequence[OutputFormat]
 ) -> OutputFormat | None:
-    """The encoder to use; ``None``: decide between the source family / JPEG / PNG later."""
+    """The encoder to use; ``None``: decide between the source family / JPEG / PNG later.
+
+    ``candidates``: what ``fmt=auto`` may send besides the fallback (WebP, AVIF: those the
+    server can encode and its config lets auto choose), in the order equal weights go.
+    """
     if spec.fmt is not None:
         return spec.fmt
     if not spec.auto_format:
@@ -112,9 +117,8 @@ def choose_target(
     if not ranges:
         return None
     best, weight = None, max(quality(media_type, ranges) for media_type in FALLBACK_TYPES)
-    for candidate in reversed(MODERN):  # the earlier one wins a tie, the fallback loses one
-        if candidate in formats:
-            q = quality(candidate.media_type, ranges, wildcards=False)
-            if q > 0 and q >= weight:
-                best, weight = candidate, q
+    for candidate in reversed(candidates):  # the earlier one wins a tie, the fallback loses one
+        q = quality(candidate.media_type, ranges, wildcards=False)
+        if q > 0 and q >= weight:
+            best, weight = candidate, q
     return best

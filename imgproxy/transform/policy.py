@@ -23,6 +23,9 @@ class TransformPolicy:
     limits: TransformLimits
     settings: RenderSettings
     max_source_bytes: int
+    # What fmt=auto may send besides JPEG/PNG, in the order equal Accept weights go
+    # (``transform.auto_prefer``, less what this Pillow build cannot encode).
+    auto_formats: tuple[OutputFormat, ...]
 
     @classmethod
     def from_config(cls, config: TransformConfig, formats: Collection[OutputFormat]) -> TransformPolicy:
@@ -39,6 +42,7 @@ class TransformPolicy:
                 png_compress_level=config.png_compress_level,
             ),
             max_source_bytes=config.max_source_bytes,
+            auto_formats=tuple(fmt for name in config.auto_prefer if (fmt := OutputFormat(name)) in formats),
         )
 
     @property

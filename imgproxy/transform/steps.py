@@ -31,6 +31,7 @@ from PIL import Image, ImageCms
 
 from imgproxy.errors import ImageTooLarge, UnprocessableImage
 from imgproxy.transform.decode import exif_orientation, is_data_failure, open_image
+from imgproxy.transform.encode import encode
 from imgproxy.transform.geometry import Box, cover_crop, mapped_box, oriented_box, target_box
 from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import Fit, OutputFormat, TransformSpec
@@ -47,8 +48,6 @@ _UPRIGHT: Final = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE
                    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                    8: Image.Transpose.ROTATE_90}
-# The ICC colour space each pixel mode may carry a profile for.
-_PROFILE_SPACE: Final = {"RGB": "RGB ", "RGBA": "RGB ", "L": "GRAY", "LA": "GRAY"}
 
 
 @dataclass(slots=True)
@@ -205,46 +204,6 @@ def flatten(job: Job) -> None:
     job.image = canvas
 
 
-def matching_profile(profile: bytes | None, mode: str) -> bytes | None:
-    """``profile`` if it parses and describes pixels of ``mode`` (an RGB profile for RGB/RGBA,
-    a grey one for L/LA); else None: a broken or mismatched profile is dropped, not passed on."""
-    if profile is None or mode not in _PROFILE_SPACE:
-        return None
-    try:
-        space = ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile.xcolor_space
-    except Exception as exc:  # OSError: "cannot open profile from string"
-        if not is_data_failure(exc):
-            raise
-        return None
-    return profile if space == _PROFILE_SPACE[mode] else None
-
-
-def encode(job: Job) -> bytes:
-    """Write the output with no EXIF/XMP (private photos carry GPS), keeping the ICC profile."""
-    assert job.target is not None
-    settings, quality = job.settings, job.spec.quality
-    # Always passed, None included: the PNG and AVIF encoders otherwise fall back to the
-    # image's own info["icc_profile"] (a CMYK source's, after its pixels became sRGB).
-    options: dict[str, object] = {"icc_profile": matching_profile(job.icc_profile, job.image.mode)}
-    if job.target is OutputFormat.JPEG:
-        # comment: Pillow would otherwise copy the source's COM marker (free text, often private).
-        options.update(quality=quality or settings.jpeg_quality, optimize=False, progressive=False,
-                       comment=b"")
-        fmt = "JPEG"
-    elif job.target is OutputFormat.WEBP:
-        options.update(quality=quality or settings.webp_quality, method=4)
-        fmt = "WEBP"
-    elif job.target is OutputFormat.AVIF:
-        options.update(quality=quality or settings.avif_quality, speed=8)
-        fmt = "AVIF"
-    else:
-        options.update(compress_level=settings.png_compress_level)
-        fmt = "PNG"
-    buffer = io.BytesIO()
-    job.image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
 # The pipeline, in order. Each step reads and updates the Job.
 STEPS: Final[tuple[Callable[[Job], None], ...]] = (
     draft,
@@ -282,7 +241,8 @@ def render(
                     stage = step.__name__
                     step(job)
                 stage = encode.__name__
-                body = encode(job)
+                assert job.target is not None
+                body = encode(job.image, job.target, job.spec.quality, job.settings, job.icc_profile)
                 width, height = job.image.size
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageTooLarge(f"{stage}: pixel bomb (Pillow)") from None

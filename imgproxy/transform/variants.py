@@ -97,7 +97,7 @@ class VariantService:
 
     async def answer(self, wanted: Wanted, durations: Durations) -> VariantAnswer:
         source, key, spec = wanted.source, wanted.key, wanted.spec
-        target = choose_target(spec, wanted.accept, self.policy.formats)
+        target = choose_target(spec, wanted.accept, self.policy.auto_formats)
         label = target.value if target is not None else ("legacy" if spec.auto_format else "source")
         family = VariantKey(source.config.name, key, None, spec.canonical, label)
         # 0. Nothing to look up: the source's ETag is not known, no variant of it is cached and

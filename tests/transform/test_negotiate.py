@@ -13,9 +13,12 @@ from imgproxy.transform.negotiate import (
 )
 from imgproxy.transform.params import OutputFormat, TransformSpec
 
-ALL = frozenset(OutputFormat)
-NO_AVIF = frozenset({OutputFormat.JPEG, OutputFormat.PNG, OutputFormat.WEBP})
-BASIC = frozenset({OutputFormat.JPEG, OutputFormat.PNG})
+# What fmt=auto may send besides JPEG/PNG, in tie order (TransformPolicy.auto_formats).
+ALL = (OutputFormat.WEBP, OutputFormat.AVIF)  # transform.auto_prefer's default
+AVIF_FIRST = (OutputFormat.AVIF, OutputFormat.WEBP)  # auto_prefer = ["avif", "webp"]
+NO_AVIF = (OutputFormat.WEBP,)  # no AVIF encoder, or auto_prefer = ["webp"]
+ONLY_AVIF = (OutputFormat.AVIF,)
+BASIC: tuple[OutputFormat, ...] = ()
 AUTO = TransformSpec(width=100, height=None, auto_format=True)
 SOURCE = TransformSpec(width=100, height=None)
 CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
@@ -84,10 +87,12 @@ def test_accepted_types_lists_explicit_types_with_positive_weight(accept: str | 
         # no fmt: the source's own family, decided later (Accept is not consulted)
         (SOURCE, CHROME, ALL, None),
         (SOURCE, None, ALL, None),
-        # fmt=auto: AVIF, then WebP, if both client and server can; otherwise JPEG/PNG later
-        (AUTO, CHROME, ALL, OutputFormat.AVIF),
+        # fmt=auto: WebP, then AVIF (the default order), if both client and server can;
+        # otherwise JPEG/PNG later
+        (AUTO, CHROME, ALL, OutputFormat.WEBP),
         (AUTO, "image/avif", ALL, OutputFormat.AVIF),
-        (AUTO, "image/webp,image/avif", ALL, OutputFormat.AVIF),
+        (AUTO, "image/webp,image/avif", ALL, OutputFormat.WEBP),
+        (AUTO, "image/avif,image/webp", ALL, OutputFormat.WEBP),
         (AUTO, "image/webp", ALL, OutputFormat.WEBP),
         (AUTO, SAFARI_15, ALL, OutputFormat.WEBP),
         (AUTO, FIREFOX_OLD, ALL, OutputFormat.WEBP),
@@ -101,15 +106,28 @@ def test_accepted_types_lists_explicit_types_with_positive_weight(accept: str | 
         (AUTO, "image/png,image/jpeg", ALL, None),
         (AUTO, "", ALL, None),
         (AUTO, None, ALL, None),
-        # q values decide; ties keep AVIF, WebP, then JPEG/PNG
+        # q values decide; ties go in the server's order, then JPEG/PNG
         (AUTO, "image/avif;q=0.1, image/webp;q=0.9", ALL, OutputFormat.WEBP),
         (AUTO, "image/webp;q=0.9, image/avif;q=0.1", ALL, OutputFormat.WEBP),
         (AUTO, "image/avif;q=0.9, image/webp;q=0.1", ALL, OutputFormat.AVIF),
-        (AUTO, "image/avif;q=0.5, image/webp;q=0.5", ALL, OutputFormat.AVIF),
-        (AUTO, "image/webp;q=0.5, image/avif;q=0.5", ALL, OutputFormat.AVIF),
+        (AUTO, "image/avif;q=0.9, image/webp;q=0.8", ALL, OutputFormat.AVIF),  # the client's q wins
+        (AUTO, "image/avif;q=0.5, image/webp;q=0.5", ALL, OutputFormat.WEBP),
+        (AUTO, "image/webp;q=0.5, image/avif;q=0.5", ALL, OutputFormat.WEBP),
         (AUTO, "image/avif;q=0.1, image/webp;q=0.9", NO_AVIF, OutputFormat.WEBP),
         (AUTO, "image/avif, image/webp;q=0.9", NO_AVIF, OutputFormat.WEBP),
-        (AUTO, SAFARI_17, ALL, OutputFormat.AVIF),
+        (AUTO, SAFARI_17, ALL, OutputFormat.WEBP),
+        # the other order (auto_prefer = ["avif", "webp"]): ties go to AVIF, q values still decide
+        (AUTO, CHROME, AVIF_FIRST, OutputFormat.AVIF),
+        (AUTO, SAFARI_17, AVIF_FIRST, OutputFormat.AVIF),
+        (AUTO, "image/webp,image/avif", AVIF_FIRST, OutputFormat.AVIF),
+        (AUTO, "image/avif;q=0.5, image/webp;q=0.5", AVIF_FIRST, OutputFormat.AVIF),
+        (AUTO, "image/webp;q=0.9, image/avif;q=0.8", AVIF_FIRST, OutputFormat.WEBP),
+        (AUTO, SAFARI_15, AVIF_FIRST, OutputFormat.WEBP),
+        # a format left out of auto_prefer is never chosen by fmt=auto, whatever its q
+        (AUTO, "image/avif, image/webp;q=0.1", NO_AVIF, OutputFormat.WEBP),
+        (AUTO, CHROME, ONLY_AVIF, OutputFormat.AVIF),
+        (AUTO, "image/webp, image/avif;q=0.1", ONLY_AVIF, OutputFormat.AVIF),
+        (AUTO, SAFARI_15, ONLY_AVIF, None),
         # the JPEG/PNG fallback is weighed too, through the most specific range that matches it
         (AUTO, "image/avif;q=0.5, image/jpeg", ALL, None),
         (AUTO, "image/avif;q=0.5, image/png;q=0.8", ALL, None),
@@ -133,7 +151,7 @@ def test_accepted_types_lists_explicit_types_with_positive_weight(accept: str | 
         (AUTO, "image/avif;q=0.2, */*;q=nan", ALL, OutputFormat.AVIF),
     ],
 )
-def test_choose_target(spec: TransformSpec, accept: str | None, formats: frozenset[OutputFormat],
+def test_choose_target(spec: TransformSpec, accept: str | None, formats: tuple[OutputFormat, ...],
                        expected: OutputFormat | None) -> None:
     assert choose_target(spec, accept, formats) is expected
 

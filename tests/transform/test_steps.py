@@ -12,15 +12,17 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from photos import photo_jpeg
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageDraw, ImageStat, PngImagePlugin
 from ssim import ssim
 from support import RENDER_SETTINGS as SETTINGS
 
-from imgproxy.config import DEFAULT_INPUT_FORMATS
+from imgproxy.config import DEFAULT_INPUT_FORMATS, TransformConfig
 from imgproxy.errors import ImageTooLarge, NotAnImage, UnprocessableImage
 from imgproxy.transform import decode, steps
 from imgproxy.transform.jobs import Rendered, RenderSettings, available_outputs
 from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
+from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.steps import render
 
 HAS_AVIF = OutputFormat.AVIF in available_outputs()
@@ -662,3 +664,24 @@ def test_the_outputs_found_without_importing_pillow_are_what_pillow_can_encode()
     expected |= {fmt for fmt, name in ((OutputFormat.WEBP, "webp"), (OutputFormat.AVIF, "avif"))
                  if features.check(name)}
     assert set(available_outputs()) == expected
+
+
+# --- encoder settings -------------------------------------------------------------------------
+
+# What bench/bench_encoders.py chose (README "fmt=auto and Accept"): the config's default
+# qualities, and steps.py's method, speed and one AVIF thread.
+MEASURED_OPTIONS = [
+    (OutputFormat.WEBP, "WEBP", {"quality": 79, "method": 3}),
+    pytest.param(OutputFormat.AVIF, "AVIF", {"quality": 64, "speed": 7, "max_threads": 1}, marks=needs_avif),
+]
+
+
+@pytest.mark.parametrize(("target", "fmt", "options"), MEASURED_OPTIONS)
+def test_webp_and_avif_are_encoded_with_the_measured_settings(target: OutputFormat, fmt: str,
+                                                              options: dict[str, object]) -> None:
+    defaults = TransformPolicy.from_config(TransformConfig(), available_outputs()).settings
+    source = photo_jpeg(480, 360, seed=1)
+    pixels = Image.open(io.BytesIO(render(source, spec(160, fmt=OutputFormat.PNG), OutputFormat.PNG,
+                                          defaults).body))
+    rendered = render(source, spec(160, fmt=target), target, defaults)
+    assert rendered.body == encode(pixels.convert("RGB"), fmt, icc_profile=None, **options)
