@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import dir_of_another_user
 
-from imgproxy.cache import Variant, VariantKey
+from imgproxy.cache import PIPELINE_VERSION, Variant, VariantKey
 from imgproxy.hostcache import entries
 from imgproxy.hostcache.directory import CacheDir, open_dir, prepare, sweep
 from imgproxy.hostcache.table import HostTable
@@ -110,7 +110,9 @@ def test_a_directory_another_instance_holds_is_refused_until_it_lets_go(tmp_path
 def test_the_sweep_removes_entries_of_another_pipeline_version(tmp_path: Path) -> None:
     where = open_dir(tmp_path / "cache")
     path = write_entry(where, "old.png")
-    path.write_bytes(path.read_bytes().replace(b'"key":["3",', b'"key":["2",', 1))
+    older = str(int(PIPELINE_VERSION) - 1)
+    path.write_bytes(path.read_bytes().replace(f'"key":["{PIPELINE_VERSION}",'.encode(),
+                                               f'"key":["{older}",'.encode(), 1))
     assert sweep(where, 10**9) == (0, set())
     assert not path.exists()
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from imgproxy.cache import Variant, VariantKey
+from imgproxy.cache import PIPELINE_VERSION, Variant, VariantKey
 from imgproxy.hostcache import entries
 
 KEY = VariantKey("photos", "team/ada.png", '"abc"', "w=100", "jpeg")
@@ -22,7 +22,7 @@ def test_the_header_is_json_not_pickle() -> None:
     data = entries.encode(KEY, VARIANT)
     header, start = entries.read_header(data) or ({}, 0)
     assert json.loads(json.dumps(header)) == header
-    assert header["key"] == ["3", "photos", "team/ada.png", '"abc"', "w=100", "jpeg"]
+    assert header["key"] == [PIPELINE_VERSION, "photos", "team/ada.png", '"abc"', "w=100", "jpeg"]
     assert data[start:] == VARIANT.body
 
 
