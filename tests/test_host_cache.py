@@ -183,3 +183,16 @@ def test_a_cache_dir_owned_by_another_user_stops_start_up_with_one_line(tmp_path
     result = run("serve", "--config", str(write_config(tmp_path, data)), "--workers", "2", "--port", "0")
     assert result.returncode == 1
     assert f"cache.dir {root}: owned by uid 65534, not this user" in result.stderr
+
+
+def test_the_byte_bound_holds_for_the_host_whichever_workers_write(
+        start_cluster: ClusterFactory, s3: Any, bucket: str, tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key=PHOTO_KEY, Body=PHOTO, ContentType="image/png")
+    root, bound = tmp_path / "host-cache", 8 * 1024  # room for about 16 of the 40 (450 B each)
+    cluster = start_cluster(workers=2, cache={"dir": str(root), "variant_bytes": bound})
+    replies = [fetch(cluster.url(PHOTO_KEY, w=str(w))) for w in WIDTHS]
+    assert [r.status for r in replies] == [200] * len(replies)
+    on_disk = sum(p.stat().st_size for p in (root / "variants").iterdir())
+    assert 0 < on_disk <= bound
+    assert fetch(cluster.url(PHOTO_KEY, w=str(WIDTHS[-1]))).headers["X-Cache"] == "HIT"  # the newest stay
+    assert fetch(cluster.url(PHOTO_KEY, w=str(WIDTHS[0]))).headers["X-Cache"] == "MISS"  # the oldest went
