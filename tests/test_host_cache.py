@@ -192,7 +192,10 @@ def test_the_byte_bound_holds_for_the_host_whichever_workers_write(
     cluster = start_cluster(workers=2, cache={"dir": str(root), "variant_bytes": bound})
     replies = [fetch(cluster.url(PHOTO_KEY, w=str(w))) for w in WIDTHS]
     assert [r.status for r in replies] == [200] * len(replies)
-    on_disk = sum(p.stat().st_size for p in (root / "variants").iterdir())
-    assert 0 < on_disk <= bound
+    def on_disk() -> int:
+        return sum(p.stat().st_size for p in (root / "variants").iterdir())
+
+    wait_for(lambda: on_disk() <= bound, "the last eviction (a thread) done", timeout=5)
+    assert on_disk() > 0
     assert fetch(cluster.url(PHOTO_KEY, w=str(WIDTHS[-1]))).headers["X-Cache"] == "HIT"  # the newest stay
     assert fetch(cluster.url(PHOTO_KEY, w=str(WIDTHS[0]))).headers["X-Cache"] == "MISS"  # the oldest went

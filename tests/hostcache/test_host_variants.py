@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +156,28 @@ def test_any_worker_knows_a_family_is_cached_whatever_its_source_etag(where: Cac
         assert not reader.holds_any(dataclasses.replace(family, canonical="w=200"))
     finally:
         other_table.close()
+
+
+class WatchedCache(HostVariantCache):
+    """Records which thread each eviction ran on."""
+
+    threads: list[int]
+
+    def evict(self) -> tuple[int, int] | None:
+        self.threads.append(threading.get_ident())
+        return super().evict()
+
+
+async def test_under_a_running_loop_eviction_runs_in_a_thread(where: CacheDir, table: HostTable) -> None:
+    bound = 50_000
+    cache = WatchedCache(where, table, bound)
+    cache.threads = []
+    for i in range(40):
+        cache.put(key(f"{i}.png"), variant(f"{i}.png", 3000))
+    deadline = time.monotonic() + 5
+    while dir_bytes(where) > bound or table.variant_bytes() != dir_bytes(where):
+        assert time.monotonic() < deadline, "eviction did not finish"
+        await asyncio.sleep(0.01)
+    assert cache.threads
+    assert threading.get_ident() not in cache.threads
+    assert cache.evictions > 0
