@@ -85,6 +85,8 @@ def _init_worker(max_pixels: int, server_pid: int) -> None:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels
+    # urllib3 logs each request line, presigned query included, at DEBUG: never from a worker.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     signal.signal(signal.SIGALRM, _on_alarm)
     threading.Thread(target=_watch_worker, args=(server_pid,), daemon=True,
