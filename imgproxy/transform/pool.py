@@ -1,7 +1,8 @@
 """The image worker pool: a bounded set of processes, a bounded queue, a time limit per job.
 
-Pillow never runs on the event loop. Work goes to ``workers`` processes (started through a
-forkserver, so no thread of the server is forked). Memory is bounded by admitted work, and work
+Pillow never runs on the event loop. Work goes to ``workers`` processes (``transform/procs.py``:
+started through a forkserver, so no thread of the server is forked, and driven from the loop
+through a pipe each, without executor threads). Memory is bounded by admitted work, and work
 is admitted before it costs any:
 
 - ``admit()``: at most ``workers + queue_size`` jobs at once; the next is refused with 503 +
@@ -14,7 +15,7 @@ is admitted before it costs any:
 
 Each job has a time limit enforced inside the worker (SIGALRM: the source read's budget, then the
 transform timeout between decoder chunks) and, as a backstop, outside it: a job that overruns
-both gets its pool replaced, so no worker stays stuck.
+both gets its worker killed and replaced, so no worker stays stuck (the others keep working).
 """
 
 from __future__ import annotations
@@ -22,14 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
 from typing import Final, TypeVar
 
@@ -38,6 +36,7 @@ from imgproxy.memory import TRIM_INTERVAL, find_malloc_trim
 from imgproxy.storage.worker_read import ReadMeta, SourceRead
 from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformSpec
+from imgproxy.transform.procs import WorkerDied, WorkerSet
 
 log = logging.getLogger("imgproxy.transform")
 BACKSTOP_SECONDS: Final = 2.0
@@ -86,6 +85,8 @@ def _init_worker(max_pixels: int, server_pid: int) -> None:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels
+    # urllib3 logs each request line, presigned query included, at DEBUG: never from a worker.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     signal.signal(signal.SIGALRM, _on_alarm)
     threading.Thread(target=_watch_worker, args=(server_pid,), daemon=True,
@@ -165,18 +166,16 @@ class TransformPool:
         self.rejected = 0
         self.completed = 0
         self._loading = asyncio.Semaphore(self.in_memory)
-        self._executor = self._new_executor()
+        self._workers = WorkerSet(self.workers, _init_worker, (max_pixels, os.getpid()),
+                                  preload=("imgproxy.transform.steps", "imgproxy.storage.worker_read"))
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["imgproxy.transform.steps", "imgproxy.storage.worker_read"])
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
-                                   initializer=_init_worker, initargs=(self._max_pixels, os.getpid()))
+    def worker_pids(self) -> set[int]:
+        return self._workers.pids()
 
     async def start(self) -> None:
         """Start every worker now, so the first requests do not pay for process start-up."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor, _warm) for _ in range(self.workers)))
+        self._workers.start()
+        await asyncio.gather(*(self._workers.run(BACKSTOP_SECONDS + 30, _warm) for _ in range(self.workers)))
 
     @property
     def queued(self) -> int:
@@ -208,30 +207,17 @@ class TransformPool:
                                target, settings, self.timeout)
 
     async def _run(self, backstop: float, job: Callable[..., T], *args: object) -> T:
-        loop = asyncio.get_running_loop()
-        executor = self._executor
         try:
-            future = loop.run_in_executor(executor, job, *args)
-            # At most ``in_memory`` jobs reach here, so at most that many wait on the executor.
-            result = await asyncio.wait_for(future, backstop)
-            self.completed += 1
-            return result
+            # At most ``in_memory`` jobs reach here, so at most that many wait for a worker.
+            result = await self._workers.run(backstop, job, *args)
         except TimeoutError:
-            log.error("a transform overran its time limit; replacing the worker pool")
-            self._replace(executor)
+            log.error("a transform overran its time limit; its worker is killed and replaced")
             raise TransformTimeout("backstop timeout") from None
-        except BrokenProcessPool:
-            log.error("a transform worker died; replacing the worker pool")
-            self._replace(executor)
-            raise Overloaded("worker pool broken") from None
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        if broken is not self._executor:
-            return  # another job already replaced it
-        self._executor = self._new_executor()
-        for process in list(getattr(broken, "_processes", {}).values()):
-            process.kill()
-        broken.shutdown(wait=False, cancel_futures=True)
+        except WorkerDied:
+            log.error("a transform worker died; it is replaced")
+            raise Overloaded("worker died") from None
+        self.completed += 1
+        return result
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._workers.close()

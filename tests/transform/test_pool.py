@@ -40,8 +40,8 @@ SOURCE = jpeg()
 
 
 def worker_pids(pool: TransformPool) -> set[int]:
-    """The pool's live worker processes (the executor's own table: no public API names them)."""
-    return {pid for pid in pool._executor._processes if is_alive(pid)}
+    """The pool's live worker processes."""
+    return {pid for pid in pool.worker_pids() if is_alive(pid)}
 
 
 def wait_until_gone(pid: int) -> bool:
@@ -167,7 +167,7 @@ async def test_a_worker_that_dies_mid_job_is_replaced_and_the_next_job_renders(
     assert not job.done()
     os.kill(crashed, signal.SIGKILL)
     async with asyncio.timeout(MARGIN):
-        with pytest.raises(Overloaded, match="worker pool broken"):
+        with pytest.raises(Overloaded, match="worker died"):
             await job
     assert pool.active == 0
 
@@ -200,3 +200,39 @@ async def test_the_backstop_ends_a_stuck_render_and_kills_its_worker(
         rendered = await render(pool)
     assert rendered.width == 20
     assert stuck not in worker_pids(pool)
+
+
+async def test_a_caller_that_stops_waiting_leaves_its_worker_working_for_the_next(
+        make_pool: PoolFactory, stop_worker: Callable[[int], None]) -> None:
+    """A client that leaves mid-render cancels its request, not the job: the job finishes in its
+    worker, its answer is dropped, and the worker takes the next job."""
+    pool = make_pool()
+    await pool.start()
+    [pid] = worker_pids(pool)
+    stop_worker(pid)  # the job stays in flight until the caller has gone
+    job = asyncio.ensure_future(render(pool))
+    await asyncio.sleep(0.2)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    os.kill(pid, signal.SIGCONT)
+    async with asyncio.timeout(MARGIN):
+        rendered = await render(pool)
+    assert rendered.width == 20
+    assert worker_pids(pool) == {pid}  # the same worker: nothing was killed or replaced
+    assert pool.active == 0
+
+
+async def test_one_worker_dying_leaves_the_others_rendering(make_pool: PoolFactory) -> None:
+    pool = make_pool(workers=2, queue_size=2)
+    await pool.start()
+    first, second = sorted(worker_pids(pool))
+    os.kill(first, signal.SIGKILL)
+    async with asyncio.timeout(MARGIN):
+        while first in worker_pids(pool) or len(worker_pids(pool)) < 2:  # noticed, and replaced
+            await asyncio.sleep(0.02)
+        rendered = await asyncio.gather(*(render(pool) for _ in range(4)))
+    assert [r.width for r in rendered] == [20] * 4
+    assert second in worker_pids(pool)
+    assert first not in worker_pids(pool)
+    assert len(worker_pids(pool)) == 2
