@@ -115,7 +115,8 @@ def decoded_size(data: bytes, request: TransformSpec) -> tuple[int, int]:
 @pytest.mark.parametrize(
     ("size", "width", "decoded"),
     [
-        ((1600, 1200), 300, (800, 600)),  # 1/2: 1/4 would be 400 px, under 1.5x the 300 px target
+        ((1600, 1200), 300, (400, 300)),  # 1/4: 400 px is 1.33x the 300 px target
+        ((1600, 1200), 320, (800, 600)),  # 1/2: 1/4 would be 400 px, under 1.33x the 320 px target
         ((1600, 1200), 96, (200, 150)),  # 1/8
         ((4000, 3000), 300, (500, 375)),  # 1/8
         ((4000, 3000), 600, (1000, 750)),  # 1/4

@@ -654,7 +654,7 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale(photo_4000x3000: bytes) -> N
     job = steps.Job(image=image, source_format="JPEG", spec=spec(300), target=None, settings=SETTINGS)
     steps.draft(job)
     steps.load_first_frame(job)
-    assert job.image.size == (500, 375)  # 1/8 DCT scaling: still 1.5x the 300 px target
+    assert job.image.size == (500, 375)  # 1/8 DCT scaling: still 1.33x the 300 px target
 
 
 def test_the_outputs_found_without_importing_pillow_are_what_pillow_can_encode() -> None:
