@@ -9,7 +9,10 @@ and reads the answer when the pipe becomes readable (``loop.add_reader``), so a 
 serving process two small pickles and two system calls.
 
 A worker that exits (killed, crashed) is noticed through its process sentinel, also watched by
-the loop: its job fails with ``WorkerDied`` and a new worker takes its place. A job that runs
+the loop: its job fails with ``WorkerDied`` and a new worker takes its place, at once; after a
+worker that died young (a broken install, a job that kills every worker), with a growing delay,
+and once ``GIVE_UP_AFTER`` died young in a row, the jobs waiting for a worker fail at once
+instead of waiting out their deadlines. A job that runs
 past its deadline gets its worker killed (the others keep working). A caller that stops
 waiting (its client left) leaves the job running; its answer is dropped and the worker goes
 back to work. The processes are started through a forkserver, so no thread of the server is
@@ -31,6 +34,10 @@ from typing import Any, Final, TypeVar
 log = logging.getLogger("imgproxy.transform")
 T = TypeVar("T")
 JOIN_SECONDS: Final = 5.0
+YOUNG_SECONDS: Final = 2.0  # a worker that exits sooner died starting (or on its first job)
+RESPAWN_BACKOFF: Final = 0.1  # seconds before the next start after a young death; doubles ...
+RESPAWN_BACKOFF_MAX: Final = 5.0  # ... up to this
+GIVE_UP_AFTER: Final = 3  # young deaths in a row: jobs waiting for a worker fail at once
 
 
 class WorkerDied(Exception):
@@ -61,11 +68,12 @@ def _serve(conn: Connection, initializer: Callable[..., None], initargs: tuple[A
 
 
 class _Worker:
-    __slots__ = ("conn", "job", "process")
+    __slots__ = ("conn", "job", "process", "started")
 
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, started: float) -> None:
         self.process = process
         self.conn = conn
+        self.started = started
         self.job: asyncio.Future[Any] | None = None
 
 
@@ -83,15 +91,25 @@ class WorkerSet:
         self._idle: list[_Worker] = []
         self._waiting: deque[asyncio.Future[_Worker]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop watching the pipes
+        self._young_deaths = 0  # in a row: a worker that cannot start must not be restarted in a loop
+        self._respawn: asyncio.TimerHandle | None = None
+        self.started = 0  # processes started, replacements included
         self._closed = False
 
     def pids(self) -> set[int]:
         return {worker.process.pid for worker in self._workers if worker.process.pid is not None}
 
     def start(self) -> None:
-        """Start the missing workers now (called from the loop; ``run`` calls it too)."""
+        """Start the missing workers now (called from the loop; ``run`` calls it too), unless a
+        restart after young deaths is pending."""
+        if self._respawn is not None:
+            return
         while len(self._workers) < self.count and not self._closed:
             self._spawn()
+
+    def _respawn_now(self) -> None:
+        self._respawn = None
+        self.start()
 
     def _spawn(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -99,8 +117,9 @@ class WorkerSet:
         process = self._context.Process(target=_serve, args=(child, self._initializer, self._initargs),
                                         daemon=True, name="imgproxy-image-worker")
         process.start()
+        self.started += 1
         child.close()
-        worker = _Worker(process, parent)
+        worker = _Worker(process, parent, loop.time())
         self._workers.add(worker)
         loop.add_reader(parent.fileno(), self._answered, worker)
         loop.add_reader(process.sentinel, self._exited, worker)
@@ -110,6 +129,8 @@ class WorkerSet:
         """``job(*args)`` in a worker; ``TimeoutError`` after ``deadline`` seconds (its worker is
         killed), ``WorkerDied`` if the worker exits first."""
         self.start()
+        if self._young_deaths >= GIVE_UP_AFTER and not self._idle:
+            raise WorkerDied(f"{self._young_deaths} workers in a row died young")
         worker = await self._acquire()
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         worker.job = answer
@@ -159,6 +180,7 @@ class WorkerSet:
                 self._loop.remove_reader(worker.conn.fileno())
             return  # the worker is exiting: ``_exited`` follows
         job, worker.job = worker.job, None
+        self._young_deaths = 0  # it ran a job to its end: workers can start
         if job is not None and not job.done():
             if ok:
                 job.set_result(value)
@@ -174,8 +196,28 @@ class WorkerSet:
         if job is not None and not job.done():
             job.set_exception(WorkerDied(f"exit code {worker.process.exitcode}"))
             job.exception()
-        if not self._closed:
-            self._spawn()
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - worker.started >= YOUNG_SECONDS:
+            self._young_deaths = 0
+            self.start()
+            return
+        # Died young: a broken install or a job that kills every worker. Restart with a growing
+        # delay, and past GIVE_UP_AFTER fail the jobs waiting for a worker instead of letting
+        # them wait out their deadlines.
+        self._young_deaths += 1
+        if self._young_deaths >= GIVE_UP_AFTER:
+            log.error("%d image workers in a row died within %gs of starting (exit code %s)",
+                      self._young_deaths, YOUNG_SECONDS, worker.process.exitcode)
+            while self._waiting:
+                waiter = self._waiting.popleft()
+                if not waiter.done():
+                    waiter.set_exception(WorkerDied("image workers keep dying at start"))
+                    waiter.exception()
+        if self._respawn is None:
+            delay = min(RESPAWN_BACKOFF * 2 ** (self._young_deaths - 1), RESPAWN_BACKOFF_MAX)
+            self._respawn = loop.call_later(delay, self._respawn_now)
 
     def _forget(self, worker: _Worker) -> None:
         if worker not in self._workers:
@@ -201,6 +243,9 @@ class WorkerSet:
         """Stop every worker: close the pipes (a worker exits at EOF, after its current job),
         wait ``JOIN_SECONDS``, kill what is left."""
         self._closed = True
+        if self._respawn is not None:
+            self._respawn.cancel()
+            self._respawn = None
         workers = list(self._workers)
         for worker in workers:
             self._forget(worker)
