@@ -50,8 +50,7 @@ def translate(source: SourceConfig, exc: BaseException, operation: str) -> Proxy
     if (problem := tls_problem(exc)) is not None:
         return tls_failure(source, problem, where)
     if isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError)):
-        log.error("storage timed out (%s)", where)
-        return StorageTimeout(f"{where}: timed out")
+        return timed_out(where)
     if isinstance(exc, NoCredentialsError):
         log.error("no AWS credentials found for the source (%s)", where)
         return StorageError(f"{where}: no credentials")
@@ -67,8 +66,7 @@ def translate_read(source: SourceConfig, failed: SourceReadFailed) -> ProxyError
     if failed.kind == "tls":
         return tls_failure(source, failed.detail, where)
     if failed.kind == "timeout":
-        log.error("storage timed out (%s)", where)
-        return StorageTimeout(f"{where}: timed out")
+        return timed_out(where)
     if failed.kind == "short":
         return StorageError(f"{where}: {failed.detail}")
     return unreachable(where, failed.detail or failed.kind)
@@ -79,6 +77,11 @@ def tls_failure(source: SourceConfig, problem: str, where: str) -> ProxyError:
               "that signed %s's certificate?", where, problem, source.name,
               source.endpoint_url or "the endpoint")
     return StorageError(f"{where}: TLS: {problem}")
+
+
+def timed_out(where: str) -> ProxyError:
+    log.error("storage timed out (%s)", where)
+    return StorageTimeout(f"{where}: timed out")
 
 
 def unreachable(where: str, what: str) -> ProxyError:

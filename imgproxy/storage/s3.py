@@ -238,8 +238,7 @@ class S3Source:
         except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise translate(self.config, exc, "get") from None
         config = self.config
-        url = presign_get(self.location, config.bucket, object_key(config.prefix, key), credentials,
-                          signed_at=datetime.fromtimestamp(self.clock(), UTC), expires_in=URL_LIFETIME)
+        url = self.presign(key, int(self.clock()), URL_LIFETIME, {}, credentials)
         return SourceRead(url, config.name, max_bytes, config.connect_timeout, config.read_timeout,
                           config.max_attempts, config.ca_bundle, config.verify_tls)
 

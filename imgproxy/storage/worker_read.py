@@ -93,6 +93,10 @@ class SourceReadFailed(Exception):
     def __str__(self) -> str:
         return f"{self.kind} status={self.status} code={self.code} {self.detail}".rstrip()
 
+    def took(self, seconds: float) -> SourceReadFailed:
+        """The same failure, with how long the read ran until it."""
+        return SourceReadFailed(self.kind, self.status, self.code, self.detail, seconds)
+
 
 _MANAGERS: dict[tuple[str | None, bool, str | None], urllib3.PoolManager] = {}
 
@@ -135,22 +139,29 @@ def _manager(read: SourceRead) -> urllib3.PoolManager:
 
 
 def read_source(read: SourceRead) -> tuple[ReadMeta, bytearray]:
-    """GET the object into one buffer of its Content-Length, or raise ``SourceReadFailed``."""
+    """GET the object into one buffer of its Content-Length, or raise ``SourceReadFailed`` (with
+    the seconds the read ran)."""
     started = time.perf_counter()
-    response = _open(read, started)
+    try:
+        return _read(read, started)
+    except SourceReadFailed as failed:
+        raise failed.took(time.perf_counter() - started) from None
+
+
+def _read(read: SourceRead, started: float) -> tuple[ReadMeta, bytearray]:
+    response = _open(read)
     try:
         if response.status != 200:
             body = response.read(ERROR_BODY_BYTES) if response.status >= 300 else b""
             match = _CODE.search(body or b"")
-            raise SourceReadFailed("status", response.status, match.group(1).decode() if match else "",
-                                   seconds=time.perf_counter() - started)
+            raise SourceReadFailed("status", response.status, match.group(1).decode() if match else "")
         text = response.headers.get("Content-Length", "")
         if not text.isdigit():
-            raise SourceReadFailed("short", detail="no Content-Length", seconds=time.perf_counter() - started)
+            raise SourceReadFailed("short", detail="no Content-Length")
         length = int(text)
         if length > read.max_bytes:
-            raise SourceReadFailed("too_large", length, seconds=time.perf_counter() - started)
-        buffer = _read_exactly(response, length, started)
+            raise SourceReadFailed("too_large", length)
+        buffer = _read_exactly(response, length)
     except BaseException:
         response.close()  # a half-read connection must not go back to the pool
         response.release_conn()
@@ -161,7 +172,7 @@ def read_source(read: SourceRead) -> tuple[ReadMeta, bytearray]:
     return meta, buffer
 
 
-def _open(read: SourceRead, started: float) -> urllib3.BaseHTTPResponse:
+def _open(read: SourceRead) -> urllib3.BaseHTTPResponse:
     manager = _manager(read)
     timeout = urllib3.Timeout(connect=read.connect_timeout, read=read.read_timeout)
     for attempt in range(1, read.attempts + 1):
@@ -169,20 +180,17 @@ def _open(read: SourceRead, started: float) -> urllib3.BaseHTTPResponse:
             response = manager.request("GET", read.url, preload_content=False, decode_content=False,
                                        redirect=False, retries=False, timeout=timeout)
         except SSLError as exc:  # the same certificate fails the same way: not retried
-            raise SourceReadFailed("tls", detail=tls_problem(exc) or "TLS error",
-                                   seconds=time.perf_counter() - started) from None
+            raise SourceReadFailed("tls", detail=tls_problem(exc) or "TLS error") from None
         except ReadTimeoutError:
-            raise SourceReadFailed("timeout", seconds=time.perf_counter() - started) from None
+            raise SourceReadFailed("timeout") from None
         except (ConnectTimeoutError, NewConnectionError, ProtocolError) as exc:
             if attempt == read.attempts:
                 # (urllib3's NewConnectionError, a refused connection, is a ConnectTimeoutError too)
                 timed_out = isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError)
                 kind = "timeout" if timed_out else "unreachable"
-                raise SourceReadFailed(kind, detail=exc.__class__.__name__,
-                                       seconds=time.perf_counter() - started) from None
+                raise SourceReadFailed(kind, detail=exc.__class__.__name__) from None
         except (HTTPError, OSError) as exc:
-            raise SourceReadFailed("unreachable", detail=exc.__class__.__name__,
-                                   seconds=time.perf_counter() - started) from None
+            raise SourceReadFailed("unreachable", detail=exc.__class__.__name__) from None
         else:
             if response.status < 500 or attempt == read.attempts:
                 return response
@@ -192,7 +200,7 @@ def _open(read: SourceRead, started: float) -> urllib3.BaseHTTPResponse:
     raise AssertionError("unreachable")
 
 
-def _read_exactly(response: urllib3.BaseHTTPResponse, length: int, started: float) -> bytearray:
+def _read_exactly(response: urllib3.BaseHTTPResponse, length: int) -> bytearray:
     """``length`` bytes into one buffer; a body that ends early is a failure (HTTP/1.1 framing
     by Content-Length: bytes past it are not this body's)."""
     buffer = bytearray(length)
@@ -201,12 +209,10 @@ def _read_exactly(response: urllib3.BaseHTTPResponse, length: int, started: floa
         while filled < length:
             got = response.readinto(view[filled:filled + READ_CHUNK])
             if not got:
-                raise SourceReadFailed("short", detail=f"body ended after {filled} of {length} bytes",
-                                       seconds=time.perf_counter() - started)
+                raise SourceReadFailed("short", detail=f"body ended after {filled} of {length} bytes")
             filled += got
     except ReadTimeoutError:
-        raise SourceReadFailed("timeout", seconds=time.perf_counter() - started) from None
+        raise SourceReadFailed("timeout") from None
     except (ProtocolError, HTTPError, OSError) as exc:
-        raise SourceReadFailed("unreachable", detail=exc.__class__.__name__,
-                               seconds=time.perf_counter() - started) from None
+        raise SourceReadFailed("unreachable", detail=exc.__class__.__name__) from None
     return buffer
