@@ -102,20 +102,27 @@ def cached(proxy: ProxyFactory) -> ProxyFactory:
     return proxy.preset(cache={"metadata_ttl": 60, "variant_bytes": 0}, transform={"workers": 1})
 
 
+async def rendered_once(cached: ProxyFactory, s3: Any, bucket: str, signer: UrlSigner, *,
+                        source: dict[str, Any] | None = None,
+                        transform: dict[str, Any] | None = None) -> TestClient[Any, Any]:
+    """The source stored, the app started (``source``/``transform`` as for ``cached``), and one
+    variant of it rendered: the app's metadata cache now knows the object."""
+    s3.put_object(Bucket=bucket, Key=KEY, Body=SOURCE, ContentType="image/jpeg")
+    client = await cached(source=source or {}, transform=transform or {})
+    assert (await client.get(signer.sign("photos", KEY, params={"w": "100"}))).status == 200
+    return client
+
+
 async def test_a_source_that_grew_past_the_limit_since_the_head_is_413_unread(
         cached: ProxyFactory, s3: Any, bucket: str, signer: UrlSigner) -> None:
-    s3.put_object(Bucket=bucket, Key=KEY, Body=SOURCE, ContentType="image/jpeg")
-    client = await cached(transform={"max_source_bytes": 2 * len(SOURCE)})
-    assert (await client.get(signer.sign("photos", KEY, params={"w": "100"}))).status == 200
+    client = await rendered_once(cached, s3, bucket, signer, transform={"max_source_bytes": 2 * len(SOURCE)})
     s3.put_object(Bucket=bucket, Key=KEY, Body=SOURCE * 3, ContentType="image/jpeg")
     assert await error_of(client, second(signer)) == (413, "source_too_large")
 
 
 async def test_a_source_deleted_since_the_head_is_404(
         cached: ProxyFactory, s3: Any, bucket: str, signer: UrlSigner) -> None:
-    s3.put_object(Bucket=bucket, Key=KEY, Body=SOURCE, ContentType="image/jpeg")
-    client = await cached()
-    assert (await client.get(signer.sign("photos", KEY, params={"w": "100"}))).status == 200
+    client = await rendered_once(cached, s3, bucket, signer)
     s3.delete_object(Bucket=bucket, Key=KEY)
     assert await error_of(client, second(signer)) == (404, "not_found")
 
@@ -123,10 +130,9 @@ async def test_a_source_deleted_since_the_head_is_404(
 async def test_a_source_read_that_stalls_is_504_within_the_read_timeout(
         cached: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str, s3: Any, bucket: str,
         signer: UrlSigner, caplog: pytest.LogCaptureFixture) -> None:
-    s3.put_object(Bucket=bucket, Key=KEY, Body=SOURCE, ContentType="image/jpeg")
     relay = await relay_to(moto_endpoint)
-    client = await cached(source={"endpoint_url": relay.endpoint, "read_timeout": 0.5})
-    assert (await client.get(signer.sign("photos", KEY, params={"w": "100"}))).status == 200
+    client = await rendered_once(cached, s3, bucket, signer,
+                                 source={"endpoint_url": relay.endpoint, "read_timeout": 0.5})
     relay.stall_after = len(SOURCE) // 2  # per connection: the worker's GET stalls halfway
     with caplog.at_level(logging.ERROR):
         assert await error_of(client, second(signer)) == (504, "storage_timeout")
@@ -137,10 +143,9 @@ async def test_a_source_read_that_stalls_is_504_within_the_read_timeout(
 async def test_a_source_read_that_cannot_connect_is_502_and_says_so(
         cached: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str, s3: Any, bucket: str,
         signer: UrlSigner, caplog: pytest.LogCaptureFixture) -> None:
-    s3.put_object(Bucket=bucket, Key=KEY, Body=SOURCE, ContentType="image/jpeg")
     relay = await relay_to(moto_endpoint)
-    client = await cached(source={"endpoint_url": relay.endpoint, "max_attempts": 1})
-    assert (await client.get(signer.sign("photos", KEY, params={"w": "100"}))).status == 200
+    client = await rendered_once(cached, s3, bucket, signer,
+                                 source={"endpoint_url": relay.endpoint, "max_attempts": 1})
     await relay.close()
     with caplog.at_level(logging.ERROR):
         assert await error_of(client, second(signer)) == (502, "storage_error")
