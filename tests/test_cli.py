@@ -302,8 +302,8 @@ def test_sign_prints_what_the_python_signers_produce(sign_config: Path, params: 
     exp = int(query_of(printed)["exp"])
     assert before + 3600 - 1 <= exp <= time.time() + 3600
     extra = dict(p.split("=", 1) for p in params)
-    assert printed == sign_url("photos", PHOTO_KEY, secret=SIGNING_KEY, exp=exp, kid="k1",
-                               params=extra, base_url=base_url)
+    assert printed == sign_url("photos", PHOTO_KEY, secret=SIGNING_KEY, exp=exp, iat=exp - 3600,
+                               kid="k1", params=extra, base_url=base_url)
     assert printed == UrlSigner(SIGNING_KEY, "k1", base_url).sign(
         "photos", PHOTO_KEY, ttl=3600, params=extra, now=exp - 3600)
 

@@ -8,7 +8,7 @@ the answer never depends on whether the object exists.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from imgproxy.auth.signing import require_no_reserved, verify_signature
@@ -31,8 +31,15 @@ class AuthPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who a request is authorized as. ``name`` (the key id or token name) and ``sub`` (a signed
+    viewer id) are logged; ``sig`` (a signed URL's signature, what rate limits and revocations
+    key on) never is."""
+
     kind: Literal["signature", "token"]
     name: str  # the key id or token name: safe to log
+    sub: str | None = None  # the signed viewer id, when the URL carries one
+    sig: str | None = field(default=None, repr=False)  # a signed URL's signature
+    durable: bool = False  # a signed URL without exp (a durable key's)
 
 
 def authorize(

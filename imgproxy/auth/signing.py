@@ -42,9 +42,11 @@ from imgproxy.errors import (
 )
 from imgproxy.protocol.paths import check_key, image_path, percent_decode, percent_encode
 
-RESERVED_PARAMS: Final = frozenset({"exp", "kid", "sig"})
+RESERVED_PARAMS: Final = frozenset({"exp", "iat", "kid", "sig", "sub"})
 MAX_PARAM_BYTES: Final = 256
+MAX_SUB_CHARS: Final = 128
 _EXP: Final = re.compile(r"^[0-9]{1,12}$")
+_SUB_REFUSED: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def canonical_query(params: Mapping[str, str]) -> str:
@@ -65,25 +67,43 @@ def compute_signature(secret: bytes, canonical: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def check_sub(sub: str) -> str:
+    """A viewer id (``sub``): 1-128 characters, no control characters (it is logged)."""
+    if not 1 <= len(sub) <= MAX_SUB_CHARS or _SUB_REFUSED.search(sub):
+        raise ValueError(f"sub must be 1-{MAX_SUB_CHARS} characters without control characters")
+    return sub
+
+
 def sign_url(
     source: str,
     key: str,
     *,
     secret: str | bytes,
-    exp: int,
+    exp: int | None,
     kid: str | None = None,
     params: Mapping[str, str] | None = None,
     base_url: str = "",
+    iat: int | None = None,
+    sub: str | None = None,
 ) -> str:
-    """A signed proxy URL (path and query, prefixed by ``base_url``) valid until ``exp``."""
+    """A signed proxy URL (path and query, prefixed by ``base_url``) valid until ``exp``; without
+    ``exp`` (a durable key's URL) it must carry ``iat``."""
     extra = dict(params or {})
     clash = RESERVED_PARAMS & extra.keys()
     if clash:
         raise ValueError(f"parameter names {sorted(clash)} are reserved for signing")
+    if exp is None and iat is None:
+        raise ValueError("a signed URL carries exp, iat, or both")
     check_key(key)
-    signed = {**extra, "exp": str(int(exp))}
+    signed = dict(extra)
+    if exp is not None:
+        signed["exp"] = str(int(exp))
+    if iat is not None:
+        signed["iat"] = str(int(iat))
     if kid is not None:
         signed["kid"] = kid
+    if sub is not None:
+        signed["sub"] = check_sub(sub)
     canonical = canonical_form(source, key, signed)
     secret_bytes = secret.encode("utf-8") if isinstance(secret, str) else secret
     return f"{base_url.rstrip('/')}{canonical}&sig={compute_signature(secret_bytes, canonical)}"
@@ -114,14 +134,17 @@ class UrlSigner:
         params: Mapping[str, str] | None = None,
         now: float | None = None,
         window: float = 0,
+        durable: bool = False,
+        sub: str | None = None,
     ) -> str:
-        """``window`` > 0: ``exp`` rounds up to a multiple of it, so every signing in the same
-        window yields the identical URL (and the browser reuses its cached image)."""
+        """``window`` > 0: ``exp`` rounds up to a multiple of it (and ``iat`` is derived from
+        ``exp``), so every signing in the same window yields the identical URL and the browser
+        reuses its cached image. ``durable``: no ``exp`` at all, ``iat`` rounded down to the
+        window (only a key with ``durable = true`` makes such URLs the server accepts)."""
         issued = time.time() if now is None else now
-        return sign_url(
-            source, key, secret=self.secret, exp=stable_expiry(issued, ttl, window), kid=self.kid,
-            params=params, base_url=self.base_url,
-        )
+        exp, iat = stamps(issued, ttl, window, durable=durable)
+        return sign_url(source, key, secret=self.secret, exp=exp, iat=iat, kid=self.kid,
+                        params=params, base_url=self.base_url, sub=sub)
 
     def sign_many(
         self,
@@ -130,10 +153,13 @@ class UrlSigner:
         ttl: float = 3600,
         now: float | None = None,
         window: float = 0,
+        durable: bool = False,
+        sub: str | None = None,
     ) -> list[str]:
         """Sign many (source, key, params) items with one expiry: no call per image."""
         issued = time.time() if now is None else now
-        return [self.sign(s, k, ttl=ttl, params=p, now=issued, window=window) for s, k, p in items]
+        return [self.sign(s, k, ttl=ttl, params=p, now=issued, window=window, durable=durable, sub=sub)
+                for s, k, p in items]
 
 
 def stable_expiry(now: float, ttl: float, window: float = 0) -> int:
@@ -143,6 +169,30 @@ def stable_expiry(now: float, ttl: float, window: float = 0) -> int:
         step = math.ceil(window)
         exp = -(-exp // step) * step
     return exp
+
+
+def issued_at(exp: int, ttl: float, window: float = 0) -> int:
+    """The ``iat`` a URL expiring at ``exp`` carries: ``exp`` minus ``ttl`` rounded up to the
+    window, minus one window. Never later than the signing time (``exp`` is at most ``now + ttl
+    + window``), and a function of ``exp`` alone: it changes only when ``exp`` does."""
+    if window <= 0:
+        return exp - math.ceil(ttl)
+    step = math.ceil(window)
+    return exp - -(-math.ceil(ttl) // step) * step - step
+
+
+def durable_issued_at(now: float, window: float = 0) -> int:
+    """A durable URL's ``iat``: ``now`` rounded down to the window (byte-identical within it)."""
+    step = math.ceil(window) if window > 0 else 1
+    return int(now) // step * step
+
+
+def stamps(now: float, ttl: float, window: float = 0, *, durable: bool = False) -> tuple[int | None, int]:
+    """(``exp``, ``iat``) for a URL signed at ``now``: the one rule every signer follows."""
+    if durable:
+        return None, durable_issued_at(now, window)
+    exp = stable_expiry(now, ttl, window)
+    return exp, issued_at(exp, ttl, window)
 
 
 def parse_query(raw_query: str, max_params: int) -> dict[str, str]:

@@ -115,10 +115,15 @@ def test_vector_url_verifies_with_its_key() -> None:
     assert kid == "k1"
 
 
-def test_url_signer_reproduces_the_vector() -> None:
+def test_url_signer_adds_iat_to_the_vector() -> None:
+    """UrlSigner stamps ``iat`` (exp - ttl without a window) beside ``exp``: the vector's URL
+    with one more signed parameter."""
     signer = UrlSigner(VECTOR_SECRET, kid=VECTOR_KID, base_url=VECTOR_BASE_URL + "/")
-    assert signer.sign(VECTOR_SOURCE, VECTOR_KEY, ttl=600, params=VECTOR_PARAMS,
-                       now=VECTOR_EXP - 600) == VECTOR_URL
+    url = signer.sign(VECTOR_SOURCE, VECTOR_KEY, ttl=600, params=VECTOR_PARAMS, now=VECTOR_EXP - 600)
+    assert url == sign_url(VECTOR_SOURCE, VECTOR_KEY, secret=VECTOR_SECRET, exp=VECTOR_EXP,
+                           iat=VECTOR_EXP - 600, kid=VECTOR_KID, params=VECTOR_PARAMS,
+                           base_url=VECTOR_BASE_URL)
+    assert f"?exp={VECTOR_EXP}&iat={VECTOR_EXP - 600}&kid=k1&w=300&sig=" in url
 
 
 def test_bytes_and_str_secrets_sign_the_same() -> None:
