@@ -190,7 +190,7 @@ UNSET_SECTIONS: list[tuple[str, Callable[[Config], object], object]] = [
     ("log", lambda c: c.log, LogConfig()),
     ("delivery", lambda c: c.sources["photos"].delivery, DeliveryConfig()),
     ("source", lambda c: c.sources["photos"], SourceConfig(name="photos", bucket="acme-private-photos")),
-    ("auth but its keys", lambda c: replace(c.auth, keys={}, sign_with=""), AuthConfig()),
+    ("auth but its keys", lambda c: replace(c.auth, keys={}, key_limits={}, sign_with=""), AuthConfig()),
 ]
 
 
