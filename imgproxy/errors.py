@@ -28,6 +28,7 @@
     ├── UnprocessableImage (422 corrupt_image)
     │   ├── ImageTooLarge (422 image_too_large)
     │   └── TransformTimeout (422 transform_timeout)
+    ├── RateLimited (429 rate_limited)
     ├── HeaderTooLarge (431 header_too_large)
     ├── StorageError (502 storage_error)
     ├── NotReady (503 not_ready)
@@ -228,6 +229,24 @@ class ImageTooLarge(UnprocessableImage):
 class TransformTimeout(UnprocessableImage):
     code = "transform_timeout"
     public_message = "The image took too long to transform."
+
+
+class RateLimited(ProxyError):
+    """Over a rate limit (``[limits]``): refused for now, with ``Retry-After`` (whole seconds);
+    ``budget`` and ``dimension`` say which limit, for the access log and the metrics."""
+
+    status = 429
+    code = "rate_limited"
+    public_message = "Too many requests; retry later."
+
+    def __init__(self, log_detail: str = "", *, budget: str = "", dimension: str = "", retry_after: int = 1,
+                 public_message: str | None = None) -> None:
+        self.budget, self.dimension = budget, dimension
+        self.retry_after = str(max(1, retry_after))
+        super().__init__(log_detail, public_message=public_message)
+
+    def implied_headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after}
 
 
 class HeaderTooLarge(ProxyError):

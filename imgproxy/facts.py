@@ -76,6 +76,7 @@ class RequestFacts:
     transform: bool = False
     cache: CacheResult | None = None
     aborted: str | None = None  # why the answer was cut short: client_gone, send_timeout, ...
+    limited: tuple[str, str] | None = None  # a 429's (budget, dimension): ("originals", "key")
     body_bytes: int = 0  # body bytes handed to the socket
     durations: Durations = field(default_factory=Durations)
     started: float = field(default_factory=time.perf_counter)

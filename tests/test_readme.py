@@ -68,8 +68,10 @@ def test_example_config_mentions_every_key() -> None:
 
     from imgproxy.config import (
         AuthConfig,
+        BudgetLimits,
         CacheConfig,
         DeliveryConfig,
+        LimitsConfig,
         LogConfig,
         MetricsConfig,
         ServerConfig,
@@ -80,8 +82,8 @@ def test_example_config_mentions_every_key() -> None:
 
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     sections = (ServerConfig, AuthConfig, SourceConfig, TokenConfig, TransformConfig, CacheConfig,
-                DeliveryConfig, MetricsConfig, LogConfig)
+                DeliveryConfig, MetricsConfig, LogConfig, LimitsConfig, BudgetLimits)
     names = {f.name for cls in sections for f in fields(cls)}
-    pattern = r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[cache\.{0}\])"
+    pattern = r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[(cache|limits)\.{0}\])"
     missing = sorted(n for n in names - {"name"} if not re.search(pattern.format(n), text, re.MULTILINE))
     assert missing == []

@@ -30,6 +30,8 @@ from processes import (
     http_get,
     reap_group,
     run,
+    server_side_inode,
+    socket_inodes,
     wait_for,
     write_config,
 )
@@ -40,29 +42,6 @@ from imgproxy.process.sockets import listen_on, reserve_addresses
 GRACE = CLUSTER_GRACE  # server.shutdown_timeout in these tests
 BIG_KEY = "archive/big.bin"
 BIG_SIZE = 64 * 1024 * 1024
-
-
-def socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if match := re.fullmatch(r"socket:\[(\d+)\]", target):
-            inodes.add(int(match.group(1)))
-    return inodes
-
-
-def server_side_inode(server_port: int, client_port: int) -> int | None:
-    """The inode of the accepted socket whose peer is our client's port (IPv4 loopback)."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        remote_port = int(fields[2].split(":")[1], 16)
-        if (local_port, remote_port) == (server_port, client_port):
-            return int(fields[9])
-    return None
 
 
 def owner_of(connection: http.client.HTTPConnection, cluster: Cluster) -> int | None:

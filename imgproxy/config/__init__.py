@@ -20,18 +20,22 @@ from types import MappingProxyType
 from typing import Any
 
 from imgproxy.config.auth import read_auth
+from imgproxy.config.limits import parse_rate, read_limits
 from imgproxy.config.model import (
     DELIVERY_MODES,
     AddressingStyle,
     AuthConfig,
+    BudgetLimits,
     CacheConfig,
     Config,
     DeliveryConfig,
     DeliveryMode,
     KeyLimits,
+    LimitsConfig,
     LogConfig,
     LogFormat,
     MetricsConfig,
+    Rate,
     Revocation,
     Scope,
     ServerConfig,
@@ -71,10 +75,10 @@ __all__ = [
     "CONFIG_PATH_ENV", "CONFIG_TOML_ENV", "DEFAULT_INLINE_TYPES", "DEFAULT_INPUT_FORMATS",
     "DELIVERY_MODES", "INPUT_FORMATS", "MAX_TTL_LIMIT", "MIN_PRESIGNED_VALIDITY",
     "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AddressingStyle", "AuthConfig",
-    "CacheConfig", "Config", "ConfigError", "DeliveryConfig", "DeliveryMode", "KeyLimits", "LogConfig",
-    "LogFormat", "MetricsConfig", "Revocation", "Scope", "Secret", "ServerConfig", "SourceConfig",
-    "TokenConfig", "TransformConfig", "load_config", "parse_config", "parse_duration",
-    "parse_size", "resolve_secret",
+    "BudgetLimits", "CacheConfig", "Config", "ConfigError", "DeliveryConfig", "DeliveryMode",
+    "KeyLimits", "LimitsConfig", "LogConfig", "LogFormat", "MetricsConfig", "Rate", "Revocation",
+    "Scope", "Secret", "ServerConfig", "SourceConfig", "TokenConfig", "TransformConfig",
+    "load_config", "parse_config", "parse_duration", "parse_rate", "parse_size", "resolve_secret",
 ]
 
 
@@ -96,9 +100,10 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     cache = read_cache(root.table("cache"), env)
     metrics = read_metrics(root.table("metrics"))
     log = read_log(root.table("log"), env)
+    limits = read_limits(root.table("limits"))
     root.reject_unknown()
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
-                  cache=cache, metrics=metrics, log=log)
+                  cache=cache, metrics=metrics, log=log, limits=limits)
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -249,6 +249,39 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate limit such as ``"600/min"``: ``count`` requests per ``period`` seconds. An idle
+    bucket holds one period's worth, so up to ``count`` may come at once (the burst)."""
+
+    count: int
+    period: float
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimits:
+    """One budget's rates, per dimension (``[limits.originals]``, ``[limits.transforms]``);
+    None: that dimension is not limited."""
+
+    per_signature: Rate | None = None  # one signed URL (checked first)
+    per_key: Rate | None = None  # every URL signed with one key id
+    per_token: Rate | None = None  # one bearer token
+    per_sub: Rate | None = None  # one signed viewer id (sub)
+    per_client: Rate | None = None  # one client address (after server.trusted_proxies)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """``[limits]``: request rates per host; originals count every request, transforms renders."""
+
+    originals: BudgetLimits = BudgetLimits()
+    transforms: BudgetLimits = BudgetLimits()
+    entries: int = 100_000  # buckets kept per host at most (beyond it, the fullest are forgotten)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     auth: AuthConfig
@@ -257,3 +290,4 @@ class Config:
     cache: CacheConfig = CacheConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
+    limits: LimitsConfig = LimitsConfig()

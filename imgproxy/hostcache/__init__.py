@@ -14,6 +14,8 @@ one directory (``cache.dir``, else a private temporary one the supervisor makes)
   bound kept across workers by the writer evicting the least recently used.
 - ``table.py``: ``HostTable`` (SQLite, WAL) with ``HostMetadata`` and ``HostHotCounter``: the
   metadata cache and the hot counters, one row per object.
+- ``limits.py``: ``HostBuckets``: the rate limits' buckets (``[limits]``), one row each in the
+  table, charged in one short write transaction by whichever worker answers.
 - ``flight.py``: ``HostFlight``: one render per variant on the host (``flock`` on a lock file),
   waited for without an admission slot and for a bounded time.
 

@@ -20,6 +20,11 @@ it; else the shared store is asked with a HEAD of the stored object (its bytes a
 and only a variant neither knows is rendered, as for a GET. Either way its headers are the ones
 a GET would get at that moment, ``X-Cache`` included.
 
+Only a render spends the asker's transforms budget (``Wanted.charge_render``, called once the
+pool admitted it, before its source is read): a 304, a cache or store hit, and a waiter for
+another request's identical render cost nothing. That waiter shares the render's outcome,
+a 429 included (the asker that rendered was over its budget): it then retries as any other.
+
 The service returns a ``VariantAnswer`` (a value); ``delivery/responses.py`` writes it as a response, and
 the caller records the cache result in the request's facts.
 """
@@ -27,7 +32,8 @@ the caller records the cache result in the request's facts.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from imgproxy.cache import (
     Coalescer,
@@ -79,6 +85,9 @@ class Wanted:
     accept: str | None
     if_none_match: str | None
     head_only: bool = False  # a HEAD: the size and headers suffice, the bytes need not be at hand
+    # Called once a render of it is admitted, before anything is read: raises (429 rate_limited)
+    # when the asker's transforms budget is spent. A 304, a hit or a stored variant never calls it.
+    charge_render: Callable[[], None] = field(default=lambda: None, repr=False)
 
 
 class VariantService:
@@ -178,6 +187,7 @@ class VariantService:
         # Admitted (or 503) before a byte is read; then handed to a worker, which reads the
         # source itself (storage/worker_read.py): it is never in this process's memory.
         with self.pool.admit() as ticket:
+            wanted.charge_render()
             async with ticket.loading():
                 read = await source.worker_read(key, self.policy.max_source_bytes)
                 started = time.perf_counter()

@@ -23,6 +23,7 @@ from imgproxy.hostcache.directory import open_dir
 from imgproxy.hostcache.flight import HostFlight
 from imgproxy.hostcache.table import HostHotCounter, HostMetadata, HostTable
 from imgproxy.hostcache.variants import HostVariantCache
+from imgproxy.limits.limiter import build_limiter
 from imgproxy.memory import heap_trimmer
 from imgproxy.protocol.forwarded import parse_networks
 from imgproxy.protocol.jsonbody import MAX_BODIES, BodySlots
@@ -56,8 +57,9 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def caches(app: web.Application) -> AsyncIterator[None]:
-    """The variant and metadata caches, the hot counters and the render lock: the host's, shared
-    with the other serving workers through ``cache.dir``, or without one this process's own."""
+    """The variant and metadata caches, the hot counters, the render lock and the rate limits'
+    buckets: the host's, shared with the other serving workers through ``cache.dir``, or without
+    one this process's own."""
     config = app[appkeys.CONFIG]
     deliveries = [source.delivery for source in config.sources.values()]
     hot_entries = max(d.hot_entries for d in deliveries)
@@ -67,6 +69,7 @@ async def caches(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.HOT] = HotCounter(hot_entries, hot_window)
         app[appkeys.VARIANT_CACHE] = VariantCache(config.cache.variant_bytes)
         app[appkeys.FLIGHT] = LocalFlight()
+        app[appkeys.LIMITER] = build_limiter(config, None)
         yield
         return
     where = open_dir(config.cache.dir)  # checked again: 0700, this user's (the sweep ran before)
@@ -78,6 +81,7 @@ async def caches(app: web.Application) -> AsyncIterator[None]:
         # Without a variant cache a waiter would find nothing after waiting: no lock then.
         app[appkeys.FLIGHT] = (HostFlight(where.locks, config.transform.timeout)
                                if config.cache.variant_bytes else LocalFlight())
+        app[appkeys.LIMITER] = build_limiter(config, table)
         yield
     finally:
         table.close()

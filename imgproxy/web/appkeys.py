@@ -13,6 +13,7 @@ from imgproxy.auth.principal import AuthPolicy
 from imgproxy.cache import Flight, HotCounting, MetadataCaching, VariantCaching
 from imgproxy.config import Config, LogFormat
 from imgproxy.facts import RequestFacts
+from imgproxy.limits.limiter import Limiter
 from imgproxy.protocol.forwarded import Network
 from imgproxy.protocol.jsonbody import BodySlots
 from imgproxy.protocol.sendwatch import SendWatch, SendWatchdog
@@ -42,6 +43,7 @@ METADATA: Final[web.AppKey[MetadataCaching]] = web.AppKey("metadata")
 HOT: Final[web.AppKey[HotCounting]] = web.AppKey("hot")
 VARIANT_CACHE: Final[web.AppKey[VariantCaching]] = web.AppKey("variant_cache")
 FLIGHT: Final[web.AppKey[Flight]] = web.AppKey("flight")
+LIMITER: Final = web.AppKey("limiter", Limiter)  # [limits]: on the host's table like the caches
 VARIANTS: Final = web.AppKey("variants", VariantService)
 STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]
 METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the metrics endpoint listens

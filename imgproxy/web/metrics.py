@@ -110,6 +110,10 @@ class Metrics:
             "(header_timeout, no_request, evicted_idle, over_limit, send_timeout, slow_client, "
             "and the parser's refusals: malformed_request, uri_too_long, header_too_large).",
             ["reason"], registry=reg)
+        self.rate_limited = Counter(
+            "imgproxy_rate_limited", "Requests refused (429) by a [limits] rate, by budget "
+            "(originals, transforms) and dimension (signature, key, token, sub, client).",
+            ["budget", "dimension"], registry=reg)
         self.snapshot: Callable[[], Snapshot] = Snapshot
         self._seen = Snapshot()
 
@@ -122,6 +126,9 @@ class Metrics:
         if transform_seconds is not None:
             self.transform_seconds.observe(transform_seconds)
         self.refresh()
+
+    def observe_rate_limited(self, budget: str, dimension: str) -> None:
+        self.rate_limited.labels(budget, dimension).inc()
 
     def observe_pool_exhausted(self, source: str, pool: str) -> None:
         self.pool_exhausted.labels(source, pool).inc()

@@ -28,6 +28,7 @@ from imgproxy.errors import (
     NotFound,
     Overloaded,
     ProxyError,
+    RateLimited,
 )
 from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol import accesslog
@@ -87,6 +88,8 @@ async def answer(request: web.Request, handler: Handler, facts: RequestFacts) ->
         return await handler(request)
     except ProxyError as exc:
         response: web.StreamResponse = error_response(exc, request_id)
+        if isinstance(exc, RateLimited):
+            facts.limited = (exc.budget, exc.dimension)
         # An overload is the limits working (WARNING); other 5xx need an operator (ERROR).
         level = (logging.WARNING if isinstance(exc, Overloaded) else logging.ERROR) \
             if exc.status >= 500 else logging.INFO
@@ -180,7 +183,8 @@ def access_fields(request: web.Request, response: web.StreamResponse, facts: Req
                 ("key_hash", facts.key_hash), ("auth", facts.principal), ("kid", facts.kid),
                 ("token", facts.token), ("sub", facts.sub), ("delivery", facts.delivery),
                 ("transform", "1" if facts.transform else None), ("cache", facts.cache),
-                ("aborted", facts.aborted))
+                ("aborted", facts.aborted),
+                ("limited", "/".join(facts.limited) if facts.limited else None))
     fields.update((name, str(value)) for name, value in optional if value is not None)
     return fields
 
@@ -197,3 +201,5 @@ def write_access_log(request: web.Request, response: web.StreamResponse, facts: 
                                 facts.elapsed(), facts.durations.get(Part.TRANSFORM))
         if facts.aborted == "storage_failed":  # S3 failed after the headers were sent
             metrics.observe_s3_interrupted()
+        if facts.limited is not None:
+            metrics.observe_rate_limited(*facts.limited)

@@ -17,6 +17,7 @@ from imgproxy.delivery.policy import Delivery
 from imgproxy.delivery.responses import variant_response
 from imgproxy.errors import NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
 from imgproxy.facts import RequestFacts
+from imgproxy.limits.buckets import Budget
 from imgproxy.protocol.accesslog import key_hash
 from imgproxy.protocol.jsonbody import read_json
 from imgproxy.protocol.paths import origin_form, parse_image_path
@@ -49,17 +50,23 @@ async def image(request: web.Request) -> web.StreamResponse:
     inline = config.server.inline_types
     # 4. A transform (w, h, fmt, ...) is always answered here: 304, cache, store, or one render
     #    (a HEAD renders only if neither cache nor store knows the variant's size).
+    #    Only a render spends the transforms budget ([limits]): 429 before its source is read.
     spec = request.app[appkeys.TRANSFORMS].parse(params)
+    limiter, clock = request.app[appkeys.LIMITER], request.app[appkeys.CLOCK]
     if spec is not None:
         facts.delivery, facts.transform = Delivery.STREAM, True
         wanted = Wanted(source, target.key, spec, request.headers.get(hdrs.ACCEPT),
-                        request.headers.get(hdrs.IF_NONE_MATCH), request.method == hdrs.METH_HEAD)
+                        request.headers.get(hdrs.IF_NONE_MATCH), request.method == hdrs.METH_HEAD,
+                        lambda: limiter.charge(Budget.TRANSFORMS, principal, facts.client, clock()))
         answer = await request.app[appkeys.VARIANTS].answer(wanted, facts.durations)
         facts.cache = answer.cache
         return variant_response(answer, source.config.cache_control, inline)
-    # 5. The original: streamed, or offloaded to S3 (redirect) or nginx (accel).
+    # 5. The original: every request spends the originals budget (429 before S3 is asked); then
+    #    streamed, or offloaded to S3 (redirect) or nginx (accel).
+    now = clock()
+    limiter.charge(Budget.ORIGINALS, principal, facts.client, now)
     context = Context(request.app[appkeys.METADATA], request.app[appkeys.HOT], inline,
-                      request.app[appkeys.CLOCK](), facts, request.get(SEND_WATCH))
+                      now, facts, request.get(SEND_WATCH))
     return await respond_original(request, source, target.key, context)
 
 
