@@ -13,8 +13,8 @@ from typing import Literal
 
 from imgproxy.auth.revocations import RevocationList
 from imgproxy.auth.signing import require_no_reserved, verify_url
-from imgproxy.auth.tokens import Token, check_scope, find_token, parse_bearer
-from imgproxy.config.model import KeyLimits
+from imgproxy.auth.tokens import Token, check_scope, find_token, load_tokens, parse_bearer
+from imgproxy.config.model import Config, KeyLimits, Revocation
 from imgproxy.errors import RevocationsUnavailable, Unauthorized
 
 
@@ -33,6 +33,20 @@ class AuthPolicy:
 
     def __repr__(self) -> str:
         return f"AuthPolicy(keys={sorted(self.keys)}, tokens={[t.name for t in self.tokens]})"
+
+    @classmethod
+    def from_config(cls, config: Config, polled: tuple[Revocation, ...] | None = ()) -> AuthPolicy:
+        """``polled``: the entries of the polled revocation object (``auth.revocations_url``),
+        or None while it has never been loaded (signed URLs then get 503)."""
+        revocations = None if polled is None else RevocationList.build((*config.auth.revocations, *polled))
+        return cls(
+            keys={kid: secret.reveal().encode("utf-8") for kid, secret in config.auth.keys.items()},
+            tokens=load_tokens(config.auth.tokens),
+            max_ttl=config.auth.max_ttl,
+            clock_skew=config.auth.clock_skew,
+            limits=dict(config.auth.key_limits),
+            revocations=revocations,
+        )
 
     def key_limits(self, kid: str) -> KeyLimits:
         return self.limits.get(kid) or KeyLimits(max_ttl=self.max_ttl)

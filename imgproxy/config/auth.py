@@ -99,5 +99,8 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "
                           "(the server would refuse the URLs it signs)")
+    if keys and auth.sign_ttl + auth.url_window > limits[sign_with].max_ttl:
+        raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed the max_ttl "
+                          f"of auth.keys.{sign_with} (the server would refuse the URLs it signs)")
     t.reject_unknown()
     return auth

@@ -15,8 +15,6 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from imgproxy.auth.principal import AuthPolicy
-from imgproxy.auth.revocations import RevocationList
-from imgproxy.auth.tokens import load_tokens
 from imgproxy.cache import HotCounter, LocalFlight, MetadataCache, VariantCache
 from imgproxy.config import Config, Revocation
 from imgproxy.hostcache.directory import open_dir
@@ -125,17 +123,7 @@ async def stop_watchdog(app: web.Application) -> None:
 
 
 def auth_policy(config: Config, polled: tuple[Revocation, ...] | None = ()) -> AuthPolicy:
-    """``polled``: the entries of the polled revocation object (``auth.revocations_url``), or
-    None while it has never been loaded (signed URLs then get 503)."""
-    revocations = None if polled is None else RevocationList.build((*config.auth.revocations, *polled))
-    return AuthPolicy(
-        keys={kid: secret.reveal().encode("utf-8") for kid, secret in config.auth.keys.items()},
-        tokens=load_tokens(config.auth.tokens),
-        max_ttl=config.auth.max_ttl,
-        clock_skew=config.auth.clock_skew,
-        limits=dict(config.auth.key_limits),
-        revocations=revocations,
-    )
+    return AuthPolicy.from_config(config, polled)
 
 
 def key_hash_secret(config: Config) -> bytes:

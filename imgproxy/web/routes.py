@@ -93,7 +93,8 @@ async def sign_batch(request: web.Request) -> web.Response:
     kid = config.auth.sign_with
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
     now = request.app[appkeys.CLOCK]()
-    answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer,
+    limits = request.app[appkeys.AUTH].key_limits(kid)
+    answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer, limits=limits,
                          check_params=request.app[appkeys.TRANSFORMS].parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
