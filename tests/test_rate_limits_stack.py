@@ -8,8 +8,10 @@ only when a test advances it. The per-host table shared by several workers is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from typing import Any
 
 import pytest
@@ -17,7 +19,17 @@ from aiohttp import hdrs
 from multidict import CIMultiDict
 from processes import PHOTO
 from s3_gate import ManualClock
-from support import OTHER_KEY, SCOPED_TOKEN, SIGNING_KEY, TOKEN, TOKENS, ProxyClient, ProxyFactory
+from support import (
+    OTHER_KEY,
+    SCOPED_TOKEN,
+    SIGNING_KEY,
+    TOKEN,
+    TOKENS,
+    ProxyClient,
+    ProxyFactory,
+    source_table,
+)
+from tcp_relay import Blackhole
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.web.appkeys import METRICS_URL
@@ -143,6 +155,24 @@ async def test_the_transforms_budget_counts_renders_not_hits_or_304s(
     assert body["message"] == "Too many image renders for URLs signed with this key; retry in 30 s."
     assert (await me.get(w11))[1]["X-Cache"] == "HIT"  # rendered ones are still served
     assert await me.statuses(me.url("a.png"), me.url("b.png")) == [200, 200]  # originals: their own budget
+
+
+async def test_a_waiter_for_an_over_budget_render_renders_with_its_own_budget(
+        proxy: ProxyFactory, blackhole: Blackhole) -> None:
+    """k2's render of a variant is refused (its budget is spent) while k1 waits for that very
+    render: k1 does not share k2's 429, it renders with its own budget. A shared store that
+    never answers (2 s until the miss) holds k2's render open while k1 arrives."""
+    store = source_table(blackhole.endpoint, "variants", connect_timeout=1, read_timeout=1, max_attempts=1)
+    client = await proxy(auth={"keys": {"k1": SIGNING_KEY, "k2": OTHER_KEY}}, transform={"workers": 1},
+                         cache={"store": store}, limits={"transforms": {"per_key": "1/h"}})
+    clock = ManualClock(time.time())  # the app keeps the real time; the signers sign at it
+    one, two = Asker(client, clock), Asker(client, clock, OTHER_KEY, "k2")
+    assert (await two.get(two.url("a.png", w="20")))[0] == 200  # k2's one render this hour
+    over = asyncio.create_task(two.get(two.url("a.png", w="30")))
+    await asyncio.sleep(0.5)  # k2's render waits for the store; k1 joins it as a waiter
+    status, headers, _ = await one.get(one.url("a.png", w="30"))
+    assert ((await over)[0], status) == (429, 200)
+    assert headers["X-Cache"] == "MISS"  # rendered for k1, once k2's render was refused
 
 
 async def test_the_originals_budget_counts_every_request_a_304_too(

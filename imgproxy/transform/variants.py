@@ -22,8 +22,8 @@ a GET would get at that moment, ``X-Cache`` included.
 
 Only a render spends the asker's transforms budget (``Wanted.charge_render``, called once the
 pool admitted it, before its source is read): a 304, a cache or store hit, and a waiter for
-another request's identical render cost nothing. That waiter shares the render's outcome,
-a 429 included (the asker that rendered was over its budget): it then retries as any other.
+another request's identical render cost nothing. A waiter shares the render's outcome, except
+a 429: that refusal was for the leader's budget, so the waiter renders with its own (``shared``).
 
 The service returns a ``VariantAnswer`` (a value); ``delivery/responses.py`` writes it as a response, and
 the caller records the cache result in the request's facts.
@@ -32,7 +32,7 @@ the caller records the cache result in the request's facts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from imgproxy.cache import (
@@ -46,6 +46,7 @@ from imgproxy.cache import (
     VariantHead,
     VariantKey,
 )
+from imgproxy.errors import RateLimited
 from imgproxy.facts import CacheResult, Durations, Part
 from imgproxy.protocol.conditional import is_not_modified
 from imgproxy.storage.metadata import known_meta
@@ -113,7 +114,7 @@ class VariantService:
         # the client has none. No HEAD then: the render's own GET tells the ETag.
         if self.metadata.get(source.config.name, key) is None and self.needs_no_head(wanted, family):
             self.variants.misses += 1  # looked up, by its family: not there
-            (rendered, origin), ran = await self.coalescer.run(
+            (rendered, origin), ran = await self.shared(
                 family, lambda: self.rendered(family, wanted, target, durations))
             return VariantAnswer.of(rendered, origin if ran else CacheResult.HIT, spec.auto_format)
         # 1. The source's ETag (cached, else one HEAD) gives the variant's ETag without decoding.
@@ -136,10 +137,29 @@ class VariantService:
                 return VariantAnswer(head.etag, CacheResult.STORE, spec.auto_format, head)
             store_asked = True
         # 5. Fetched from the store or rendered, once for every concurrent identical request.
-        (variant, origin), ran = await self.coalescer.run(
+        (variant, origin), ran = await self.shared(
             name, lambda: self.fetch_or_render_once(name, wanted, target, durations, store_asked))
         cache = origin if ran or origin is CacheResult.STORE else CacheResult.HIT
         return VariantAnswer.of(variant, cache, spec.auto_format)
+
+    async def shared(self, key: VariantKey, work: Callable[[], Awaitable[tuple[Variant, CacheResult]]],
+                     ) -> tuple[tuple[Variant, CacheResult], bool]:
+        """``coalescer.run``: the work's result and whether this request ran it; except that a
+        waiter whose leader's render was refused for the leader's own budget (429) does not
+        share that refusal: it runs the work itself, and its own budget decides."""
+        led = False
+
+        async def leading() -> tuple[Variant, CacheResult]:
+            nonlocal led
+            led = True
+            return await work()
+
+        try:
+            return await self.coalescer.run(key, leading)
+        except RateLimited:
+            if led:
+                raise
+            return await self.coalescer.run(key, work)
 
     def needs_no_head(self, wanted: Wanted, family: VariantKey) -> bool:
         """Whether a HEAD could find nothing to answer from: not for a HEAD request (its size is
