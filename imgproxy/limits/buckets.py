@@ -9,6 +9,7 @@ name costs the same whatever its value's length.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -45,6 +46,20 @@ def bucket_id(budget: Budget, dimension: Dimension, value: str) -> bytes:
     return hashlib.sha256(text).digest()[:16]
 
 
+def client_id(address: str) -> str:
+    """What ``per_client`` counts: an IPv4 address as it is, an IPv6 address by its /64 (one
+    host is routinely given a whole /64, and would otherwise be a new client at every address)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def buckets_for(budget: Budget, limits: BudgetLimits, principal: Principal,
                 client: str) -> tuple[Bucket, ...]:
     """The request's buckets in checking order; () when none of its dimensions is limited.
@@ -55,7 +70,7 @@ def buckets_for(budget: Budget, limits: BudgetLimits, principal: Principal,
         (Dimension.KEY, limits.per_key, principal.name if signed else None),
         (Dimension.TOKEN, limits.per_token, None if signed else principal.name),
         (Dimension.SUB, limits.per_sub, principal.sub),
-        (Dimension.CLIENT, limits.per_client, client if client != "-" else None),
+        (Dimension.CLIENT, limits.per_client, client_id(client) if client != "-" else None),
     )
     return tuple(Bucket(dimension, rate, bucket_id(budget, dimension, value))
                  for dimension, rate, value in candidates if rate is not None and value)
