@@ -65,12 +65,13 @@ def buckets_for(budget: Budget, limits: BudgetLimits, principal: Principal,
     """The request's buckets in checking order; () when none of its dimensions is limited.
     ``client`` is the address after ``server.trusted_proxies`` ("-": unknown, not limited)."""
     signed = principal.kind == "signature"
+    address = client_id(client) if limits.per_client is not None and client != "-" else None
     candidates = (
         (Dimension.SIGNATURE, limits.per_signature, principal.sig if signed else None),
         (Dimension.KEY, limits.per_key, principal.name if signed else None),
         (Dimension.TOKEN, limits.per_token, None if signed else principal.name),
         (Dimension.SUB, limits.per_sub, principal.sub),
-        (Dimension.CLIENT, limits.per_client, client_id(client) if client != "-" else None),
+        (Dimension.CLIENT, limits.per_client, address),
     )
     return tuple(Bucket(dimension, rate, bucket_id(budget, dimension, value))
                  for dimension, rate, value in candidates if rate is not None and value)

@@ -2,8 +2,8 @@
 
 The buckets live in a ``BucketStore``: the host's (``hostcache.limits.HostBuckets``, shared by
 every serving worker through ``cache.dir``) or this process's (``LocalBuckets``).
-``build_limiter`` chooses; it is what start-up calls, and what a reload calls again with the
-new config and the same table.
+``build_limiter`` chooses; it is what start-up calls, and what a config reload can call again
+with the new config and the same table (the buckets carry over on the table).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Final, Protocol
 from cachetools import LRUCache
 
 from imgproxy.auth.principal import Principal
-from imgproxy.config import Config, LimitsConfig
+from imgproxy.config import BudgetLimits, Config, LimitsConfig
 from imgproxy.errors import RateLimited
 from imgproxy.hostcache.limits import HostBuckets
 from imgproxy.hostcache.table import HostTable
@@ -61,11 +61,16 @@ class Limiter:
 
     def __init__(self, limits: LimitsConfig, store: BucketStore) -> None:
         self.limits, self.store = limits, store
-        self._budgets = {Budget.ORIGINALS: limits.originals, Budget.TRANSFORMS: limits.transforms}
+        configured = {Budget.ORIGINALS: limits.originals, Budget.TRANSFORMS: limits.transforms}
+        # A budget that sets no rate is skipped whole: it costs a request nothing.
+        self._budgets = {budget: rates for budget, rates in configured.items() if rates != BudgetLimits()}
 
     def charge(self, budget: Budget, principal: Principal, client: str, now: float) -> None:
         """One request (originals) or one render (transforms) by ``principal`` from ``client``."""
-        buckets = buckets_for(budget, self._budgets[budget], principal, client)
+        rates = self._budgets.get(budget)
+        if rates is None:
+            return
+        buckets = buckets_for(budget, rates, principal, client)
         if not buckets:
             return
         verdict = self.store.charge(buckets, now)
