@@ -1,4 +1,4 @@
-"""The ``imgproxy`` command: ``serve``, ``sign`` and ``demo``.
+"""The ``imgproxy`` command: ``serve``, ``sign``, ``sql`` and ``demo``.
 
 A ``ConfigError`` (or any start-up problem an operator can fix) becomes one line on stderr and
 exit status 2; there is never a traceback for a bad config.
@@ -21,6 +21,7 @@ from imgproxy.errors import ProxyError
 from imgproxy.hostcache.directory import prepare
 from imgproxy.process.server import serve
 from imgproxy.process.supervisor import serve_workers, worker_count
+from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
 from imgproxy.web.app import create_app
 
@@ -61,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--kid", help="signing key id (default: auth.sign_with)")
     sign.add_argument("--base-url", help="URL prefix (default: server.public_url or http://host:port)")
     sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
+
+    sql = commands.add_parser("sql", help="print the install script of the in-database signer "
+                                          "(README: Signing in the database)", parents=[common])
+    sql.add_argument("dialect", choices=SQL_DIALECTS)
 
     demo = commands.add_parser("demo", help="run against an in-process S3 with sample images",
                                parents=[common])
@@ -169,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from imgproxy.demo import run_demo
 
             return run_demo(args.host, args.port)
+        if args.command == "sql":  # no config: the script holds no key
+            sys.stdout.write(sql_script(args.dialect))
+            return 0
         config = load_config(args.config)
         if args.command == "sign":
             sys.stdout.write(sign_command(config, args) + "\n")

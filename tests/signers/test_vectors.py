@@ -90,5 +90,5 @@ def test_vectors_and_signers_are_package_data() -> None:
     patterns = pyproject["tool"]["setuptools"]["package-data"]["imgproxy"]
     data = sorted(p.relative_to(ROOT / "imgproxy").as_posix()
                   for p in (ROOT / "imgproxy" / "signers").iterdir() if p.suffix != ".py" and p.is_file())
-    assert {"signers/vectors.json", "signers/imgproxy-sign.mjs"} <= set(data)
+    assert {"signers/vectors.json", "signers/postgres.sql", "signers/imgproxy-sign.mjs"} <= set(data)
     assert [name for name in data if not any(fnmatch(name, pattern) for pattern in patterns)] == []
