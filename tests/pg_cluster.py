@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -96,17 +96,20 @@ class PgCluster:
                               timeout=TIMEOUT, check=False, cwd=self.directory, env=env,
                               **self._as_server_user())
 
-    def psql(self, sql: str, *, database: str = DATABASE, check: bool = True,
-             extra: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-        """Run ``sql`` (read from stdin, stopping at the first error) with unaligned, tuples-only
-        output: one line per row, fields separated by ``|``."""
+    def client(self, database: str = DATABASE) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of a psql reading SQL from stdin (stopping at the first error),
+        printing unaligned, tuples-only output: one line per row, fields separated by ``|``."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGPASSWORD": self.password,
                "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C.UTF-8", "PGCLIENTENCODING": "UTF8"}
-        result = subprocess.run(
-            [str(self.bin / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(self.port), "-U", SUPERUSER, "-d", database, *extra, "-f", "-"],
-            input=sql, capture_output=True, text=True, encoding="utf-8", timeout=TIMEOUT, check=False,
-            env=env)
+        return [str(self.bin / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                "-p", str(self.port), "-U", SUPERUSER, "-d", database, "-f", "-"], env
+
+    def psql(self, sql: str, *, database: str = DATABASE,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the script ``sql`` in one psql (``client``); a failure raises unless ``check`` is off."""
+        argv, env = self.client(database)
+        result = subprocess.run(argv, input=sql, capture_output=True, text=True, encoding="utf-8",
+                                timeout=TIMEOUT, check=False, env=env)
         if check and result.returncode != 0:
             raise AssertionError(f"psql failed ({result.returncode}): {result.stderr.strip()}")
         return result

@@ -1,4 +1,5 @@
--- imgproxy: signed image URLs made inside PostgreSQL (13+), the README's "Signing in the database".
+-- imgproxy: signed image URLs made inside PostgreSQL (13+; tested on 15), the README's
+-- "PostgreSQL: signing in the database".
 --
 --   imgproxy sql postgres | psql -v ON_ERROR_STOP=1 -d yourdb
 --
@@ -12,7 +13,8 @@
 --   GRANT EXECUTE ON FUNCTION imgproxy.sign_url(text, text, jsonb, integer, integer, boolean, text, text)
 --     TO imgproxy_signer;
 --
--- Every function pins search_path to pg_catalog, pg_temp and names every function it calls with
+-- Every function pins search_path to pg_catalog, pg_temp (percent_encode, called most often,
+-- names its types and operators in pg_catalog instead) and names every function it calls with
 -- its schema (pg_catalog.*, imgproxy.hmac): a caller's search_path, or a function of the same
 -- name in a schema it controls, cannot run inside sign_url and see the secret. (Operators and
 -- the "C" collation resolve in pg_catalog alone: pg_temp is never searched for operators.)
@@ -131,11 +133,17 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  bad text;
-  signed_query text;
+  pairs jsonb;
+  value jsonb;
+  names text[] := '{}';
+  vals text[] := '{}';
+  name text;
+  encoded text;
+  j integer;
+  signed_query text := '';
   canonical text;
 BEGIN
-  params := COALESCE(params, '{}'::jsonb);
+  params := COALESCE(params, '{}');
   IF pg_catalog.jsonb_typeof(params) <> 'object' THEN
     RAISE EXCEPTION 'imgproxy: params must be a JSON object';
   END IF;
@@ -153,24 +161,41 @@ BEGIN
     RAISE EXCEPTION 'imgproxy: a signed URL carries exp, iat, or both';
   END IF;
 
-  -- One pass over the parameters: the sorted, encoded query, and the first refused name.
-  SELECT pg_catalog.string_agg(imgproxy.percent_encode(s.name, false) || '=' || imgproxy.percent_encode(s.value, false),
-                               '&' ORDER BY s.name COLLATE "C"),
-         pg_catalog.min(s.name) FILTER (WHERE s.refused)
-  INTO signed_query, bad
-  FROM (SELECT p.name, p.value #>> '{}' AS value,
-               p.name IN ('', 'exp', 'iat', 'kid', 'sig', 'sub')
-               OR pg_catalog.jsonb_typeof(p.value) NOT IN ('string', 'number')
-               OR (pg_catalog.jsonb_typeof(p.value) = 'number'
-                   AND pg_catalog.scale((p.value #>> '{}')::numeric) <> 0) AS refused
-        FROM pg_catalog.jsonb_each(params) AS p(name, value)
-        UNION ALL SELECT 'exp', exp::text, false WHERE exp IS NOT NULL
-        UNION ALL SELECT 'iat', iat::text, false WHERE iat IS NOT NULL
-        UNION ALL SELECT 'kid', signed_url.kid, false WHERE signed_url.kid IS NOT NULL
-        UNION ALL SELECT 'sub', sub, false WHERE sub IS NOT NULL) AS s;
-  IF bad IS NOT NULL THEN
-    RAISE EXCEPTION 'imgproxy: parameter "%": names are not empty nor exp, iat, kid, sig, sub; values are strings or integers', bad;
-  END IF;
+  -- The parameters as (name, text) in code point order (COLLATE "C": UTF-8 byte order), by
+  -- insertion into two arrays: plain expressions only, no query per call. keyvalue() lists
+  -- the object's members as {"key", "value"} objects.
+  pairs := pg_catalog.jsonb_path_query_array(params, '$.keyvalue()');
+  FOR i IN 0 .. pg_catalog.jsonb_array_length(pairs) - 1 LOOP
+    name := pairs -> i ->> 'key';
+    value := pairs -> i -> 'value';
+    IF name IN ('', 'exp', 'iat', 'kid', 'sig', 'sub')
+       OR pg_catalog.jsonb_typeof(value) NOT IN ('string', 'number')
+       OR (pg_catalog.jsonb_typeof(value) = 'number' AND pg_catalog.scale((value #>> '{}')::numeric) <> 0) THEN
+      RAISE EXCEPTION 'imgproxy: parameter "%": names are not empty nor exp, iat, kid, sig, sub; values are strings or integers', name;
+    END IF;
+    names := names || name;
+    vals := vals || (value #>> '{}');
+  END LOOP;
+  IF exp IS NOT NULL THEN names := names || 'exp'::text; vals := vals || exp::text; END IF;
+  IF iat IS NOT NULL THEN names := names || 'iat'::text; vals := vals || iat::text; END IF;
+  IF signed_url.kid IS NOT NULL THEN names := names || 'kid'::text; vals := vals || signed_url.kid; END IF;
+  IF sub IS NOT NULL THEN names := names || 'sub'::text; vals := vals || sub; END IF;
+  FOR i IN 2 .. pg_catalog.cardinality(names) LOOP
+    name := names[i];
+    encoded := vals[i];
+    j := i - 1;
+    WHILE j >= 1 AND names[j] COLLATE "C" > name LOOP
+      names[j + 1] := names[j];
+      vals[j + 1] := vals[j];
+      j := j - 1;
+    END LOOP;
+    names[j + 1] := name;
+    vals[j + 1] := encoded;
+  END LOOP;
+  FOR i IN 1 .. pg_catalog.cardinality(names) LOOP
+    signed_query := signed_query || CASE WHEN i > 1 THEN '&' ELSE '' END
+                    || imgproxy.percent_encode(names[i], false) || '=' || imgproxy.percent_encode(vals[i], false);
+  END LOOP;
   canonical := '/img/' || imgproxy.percent_encode(source, false) || '/' || imgproxy.percent_encode(key, true)
                || '?' || signed_query;
   RETURN pg_catalog.rtrim(COALESCE(base_url, ''), '/') || canonical || '&sig='
@@ -192,23 +217,22 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  chosen imgproxy.signing_keys%ROWTYPE;
-  keys bigint;
+  chosen record;
   stamped record;
 BEGIN
   IF sign_url.kid IS NULL THEN
-    SELECT pg_catalog.count(*) INTO keys FROM imgproxy.signing_keys;
-    IF keys <> 1 THEN
-      RAISE EXCEPTION 'imgproxy.sign_url: kid is required (imgproxy.signing_keys holds % keys)', keys;
+    SELECT k.kid, k.secret, k.base_url, pg_catalog.count(*) OVER () AS keys INTO chosen
+    FROM imgproxy.signing_keys AS k LIMIT 1;
+    IF COALESCE(chosen.keys, 0) <> 1 THEN
+      RAISE EXCEPTION 'imgproxy.sign_url: kid is required (imgproxy.signing_keys holds % keys)', COALESCE(chosen.keys, 0);
     END IF;
-    SELECT * INTO chosen FROM imgproxy.signing_keys;
   ELSE
-    SELECT * INTO chosen FROM imgproxy.signing_keys AS k WHERE k.kid = sign_url.kid;
+    SELECT k.kid, k.secret, k.base_url INTO chosen FROM imgproxy.signing_keys AS k WHERE k.kid = sign_url.kid;
     IF NOT FOUND THEN
       RAISE EXCEPTION 'imgproxy.sign_url: no signing key "%"', sign_url.kid;
     END IF;
   END IF;
-  SELECT * INTO stamped FROM imgproxy.stamps(EXTRACT(epoch FROM pg_catalog.now())::numeric, ttl, "window", durable);
+  stamped := imgproxy.stamps(EXTRACT(epoch FROM pg_catalog.now())::numeric, ttl, "window", durable);
   RETURN imgproxy.signed_url(chosen.secret, chosen.kid, chosen.base_url, source, key, params,
                              stamped.exp, stamped.iat, sub);
 END

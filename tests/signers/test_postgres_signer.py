@@ -142,6 +142,16 @@ def test_kid_null_with_several_keys_is_refused(pg: PgCluster) -> None:
     assert "kid is required (imgproxy.signing_keys holds 2 keys)" in result.stderr
 
 
+def test_kid_null_with_no_key_is_refused(pg: PgCluster) -> None:
+    script = with_key("k1", KEY_SECRET, "", f"""
+        SET LOCAL ROLE NONE;
+        DELETE FROM imgproxy.signing_keys;
+        SET LOCAL ROLE {SIGNER_ROLE};
+        {sign_call("photos", "a.jpg")}""")
+    result = pg.psql(script, check=False)
+    assert "kid is required (imgproxy.signing_keys holds 0 keys)" in result.stderr
+
+
 def test_an_unknown_kid_is_refused(pg: PgCluster) -> None:
     result = pg.psql(with_key("k1", KEY_SECRET, "", sign_call("photos", "a.jpg", kid="k9")), check=False)
     assert result.returncode != 0
@@ -206,6 +216,14 @@ def test_what_the_python_signer_refuses_is_refused(pg: PgCluster, case: dict[str
     assert result.returncode != 0
     assert "imgproxy" in result.stderr
     assert KEY_SECRET not in result.stderr
+
+
+def test_null_params_sign_as_none(pg: PgCluster) -> None:
+    script = with_key("k1", KEY_SECRET, "", """
+        SELECT extract(epoch FROM now());
+        SELECT imgproxy.sign_url('photos', 'a.jpg', NULL);""")
+    now, url = pg.rows(script)
+    assert url == UrlSigner(KEY_SECRET, "k1").sign("photos", "a.jpg", now=float(now))
 
 
 def test_a_params_array_is_refused(pg: PgCluster) -> None:
