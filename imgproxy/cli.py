@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--base-url", help="URL prefix (default: server.public_url or http://host:port)")
     sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
 
-    sql = commands.add_parser("sql", help="print the install script of the in-database signer "
-                                          "(README: Signing in the database)", parents=[common])
+    sql = commands.add_parser("sql", help="print the SQL that installs imgproxy.sign_url in a database "
+                                          "(README: signing inside the database)", parents=[common])
     sql.add_argument("dialect", choices=SQL_DIALECTS)
 
     demo = commands.add_parser("demo", help="run against an in-process S3 with sample images",
