@@ -204,12 +204,14 @@ def source_toml(name: str, endpoint: str, ca_bundle: Path | None = None) -> str:
 
 def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "", *, workers: int = 1,
                metrics_port: int | None = None, server: Sequence[str] = (),
-               ca_bundle: Path | None = None) -> str:
+               ca_bundle: Path | None = None, auth: str | None = None) -> str:
     """The proxy's config: one source (SOURCE) on moto; ``extra`` is appended (more TOML tables).
     ``metrics_port``: the Prometheus listener on that port (default: none). ``server``: more
     ``key = value`` lines for the ``[server]`` table. ``ca_bundle``: the CA of an https
-    ``endpoint``."""
+    ``endpoint``. ``auth``: the ``[auth]`` tables instead of one key ``bench = signing_key``."""
     q = json.dumps
+    auth_lines = ["[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', ""] \
+        if auth is None else [auth]
     metrics = ["enabled = false"] if metrics_port is None else [
         "enabled = true", f"host = {q(HOST)}", f"port = {metrics_port}"]
     return "\n".join([
@@ -218,7 +220,7 @@ def proxy_toml(endpoint: str, port: int, signing_key: str, extra: str = "", *, w
         "[server]", f"host = {q(HOST)}", f"port = {port}", "shutdown_timeout = 1", f"workers = {workers}",
         *server, "",
         "[metrics]", *metrics, "",
-        "[auth]", f"keys = {{ bench = {q(signing_key)} }}", 'max_ttl = "1d"', "", "",
+        *auth_lines, "",
     ]) + source_toml(SOURCE, endpoint, ca_bundle) + extra
 
 
@@ -244,13 +246,15 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeo
 def proxy(workdir: Path, endpoint: str, signing_key: str, profile: Path | None = None, *,
           extra_toml: str = "", name: str = "imgproxy", workers: int = 1,
           metrics_port: int | None = None, server: Sequence[str] = (),
-          ca_bundle: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+          ca_bundle: Path | None = None,
+          auth: str | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``imgproxy serve`` on a free port; ``name`` names its config and log files in workdir;
-    ``workers``, ``metrics_port``, ``server`` and ``ca_bundle`` as in ``proxy_toml``."""
+    ``workers``, ``metrics_port``, ``server``, ``ca_bundle`` and ``auth`` as in ``proxy_toml``."""
     port = free_port()
     config_path = workdir / f"{name}.toml"
     config_path.write_text(proxy_toml(endpoint, port, signing_key, extra_toml, workers=workers,
-                                      metrics_port=metrics_port, server=server, ca_bundle=ca_bundle))
+                                      metrics_port=metrics_port, server=server, ca_bundle=ca_bundle,
+                                      auth=auth))
     log_path = workdir / f"{name}.log"
     argv = [sys.executable, "-m", "imgproxy", "serve", "--config", str(config_path)]
     if profile is not None:  # cProfile writes the file when SIGTERM makes serve return

@@ -1,4 +1,4 @@
-"""The ``imgproxy`` command: ``serve``, ``sign``, ``sql`` and ``demo``.
+"""The ``imgproxy`` command: ``serve``, ``sign``, ``verify-url``, ``key-hash``, ``sql`` and ``demo``.
 
 A ``ConfigError`` (or any start-up problem an operator can fix) becomes one line on stderr and
 exit status 2; there is never a traceback for a bad config.
@@ -11,19 +11,22 @@ import asyncio
 import logging
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from typing import Final, TextIO
 
 from imgproxy import __version__
+from imgproxy.auth.explain import explain_url
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
-from imgproxy.config import Config, ConfigError, load_config, parse_duration
+from imgproxy.config import Config, ConfigError, KeyLimits, Scope, load_config, parse_duration
 from imgproxy.errors import ProxyError
 from imgproxy.hostcache.directory import prepare
 from imgproxy.process.server import serve
 from imgproxy.process.supervisor import serve_workers, worker_count
+from imgproxy.protocol.accesslog import key_hash
 from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
-from imgproxy.web.app import create_app
+from imgproxy.web.app import create_app, key_hash_secret
 
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1
@@ -62,6 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--kid", help="signing key id (default: auth.sign_with)")
     sign.add_argument("--base-url", help="URL prefix (default: server.public_url or http://host:port)")
     sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
+    sign.add_argument("--durable", action="store_true",
+                      help="no exp: valid while the key (durable = true), its scopes and the "
+                           "revocations allow; carries iat")
+    sign.add_argument("--sub", help="a signed viewer id, logged with every request for the URL")
+
+    verify = commands.add_parser("verify-url", help="explain whether the server accepts a signed URL",
+                                 parents=[common])
+    verify.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
+    verify.add_argument("url", help="the URL, or its path and query")
+
+    hashed = commands.add_parser("key-hash", help="the access log's key_hash of SOURCE and KEY",
+                                 parents=[common])
+    hashed.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
+    hashed.add_argument("source")
+    hashed.add_argument("key")
 
     sql = commands.add_parser("sql", help="print the SQL that installs imgproxy.sign_url in a database "
                                           "(README: signing inside the database)", parents=[common])
@@ -110,6 +128,7 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
     kid = args.kid or config.auth.sign_with
     if kid not in config.auth.keys:
         raise UsageError(f"--kid: {kid!r} is not a key in auth.keys")
+    limits = config.auth.key_limits.get(kid) or KeyLimits(max_ttl=config.auth.max_ttl)
     try:
         ttl = parse_duration(args.ttl, "--ttl")
     except ConfigError as exc:
@@ -118,14 +137,21 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
         window = config.auth.url_window if args.window is None else parse_duration(args.window, "--window")
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    if not 1 <= ttl + window <= config.auth.max_ttl:
-        raise UsageError(
-            f"--ttl: ttl + window must be between 1s and auth.max_ttl ({config.auth.max_ttl:g}s)")
+    if args.durable and not limits.durable:
+        raise UsageError(f"--durable: key {kid!r} does not sign durable URLs (set durable = true "
+                         f"in [auth.keys.{kid}])")
+    max_ttl = min(config.auth.max_ttl, limits.max_ttl)
+    if not args.durable and not 1 <= ttl + window <= max_ttl:
+        raise UsageError(f"--ttl: ttl + window must be between 1s and the key's max_ttl ({max_ttl:g}s)")
     if args.source not in config.sources:
         raise UsageError(f"source {args.source!r}: not in [sources] (known: {', '.join(config.sources)})")
+    if not limits.allows(args.source, args.key):
+        raise UsageError(f"out_of_scope: key {kid!r} may not sign {args.source}:{args.key} "
+                         f"(its scopes: {', '.join(scope_text(s) for s in limits.scopes)})")
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, args.base_url or config.server.base_url)
     try:
-        url = signer.sign(args.source, args.key, ttl=ttl, params=parse_params(args.params), window=window)
+        url = signer.sign(args.source, args.key, ttl=ttl, params=parse_params(args.params), window=window,
+                          durable=args.durable, sub=args.sub)
     except ProxyError as exc:  # paths.check_key refuses keys the server would refuse too
         raise UsageError(f"key {args.key!r}: {exc.public_message}") from None
     except ValueError as exc:
@@ -134,6 +160,10 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
         name = args.key.rsplit("/", 1)[-1] or "image"
         return f"curl -fsS -o {shlex.quote(name)} {shlex.quote(url)}"
     return url
+
+
+def scope_text(scope: Scope) -> str:
+    return f"{scope.source}:{scope.key}{'*' if scope.is_prefix else ''}"
 
 
 def serve_command(config: Config, args: argparse.Namespace) -> int:
@@ -180,6 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "sign":
             sys.stdout.write(sign_command(config, args) + "\n")
+            return 0
+        if args.command == "verify-url":
+            verdict = explain_url(config, args.url, time.time())
+            sys.stdout.write(verdict.text + "\n")
+            return 0 if verdict.accepted else EXIT_RUNTIME
+        if args.command == "key-hash":
+            sys.stdout.write(key_hash(key_hash_secret(config), args.source, args.key) + "\n")
             return 0
         return serve_command(config, args)
     except ConfigError as exc:

@@ -139,6 +139,11 @@ class OutOfScope(Forbidden):
     public_message = "The credentials do not grant access to this path."
 
 
+class Revoked(Forbidden):
+    code = "revoked"
+    public_message = "This URL has been revoked."
+
+
 class NotFound(ProxyError):
     status = 404
     code = "not_found"
@@ -252,6 +257,14 @@ class Overloaded(NotReady):
 
     def implied_headers(self) -> dict[str, str]:
         return {"Retry-After": self.retry_after}
+
+
+class RevocationsUnavailable(Overloaded):
+    """The revocation list has never been loaded: a signed URL cannot be checked (fail closed)."""
+
+    code = "not_ready"
+    public_message = "The server has not loaded its revocation list yet; retry shortly."
+    retry_after = "5"
 
 
 class StorageBusy(Overloaded):

@@ -66,7 +66,12 @@ class RequestFacts:
     user_agent: str | None = None  # its first characters
     source: str | None = None
     key: str | None = None  # logged only with server.log_keys
+    key_hash: str | None = None  # without log_keys: a keyed hash of source and key (audits match it)
     principal: str | None = None  # "signature:KID" or "token:NAME"
+    kid: str | None = None  # a signed URL's key id
+    token: str | None = None  # a bearer token's name
+    sub: str | None = None  # the signed viewer id
+    max_age_cap: float | None = None  # a durable URL's: Cache-Control max-age at most this
     delivery: Delivery | None = None  # set for image answers only
     transform: bool = False
     cache: CacheResult | None = None

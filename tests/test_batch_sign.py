@@ -253,3 +253,60 @@ async def test_the_python_signer_gives_the_same_urls_as_post_sign(start: ProxyFa
                              ("photos", "employees/Zoë b+c.png", {"w": "8", "fmt": "webp"})],
                             ttl=3600, now=clock(), window=3600)
     assert urls == [entry["url"] for entry in answer["items"]]
+
+
+# Scoped keys, durable URLs and viewers (issue 13) -----------------------------------------------
+
+SCOPED = {"secret": "scoped-sign-key-0123456789abcdef-0123456789", "scopes": ["photos:employees/ada*"],
+          "durable": True}
+
+
+async def test_items_outside_the_signing_keys_scopes_are_out_of_scope(start: ProxyFactory, s3: Any,
+                                                                     bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="employees/ada.png", Body=png(8, (1, 2, 3)), ContentType="image/png")
+    client = await start(auth={"keys": {"bi": SCOPED}})
+    body = await sign(client, [item("employees/ada.png"), item("employees/bob.png")])
+    assert "url" in body["items"][0]
+    assert body["items"][1]["error"] == "out_of_scope"
+    assert (await client.session.get(URL(body["items"][0]["url"], encoded=True))).status == 200
+
+
+async def test_a_durable_item_with_a_sub(start: ProxyFactory, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="employees/ada.png", Body=png(8, (1, 2, 3)), ContentType="image/png")
+    client = await start(auth={"keys": {"bi": SCOPED}})
+    body = await sign(client, [{**item("employees/ada.png"), "durable": True, "sub": "zoë@example.com"}])
+    url = body["items"][0]["url"]
+    query = parse_qs(urlsplit(url).query)
+    assert "exp" not in query
+    assert query["sub"] == ["zoë@example.com"]
+    response = await client.session.get(URL(url, encoded=True))
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "private, max-age=3600"
+
+
+async def test_a_durable_item_needs_a_durable_key(start: ProxyFactory) -> None:
+    client = await start()
+    body = await sign(client, [{**item("employees/ada.png"), "durable": True}])
+    assert body["items"][0]["error"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize("value", ["", "a\nb", "x" * 129, "\u2028"])
+async def test_a_bad_sub_is_the_items_error(start: ProxyFactory, value: str) -> None:
+    client = await start()
+    body = await sign(client, [{**item("employees/ada.png"), "sub": value}, item("employees/ada.png")])
+    assert body["items"][0]["error"] == "invalid_parameter"
+    assert "url" in body["items"][1]
+
+
+@pytest.mark.parametrize("name", ["iat", "sub", "exp"])
+async def test_reserved_names_in_params_are_refused(start: ProxyFactory, name: str) -> None:
+    client = await start()
+    body = await sign(client, [item("employees/ada.png", **{name: "1"})])
+    assert body["items"][0]["error"] == "invalid_parameter"
+
+
+async def test_a_sub_or_durable_of_the_wrong_type_is_400(start: ProxyFactory) -> None:
+    client = await start()
+    for extra in ({"sub": 5}, {"durable": "yes"}):
+        response = await client.post("/sign", json=[{**item("a.png"), **extra}], headers=DASH)
+        assert response.status == 400

@@ -190,7 +190,7 @@ UNSET_SECTIONS: list[tuple[str, Callable[[Config], object], object]] = [
     ("log", lambda c: c.log, LogConfig()),
     ("delivery", lambda c: c.sources["photos"].delivery, DeliveryConfig()),
     ("source", lambda c: c.sources["photos"], SourceConfig(name="photos", bucket="acme-private-photos")),
-    ("auth but its keys", lambda c: replace(c.auth, keys={}, sign_with=""), AuthConfig()),
+    ("auth but its keys", lambda c: replace(c.auth, keys={}, key_limits={}, sign_with=""), AuthConfig()),
 ]
 
 
@@ -632,8 +632,11 @@ def test_no_config_source_at_all_is_a_config_error() -> None:
 
 def test_example_config_is_a_working_config() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
-    environ = {"IMGPROXY_SIGNING_KEY": KEY_1, "IMGPROXY_TOKEN_HR": HR_TOKEN, "IMGPROXY_TOKEN_OPS": OPS_TOKEN}
-    assert set(load_config(example, environ=environ).sources) == {"photos", "scans"}
+    environ = {"IMGPROXY_SIGNING_KEY": KEY_1, "IMGPROXY_SIGNING_KEY_BI": KEY_2,
+               "IMGPROXY_TOKEN_HR": HR_TOKEN, "IMGPROXY_TOKEN_OPS": OPS_TOKEN}
+    config = load_config(example, environ=environ)
+    assert set(config.sources) == {"photos", "scans"}
+    assert config.auth.key_limits["bi"].durable
 
 
 def test_cache_dir_is_unset_by_default_and_read_as_given() -> None:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from imgproxy.auth.signing import MAX_PARAM_BYTES, RESERVED_PARAMS, UrlSigner
+from imgproxy.auth.signing import MAX_PARAM_BYTES, MAX_SUB_CHARS, RESERVED_PARAMS, UrlSigner, check_sub
 from imgproxy.auth.tokens import Token
+from imgproxy.config.model import KeyLimits
 from imgproxy.errors import BadRequest, InvalidParameter, OutOfScope, ProxyError, UnknownSource
 from imgproxy.protocol.paths import check_key
 
@@ -24,6 +25,8 @@ class BatchItem:
     source: str
     key: str
     params: Mapping[str, str]
+    sub: str | None = None  # a signed viewer id
+    durable: bool = False  # no exp (only with a durable signing key)
 
 
 def _bad(message: str) -> BadRequest:
@@ -59,24 +62,37 @@ def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
         where = f"items[{index}]"
         if not isinstance(item, dict):
             raise _bad(f"{where} must be an object with source, key and optional params.")
-        unknown = set(item) - {"source", "key", "params"}
+        unknown = set(item) - {"source", "key", "params", "sub", "durable"}
         if unknown:
             raise _bad(f"{where} has an unknown field {_name(sorted(unknown)[0])}.")
         source, key, params = item.get("source"), item.get("key"), item.get("params", {})
+        sub, durable = item.get("sub"), item.get("durable", False)
         if not isinstance(source, str) or not isinstance(key, str):
             raise _bad(f"{where}.source and {where}.key must be strings.")
+        if sub is not None and not isinstance(sub, str):
+            raise _bad(f"{where}.sub must be a string.")
+        if not isinstance(durable, bool):
+            raise _bad(f"{where}.durable must be true or false.")
         if not isinstance(params, dict) or not all(
                 isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
                 for k, v in params.items()):
             raise _bad(f"{where}.params must be an object of string (or integer) values.")
-        texts = [("source", source), ("key", key), *(("params", name) for name in params),
+        texts = [("source", source), ("key", key), ("sub", sub or ""), *(("params", name) for name in params),
                  *((f"params.{name}", value) for name, value in params.items() if isinstance(value, str))]
         for field, text in texts:
             if not _is_text(text):
                 shown = field if len(field) <= MAX_ECHO_CHARS and _is_text(field) else "params"
                 raise _bad(f"{where}.{shown} is not valid Unicode (it holds a lone \\u surrogate escape).")
-        parsed.append(BatchItem(source, key, {k: str(v) for k, v in params.items()}))
+        parsed.append(BatchItem(source, key, {k: str(v) for k, v in params.items()}, sub, durable))
     return parsed
+
+
+def _is_sub(sub: str) -> bool:
+    try:
+        check_sub(sub)
+    except ValueError:
+        return False
+    return True
 
 
 def sign_items(
@@ -85,6 +101,7 @@ def sign_items(
     token: Token,
     sources: Collection[str],
     signer: UrlSigner,
+    limits: KeyLimits,
     check_params: Callable[[Mapping[str, str]], object],
     ttl: float,
     window: float,
@@ -101,14 +118,24 @@ def sign_items(
                 raise InvalidParameter("param too long",  # parse_query would refuse the signed URL
                                        public_message=f"A parameter is longer than {MAX_PARAM_BYTES} bytes.")
             if RESERVED_PARAMS & item.params.keys():
-                raise InvalidParameter("reserved param",
-                                       public_message="Parameters exp, kid and sig are set by signing.")
+                raise InvalidParameter("reserved param", public_message=(
+                    "Parameters exp, iat, kid, sig and sub are set by signing (sub: the item's 'sub')."))
+            if item.sub is not None and not _is_sub(item.sub):
+                raise InvalidParameter("bad sub", public_message=(
+                    f"'sub' must be 1-{MAX_SUB_CHARS} characters without control characters."))
             check_params(item.params)
             if not any(scope.allows(item.source, item.key) for scope in token.sign_scopes):
                 raise OutOfScope(f"token {token.name!r} may not sign this path",
                                  public_message="The token's sign scopes do not cover this item.")
+            if not limits.allows(item.source, item.key):
+                raise OutOfScope(f"signing key {signer.kid!r} has no scope for this path",
+                                 public_message="The server's signing key may not sign this item.")
+            if item.durable and not limits.durable:
+                raise InvalidParameter("durable with a non-durable key", public_message=(
+                    "This server's signing key does not sign durable URLs."))
             answers.append({"url": signer.sign(item.source, item.key, ttl=ttl, params=item.params,
-                                               now=now, window=window)})
+                                               now=now, window=window, durable=item.durable,
+                                               sub=item.sub)})
         except ProxyError as exc:
             answers.append({"error": exc.code, "message": exc.public_message})
     return answers

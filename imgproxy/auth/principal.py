@@ -11,22 +11,45 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from imgproxy.auth.signing import require_no_reserved, verify_signature
-from imgproxy.auth.tokens import Token, check_scope, find_token, parse_bearer
-from imgproxy.errors import Unauthorized
+from imgproxy.auth.revocations import RevocationList
+from imgproxy.auth.signing import require_no_reserved, verify_url
+from imgproxy.auth.tokens import Token, check_scope, find_token, load_tokens, parse_bearer
+from imgproxy.config.model import Config, KeyLimits, Revocation
+from imgproxy.errors import RevocationsUnavailable, Unauthorized
 
 
 @dataclass(frozen=True, slots=True)
 class AuthPolicy:
-    """What the server checks credentials against (built once from config)."""
+    """What the server checks credentials against (built from config, again at each reload)."""
 
     keys: Mapping[str, bytes]
     tokens: Sequence[Token]
     max_ttl: float
     clock_skew: float
+    limits: Mapping[str, KeyLimits] = field(default_factory=dict)
+    # None: the revocation list is configured to be polled and has never been loaded: signed
+    # URLs cannot be checked, and get 503 (never fail open).
+    revocations: RevocationList | None = field(default_factory=RevocationList)
 
     def __repr__(self) -> str:
         return f"AuthPolicy(keys={sorted(self.keys)}, tokens={[t.name for t in self.tokens]})"
+
+    @classmethod
+    def from_config(cls, config: Config, polled: tuple[Revocation, ...] | None = ()) -> AuthPolicy:
+        """``polled``: the entries of the polled revocation object (``auth.revocations_url``),
+        or None while it has never been loaded (signed URLs then get 503)."""
+        revocations = None if polled is None else RevocationList.build((*config.auth.revocations, *polled))
+        return cls(
+            keys={kid: secret.reveal().encode("utf-8") for kid, secret in config.auth.keys.items()},
+            tokens=load_tokens(config.auth.tokens),
+            max_ttl=config.auth.max_ttl,
+            clock_skew=config.auth.clock_skew,
+            limits=dict(config.auth.key_limits),
+            revocations=revocations,
+        )
+
+    def key_limits(self, kid: str) -> KeyLimits:
+        return self.limits.get(kid) or KeyLimits(max_ttl=self.max_ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +78,13 @@ def authorize(
             raise Unauthorized("signed URL but no signing keys configured",
                                public_message="This server accepts bearer tokens only.",
                                headers={"WWW-Authenticate": 'Bearer realm="imgproxy"'})
-        kid = verify_signature(source, key, params, keys=policy.keys, now=now,
-                               max_ttl=policy.max_ttl, clock_skew=policy.clock_skew)
-        return Principal("signature", kid)
+        url = verify_url(source, key, params, keys=policy.keys, now=now, max_ttl=policy.max_ttl,
+                         clock_skew=policy.clock_skew, limits=policy.limits)
+        if policy.revocations is None:
+            raise RevocationsUnavailable("revocation list not loaded yet")
+        issued = url.issued(policy.key_limits(url.kid).max_ttl, policy.clock_skew)
+        policy.revocations.check(source, key, url, issued)
+        return Principal("signature", url.kid, sub=url.sub, sig=url.sig, durable=url.exp is None)
     if authorization is not None and policy.tokens:
         require_no_reserved(params)
         token = find_token(parse_bearer(authorization), policy.tokens)

@@ -29,15 +29,17 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
+from imgproxy.config.model import KeyLimits
 from imgproxy.errors import (
     BadRequest,
     ExpiredSignature,
     ExpiryTooFar,
     InvalidParameter,
     InvalidSignature,
+    OutOfScope,
     UnknownKeyId,
 )
 from imgproxy.protocol.paths import check_key, image_path, percent_decode, percent_encode
@@ -223,6 +225,92 @@ def parse_query(raw_query: str, max_params: int) -> dict[str, str]:
     return params
 
 
+@dataclass(frozen=True, slots=True)
+class SignedUrl:
+    """What a verified signed URL says: its key, lifetime stamps and viewer."""
+
+    kid: str
+    exp: int | None  # None: a durable URL (its key has durable = true)
+    iat: int | None
+    sub: str | None
+    sig: str = field(repr=False)
+
+    def issued(self, max_ttl: float, clock_skew: float) -> float:
+        """When the URL was signed, at the latest: its ``iat``, or for an older URL without one
+        ``exp - max_ttl - clock_skew`` (the earliest it can have been signed at)."""
+        if self.iat is not None:
+            return self.iat
+        assert self.exp is not None
+        return self.exp - max_ttl - clock_skew
+
+
+def _stamp(params: Mapping[str, str], name: str) -> int | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    if not _EXP.fullmatch(text):
+        raise InvalidParameter(f"malformed {name}",
+                               public_message=f"Parameter {name!r} must be unix seconds (digits only).")
+    return int(text)
+
+
+def verify_url(
+    source: str,
+    key: str,
+    params: Mapping[str, str],
+    *,
+    keys: Mapping[str, bytes],
+    now: float,
+    max_ttl: float,
+    clock_skew: float,
+    limits: Mapping[str, KeyLimits] | None = None,
+) -> SignedUrl:
+    """Check a signed URL: its stamps' form, its key, the key's scopes (before the signature:
+    a path outside them is ``out_of_scope`` whatever the signature), ``sig`` over the canonical
+    form, then ``exp``/``iat`` against ``now``."""
+    sig = params.get("sig", "")
+    exp, iat = _stamp(params, "exp"), _stamp(params, "iat")
+    if exp is None and iat is None:
+        raise InvalidParameter("missing exp",
+                               public_message="Signed URLs need an 'exp' parameter (unix seconds).")
+    sub = params.get("sub")
+    if sub is not None:
+        try:
+            check_sub(sub)
+        except ValueError:
+            message = f"Parameter 'sub' must be 1-{MAX_SUB_CHARS} characters without control characters."
+            raise InvalidParameter("malformed sub", public_message=message) from None
+    kid = params.get("kid")
+    if kid is None:
+        if len(keys) != 1:
+            raise UnknownKeyId("kid missing with several keys",
+                               public_message="Parameter 'kid' is required: several keys are active.")
+        kid = next(iter(keys))
+    secret = keys.get(kid)
+    if secret is None:
+        raise UnknownKeyId("unknown kid")
+    limit = (limits or {}).get(kid) or KeyLimits(max_ttl=max_ttl)
+    if exp is None and not limit.durable:
+        raise InvalidParameter(f"no exp, key {kid!r} is not durable",
+                               public_message="Signed URLs need an 'exp' parameter (unix seconds).")
+    if not limit.allows(source, key):
+        raise OutOfScope(f"key {kid!r} has no scope for this path",
+                         public_message="The URL's signing key does not grant access to this path.")
+    expected = compute_signature(secret, canonical_form(source, key, params))
+    if not hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace")):
+        raise InvalidSignature("signature mismatch")
+    if iat is not None and iat > now + clock_skew:
+        raise InvalidParameter("iat in the future",
+                               public_message="Parameter 'iat' lies in the future.")
+    if exp is None:
+        pass  # a durable key's URL: valid while the key, its scopes and the revocations allow
+    elif exp < now:
+        raise ExpiredSignature("expired")
+    elif exp > now + min(max_ttl, limit.max_ttl) + clock_skew:
+        raise ExpiryTooFar("exp beyond max_ttl")
+    return SignedUrl(kid, exp, iat, sub, sig)
+
+
 def verify_signature(
     source: str,
     key: str,
@@ -233,33 +321,8 @@ def verify_signature(
     max_ttl: float,
     clock_skew: float,
 ) -> str:
-    """Check ``sig`` over the canonical form, then ``exp``; return the key id that matched."""
-    sig = params.get("sig", "")
-    exp_text = params.get("exp")
-    if exp_text is None:
-        raise InvalidParameter("missing exp",
-                               public_message="Signed URLs need an 'exp' parameter (unix seconds).")
-    if not _EXP.fullmatch(exp_text):
-        raise InvalidParameter("malformed exp",
-                               public_message="Parameter 'exp' must be unix seconds (digits only).")
-    kid = params.get("kid")
-    if kid is None:
-        if len(keys) != 1:
-            raise UnknownKeyId("kid missing with several keys",
-                               public_message="Parameter 'kid' is required: several keys are active.")
-        kid = next(iter(keys))
-    secret = keys.get(kid)
-    if secret is None:
-        raise UnknownKeyId("unknown kid")
-    expected = compute_signature(secret, canonical_form(source, key, params))
-    if not hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace")):
-        raise InvalidSignature("signature mismatch")
-    exp = int(exp_text)
-    if exp < now:
-        raise ExpiredSignature("expired")
-    if exp > now + max_ttl + clock_skew:
-        raise ExpiryTooFar("exp beyond max_ttl")
-    return kid
+    """``verify_url`` for keys without limits; the key id that matched."""
+    return verify_url(source, key, params, keys=keys, now=now, max_ttl=max_ttl, clock_skew=clock_skew).kid
 
 
 def require_no_reserved(params: Mapping[str, str]) -> None:

@@ -28,9 +28,11 @@ from imgproxy.config.model import (
     Config,
     DeliveryConfig,
     DeliveryMode,
+    KeyLimits,
     LogConfig,
     LogFormat,
     MetricsConfig,
+    Revocation,
     Scope,
     ServerConfig,
     SourceConfig,
@@ -69,8 +71,8 @@ __all__ = [
     "CONFIG_PATH_ENV", "CONFIG_TOML_ENV", "DEFAULT_INLINE_TYPES", "DEFAULT_INPUT_FORMATS",
     "DELIVERY_MODES", "INPUT_FORMATS", "MAX_TTL_LIMIT", "MIN_PRESIGNED_VALIDITY",
     "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AddressingStyle", "AuthConfig",
-    "CacheConfig", "Config", "ConfigError", "DeliveryConfig", "DeliveryMode", "LogConfig",
-    "LogFormat", "MetricsConfig", "Scope", "Secret", "ServerConfig", "SourceConfig",
+    "CacheConfig", "Config", "ConfigError", "DeliveryConfig", "DeliveryMode", "KeyLimits", "LogConfig",
+    "LogFormat", "MetricsConfig", "Revocation", "Scope", "Secret", "ServerConfig", "SourceConfig",
     "TokenConfig", "TransformConfig", "load_config", "parse_config", "parse_duration",
     "parse_size", "resolve_secret",
 ]
@@ -93,7 +95,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     transform = read_transform(root.table("transform"))
     cache = read_cache(root.table("cache"), env)
     metrics = read_metrics(root.table("metrics"))
-    log = read_log(root.table("log"))
+    log = read_log(root.table("log"), env)
     root.reject_unknown()
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
                   cache=cache, metrics=metrics, log=log)

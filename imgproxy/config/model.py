@@ -112,8 +112,33 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """What URLs signed with one key may do (``[auth.keys.NAME]`` as a table)."""
+
+    scopes: tuple[Scope, ...] = ()  # () : every source and key
+    max_ttl: float = float(MAX_TTL_LIMIT)  # at most auth.max_ttl
+    durable: bool = False  # may sign URLs without exp (they carry iat)
+
+    def allows(self, source: str, key: str) -> bool:
+        return not self.scopes or any(scope.allows(source, key) for scope in self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """One entry of ``auth.revocations`` (or of the polled revocation object). ``kind``:
+    ``kid``/``sub`` (``value``'s URLs issued before ``before``), ``scope`` (every signed URL for
+    a path inside ``scope``), ``sig`` (one exact URL signature, ``value``)."""
+
+    kind: str
+    value: str = field(default="", repr=False)  # a signature is a credential's part: not shown
+    before: float | None = None
+    scope: Scope | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthConfig:
     keys: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    key_limits: Mapping[str, KeyLimits] = field(default_factory=lambda: MappingProxyType({}))
     sign_with: str = ""
     max_ttl: float = float(MAX_TTL_LIMIT)
     clock_skew: float = 60.0
@@ -122,6 +147,14 @@ class AuthConfig:
     sign_max_items: int = 500
     sign_ttl: float = 3600.0
     sign_max_bytes: int = 1024 * 1024  # POST /sign bodies larger than this are 413
+    # Responses to durable URLs (no exp) are cached at most this long, presigned redirects included.
+    durable_max_age: float = 3600.0
+    revocations: tuple[Revocation, ...] = ()
+    # An S3 object of revocations every replica polls ("s3://bucket/key"), read with
+    # revocations_s3's connection settings (configured like a source; bucket from the URL).
+    revocations_url: str | None = None
+    revocations_s3: SourceConfig | None = None
+    revocations_interval: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +243,9 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     format: LogFormat = LogFormat.LOGFMT
+    # The key of the access log's key_hash (with server.log_keys = false); None: derived from the
+    # signing key auth.sign_with (or the first token), so replicas sharing it log the same hashes.
+    key_hash_secret: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from imgproxy.config.values import (
     INPUT_FORMATS,
     MAX_TTL_LIMIT,
     MIN_PRESIGNED_VALIDITY,
+    MIN_SIGNING_KEY_BYTES,
     NAME_PATTERN,
     ConfigError,
     check_ca_bundle,
@@ -256,7 +257,10 @@ def read_metrics(t: Table) -> MetricsConfig:
     return metrics
 
 
-def read_log(t: Table) -> LogConfig:
+def read_log(t: Table, environ: Mapping[str, str]) -> LogConfig:
     fmt = t.choice("format", LogConfig().format, f"must be {_alternatives(LogFormat)}")
+    secret = t.secret("key_hash_secret", environ)
+    if secret is not None and len(secret.reveal().encode()) < MIN_SIGNING_KEY_BYTES:
+        raise ConfigError(f"{t.where('key_hash_secret')}: must be at least {MIN_SIGNING_KEY_BYTES} bytes")
     t.reject_unknown()
-    return LogConfig(format=fmt)
+    return LogConfig(format=fmt, key_hash_secret=secret)

@@ -102,10 +102,38 @@ def parse_size(value: object, where: str) -> int:
     return size
 
 
+MAX_SECRET_FILE_BYTES: Final = 64 * 1024
+
+
+def _read_secret_file(path: str, where: str) -> Secret:
+    """``file:PATH``: the file's text, one trailing newline dropped (as ``echo`` writes it).
+    Read at start-up and at every reload, so a rotated file takes effect without a restart."""
+    if not path:
+        raise ConfigError(f"{where}: 'file:' needs a path")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{where}: {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None
+    text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    if not text:
+        raise ConfigError(f"{where}: {path} is empty")
+    return Secret(text)
+
+
 def resolve_secret(value: object, where: str, environ: Mapping[str, str]) -> Secret:
-    """A literal string, or ``env:VAR_NAME`` read from the environment."""
+    """A literal string, ``env:VAR_NAME`` read from the environment, or ``file:PATH`` read from
+    a file."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: expected a non-empty string or 'env:VAR_NAME'")
+        raise ConfigError(f"{where}: expected a non-empty string, 'env:VAR_NAME' or 'file:PATH'")
+    if value.startswith("file:"):
+        return _read_secret_file(value[5:], where)
     if value.startswith("env:"):
         var = value[4:]
         if not var:

@@ -12,12 +12,15 @@ allowlist become ``application/octet-stream`` with ``response-content-dispositio
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 from aiohttp import hdrs, web
 
 from imgproxy.cache import SourceMeta
+from imgproxy.config import DeliveryConfig
 from imgproxy.delivery.policy import Delivery, presign_window
+from imgproxy.protocol.cachecontrol import cap_cache_control
 from imgproxy.protocol.media import CONTENT_SECURITY_POLICY, NOSNIFF, is_inline
 from imgproxy.storage.s3 import S3Source
 
@@ -36,18 +39,30 @@ def s3_response_headers(meta: SourceMeta, cache_control: str,
     return headers
 
 
+def capped(config: DeliveryConfig, max_age: float | None) -> DeliveryConfig:
+    """A durable URL's presigning: window at most half of ``max_age`` and lifetime at most
+    ``max_age``, so a copied presigned URL outlives a revocation by at most ``max_age``."""
+    if max_age is None:
+        return config
+    ttl = max(2, min(int(config.presign_ttl), int(max_age)))
+    return replace(config, presign_window=max(1, min(int(config.presign_window), ttl // 2)),
+                   presign_ttl=ttl)
+
+
 async def offload(source: S3Source, key: str, meta: SourceMeta, how: Delivery, now: float,
-                  inline_types: tuple[str, ...]) -> web.Response:
-    config = source.config.delivery
+                  inline_types: tuple[str, ...], max_age_cap: float | None = None) -> web.Response:
+    config = capped(source.config.delivery, max_age_cap)
+    cache_control = (source.config.cache_control if max_age_cap is None
+                     else cap_cache_control(source.config.cache_control, max_age_cap))
     credentials, credentials_expire = await source.credentials.current()
     plan = presign_window(config, now, credentials_expire)
     url = source.presign(key, plan.signed_at, plan.expires_in,
-                         s3_response_headers(meta, source.config.cache_control, inline_types), credentials)
+                         s3_response_headers(meta, cache_control, inline_types), credentials)
     if how is Delivery.ACCEL:
         return web.Response(status=200, headers={
             "X-Accel-Redirect": config.accel_location,
             UPSTREAM_HEADER: url,
-            hdrs.CACHE_CONTROL: source.config.cache_control,
+            hdrs.CACHE_CONTROL: cache_control,
             "X-Accel-Buffering": "no",
             # For nginx to add to S3's answer (deploy/nginx.conf), as streamed answers carry them.
             **NOSNIFF,

@@ -10,6 +10,8 @@ line or send escape sequences to a terminal.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -22,6 +24,14 @@ access_log = logging.getLogger("imgproxy.access")
 NUMERIC: Final = frozenset({"status", "bytes", "duration_ms", "storage_ms", "transform_ms"})
 _BARE: Final = re.compile(r"[A-Za-z0-9._:/*@+-]+")
 _UNPRINTABLE: Final = re.compile(r"[^\x20-\x7e]")  # candidates; kept if str.isprintable says so
+
+
+def key_hash(secret: bytes, source: str, key: str) -> str:
+    """What the access log says of an object key without ``server.log_keys``: the first 24 hex
+    digits of HMAC-SHA256(secret, source NUL key). An audit computes it for the key it looks
+    for (``imgproxy key-hash``) and matches lines; the log alone names no object."""
+    message = f"{source}\0{key}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:24]
 
 
 def _escape_char(char: str) -> str:

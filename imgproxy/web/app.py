@@ -6,6 +6,8 @@ at start-up, closed at shutdown in reverse order, and only if their start-up suc
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -13,9 +15,8 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from imgproxy.auth.principal import AuthPolicy
-from imgproxy.auth.tokens import load_tokens
 from imgproxy.cache import HotCounter, LocalFlight, MetadataCache, VariantCache
-from imgproxy.config import Config
+from imgproxy.config import Config, Revocation
 from imgproxy.hostcache.directory import open_dir
 from imgproxy.hostcache.flight import HostFlight
 from imgproxy.hostcache.table import HostHotCounter, HostMetadata, HostTable
@@ -117,26 +118,34 @@ async def stop_watchdog(app: web.Application) -> None:
     app[appkeys.SEND_WATCHDOG].close()
 
 
-def auth_policy(config: Config) -> AuthPolicy:
-    return AuthPolicy(
-        keys={kid: secret.reveal().encode("utf-8") for kid, secret in config.auth.keys.items()},
-        tokens=load_tokens(config.auth.tokens),
-        max_ttl=config.auth.max_ttl,
-        clock_skew=config.auth.clock_skew,
-    )
+def auth_policy(config: Config, polled: tuple[Revocation, ...] | None = ()) -> AuthPolicy:
+    return AuthPolicy.from_config(config, polled)
+
+
+def key_hash_secret(config: Config) -> bytes:
+    """``log.key_hash_secret``, or one derived from the signing key (or first token) so that
+    replicas sharing it log the same hashes, and the log's hashes do not reveal that key."""
+    if config.log.key_hash_secret is not None:
+        return config.log.key_hash_secret.reveal().encode()
+    if config.auth.keys:
+        base = config.auth.keys[config.auth.sign_with].reveal()
+    else:
+        base = config.auth.tokens[0].token.reveal()
+    return hmac.new(base.encode(), b"imgproxy access log key_hash", hashlib.sha256).digest()
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
     # The HTTP parser's limits are the connection's (connections.GuardedRunner), not the app's.
     app = web.Application(middlewares=[observe], client_max_size=config.auth.sign_max_bytes)
     app[appkeys.CONFIG] = config
-    app[appkeys.AUTH] = auth_policy(config)
+    app[appkeys.AUTH] = auth_policy(config, None if config.auth.revocations_url else ())
     app[appkeys.CLOCK] = clock
     app[appkeys.TRANSFORMS] = TransformPolicy.from_config(config.transform, available_outputs())
     app[appkeys.LOG_FORMAT] = config.log.format
     app[appkeys.METRICS] = Metrics(multiprocess_dir())
     app[appkeys.TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
     app[appkeys.BODY_SLOTS] = BodySlots(MAX_BODIES)
+    app[appkeys.KEY_HASH_SECRET] = key_hash_secret(config)
     limits = SendLimits(config.server.send_timeout, config.server.min_send_rate)
     app[appkeys.SEND_WATCHDOG] = SendWatchdog(limits, on_cut=app[appkeys.METRICS].observe_connection_closed)
     app.cleanup_ctx.append(heap_trimmer)

@@ -33,6 +33,7 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
 SEND_WATCHDOG: Final = web.AppKey("send_watchdog", SendWatchdog)
 BODY_SLOTS: Final = web.AppKey("imgproxy.body_slots", BodySlots)
+KEY_HASH_SECRET: Final = web.AppKey("imgproxy.key_hash_secret", bytes)  # the access log's key_hash
 # Set by the cleanup contexts, once started.
 SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
 READINESS: Final = web.AppKey("readiness", Readiness)

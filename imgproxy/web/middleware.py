@@ -31,6 +31,7 @@ from imgproxy.errors import (
 )
 from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol import accesslog
+from imgproxy.protocol.cachecontrol import cap_cache_control
 from imgproxy.protocol.contract import SERVER_NAME, error_response, new_request_id
 from imgproxy.protocol.forwarded import client_address, is_trusted, public_scheme
 from imgproxy.protocol.sendwatch import SendWatch
@@ -136,6 +137,9 @@ async def stamp_facts(request: web.Request, response: web.StreamResponse) -> Non
     if facts is None:
         return
     response.headers["X-Request-Id"] = facts.request_id
+    if facts.max_age_cap is not None and response.status < 400:
+        response.headers[hdrs.CACHE_CONTROL] = cap_cache_control(
+            response.headers.get(hdrs.CACHE_CONTROL), facts.max_age_cap)
     if facts.cache is not None:
         response.headers["X-Cache"] = facts.cache.value
     if facts.delivery is not None and response.status < 400:
@@ -173,7 +177,8 @@ def access_fields(request: web.Request, response: web.StreamResponse, facts: Req
         "client": facts.client,
     }
     optional = (("user_agent", facts.user_agent), ("source", facts.source), ("key", facts.key),
-                ("auth", facts.principal), ("delivery", facts.delivery),
+                ("key_hash", facts.key_hash), ("auth", facts.principal), ("kid", facts.kid),
+                ("token", facts.token), ("sub", facts.sub), ("delivery", facts.delivery),
                 ("transform", "1" if facts.transform else None), ("cache", facts.cache),
                 ("aborted", facts.aborted))
     fields.update((name, str(value)) for name, value in optional if value is not None)

@@ -9,13 +9,15 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from imgproxy.auth.batch import parse_batch, sign_items
-from imgproxy.auth.principal import authorize
+from imgproxy.auth.principal import Principal, authorize
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
 from imgproxy.auth.tokens import find_token, parse_bearer
 from imgproxy.delivery.originals import Context, respond_original
 from imgproxy.delivery.policy import Delivery
 from imgproxy.delivery.responses import variant_response
 from imgproxy.errors import NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
+from imgproxy.facts import RequestFacts
+from imgproxy.protocol.accesslog import key_hash
 from imgproxy.protocol.jsonbody import read_json
 from imgproxy.protocol.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
@@ -34,11 +36,14 @@ async def image(request: web.Request) -> web.StreamResponse:
     facts.source = target.source
     if config.server.log_keys:
         facts.key = target.key
-    # 2. Who asks, and may they: signature or bearer token; nothing touches S3 before this.
+    else:
+        facts.key_hash = key_hash(request.app[appkeys.KEY_HASH_SECRET], target.source, target.key)
+    # 2. Who asks, and may they: signature (key, scopes, revocations) or bearer token; nothing
+    #    touches S3 before this.
     principal = authorize(target.source, target.key, params,
                           request.headers.get(hdrs.AUTHORIZATION),
                           request.app[appkeys.AUTH], request.app[appkeys.CLOCK]())
-    facts.principal = f"{principal.kind}:{principal.name}"
+    record_principal(facts, principal, config.auth.durable_max_age)
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(request, target.source)
     inline = config.server.inline_types
@@ -81,12 +86,26 @@ async def sign_batch(request: web.Request) -> web.Response:
     kid = config.auth.sign_with
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
     now = request.app[appkeys.CLOCK]()
-    answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer,
+    limits = request.app[appkeys.AUTH].key_limits(kid)
+    answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer, limits=limits,
                          check_params=request.app[appkeys.TRANSFORMS].parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
                              headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+def record_principal(facts: RequestFacts, principal: Principal, durable_max_age: float) -> None:
+    """Who asked, for the access log (key id or token name, and the viewer); a durable URL's
+    answers are cached at most ``durable_max_age`` (``middleware.stamp_facts``, ``offload``)."""
+    facts.principal = f"{principal.kind}:{principal.name}"
+    if principal.kind == "signature":
+        facts.kid = principal.name
+    else:
+        facts.token = principal.name
+    facts.sub = principal.sub
+    if principal.durable:
+        facts.max_age_cap = durable_max_age
 
 
 def find_source(request: web.Request, name: str) -> S3Source:

@@ -49,7 +49,12 @@ def auth(
 
 
 def test_signed_url_authorizes_as_its_key_id() -> None:
-    assert auth(signed_params()) == Principal("signature", "k1")
+    params = signed_params()
+    principal = auth(params)
+    assert (principal.kind, principal.name, principal.sub) == ("signature", "k1", None)
+    assert not principal.durable
+    assert principal.sig == params["sig"]
+    assert params["sig"] not in repr(principal)
 
 
 def test_sig_parameter_takes_the_signature_path_even_with_a_bearer_header() -> None:

@@ -488,3 +488,63 @@ def test_parameter_of_exactly_the_maximum_length_is_accepted() -> None:
 def test_malformed_escape_in_query_is_a_bad_request(raw_query: str) -> None:
     with pytest.raises(BadRequest):
         parse_query(raw_query, 32)
+
+
+# --- iat, durable URLs and sub (issue 13) ----------------------------------------------------------
+
+@pytest.mark.parametrize("window", [0, 1, 60, 300, 3600, 0.5])
+@pytest.mark.parametrize("ttl", [1, 59.5, 600, 3600, 7 * 86400])
+def test_iat_is_never_after_signing_and_changes_only_with_exp(window: float, ttl: float) -> None:
+    from imgproxy.auth.signing import stamps
+    for step in range(0, 7200, 37):
+        now = NOW + step + 0.25
+        exp, iat = stamps(now, ttl, window)
+        assert exp is not None
+        assert iat <= now < exp
+        later_exp, later_iat = stamps(now + 0.7, ttl, window)
+        if later_exp == exp:
+            assert later_iat == iat
+
+
+def test_a_durable_url_has_iat_rounded_down_to_the_window_and_no_exp() -> None:
+    signer = UrlSigner(SECRET_1, "k1")
+    start = int(NOW) // 60 * 60
+    url = signer.sign("photos", "a.jpg", now=start + 59.5, window=60, durable=True)
+    assert "exp=" not in url
+    assert f"iat={start}&" in url
+    assert url == signer.sign("photos", "a.jpg", now=start, window=60, durable=True)
+    assert url != signer.sign("photos", "a.jpg", now=start + 60, window=60, durable=True)
+
+
+def test_sub_is_signed() -> None:
+    url = UrlSigner(SECRET_1, "k1").sign("photos", "a.jpg", now=NOW, sub="zoë@example.com")
+    assert "&sub=zo%C3%AB%40example.com&sig=" in url
+    source, key, params = request_parts(url)
+    assert params["sub"] == "zoë@example.com"
+    assert verify_signature(source, key, params, keys={"k1": SECRET_1}, now=NOW, max_ttl=MAX_TTL,
+                            clock_skew=CLOCK_SKEW) == "k1"
+    params["sub"] = "someone else"
+    with pytest.raises(InvalidSignature):
+        verify_signature(source, key, params, keys={"k1": SECRET_1}, now=NOW, max_ttl=MAX_TTL,
+                         clock_skew=CLOCK_SKEW)
+
+
+@pytest.mark.parametrize("sub", ["", "x" * 129, "a\nb", "a\x00", "\u2028", "\x85"])
+def test_a_bad_sub_is_refused_by_the_signer(sub: str) -> None:
+    with pytest.raises(ValueError, match="sub"):
+        UrlSigner(SECRET_1, "k1").sign("photos", "a.jpg", now=NOW, sub=sub)
+
+
+@pytest.mark.parametrize("name", ["iat", "sub"])
+def test_iat_and_sub_are_reserved(name: str) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        sign_url("photos", "a.jpg", secret=SECRET_1, exp=VECTOR_EXP, params={name: "1"})
+
+
+def test_a_malformed_iat_is_400() -> None:
+    url = sign_url("photos", "a.jpg", secret=SECRET_1, exp=int(NOW) + 60, kid="k1")
+    source, key, params = request_parts(url)
+    params["iat"] = "soon"
+    with pytest.raises(InvalidParameter, match="iat"):
+        verify_signature(source, key, params, keys={"k1": SECRET_1}, now=NOW, max_ttl=MAX_TTL,
+                         clock_skew=CLOCK_SKEW)
