@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
 from pg_cluster import PgCluster, throwaway_cluster
-from processes import PHOTO, http_get, run
-from support import SIGNING_KEY, ServeFactory
+from processes import PHOTO, http_get, launch_server, run
+from support import SIGNING_KEY, config_data
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.signers import sql_script
@@ -337,15 +338,24 @@ TRICKY_KEYS: Final = ("team/ada lovelace+1.png", "Zoë/社員 😀.png", "100%25
                       "a/b/c/d/e/f/g/h/deep.png", "q#1 (copy).png")
 
 
-def test_urls_signed_in_the_database_are_served(pg: PgCluster, serve: ServeFactory, bucket: str,
-                                                s3: Any) -> None:
+def test_urls_signed_in_the_database_are_served(pg: PgCluster, tmp_path: Path, moto_endpoint: str,
+                                                bucket: str, s3: Any) -> None:
+    """Each tricky key signed three ways (expiring, with a sub, durable) through imgproxy serve,
+    whose key k1 may sign durable URLs."""
     for key in TRICKY_KEYS:
         s3.put_object(Bucket=bucket, Key=key, Body=PHOTO, ContentType="image/png")
-    server = serve(bucket)
-    calls = "".join(sign_call("photos", key, ttl=300, window=60, sub="ada@example.com" if i % 2 else None)
-                    for i, key in enumerate(TRICKY_KEYS))
-    urls = pg.rows(with_key("k1", SIGNING_KEY, server.base_url + "/", calls))
-    assert len(urls) == len(TRICKY_KEYS)
-    for url in urls:
-        reply = http_get(url)
-        assert (url, reply.status, reply.body) == (url, 200, PHOTO)
+    data = config_data(moto_endpoint, bucket)
+    data["auth"]["keys"] = {"k1": {"secret": SIGNING_KEY, "durable": True}}
+    server = launch_server(tmp_path / "serve", data)
+    try:
+        calls = "".join(sign_call("photos", key, ttl=300, window=60)
+                        + sign_call("photos", key, sub="ada@example.com")
+                        + sign_call("photos", key, durable=True, window=3600) for key in TRICKY_KEYS)
+        urls = pg.rows(with_key("k1", SIGNING_KEY, server.base_url + "/", calls))
+        assert len(urls) == 3 * len(TRICKY_KEYS)
+        assert sum("exp=" not in url for url in urls) == len(TRICKY_KEYS)
+        for url in urls:
+            reply = http_get(url)
+            assert (url, reply.status, reply.body) == (url, 200, PHOTO)
+    finally:
+        server.process.kill()
