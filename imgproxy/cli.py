@@ -1,4 +1,4 @@
-"""The ``imgproxy`` command: ``serve``, ``sign``, ``verify-url``, ``key-hash`` and ``demo``.
+"""The ``imgproxy`` command: ``serve``, ``sign``, ``verify-url``, ``key-hash``, ``sql`` and ``demo``.
 
 A ``ConfigError`` (or any start-up problem an operator can fix) becomes one line on stderr and
 exit status 2; there is never a traceback for a bad config.
@@ -24,6 +24,7 @@ from imgproxy.hostcache.directory import prepare
 from imgproxy.process.server import serve
 from imgproxy.process.supervisor import serve_workers, worker_count
 from imgproxy.protocol.accesslog import key_hash
+from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
 from imgproxy.web.app import create_app, key_hash_secret
 
@@ -79,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     hashed.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
     hashed.add_argument("source")
     hashed.add_argument("key")
+
+    sql = commands.add_parser("sql", help="print the SQL that installs imgproxy.sign_url in a database "
+                                          "(README: signing inside the database)", parents=[common])
+    sql.add_argument("dialect", choices=SQL_DIALECTS)
 
     demo = commands.add_parser("demo", help="run against an in-process S3 with sample images",
                                parents=[common])
@@ -199,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from imgproxy.demo import run_demo
 
             return run_demo(args.host, args.port)
+        if args.command == "sql":  # no config: the script holds no key
+            sys.stdout.write(sql_script(args.dialect))
+            return 0
         config = load_config(args.config)
         if args.command == "sign":
             sys.stdout.write(sign_command(config, args) + "\n")

@@ -12,7 +12,8 @@
     │   ├── ExpiredSignature (403 expired)
     │   ├── ExpiryTooFar (403 expiry_too_far)
     │   ├── UnknownKeyId (403 unknown_key)
-    │   └── OutOfScope (403 out_of_scope)
+    │   ├── OutOfScope (403 out_of_scope)
+    │   └── Revoked (403 revoked)
     ├── NotFound (404 not_found)
     │   ├── UnknownSource (404 unknown_source)
     │   └── ObjectNotFound (404 not_found)
@@ -32,8 +33,9 @@
     ├── HeaderTooLarge (431 header_too_large)
     ├── StorageError (502 storage_error)
     ├── NotReady (503 not_ready)
-    │   └── Overloaded (503 overloaded)
-    │       └── StorageBusy (503 overloaded)
+    │   ├── Overloaded (503 overloaded)
+    │   │   └── StorageBusy (503 overloaded)
+    │   └── RevocationsUnavailable (503 not_ready)
     └── StorageTimeout (504 storage_timeout)
 
 The constructor's text goes to the log only; a client sees ``public_message``, which never
@@ -278,12 +280,13 @@ class Overloaded(NotReady):
         return {"Retry-After": self.retry_after}
 
 
-class RevocationsUnavailable(Overloaded):
+class RevocationsUnavailable(NotReady):
     """The revocation list has never been loaded: a signed URL cannot be checked (fail closed)."""
 
-    code = "not_ready"
     public_message = "The server has not loaded its revocation list yet; retry shortly."
-    retry_after = "5"
+
+    def implied_headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class StorageBusy(Overloaded):

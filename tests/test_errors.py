@@ -10,9 +10,11 @@ import pytest
 from imgproxy import errors
 from imgproxy.errors import (
     NotFound,
+    NotReady,
     ObjectNotFound,
     Overloaded,
     ProxyError,
+    RevocationsUnavailable,
     StorageBusy,
     Unauthorized,
     all_error_classes,
@@ -20,9 +22,11 @@ from imgproxy.errors import (
 
 ALL = all_error_classes()
 # Deliberately the same public answer: "no such key" must look like any other 404 to a client.
-# And "retry shortly" is one answer whichever resource is exhausted (metrics say which).
+# And "retry shortly" is one answer whichever resource is exhausted (metrics say which), and
+# "not ready" whichever part is not (sources, or a revocation list never loaded).
 SHARED = {(404, "not_found"): {NotFound, ObjectNotFound},
-          (503, "overloaded"): {Overloaded, StorageBusy}}
+          (503, "overloaded"): {Overloaded, StorageBusy},
+          (503, "not_ready"): {NotReady, RevocationsUnavailable}}
 
 
 def test_error_tree_starts_at_proxy_error() -> None:
@@ -44,7 +48,7 @@ def test_status_and_code_pairs_are_distinct_except_the_intended_ones() -> None:
 
 def test_codes_are_distinct_except_the_intended_ones() -> None:
     counts = Counter(cls.code for cls in ALL)
-    assert {code for code, count in counts.items() if count > 1} == {"not_found", "overloaded"}
+    assert {code for code, count in counts.items() if count > 1} == {"not_found", "overloaded", "not_ready"}
 
 
 @pytest.mark.parametrize("cls", [Overloaded, StorageBusy])

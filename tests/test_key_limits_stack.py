@@ -263,3 +263,45 @@ async def test_sub_and_iat_are_not_part_of_a_variants_etag(limited: ProxyFactory
     assert first.status == second.status == 200
     assert first.headers[hdrs.ETAG] == second.headers[hdrs.ETAG]
     assert second.headers["X-Cache"] == "HIT"
+
+
+# --- credentials that are almost right ----------------------------------------------------------
+
+async def test_a_scoped_keys_url_relabelled_as_an_unscoped_kid_fails(limited: ProxyFactory) -> None:
+    """Signed with bi's secret for a path outside bi's scopes, but claiming kid=k1 (which opens
+    everything): the signature is checked with k1's secret and does not match."""
+    client = await limited()
+    forged = sign_url("photos", "ids/ada.jpg", secret=BI_KEY, exp=int(NOW) + 60, kid="k1")
+    assert await error_of(await client.get(forged)) == "invalid_signature"
+
+
+async def test_a_changed_sub_breaks_the_signature(limited: ProxyFactory) -> None:
+    client = await limited()
+    url = bi(ttl=600, sub="ada@example.com")
+    assert await error_of(await client.get(url.replace("sub=ada%40", "sub=bob%40"))) == "invalid_signature"
+
+
+@pytest.mark.parametrize("query", ["iat=12a", "iat=-5", "iat=", "sub=", "sub=a%0Ab"])
+async def test_malformed_iat_or_sub_is_400_before_anything_else(limited: ProxyFactory, query: str) -> None:
+    client = await limited()
+    url = bi(durable=True)
+    path, _, rest = url.partition("?")
+    params = [p for p in rest.split("&") if not p.startswith(query.split("=")[0] + "=")]
+    response = await client.get(path + "?" + "&".join([query, *params]))
+    assert response.status == 400
+    assert await error_of(response) == "invalid_parameter"
+
+
+async def test_a_revoked_durable_url_never_reaches_s3(limited: ProxyFactory,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    url = bi(durable=True)
+    sig = parse_qs(urlsplit(url).query)["sig"][0]
+    client = await limited(auth=revoking({"sig": sig}))
+    with caplog.at_level(logging.INFO):
+        response = await client.get(url)
+    assert response.status == 403
+    assert hdrs.ETAG not in response.headers
+    assert not [r for r in caplog.records if r.name == "werkzeug"]  # moto saw no request
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("imgproxy"))
+    assert "revoked" in ours
+    assert sig not in ours  # the revoked signature is not logged (serve runs no aiohttp access log)

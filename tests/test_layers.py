@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "imgproxy"
 RANKS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("imgproxy.config", "imgproxy.errors", "imgproxy.startup", "imgproxy.memory")),
     (1, ("imgproxy.auth", "imgproxy.cache", "imgproxy.delivery.policy", "imgproxy.facts",
-         "imgproxy.hostcache", "imgproxy.limits", "imgproxy.protocol", "imgproxy.storage",
-         "imgproxy.transform")),
+         "imgproxy.hostcache", "imgproxy.limits", "imgproxy.protocol", "imgproxy.signers",
+         "imgproxy.storage", "imgproxy.transform")),
     (2, ("imgproxy.delivery", "imgproxy.transform.variants")),
     (3, ("imgproxy.web",)),
     (4, ("imgproxy.process",)),
@@ -35,6 +35,7 @@ PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache"
         "imgproxy.delivery.policy", "imgproxy.protocol.conditional", "imgproxy.protocol.media",
         "imgproxy.protocol.paths", "imgproxy.protocol.forwarded", "imgproxy.protocol.accesslog",
         "imgproxy.auth.signing", "imgproxy.auth.tokens", "imgproxy.auth.principal", "imgproxy.auth.batch",
+        "imgproxy.signers",
         "imgproxy.transform.params", "imgproxy.transform.policy", "imgproxy.transform.jobs",
         "imgproxy.transform.negotiate", "imgproxy.transform.variants", "imgproxy.transform.geometry",
         "imgproxy.storage.presign",
