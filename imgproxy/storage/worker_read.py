@@ -23,10 +23,12 @@ library only; no aiohttp, no event loop.
 
 from __future__ import annotations
 
+import http.client
 import re
 import ssl
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
@@ -200,19 +202,33 @@ def _open(read: SourceRead) -> urllib3.BaseHTTPResponse:
     raise AssertionError("unreachable")
 
 
+def _body_reader(response: urllib3.BaseHTTPResponse) -> Callable[[memoryview], int | None]:
+    """Where the body's bytes are read into the buffer from: the ``http.client`` response under
+    urllib3's, when there is one. Its ``readinto`` fills the caller's buffer from the socket
+    directly (1.5 ms of CPU for a 2.7 MB source here), where urllib3's reads a ``bytes`` per
+    chunk and copies it (2.8 ms). Both stop at the Content-Length."""
+    raw = getattr(response, "_fp", None)
+    if isinstance(raw, http.client.HTTPResponse):
+        return raw.readinto
+    return response.readinto
+
+
 def _read_exactly(response: urllib3.BaseHTTPResponse, length: int) -> bytearray:
     """``length`` bytes into one buffer; a body that ends early is a failure (HTTP/1.1 framing
     by Content-Length: bytes past it are not this body's)."""
     buffer = bytearray(length)
     view, filled = memoryview(buffer), 0
+    readinto = _body_reader(response)
     try:
         while filled < length:
-            got = response.readinto(view[filled:filled + READ_CHUNK])
+            got = readinto(view[filled:filled + READ_CHUNK])
             if not got:
                 raise SourceReadFailed("short", detail=f"body ended after {filled} of {length} bytes")
             filled += got
     except ReadTimeoutError:
         raise SourceReadFailed("timeout") from None
-    except (ProtocolError, HTTPError, OSError) as exc:
+    except TimeoutError:  # the socket's own timeout, from http.client's readinto
+        raise SourceReadFailed("timeout") from None
+    except (ProtocolError, HTTPError, http.client.HTTPException, OSError) as exc:
         raise SourceReadFailed("unreachable", detail=exc.__class__.__name__) from None
     return buffer
