@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from imgproxy.config.auth import read_auth
+from imgproxy.config.auth import check_revocations_reach, read_auth
 from imgproxy.config.model import (
     DELIVERY_MODES,
     AddressingStyle,
@@ -97,6 +97,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     metrics = read_metrics(root.table("metrics"))
     log = read_log(root.table("log"), env)
     root.reject_unknown()
+    check_revocations_reach(auth, sources, cache)
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
                   cache=cache, metrics=metrics, log=log)
 
