@@ -23,10 +23,10 @@ from imgproxy.errors import ProxyError
 from imgproxy.hostcache.directory import prepare
 from imgproxy.process.server import serve
 from imgproxy.process.supervisor import serve_workers, worker_count
-from imgproxy.protocol.accesslog import key_hash
+from imgproxy.protocol.accesslog import key_hash, key_hash_secret
 from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
-from imgproxy.web.app import create_app, key_hash_secret
+from imgproxy.web.app import create_app
 
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1

@@ -1,7 +1,8 @@
 """HTTP handlers: each is a checklist of calls (parse -> authorize -> fetch -> deliver).
 
 No handler chooses a status code or builds an error body; they raise ``ProxyError`` subclasses
-and ``middleware.observe`` renders them.
+and ``middleware.observe`` renders them. Each reads the settings (config, keys, transform policy,
+sources) from ``request[SETTINGS]``: the ones in force when the request began, to its end.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from imgproxy.protocol.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
 from imgproxy.transform.variants import Wanted
 from imgproxy.web import appkeys
-from imgproxy.web.appkeys import FACTS, SEND_WATCH
+from imgproxy.web.appkeys import FACTS, SEND_WATCH, SETTINGS
+from imgproxy.web.live import Settings
 
 
 async def image(request: web.Request) -> web.StreamResponse:
-    config = request.app[appkeys.CONFIG]
+    settings = request[SETTINGS]
+    config = settings.config
     facts = request[FACTS]
     # 1. What is asked for: a checked source name and key, and the decoded query.
     raw_target = origin_form(request.raw_path)
@@ -37,22 +40,22 @@ async def image(request: web.Request) -> web.StreamResponse:
     if config.server.log_keys:
         facts.key = target.key
     else:
-        facts.key_hash = key_hash(request.app[appkeys.KEY_HASH_SECRET], target.source, target.key)
+        facts.key_hash = key_hash(settings.key_hash_secret, target.source, target.key)
     # 2. Who asks, and may they: signature (key, scopes, revocations) or bearer token; nothing
     #    touches S3 before this.
     principal = authorize(target.source, target.key, params,
                           request.headers.get(hdrs.AUTHORIZATION),
-                          request.app[appkeys.AUTH], request.app[appkeys.CLOCK]())
+                          settings.auth, request.app[appkeys.CLOCK]())
     record_principal(facts, principal, config.auth.durable_max_age)
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
-    source = find_source(request, target.source)
+    source = find_source(settings, target.source)
     inline = config.server.inline_types
     # 4. A transform (w, h, fmt, ...) is always answered here: 304, cache, store, or one render
     #    (a HEAD renders only if neither cache nor store knows the variant's size).
-    spec = request.app[appkeys.TRANSFORMS].parse(params)
+    spec = settings.transforms.parse(params)
     if spec is not None:
         facts.delivery, facts.transform = Delivery.STREAM, True
-        wanted = Wanted(source, target.key, spec, request.headers.get(hdrs.ACCEPT),
+        wanted = Wanted(source, target.key, settings.transforms, spec, request.headers.get(hdrs.ACCEPT),
                         request.headers.get(hdrs.IF_NONE_MATCH), request.method == hdrs.METH_HEAD)
         answer = await request.app[appkeys.VARIANTS].answer(wanted, facts.durations)
         facts.cache = answer.cache
@@ -65,12 +68,13 @@ async def image(request: web.Request) -> web.StreamResponse:
 
 async def sign_batch(request: web.Request) -> web.Response:
     """POST /sign: signed proxy URLs for a list of {source, key, params}, in order."""
-    config = request.app[appkeys.CONFIG]
+    settings = request[SETTINGS]
+    config = settings.config
     # 1. Who: a bearer token that has sign scopes.
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
         raise Unauthorized("no credentials for /sign")
-    token = find_token(parse_bearer(header), request.app[appkeys.AUTH].tokens)
+    token = find_token(parse_bearer(header), settings.auth.tokens)
     request[FACTS].principal = f"token:{token.name}"
     if not token.sign_scopes:
         raise OutOfScope(f"token {token.name!r} has no sign scopes",
@@ -86,9 +90,9 @@ async def sign_batch(request: web.Request) -> web.Response:
     kid = config.auth.sign_with
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
     now = request.app[appkeys.CLOCK]()
-    limits = request.app[appkeys.AUTH].key_limits(kid)
+    limits = settings.auth.key_limits(kid)
     answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer, limits=limits,
-                         check_params=request.app[appkeys.TRANSFORMS].parse, ttl=config.auth.sign_ttl,
+                         check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
@@ -108,8 +112,8 @@ def record_principal(facts: RequestFacts, principal: Principal, durable_max_age:
         facts.max_age_cap = durable_max_age
 
 
-def find_source(request: web.Request, name: str) -> S3Source:
-    source = request.app[appkeys.SOURCES].get(name)
+def find_source(settings: Settings, name: str) -> S3Source:
+    source = settings.sources.get(name)
     if source is None:
         raise UnknownSource(f"unknown source {name!r}")
     return source
