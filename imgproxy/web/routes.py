@@ -125,11 +125,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness for load balancers: every source reachable (cached probe results). Anonymous
-    clients learn only the verdict; which sources exist is on the metrics address."""
+    """Readiness for load balancers: every source reachable (cached probe results), and the
+    polled revocation list loaded once if there is one. Anonymous clients learn only the
+    verdict; which sources exist is on the metrics address."""
     report = await request.app[appkeys.READINESS].report()
     if not report.ready:
-        raise NotReady(f"sources not ready: {report.failing}")
+        raise NotReady(f"not ready: {report.failing}")
     return web.json_response({"status": "ready"}, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
