@@ -11,6 +11,8 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -19,7 +21,9 @@ from processes import PHOTO, PHOTO_KEY
 from support import TOKEN, ProxyClient, ProxyFactory, metric_samples, source_table
 
 from imgproxy.auth.signing import UrlSigner, parse_query
-from imgproxy.web.appkeys import METRICS_URL
+from imgproxy.config import Secret
+from imgproxy.process.reload import install
+from imgproxy.web.appkeys import LIVE, METRICS_URL
 
 INTERVAL = 1.0  # auth.revocations_interval in these tests: its lower bound
 SETTLE = 4 * INTERVAL  # how long a change may take to be in force (a poll, a parse, a build)
@@ -93,6 +97,16 @@ async def operators_readyz(client: ProxyClient) -> tuple[int, Any]:
     url = client.app[METRICS_URL].removesuffix("/metrics") + "/readyz"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return response.status, await response.json()
+
+
+async def one_url_revoked(polled: Polled, signer: UrlSigner, s3: Any,
+                          revocations_bucket: str) -> tuple[ProxyClient, str]:
+    """A proxy whose polled list, revoking one URL, is in force; and that URL."""
+    revoked = signer.sign("photos", PHOTO_KEY)
+    write_list(s3, revocations_bucket, [{"sig": sig_of(revoked)}])
+    client = await polled()
+    await becomes(client, revoked, 403)
+    return client, revoked
 
 
 # --- before the first load: fail closed for signatures, tokens still work -----------------
@@ -179,15 +193,25 @@ async def test_an_unchanged_list_is_not_loaded_again(polled: Polled, signer: Url
     assert report["revocations"]["age_seconds"] < 2 * INTERVAL  # each 304 confirms the list
 
 
+async def test_a_reload_keeps_the_polled_entries(polled: Polled, signer: UrlSigner, s3: Any,
+                                                 revocations_bucket: str) -> None:
+    client, revoked = await one_url_revoked(polled, signer, s3, revocations_bucket)
+    assert client.app is not None
+    running = client.app[LIVE].current.config
+    keys = MappingProxyType({**running.auth.keys, "k9": Secret("y" * 40)})
+    await install(client.app, replace(running, auth=replace(running.auth, keys=keys)), "v2")
+    assert list(client.app[LIVE].current.auth.keys) == ["k1", "k9"]
+    assert await status_of(client, revoked) == 403
+    assert await status_of(client, UrlSigner("y" * 40, "k9").sign("photos", PHOTO_KEY)) == 200
+
+
 # --- a list that breaks: the last good one stays ------------------------------------------
 
 async def test_a_broken_object_keeps_the_last_good_list_and_counts_an_error(
         polled: Polled, signer: UrlSigner, s3: Any, revocations_bucket: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    revoked, fine = signer.sign("photos", PHOTO_KEY), signer.sign("photos", PHOTO_KEY, ttl=600)
-    write_list(s3, revocations_bucket, [{"sig": sig_of(revoked)}])
-    client = await polled()
-    await becomes(client, revoked, 403)
+    client, revoked = await one_url_revoked(polled, signer, s3, revocations_bucket)
+    fine = signer.sign("photos", PHOTO_KEY, ttl=600)
     caplog.set_level(logging.WARNING, "imgproxy.revocations")
     s3.put_object(Bucket=revocations_bucket, Key=OBJECT_KEY, Body=b'{"revocations": [{"sig": "no"}]}')
     await eventually(lambda: _last_error_is(client, "invalid"), "the bad object is reported")
@@ -207,10 +231,7 @@ async def test_a_broken_object_keeps_the_last_good_list_and_counts_an_error(
 
 async def test_a_deleted_object_keeps_the_last_good_list(polled: Polled, signer: UrlSigner, s3: Any,
                                                          revocations_bucket: str) -> None:
-    revoked = signer.sign("photos", PHOTO_KEY)
-    write_list(s3, revocations_bucket, [{"sig": sig_of(revoked)}])
-    client = await polled()
-    await becomes(client, revoked, 403)
+    client, revoked = await one_url_revoked(polled, signer, s3, revocations_bucket)
     s3.delete_object(Bucket=revocations_bucket, Key=OBJECT_KEY)
     await eventually(lambda: _last_error_is(client, "not_found"), "the 404 is reported")
     assert await status_of(client, revoked) == 403

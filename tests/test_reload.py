@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import random
 import re
 import signal
@@ -159,6 +160,23 @@ def test_a_revocation_added_on_reload_is_403_revoked_on_every_worker(start_clust
     every_worker_answers(cluster, url, 403)
     _, _, body = answer_of_a_worker(cluster, url)
     assert b'"revoked"' in body
+
+
+def test_a_worker_restarted_after_a_reload_serves_the_new_config_and_gets_the_next(
+        start_cluster: ClusterFactory, photo: str) -> None:
+    cluster = start_cluster(workers=2)
+    url = path_of(UrlSigner(OTHER_KEY, NEW_KID, cluster.base_url).sign("photos", photo))
+    rewrite(cluster.config_path, add_key)
+    reload(cluster.process)
+    every_worker_answers(cluster, url, 200)
+    victim = min(children(cluster.pid))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in children(cluster.pid) and len(children(cluster.pid)) == 2,
+             "the killed worker replaced")
+    every_worker_answers(cluster, url, 200)  # forked with the config in force, not the first one
+    rewrite(cluster.config_path, lambda data: data["auth"]["keys"].pop(NEW_KID))
+    reload(cluster.process)
+    every_worker_answers(cluster, url, 403)  # the new worker's pipe works too
 
 
 # --- what is in flight finishes as it began -------------------------------------------------
