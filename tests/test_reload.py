@@ -179,6 +179,31 @@ def test_a_worker_restarted_after_a_reload_serves_the_new_config_and_gets_the_ne
     every_worker_answers(cluster, url, 403)  # the new worker's pipe works too
 
 
+def test_a_worker_that_does_not_take_the_new_config_is_replaced_by_one_that_has_it(
+        start_cluster: ClusterFactory, photo: str) -> None:
+    cluster = start_cluster(workers=2)
+    url = path_of(cluster.url(photo))
+    every_worker_answers(cluster, url, 200)
+    # Enough revocations that the message overflows a pipe's 64 KiB while its worker is stopped.
+    rng = random.Random(5)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+    filler = ["".join(rng.choices(alphabet, k=43)) for _ in range(3000)]
+    sig = parse_query(url.partition("?")[2], 32)["sig"]
+    entries = [{"sig": value} for value in [*filler, sig]]
+    rewrite(cluster.config_path, lambda data: data["auth"].update(revocations=entries))
+    stuck = min(children(cluster.pid))
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        reload(cluster.process)
+        wait_for(lambda: f"(pid {stuck}) did not take the new config" in cluster.process.stderr,
+                 "the stuck worker named", timeout=15)
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+    wait_for(lambda: stuck not in children(cluster.pid) and len(children(cluster.pid)) == 2,
+             "the stuck worker replaced")
+    every_worker_answers(cluster, url, 403)
+
+
 # --- what is in flight finishes as it began -------------------------------------------------
 
 def test_a_download_in_flight_during_a_reload_completes(start_cluster: ClusterFactory, s3: Any,

@@ -4,8 +4,9 @@ A reload reads and checks the config once, in the supervisor, and hands every wo
 ``Config`` (secrets resolved, restart-only keys already kept as they were), so no worker reads
 the file again and none can load other content than the one validated. A message is a 4-byte
 length and a pickle; only our own parent writes to the pipe (it was made before the fork).
-The supervisor never blocks on a worker that does not read: a write that cannot finish within
-``SEND_SECONDS`` is abandoned and that worker keeps its config (it is logged).
+The supervisor never blocks long on a worker that does not read: a write that cannot finish
+within ``SEND_SECONDS`` is abandoned, and the supervisor stops that worker gracefully (its pipe
+may hold half a message); its replacement is forked with the new config.
 """
 
 from __future__ import annotations

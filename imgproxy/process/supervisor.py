@@ -198,8 +198,13 @@ class Supervisor:
             return
         for index, slot in enumerate(self.slots):
             if slot.pid and not channel.send(slot.pipe, message):
+                # Part of the message may be in the pipe: that worker cannot read another. It
+                # stops gracefully, and its replacement is forked with the new config.
                 log.warning("reload: worker %d (pid %d) did not take the new config within %gs; "
-                            "it keeps its config", index, slot.pid, channel.SEND_SECONDS)
+                            "stopping it gracefully (its replacement starts with the new config)",
+                            index, slot.pid, channel.SEND_SECONDS)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGTERM)
 
     def _reap(self) -> list[tuple[int, int, int]]:
         """(slot index, pid, wait status) of each worker that has exited."""

@@ -27,8 +27,9 @@ _DENIED: Final = frozenset({"AccessDenied", "Forbidden", "403", "InvalidAccessKe
                             "SignatureDoesNotMatch"})
 _MISSING: Final = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 _UNCHANGED: Final = frozenset({"304", "NotModified"})
+# The kinds of a failed fetch; web/polling.py adds "invalid" (the body) and "internal" (a bug).
 KINDS: Final = ("unreachable", "timeout", "tls", "no_credentials", "denied", "not_found",
-                "s3_error", "too_large", "invalid")
+                "s3_error", "too_large")
 
 
 class FetchFailed(Exception):

@@ -92,6 +92,10 @@ class PolledRevocations:
 
     async def run(self) -> None:
         while True:
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception as exc:  # a bug must not end the polling: the list would go stale
+                log.exception("revocations: polling %s failed unexpectedly", self.url)
+                self.failed("internal", exc.__class__.__name__)
             await asyncio.sleep(self.live.current.config.auth.revocations_interval)
 
