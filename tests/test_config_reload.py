@@ -53,6 +53,7 @@ def with_source(**keys: Any) -> Any:
     (with_source(bucket="other-bucket"), ("sources.photos.bucket",)),
     (with_source(prefix="private/"), ("sources.photos.prefix",)),
     (with_source(endpoint_url="http://minio.local:9000"), ("sources.photos.endpoint_url",)),
+    (with_source(delivery={"hot_window": "5m", "hot_requests": 3}), ("sources.photos.delivery.hot_window",)),
 ])
 def test_a_reload_names_exactly_the_keys_that_need_a_restart(loaded: Any, restart: tuple[str, ...]) -> None:
     _, changed = apply_reload(config(), loaded)

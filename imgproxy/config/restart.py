@@ -6,7 +6,8 @@ image workers, the caches, the S3 clients, the metrics address); every other key
 request and takes effect for the requests that start after the reload. A source's serving
 settings (``cache_control``, ``[sources.NAME.delivery]``) reload; its connection (bucket,
 prefix, endpoint, credentials, timeouts, pool) does not, nor does adding or removing a source:
-its S3 clients are opened once and requests in flight hold them.
+its S3 clients are opened once and requests in flight hold them. Nor do ``hot_entries`` and
+``hot_window``: they size the hot counters.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ FIXED: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
 })
 # A source's fields that reload; the others are its connection.
 SOURCE_SERVING: Final = ("cache_control", "delivery")
+# Within its delivery settings, those that size the hot counters (one per process, made at start).
+DELIVERY_FIXED: Final = ("hot_entries", "hot_window")
 
 
 def _fixed_fields(section: str, value: object) -> tuple[str, ...]:
@@ -54,7 +57,11 @@ def _sources(old: Mapping[str, SourceConfig], new: Mapping[str, SourceConfig]
     changed: list[str] = []
     for name, source in old.items():
         connection = tuple(f.name for f in dataclasses.fields(source) if f.name not in SOURCE_SERVING)
-        kept[name], differ = _keep(source, new[name], connection, f"sources.{name}")
+        delivery, differ = _keep(source.delivery, new[name].delivery, DELIVERY_FIXED,
+                                 f"sources.{name}.delivery")
+        changed += differ
+        kept[name], differ = _keep(source, dataclasses.replace(new[name], delivery=delivery), connection,
+                                   f"sources.{name}")
         changed += differ
     return MappingProxyType(kept), changed
 
