@@ -7,7 +7,8 @@ holds, so an unchanged list is a 304. A new list is parsed and checked whole
 cannot be loaded (S3 down, 403, 404, too large, bad JSON, a bad entry) keeps the last good one
 in force, is counted (``imgproxy_revocations_load_errors_total{kind}``), logged at most once a
 minute per kind, and shown in the detailed readiness report. Never fail open: until a first
-list has loaded, signed URLs are 503 (``auth_policy(config, None)``); bearer tokens still work.
+list has loaded, signed URLs are 503 (``AuthPolicy.from_config(config, None)``); bearer tokens
+still work.
 """
 
 from __future__ import annotations
