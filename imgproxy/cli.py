@@ -21,12 +21,14 @@ from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, KeyLimits, Scope, load_config, parse_duration
 from imgproxy.errors import ProxyError
 from imgproxy.hostcache.directory import prepare
+from imgproxy.process.reload import Reloader, hangup_reloads
 from imgproxy.process.server import serve
 from imgproxy.process.supervisor import serve_workers, worker_count
-from imgproxy.protocol.accesslog import key_hash
+from imgproxy.protocol.accesslog import key_hash, key_hash_secret
 from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
-from imgproxy.web.app import create_app, key_hash_secret
+from imgproxy.web.app import create_app
+from imgproxy.web.appkeys import LIVE, METRICS
 
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1
@@ -175,10 +177,13 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
     log.info("imgproxy %s starting with sources %s", __version__, ", ".join(config.sources))
     try:
         if workers > 1:
-            return serve_workers(config, host, port, workers)
+            return serve_workers(config, host, port, workers, args.config)
         held = None if config.cache.dir is None else prepare(config.cache.dir, config.cache.variant_bytes)
         try:  # one process with a cache.dir: it claims and sweeps the directory itself
-            asyncio.run(serve(create_app(config), host, port))
+            app = create_app(config)
+            reloader = Reloader(args.config, config, app[LIVE].current.version, app[METRICS].observe_reload)
+            app.cleanup_ctx.append(hangup_reloads(reloader))  # SIGHUP: reload, in this process
+            asyncio.run(serve(app, host, port))
         finally:
             if held is not None:
                 held.release()

@@ -12,12 +12,13 @@ render). On a C library without it (musl), nothing runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final
+
+from imgproxy.background import running
 
 if TYPE_CHECKING:  # image workers import this module too: no aiohttp there
     from aiohttp import web
@@ -52,10 +53,5 @@ async def heap_trimmer(app: web.Application) -> AsyncIterator[None]:
         log.debug("no malloc_trim in this C library: freed heap is kept by the allocator")
         yield
         return
-    task = asyncio.create_task(trim_periodically(trim, TRIM_INTERVAL), name="heap-trimmer")
-    try:
+    async with running(trim_periodically(trim, TRIM_INTERVAL), "heap-trimmer"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -200,7 +200,7 @@ def start_cluster(tmp_path: Path, moto_endpoint: str, bucket: str) -> Iterator[C
         started.append(process)
         base_url = f"http://127.0.0.1:{port}"
         process.wait_until_healthy(base_url)
-        cluster = Cluster(process, port, UrlSigner(SIGNING_KEY, "k1", base_url))
+        cluster = Cluster(process, port, UrlSigner(SIGNING_KEY, "k1", base_url), path)
         wait_for(lambda: len(children(cluster.pid)) == workers, "all workers running")
         return cluster
 

@@ -151,29 +151,6 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if match := re.fullmatch(r"socket:\[(\d+)\]", target):
-            inodes.add(int(match.group(1)))
-    return inodes
-
-
-def server_side_inode(server_port: int, client_port: int) -> int | None:
-    """The inode of the accepted socket whose peer is our client's port (IPv4 loopback)."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        remote_port = int(fields[2].split(":")[1], 16)
-        if (local_port, remote_port) == (server_port, client_port):
-            return int(fields[9])
-    return None
-
-
 def run(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A one-shot command in its own process group, which must be empty when it returns."""
     argv = command(*args)

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from processes import Process, Server
+from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 from tcp_relay import TcpRelay
 
@@ -117,6 +118,15 @@ def empty_bucket(s3: Any, name: str) -> None:
             s3.delete_objects(Bucket=name, Delete={"Objects": keys})
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """A scrape's text as {(sample name, labels): value}."""
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 ProxyClient = TestClient[web.Request, web.Application]
 Clock = Callable[[], float]
 
@@ -188,6 +198,7 @@ class Cluster:
     process: Process
     port: int
     signer: UrlSigner
+    config_path: Path  # its --config file (a reload test rewrites it)
 
     @property
     def pid(self) -> int:

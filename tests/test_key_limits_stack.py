@@ -236,7 +236,7 @@ async def test_the_access_log_names_the_key_and_the_viewer(limited: ProxyFactory
         assert (await client.get(image_path("photos", "employees/ada.jpg"),
                                  headers={hdrs.AUTHORIZATION: f"Bearer {TOKEN}"})).status == 200
     lines = [r.getMessage() for r in caplog.records if r.name == "imgproxy.access"]
-    expected_hash = key_hash(client.app[appkeys.KEY_HASH_SECRET], "photos", "employees/ada.jpg")
+    expected_hash = key_hash(client.app[appkeys.LIVE].current.key_hash_secret, "photos", "employees/ada.jpg")
     assert " kid=bi " in lines[0]
     assert ' sub="Zoë Ünal <zoe@example.com>" ' in lines[0]
     assert f" key_hash={expected_hash} " in lines[0]
@@ -248,8 +248,8 @@ async def test_the_access_log_names_the_key_and_the_viewer(limited: ProxyFactory
 
 
 async def test_the_key_hash_is_keyed_by_the_configured_secret(limited: ProxyFactory) -> None:
-    one = (await limited(log={"key_hash_secret": "h" * 32})).app[appkeys.KEY_HASH_SECRET]
-    two = (await limited(log={"key_hash_secret": "i" * 32})).app[appkeys.KEY_HASH_SECRET]
+    one = (await limited(log={"key_hash_secret": "h" * 32})).app[appkeys.LIVE].current.key_hash_secret
+    two = (await limited(log={"key_hash_secret": "i" * 32})).app[appkeys.LIVE].current.key_hash_secret
     assert key_hash(one, "photos", "a.jpg") != key_hash(two, "photos", "a.jpg")
     assert key_hash(one, "photos", "a.jpg") == key_hash(b"h" * 32, "photos", "a.jpg")
 

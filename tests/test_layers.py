@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "imgproxy"
 
 # (rank, module-name prefixes); the longest matching prefix decides a module's rank.
 RANKS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("imgproxy.config", "imgproxy.errors", "imgproxy.startup", "imgproxy.memory")),
+    (0, ("imgproxy.config", "imgproxy.errors", "imgproxy.startup", "imgproxy.memory",
+         "imgproxy.background")),
     (1, ("imgproxy.auth", "imgproxy.cache", "imgproxy.delivery.policy", "imgproxy.facts",
          "imgproxy.hostcache", "imgproxy.limits", "imgproxy.protocol", "imgproxy.signers",
          "imgproxy.storage", "imgproxy.transform")),

@@ -11,7 +11,8 @@ import time
 import urllib.parse
 from typing import Any
 
-from processes import HTTP_TIMEOUT, PHOTO, children, server_side_inode, socket_inodes
+from owners import server_side_inode, socket_inodes
+from processes import HTTP_TIMEOUT, PHOTO, children
 from support import TOKEN, Cluster, ClusterFactory
 
 KEYS = [f"team/{n}.png" for n in range(8)]

@@ -1,7 +1,7 @@
 """``imgproxy serve --workers 2``: several processes on one port, supervised, stopped gracefully.
 
-Real processes, real sockets, real moto. Which worker holds a connection is read from /proc (the
-socket inode in the worker's fds, matched against /proc/net/tcp), never from a response header.
+Real processes, real sockets, real moto. Which worker holds a connection is read from /proc
+(``owners.py``), never from a response header.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from owners import open_healthy, owner_of, server_side_inode, socket_inodes
 from PIL import Image
 from processes import (
     CLUSTER_GRACE,
@@ -30,8 +31,6 @@ from processes import (
     http_get,
     reap_group,
     run,
-    server_side_inode,
-    socket_inodes,
     wait_for,
     write_config,
 )
@@ -42,25 +41,6 @@ from imgproxy.process.sockets import listen_on, reserve_addresses
 GRACE = CLUSTER_GRACE  # server.shutdown_timeout in these tests
 BIG_KEY = "archive/big.bin"
 BIG_SIZE = 64 * 1024 * 1024
-
-
-def owner_of(connection: http.client.HTTPConnection, cluster: Cluster) -> int | None:
-    assert connection.sock is not None
-    inode = server_side_inode(cluster.port, connection.sock.getsockname()[1])
-    for pid in children(cluster.pid):
-        if inode in socket_inodes(pid):
-            return pid
-    return None
-
-
-def open_healthy(cluster: Cluster) -> http.client.HTTPConnection:
-    """A keep-alive connection a worker has accepted (it answered /healthz on it)."""
-    connection = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=HTTP_TIMEOUT)
-    connection.request("GET", "/healthz")
-    response = connection.getresponse()
-    response.read()
-    assert response.status == 200
-    return connection
 
 
 def wait_exit(cluster: Cluster, timeout: float) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from imgproxy.config.auth import read_auth
+from imgproxy.config.auth import check_revocations_reach, read_auth
 from imgproxy.config.limits import parse_rate, read_limits
 from imgproxy.config.model import (
     DELIVERY_MODES,
@@ -102,6 +102,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     log = read_log(root.table("log"), env)
     limits = read_limits(root.table("limits"))
     root.reject_unknown()
+    check_revocations_reach(auth, sources, cache)
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
                   cache=cache, metrics=metrics, log=log, limits=limits)
 

@@ -1,13 +1,17 @@
-"""Building ``[auth]``: signing keys, bearer tokens and their scopes, and the TTL limits."""
+"""Building ``[auth]``: signing keys, bearer tokens and their scopes, the TTL limits, and where
+the revocations come from."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Final
 
-from imgproxy.config.model import AuthConfig, KeyLimits, Scope, TokenConfig
+from imgproxy.config.model import AuthConfig, CacheConfig, KeyLimits, Scope, SourceConfig, TokenConfig
 from imgproxy.config.reader import Table
 from imgproxy.config.revocations import parse_revocations
+from imgproxy.config.sections import read_revocations_s3
 from imgproxy.config.values import (
     MAX_TTL_LIMIT,
     MIN_SIGNING_KEY_BYTES,
@@ -16,6 +20,36 @@ from imgproxy.config.values import (
     ConfigError,
     Secret,
 )
+
+# auth.revocations_interval: how often every serving process asks for the polled object.
+MIN_REVOCATIONS_INTERVAL: Final = 1.0
+MAX_REVOCATIONS_INTERVAL: Final = 3600.0
+_S3_URL: Final = re.compile(r"s3://([A-Za-z0-9][A-Za-z0-9._-]{1,254})/([^\x00-\x1f\x7f]{1,1024})", re.ASCII)
+
+
+def parse_s3_url(url: str, where: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key); the key names one object (not a prefix)."""
+    match = _S3_URL.fullmatch(url)
+    if match is None or match.group(2).endswith("/"):
+        raise ConfigError(f"{where}: expected an object URL such as s3://bucket/revocations.json")
+    return match.group(1), match.group(2)
+
+
+def check_revocations_reach(auth: AuthConfig, sources: Mapping[str, SourceConfig],
+                            cache: CacheConfig) -> None:
+    """The polled object must not be readable through a source (any signed URL or token for it
+    could read the list) nor lie in the variant store's prefix (the proxy writes there)."""
+    if auth.revocations_url is None:
+        return
+    bucket, key = parse_s3_url(auth.revocations_url, "auth.revocations_url")
+    places = [(f"sources.{name}", source) for name, source in sources.items()]
+    if cache.store is not None:
+        places.append(("cache.store", cache.store))
+    for where, place in places:
+        if place.bucket == bucket and key.startswith(place.prefix):
+            raise ConfigError(f"auth.revocations_url: the object is inside {where} (bucket {bucket}, "
+                              f"prefix {place.prefix!r}); keep it in a bucket or prefix the proxy "
+                              "neither serves nor writes")
 
 
 def read_key(keys: Table, kid: str, environ: Mapping[str, str], max_ttl: float) -> tuple[Secret, KeyLimits]:
@@ -81,6 +115,14 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
     if len({tok.token for tok in tokens}) != len(tokens):
         raise ConfigError(f"{tokens_table.path}: two tokens share the same secret")
 
+    revocations_url = t.optional_string("revocations_url")
+    revocations_s3 = t.table("revocations_s3")
+    if revocations_url is None and revocations_s3.data:
+        raise ConfigError(f"{revocations_s3.path}: only with auth.revocations_url")
+    polled_from = None
+    if revocations_url is not None:
+        bucket, _ = parse_s3_url(revocations_url, t.where("revocations_url"))
+        polled_from = read_revocations_s3(revocations_s3, environ, bucket)
     auth = AuthConfig(
         keys=MappingProxyType(keys),
         sign_with=sign_with,
@@ -95,6 +137,10 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
         durable_max_age=t.duration("durable_max_age", base.durable_max_age, 0, 7 * 86400),
         revocations=parse_revocations(
             [] if t.raw("revocations") is None else t.raw("revocations"), t.where("revocations")),
+        revocations_url=revocations_url,
+        revocations_s3=polled_from,
+        revocations_interval=t.duration("revocations_interval", base.revocations_interval,
+                                        MIN_REVOCATIONS_INTERVAL, MAX_REVOCATIONS_INTERVAL),
     )
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "

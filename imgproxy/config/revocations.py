@@ -10,10 +10,16 @@ entry means the same wherever it is written. Each entry is exactly one of::
 
 ``before`` is an RFC 3339 time with a zone (``Z`` or ``+01:00``), a TOML date-time with one, or
 unix seconds. An optional ``note`` (who, why, a ticket) is accepted and ignored.
+
+The polled object (``auth.revocations_url``) is UTF-8 JSON, at most ``MAX_OBJECT_BYTES``::
+
+    {"revocations": [{"kid": "bi", "before": "2026-12-01T00:00:00Z"}, {"sig": "..."}],
+     "note": "optional, ignored"}
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Final
@@ -22,6 +28,7 @@ from imgproxy.config.model import Revocation, Scope
 from imgproxy.config.values import NAME_PATTERN, ConfigError
 
 MAX_REVOCATIONS: Final = 1_000_000
+MAX_OBJECT_BYTES: Final = 64 * 1024 * 1024  # the polled object; a million entries fit
 _SIG: Final = re.compile(r"[A-Za-z0-9_-]{43}", re.ASCII)
 _KINDS: Final = ("kid", "sub", "scope", "sig")
 
@@ -79,3 +86,26 @@ def parse_revocations(entries: object, where: str) -> tuple[Revocation, ...]:
     if len(entries) > MAX_REVOCATIONS:
         raise ConfigError(f"{where}: more than {MAX_REVOCATIONS} entries")
     return tuple(parse_revocation(entry, f"{where}[{index}]") for index, entry in enumerate(entries))
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_revocation_object(body: bytes, where: str) -> tuple[Revocation, ...]:
+    """The polled object's entries; a ConfigError names what is wrong (never an entry's value)."""
+    if len(body) > MAX_OBJECT_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_OBJECT_BYTES} bytes")
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        reason = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "bad value"
+        raise ConfigError(f"{where}: not valid JSON ({reason})") from None
+    if not isinstance(data, dict) or "revocations" not in data:
+        raise ConfigError(f"{where}: expected an object {{\"revocations\": [...]}}")
+    unknown = sorted(set(data) - {"revocations", "note"})
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key")
+    return parse_revocations(data["revocations"], f"{where}.revocations")

@@ -219,6 +219,18 @@ def read_store(t: Table, environ: Mapping[str, str]) -> SourceConfig | None:
     return read_source("store", t, environ, DeliveryConfig())
 
 
+def read_revocations_s3(t: Table, environ: Mapping[str, str], bucket: str) -> SourceConfig:
+    """``[auth.revocations_s3]``: how to reach the polled revocation object, keyed like a source
+    (endpoint, region, credentials, timeouts); its bucket and key come from the URL."""
+    for key in ("bucket", "prefix"):
+        if key in t.data:
+            raise ConfigError(f"{t.where(key)}: the bucket and key come from auth.revocations_url")
+    for key in ("cache_control", "delivery"):
+        if key in t.data:
+            raise ConfigError(f"{t.where(key)}: only for sources, not the revocation object")
+    return read_source("revocations", Table({**t.data, "bucket": bucket}, t.path), environ, DeliveryConfig())
+
+
 def _cache_dir(t: Table) -> str | None:
     """``cache.dir``: an absolute path (created 0700 at start-up if missing), or unset."""
     if t.raw("dir") is None:

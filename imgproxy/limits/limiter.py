@@ -60,13 +60,22 @@ class Limiter:
     """``[limits]`` applied: ``charge`` returns, or raises ``RateLimited`` (429, Retry-After)."""
 
     def __init__(self, limits: LimitsConfig, store: BucketStore) -> None:
-        self.limits, self.store = limits, store
+        self.store = store
+        self._use(limits)
+
+    def _use(self, limits: LimitsConfig) -> None:
+        self.limits = limits
         configured = {Budget.ORIGINALS: limits.originals, Budget.TRANSFORMS: limits.transforms}
         # A budget that sets no rate is skipped whole: it costs a request nothing.
         self._budgets = {budget: rates for budget, rates in configured.items() if rates != BudgetLimits()}
 
-    def charge(self, budget: Budget, principal: Principal, client: str, now: float) -> None:
-        """One request (originals) or one render (transforms) by ``principal`` from ``client``."""
+    def charge(self, budget: Budget, principal: Principal, client: str, now: float,
+               limits: LimitsConfig | None = None) -> None:
+        """One request (originals) or one render (transforms) by ``principal`` from ``client``.
+        ``limits``: the rates of the config the request is served with (a reload changes them;
+        the buckets, and what they have counted, stay)."""
+        if limits is not None and limits is not self.limits:
+            self._use(limits)
         rates = self._budgets.get(budget)
         if rates is None:
             return

@@ -17,12 +17,18 @@ cost: connections queued on a worker that crashes, not yet accepted, are reset (
 socket leaves the group, so no new ones go there). Each worker's image pool starts its own
 forkserver lazily, after the fork.
 
-The parent blocks SIGTERM, SIGINT and SIGCHLD and reads them with ``sigtimedwait``: no handler
-races, no event loop. A worker that exits when not asked to is logged (exit code or signal) and
+The parent blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD and reads them with ``sigtimedwait``: no
+handler races, no event loop. A worker that exits when not asked to is logged (exit code or signal) and
 restarted after a short backoff that grows while it keeps dying young. SIGTERM or SIGINT is
 forwarded to every worker, which stops accepting, lets in-flight requests finish for
 ``server.shutdown_timeout`` and closes its S3 clients and image pool; the parent exits 0 once all
 have exited 0, or kills the stragglers after the grace period plus a margin and exits 1.
+
+SIGHUP reloads the config (``process/reload.py``): the parent loads and validates it once, then
+writes the resulting ``Config`` down a pipe it made for each worker before forking it
+(``process/channel.py``); each worker installs it for its new requests. A worker started later
+(a restart) is forked with the config in force. Workers keep SIGHUP blocked: only the parent
+reads the file.
 
 The host cache (``hostcache/``): the parent prepares ``cache.dir`` before the first fork (its
 permissions checked, what a previous run left half-done swept away), or, with no ``cache.dir``,
@@ -50,14 +56,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from prometheus_client import CollectorRegistry
+
 from imgproxy.config import Config
+from imgproxy.config.digest import config_version
 from imgproxy.hostcache.directory import prepare, private_temp_dir
+from imgproxy.process import channel
+from imgproxy.process.reload import Reloader
 from imgproxy.process.sockets import listen_on, reserve_addresses
 from imgproxy.transform.pool import default_workers
-from imgproxy.web.metrics import enable_multiprocess_metrics, forget_metrics_of
+from imgproxy.web.metrics import enable_multiprocess_metrics, forget_metrics_of, reload_counter
 
 log = logging.getLogger("imgproxy.supervisor")
-SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD})
+STOPS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 RESTART_BACKOFF: Final = 0.2  # seconds before the first restart; doubles while workers die young
 RESTART_BACKOFF_MAX: Final = 5.0
 STABLE_SECONDS: Final = 10.0  # a worker that lived this long resets the backoff
@@ -102,18 +114,23 @@ def _exit_when_orphaned(parent: int) -> None:
 @dataclass(slots=True)
 class _Slot:
     pid: int = 0  # 0: not running
+    pipe: int = -1  # the write end of the worker's config pipe (process/channel.py); -1: none
     started: float = 0.0
     failures: int = 0  # consecutive early deaths
     restart_at: float = 0.0
 
 
 class Supervisor:
-    """Forks ``count`` workers that each run ``work()`` (its return value is their exit code)."""
+    """Forks ``count`` workers that each run ``work(fd)`` (its return value is their exit code;
+    ``fd`` the read end of their config pipe). On SIGHUP, ``reload()`` gives the message to
+    write to every worker's pipe, or None (nothing to send)."""
 
-    def __init__(self, count: int, work: Callable[[], int], grace: float,
-                 listeners: Sequence[socket.socket] = ()) -> None:
+    def __init__(self, count: int, work: Callable[[int], int], grace: float,
+                 listeners: Sequence[socket.socket] = (),
+                 reload: Callable[[], bytes | None] | None = None) -> None:
         self.slots = [_Slot() for _ in range(count)]
         self._work = work
+        self._reload = reload
         self._listeners = listeners  # closed in the parent as soon as stopping begins
         self._grace = grace
         self._parent = os.getpid()
@@ -135,21 +152,28 @@ class Supervisor:
             raise RuntimeError("the supervisor must not fork once a thread runs")
         sys.stdout.flush()
         sys.stderr.flush()
+        reader, writer = os.pipe()
         pid = os.fork()
         if pid == 0:
-            self._run_child(index)
+            os.close(writer)
+            self._run_child(index, reader)
+        os.close(reader)
+        os.set_blocking(writer, False)
         slot = self.slots[index]
-        slot.pid, slot.started = pid, time.monotonic()
+        slot.pid, slot.started, slot.pipe = pid, time.monotonic(), writer
         log.info("worker %d started (pid %d)", index, pid)
 
-    def _run_child(self, index: int) -> None:
+    def _run_child(self, index: int, reader: int) -> None:
         code = 1
         try:
+            for slot in self.slots:  # the other workers' pipes are the parent's to write
+                if slot.pipe >= 0:
+                    os.close(slot.pipe)
             # SIGTERM/SIGINT stay blocked (pending) until server.serve has its handlers.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             threading.Thread(target=_exit_when_orphaned, args=(self._parent,), daemon=True,
                              name="orphan-watch").start()
-            code = self._work()
+            code = self._work(reader)
         except KeyboardInterrupt:
             code = 0
         except BaseException:
@@ -161,11 +185,26 @@ class Supervisor:
             os._exit(code)  # never the parent's atexit handlers or finally blocks
 
     def _wait(self, timeout: float) -> int | None:
-        """The SIGTERM/SIGINT that arrived, or None on a SIGCHLD or after ``timeout`` seconds."""
+        """The SIGTERM/SIGINT/SIGHUP that arrived, or None on a SIGCHLD or after ``timeout``."""
         info = signal.sigtimedwait(SIGNALS, max(timeout, 0.0))
-        if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+        if info is not None and info.si_signo != signal.SIGCHLD:
             return info.si_signo
         return None
+
+    def _send_reload(self) -> None:
+        """SIGHUP: the config validated once, then written to every running worker."""
+        message = self._reload() if self._reload is not None else None
+        if message is None:
+            return
+        for index, slot in enumerate(self.slots):
+            if slot.pid and not channel.send(slot.pipe, message):
+                # Part of the message may be in the pipe: that worker cannot read another. It
+                # stops gracefully, and its replacement is forked with the new config.
+                log.warning("reload: worker %d (pid %d) did not take the new config within %gs; "
+                            "stopping it gracefully (its replacement starts with the new config)",
+                            index, slot.pid, channel.SEND_SECONDS)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGTERM)
 
     def _reap(self) -> list[tuple[int, int, int]]:
         """(slot index, pid, wait status) of each worker that has exited."""
@@ -177,6 +216,8 @@ class Supervisor:
             if pid:
                 exited.append((index, pid, status))
                 slot.pid = 0
+                os.close(slot.pipe)
+                slot.pipe = -1
                 forget_metrics_of(pid)
         return exited
 
@@ -200,7 +241,9 @@ class Supervisor:
                     self._start(index)
             pending = [slot.restart_at - now for slot in self.slots if not slot.pid]
             signum = self._wait(min([POLL_SECONDS, *pending]))
-            if signum is not None:
+            if signum == signal.SIGHUP:
+                self._send_reload()
+            elif signum is not None:
                 return signum
 
     def _forward(self, signum: int) -> None:
@@ -234,19 +277,31 @@ class Supervisor:
                         os.kill(slot.pid, signal.SIGKILL)
                         os.waitpid(slot.pid, 0)
                         slot.pid = 0
+                        os.close(slot.pipe)
+                        slot.pipe = -1
                 return 1
             again = self._wait(min(remaining, POLL_SECONDS))
-            if again is not None:
+            if again in STOPS:
                 self._forward(again)
         log.info("all workers stopped")
         return 0 if clean else 1
 
 
-def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
-    """Bind ``host:port``, run ``workers`` supervised workers on it until SIGTERM/SIGINT.
+@dataclass(slots=True)
+class _InForce:
+    """The workers' config now (a restarted worker is forked with it) and its version."""
+
+    config: Config
+    version: str
+
+
+def serve_workers(config: Config, host: str, port: int, workers: int, path: str | None = None) -> int:
+    """Bind ``host:port``, run ``workers`` supervised workers on it until SIGTERM/SIGINT; SIGHUP
+    reloads the config from ``path`` (or the environment, as ``load_config``).
 
     Raises OSError if the address cannot be bound; returns the exit status.
     """
+    from imgproxy.process.reload import pipe_reloads
     from imgproxy.process.server import serve
     from imgproxy.startup import StartupError, os_reason, socket_url
     from imgproxy.web.app import create_app
@@ -264,24 +319,38 @@ def serve_workers(config: Config, host: str, port: int, workers: int) -> int:
             shutil.rmtree(own_cache, ignore_errors=True)
         raise
     log.info("host cache in %s (%d bytes of variants at most)", cache_dir, config.cache.variant_bytes)
-    worker_config = config_for_worker(config, workers, cache_dir)
+    version = config_version(config)
+    in_force = _InForce(config_for_worker(config, workers, cache_dir), version)
     metrics_dir = tempfile.mkdtemp(prefix="imgproxy-metrics-")
     enable_multiprocess_metrics(metrics_dir)
+    reloads = reload_counter(CollectorRegistry())  # the parent's own file in metrics_dir
+    reloader = Reloader(path, config, version, lambda result: reloads.labels(result).inc())
 
-    def work() -> int:
+    def reload() -> bytes | None:
+        reloaded = reloader.reload()
+        if reloaded is None:
+            return None
+        in_force.config = config_for_worker(reloaded.config, workers, cache_dir)
+        in_force.version = reloaded.version
+        return channel.encode(in_force.config, in_force.version)
+
+    def work(updates: int) -> int:
         try:
             try:
                 sockets = listen_on(reserved)
             except OSError as exc:
                 raise StartupError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from exc
-            asyncio.run(serve(create_app(worker_config), host, port, sockets=sockets))
+            app = create_app(in_force.config, version=in_force.version)
+            app.cleanup_ctx.append(pipe_reloads(updates))
+            asyncio.run(serve(app, host, port, sockets=sockets))
         except StartupError as exc:
             log.error("%s", exc)
             return EXIT_STARTUP
         return 0
 
     try:
-        return Supervisor(workers, work, config.server.shutdown_timeout, listeners=reserved).run()
+        return Supervisor(workers, work, config.server.shutdown_timeout, listeners=reserved,
+                          reload=reload).run()
     finally:
         for sock in reserved:
             sock.close()

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from imgproxy.config import LogFormat
+from imgproxy.config import Config, LogFormat
 
 access_log = logging.getLogger("imgproxy.access")
 NUMERIC: Final = frozenset({"status", "bytes", "duration_ms", "storage_ms", "transform_ms"})
@@ -32,6 +32,18 @@ def key_hash(secret: bytes, source: str, key: str) -> str:
     for (``imgproxy key-hash``) and matches lines; the log alone names no object."""
     message = f"{source}\0{key}".encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:24]
+
+
+def key_hash_secret(config: Config) -> bytes:
+    """``log.key_hash_secret``, or one derived from the signing key (or first token) so that
+    replicas sharing it log the same hashes, and the log's hashes do not reveal that key."""
+    if config.log.key_hash_secret is not None:
+        return config.log.key_hash_secret.reveal().encode()
+    if config.auth.keys:
+        base = config.auth.keys[config.auth.sign_with].reveal()
+    else:
+        base = config.auth.tokens[0].token.reveal()
+    return hmac.new(base.encode(), b"imgproxy access log key_hash", hashlib.sha256).digest()
 
 
 def _escape_char(char: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
 import time
@@ -98,6 +99,16 @@ class S3Source:
         return presign_get(self.location, self.config.bucket, object_key(self.config.prefix, key), creds,
                            signed_at=datetime.fromtimestamp(signed_at, UTC), expires_in=expires_in,
                            response_headers=response_headers)
+
+    def serving(self, config: SourceConfig) -> S3Source:
+        """This source (its clients, credentials, pools) with ``config``'s serving settings
+        (``cache_control``, ``delivery``): a reload's. The connection settings must be this
+        source's own (``config.restart`` keeps them so)."""
+        if config == self.config:
+            return self
+        view = copy.copy(self)
+        view.config = config
+        return view
 
     def __repr__(self) -> str:
         return f"S3Source(name={self.config.name!r})"

@@ -78,10 +78,12 @@ class VariantAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
-    """One request for a variant, in plain values."""
+    """One request for a variant, in plain values; ``policy`` is the one the request started
+    with (a reload does not change it midway)."""
 
     source: S3Source
     key: str
+    policy: TransformPolicy
     spec: TransformSpec
     accept: str | None
     if_none_match: str | None
@@ -94,10 +96,8 @@ class Wanted:
 class VariantService:
     """Owns the variant cache, the coalescer, the shared store and the worker pool."""
 
-    def __init__(self, policy: TransformPolicy, pool: TransformPool, variants: VariantCaching,
-                 metadata: MetadataCaching, store: VariantStore | None = None,
-                 flight: Flight | None = None) -> None:
-        self.policy = policy
+    def __init__(self, pool: TransformPool, variants: VariantCaching, metadata: MetadataCaching,
+                 store: VariantStore | None = None, flight: Flight | None = None) -> None:
         self.pool = pool
         self.variants = variants
         self.metadata = metadata
@@ -107,7 +107,7 @@ class VariantService:
 
     async def answer(self, wanted: Wanted, durations: Durations) -> VariantAnswer:
         source, key, spec = wanted.source, wanted.key, wanted.spec
-        target = choose_target(spec, wanted.accept, self.policy.auto_formats)
+        target = choose_target(spec, wanted.accept, wanted.policy.auto_formats)
         label = target.value if target is not None else ("legacy" if spec.auto_format else "source")
         family = VariantKey(source.config.name, key, None, spec.canonical, label)
         # 0. Nothing to look up: the source's ETag is not known, no variant of it is cached and
@@ -119,7 +119,7 @@ class VariantService:
             return VariantAnswer.of(rendered, origin if ran else CacheResult.HIT, spec.auto_format)
         # 1. The source's ETag (cached, else one HEAD) gives the variant's ETag without decoding.
         meta = await known_meta(source, key, self.metadata, durations)
-        self.policy.check_size(meta.content_length)
+        wanted.policy.check_size(meta.content_length)
         name = VariantKey(source.config.name, key, meta.etag, spec.canonical, label)
         # 2. The client already has it.
         if is_not_modified(wanted.if_none_match, name.etag):
@@ -203,21 +203,21 @@ class VariantService:
 
     async def render(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
                      durations: Durations) -> Variant:
-        source, key = wanted.source, wanted.key
+        source, key, policy = wanted.source, wanted.key, wanted.policy
         # Admitted (or 503) before a byte is read; then handed to a worker, which reads the
         # source itself (storage/worker_read.py): it is never in this process's memory.
         with self.pool.admit() as ticket:
             wanted.charge_render()
             async with ticket.loading():
-                read = await source.worker_read(key, self.policy.max_source_bytes)
+                read = await source.worker_read(key, policy.max_source_bytes)
                 started = time.perf_counter()
                 try:
                     meta, rendered = await self.pool.read_and_render(read, wanted.spec, target,
-                                                                     self.policy.settings)
+                                                                     policy.settings)
                 except SourceReadFailed as failed:
                     durations.add(Part.STORAGE, failed.seconds)
                     if failed.kind == "too_large":
-                        self.policy.check_size(failed.status)  # raises: 413, as before a read
+                        policy.check_size(failed.status)  # raises: 413, as before a read
                     raise source.worker_read_failed(failed) from None
                 source.worker_read_done(meta.seconds)
                 durations.add(Part.STORAGE, meta.seconds)

@@ -6,36 +6,35 @@ at start-up, closed at shutdown in reverse order, and only if their start-up suc
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from imgproxy.auth.principal import AuthPolicy
+from imgproxy.background import running
 from imgproxy.cache import HotCounter, LocalFlight, MetadataCache, VariantCache
-from imgproxy.config import Config, Revocation
+from imgproxy.config import Config
+from imgproxy.config.digest import config_version
 from imgproxy.hostcache.directory import open_dir
 from imgproxy.hostcache.flight import HostFlight
 from imgproxy.hostcache.table import HostHotCounter, HostMetadata, HostTable
 from imgproxy.hostcache.variants import HostVariantCache
 from imgproxy.limits.limiter import build_limiter
 from imgproxy.memory import heap_trimmer
-from imgproxy.protocol.forwarded import parse_networks
 from imgproxy.protocol.jsonbody import MAX_BODIES, BodySlots
 from imgproxy.protocol.sendwatch import SendLimits, SendWatchdog
+from imgproxy.storage.revocation_object import open_revocation_object
 from imgproxy.storage.s3 import open_source
 from imgproxy.storage.variant_store import open_store
-from imgproxy.transform.jobs import available_outputs
-from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import TransformPool
 from imgproxy.transform.variants import VariantService
 from imgproxy.web import appkeys
 from imgproxy.web.health import Readiness
+from imgproxy.web.live import Live
 from imgproxy.web.metrics import Metrics, Snapshot, multiprocess_dir
 from imgproxy.web.middleware import observe, stamp_facts
+from imgproxy.web.polling import PolledRevocations
 from imgproxy.web.routes import add_routes
 from imgproxy.web.scrape import metrics_endpoint
 
@@ -50,8 +49,29 @@ async def s3_sources(app: web.Application) -> AsyncIterator[None]:
             source.observe = app[appkeys.METRICS].observe_s3
             source.observe_exhaustion(app[appkeys.METRICS].observe_pool_exhausted)
         app[appkeys.SOURCES] = sources
-        app[appkeys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[appkeys.CLOCK])
+        app[appkeys.LIVE].attach(sources)
+
+        def revocations() -> dict[str, object] | None:
+            polled = app.get(appkeys.POLLED)
+            return None if polled is None else polled.detail()
+
+        app[appkeys.READINESS] = Readiness(sources, config.server.ready_cache_seconds, app[appkeys.CLOCK],
+                                           revocations)
         yield
+
+
+async def revocations_poller(app: web.Application) -> AsyncIterator[None]:
+    """The polled revocation list (``auth.revocations_url``): its client and its poll loop."""
+    auth = app[appkeys.CONFIG].auth
+    assert auth.revocations_url is not None
+    assert auth.revocations_s3 is not None
+    key = auth.revocations_url.removeprefix(f"s3://{auth.revocations_s3.bucket}/")
+    async with open_revocation_object(auth.revocations_s3, key) as source:
+        polled = app[appkeys.POLLED] = PolledRevocations(auth.revocations_url, source, app[appkeys.LIVE],
+                                                         app[appkeys.METRICS])
+        app[appkeys.METRICS].revocations_age_now = polled.age
+        async with running(polled.run(), "revocations-poller"):
+            yield
 
 
 async def caches(app: web.Application) -> AsyncIterator[None]:
@@ -106,8 +126,8 @@ async def variant_service(app: web.Application) -> AsyncIterator[None]:
         if config.transform.enabled and config.transform.prestart_workers:
             await pool.start()
         service = app[appkeys.VARIANTS] = VariantService(
-            app[appkeys.TRANSFORMS], pool, app[appkeys.VARIANT_CACHE], app[appkeys.METADATA],
-            app.get(appkeys.STORE), app[appkeys.FLIGHT])
+            pool, app[appkeys.VARIANT_CACHE], app[appkeys.METADATA], app.get(appkeys.STORE),
+            app[appkeys.FLIGHT])
         app[appkeys.METRICS].snapshot = lambda: Snapshot(
             queued=pool.queued, loaded=pool.loaded, rejected=pool.rejected, renders=pool.completed,
             cache_hits=service.variants.hits,
@@ -122,39 +142,26 @@ async def stop_watchdog(app: web.Application) -> None:
     app[appkeys.SEND_WATCHDOG].close()
 
 
-def auth_policy(config: Config, polled: tuple[Revocation, ...] | None = ()) -> AuthPolicy:
-    return AuthPolicy.from_config(config, polled)
-
-
-def key_hash_secret(config: Config) -> bytes:
-    """``log.key_hash_secret``, or one derived from the signing key (or first token) so that
-    replicas sharing it log the same hashes, and the log's hashes do not reveal that key."""
-    if config.log.key_hash_secret is not None:
-        return config.log.key_hash_secret.reveal().encode()
-    if config.auth.keys:
-        base = config.auth.keys[config.auth.sign_with].reveal()
-    else:
-        base = config.auth.tokens[0].token.reveal()
-    return hmac.new(base.encode(), b"imgproxy access log key_hash", hashlib.sha256).digest()
-
-
-def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
+def create_app(config: Config, *, clock: Callable[[], float] = time.time,
+               version: str | None = None) -> web.Application:
+    """``version``: the config's ``config_version`` as loaded (a supervisor's worker gets a config
+    adjusted for it, which would digest differently); computed here if not given."""
     # The HTTP parser's limits are the connection's (connections.GuardedRunner), not the app's.
     app = web.Application(middlewares=[observe], client_max_size=config.auth.sign_max_bytes)
     app[appkeys.CONFIG] = config
-    app[appkeys.AUTH] = auth_policy(config, None if config.auth.revocations_url else ())
+    live = app[appkeys.LIVE] = Live(config, version or config_version(config))
     app[appkeys.CLOCK] = clock
-    app[appkeys.TRANSFORMS] = TransformPolicy.from_config(config.transform, available_outputs())
     app[appkeys.LOG_FORMAT] = config.log.format
-    app[appkeys.METRICS] = Metrics(multiprocess_dir())
-    app[appkeys.TRUSTED_PROXIES] = parse_networks(config.server.trusted_proxies)
+    metrics = app[appkeys.METRICS] = Metrics(multiprocess_dir())
+    metrics.observe_in_force(live.current.version, live.current.auth.revocations)
     app[appkeys.BODY_SLOTS] = BodySlots(MAX_BODIES)
-    app[appkeys.KEY_HASH_SECRET] = key_hash_secret(config)
     limits = SendLimits(config.server.send_timeout, config.server.min_send_rate)
     app[appkeys.SEND_WATCHDOG] = SendWatchdog(limits, on_cut=app[appkeys.METRICS].observe_connection_closed)
     app.cleanup_ctx.append(heap_trimmer)
     app.cleanup_ctx.append(caches)
     app.cleanup_ctx.append(s3_sources)
+    if config.auth.revocations_url is not None:
+        app.cleanup_ctx.append(revocations_poller)
     if config.cache.store is not None:
         app.cleanup_ctx.append(variant_store)
     app.cleanup_ctx.append(variant_service)

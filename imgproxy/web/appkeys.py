@@ -9,32 +9,29 @@ from typing import Final
 
 from aiohttp import web
 
-from imgproxy.auth.principal import AuthPolicy
 from imgproxy.cache import Flight, HotCounting, MetadataCaching, VariantCaching
 from imgproxy.config import Config, LogFormat
 from imgproxy.facts import RequestFacts
 from imgproxy.limits.limiter import Limiter
-from imgproxy.protocol.forwarded import Network
 from imgproxy.protocol.jsonbody import BodySlots
 from imgproxy.protocol.sendwatch import SendWatch, SendWatchdog
 from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.variant_store import VariantStore
-from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.variants import VariantService
 from imgproxy.web.health import Readiness
+from imgproxy.web.live import Live, Settings
 from imgproxy.web.metrics import Metrics
+from imgproxy.web.polling import PolledRevocations
 
-# Set by create_app, for the app's lifetime.
+# Set by create_app, for the app's lifetime. CONFIG is the config the app started with: what
+# sized and opened its resources. Per request, read SETTINGS (a reload replaces LIVE's).
 CONFIG: Final = web.AppKey("config", Config)
-AUTH: Final = web.AppKey("auth", AuthPolicy)
+LIVE: Final = web.AppKey("imgproxy.live", Live)
 CLOCK: Final[web.AppKey[Callable[[], float]]] = web.AppKey("clock")
-TRANSFORMS: Final = web.AppKey("transforms", TransformPolicy)
 LOG_FORMAT: Final = web.AppKey("log_format", LogFormat)
 METRICS: Final = web.AppKey("metrics", Metrics)
-TRUSTED_PROXIES: Final[web.AppKey[tuple[Network, ...]]] = web.AppKey("trusted_proxies")
 SEND_WATCHDOG: Final = web.AppKey("send_watchdog", SendWatchdog)
 BODY_SLOTS: Final = web.AppKey("imgproxy.body_slots", BodySlots)
-KEY_HASH_SECRET: Final = web.AppKey("imgproxy.key_hash_secret", bytes)  # the access log's key_hash
 # Set by the cleanup contexts, once started.
 SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
 READINESS: Final = web.AppKey("readiness", Readiness)
@@ -46,8 +43,10 @@ FLIGHT: Final[web.AppKey[Flight]] = web.AppKey("flight")
 LIMITER: Final = web.AppKey("limiter", Limiter)  # [limits]: on the host's table like the caches
 VARIANTS: Final = web.AppKey("variants", VariantService)
 STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]
+POLLED: Final = web.AppKey("imgproxy.polled", PolledRevocations)  # only with auth.revocations_url
 METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the metrics endpoint listens
 
 # Per request, set by middleware.observe.
 FACTS: Final = web.RequestKey("imgproxy.facts", RequestFacts)
+SETTINGS: Final = web.RequestKey("imgproxy.settings", Settings)  # LIVE's, when the request began
 SEND_WATCH: Final[web.RequestKey[SendWatch | None]] = web.RequestKey("imgproxy.send_watch")

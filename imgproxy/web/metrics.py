@@ -12,6 +12,7 @@ are not duplicated there: ``refresh`` reads them through a ``Snapshot`` and adds
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+
+from imgproxy.auth.revocations import RevocationList
 
 log = logging.getLogger("imgproxy.metrics")
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself, too
@@ -114,6 +117,28 @@ class Metrics:
             "imgproxy_rate_limited", "Requests refused (429) by a [limits] rate, by budget "
             "(originals, transforms) and dimension (signature, key, token, sub, client).",
             ["budget", "dimension"], registry=reg)
+        # What is in force in this process (one series per worker with several: pid label).
+        self.config_info = Gauge("imgproxy_config_info",
+                                 "1 for the config version in force in this process (a digest of the "
+                                 "validated config and its secrets), 0 for the ones it replaced.",
+                                 ["version"], multiprocess_mode="liveall", registry=reg)
+        self.reloads = reload_counter(reg)
+        self.revocations_info = Gauge("imgproxy_revocations_info",
+                                      "1 for the revocation list version in force in this process "
+                                      "(config and polled entries), 0 for the ones it replaced.",
+                                      ["version"], multiprocess_mode="liveall", registry=reg)
+        self.revocations_entries = Gauge("imgproxy_revocations_entries",
+                                         "Entries of the revocation list in force (config and polled).",
+                                         multiprocess_mode="liveall", registry=reg)
+        self.revocations_age = Gauge("imgproxy_revocations_age_seconds",
+                                     "Seconds since the polled revocation object was last loaded or "
+                                     "found unchanged (+Inf: never; 0 without auth.revocations_url).",
+                                     multiprocess_mode="liveall", registry=reg)
+        self.revocation_errors = Counter("imgproxy_revocations_load_errors",
+                                         "Failed loads of the polled revocation object, by kind (the "
+                                         "last good list stays in force).", ["kind"], registry=reg)
+        self.revocations_age_now: Callable[[], float | None] | None = None  # None: not polled
+        self._versions: dict[Gauge, str] = {}  # the version each info gauge shows as 1
         self.snapshot: Callable[[], Snapshot] = Snapshot
         self._seen = Snapshot()
 
@@ -150,8 +175,30 @@ class Metrics:
         """``VariantStore``'s observer: one call's outcome."""
         self.store.labels(operation, result).inc()
 
+    def observe_in_force(self, config_version: str, revocations: RevocationList | None) -> None:
+        """The config and revocation list this process now serves with (None: the polled list
+        never loaded: no list is in force)."""
+        for gauge, version in ((self.config_info, config_version),
+                               (self.revocations_info, revocations.version if revocations else None)):
+            previous = self._versions.pop(gauge, None)
+            if previous is not None and previous != version:
+                gauge.labels(previous).set(0)
+            if version is not None:
+                gauge.labels(version).set(1)
+                self._versions[gauge] = version
+        self.revocations_entries.set(revocations.size if revocations else 0)
+
+    def observe_reload(self, result: str) -> None:
+        self.reloads.labels(result).inc()
+
+    def observe_revocations_failed(self, kind: str) -> None:
+        self.revocation_errors.labels(kind).inc()
+
     def refresh(self) -> None:
         """Carry the pool's and the caches' own totals over (only what changed since last time)."""
+        if self.revocations_age_now is not None:
+            age = self.revocations_age_now()
+            self.revocations_age.set(math.inf if age is None else age)
         now, seen = self.snapshot(), self._seen
         self.pool_queued.set(now.queued)
         self.pool_loaded.set(now.loaded)
@@ -173,6 +220,15 @@ class Metrics:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def reload_counter(registry: CollectorRegistry) -> Counter:
+    """Reloads (SIGHUP) by result: ok, partial (keys that need a restart were left as they
+    were), invalid (refused: the old config stays). Counted once, by the process that validates
+    (the supervisor, or the one process with ``--workers 1``)."""
+    return Counter("imgproxy_reloads", "Config reloads (SIGHUP) by result: ok, partial (some keys "
+                   "need a restart), invalid (refused; the running config stays).", ["result"],
+                   registry=registry)
 
 
 def enable_multiprocess_metrics(directory: str) -> None:

@@ -34,9 +34,9 @@ from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol import accesslog
 from imgproxy.protocol.cachecontrol import cap_cache_control
 from imgproxy.protocol.contract import SERVER_NAME, error_response, new_request_id
-from imgproxy.protocol.forwarded import client_address, is_trusted, public_scheme
+from imgproxy.protocol.forwarded import Network, client_address, is_trusted, public_scheme
 from imgproxy.protocol.sendwatch import SendWatch
-from imgproxy.web.appkeys import FACTS, LOG_FORMAT, METRICS, SEND_WATCH, SEND_WATCHDOG, TRUSTED_PROXIES
+from imgproxy.web.appkeys import FACTS, LIVE, LOG_FORMAT, METRICS, SEND_WATCH, SEND_WATCHDOG, SETTINGS
 
 log = logging.getLogger("imgproxy.error")
 MAX_USER_AGENT: Final = 256  # characters of User-Agent kept in the access log
@@ -61,7 +61,12 @@ def from_http_exception(exc: web.HTTPException) -> ProxyError:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    trusted = request.app.get(TRUSTED_PROXIES, ())
+    # The settings in force now serve this request to its end, whatever a reload does meanwhile.
+    live = request.app.get(LIVE)
+    trusted: tuple[Network, ...] = ()
+    if live is not None:
+        settings = request[SETTINGS] = live.current
+        trusted = settings.trusted_proxies
     remote = request.remote
     facts = request[FACTS] = RequestFacts(
         # Only a trusted front proxy may name the request (it ties its log to ours).

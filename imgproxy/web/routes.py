@@ -1,7 +1,8 @@
 """HTTP handlers: each is a checklist of calls (parse -> authorize -> fetch -> deliver).
 
 No handler chooses a status code or builds an error body; they raise ``ProxyError`` subclasses
-and ``middleware.observe`` renders them.
+and ``middleware.observe`` renders them. Each reads the settings (config, keys, transform policy,
+sources) from ``request[SETTINGS]``: the ones in force when the request began, to its end.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from imgproxy.protocol.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
 from imgproxy.transform.variants import Wanted
 from imgproxy.web import appkeys
-from imgproxy.web.appkeys import FACTS, SEND_WATCH
+from imgproxy.web.appkeys import FACTS, SEND_WATCH, SETTINGS
+from imgproxy.web.live import Settings
 
 
 async def image(request: web.Request) -> web.StreamResponse:
-    config = request.app[appkeys.CONFIG]
+    settings = request[SETTINGS]
+    config = settings.config
     facts = request[FACTS]
     # 1. What is asked for: a checked source name and key, and the decoded query.
     raw_target = origin_form(request.raw_path)
@@ -38,33 +41,34 @@ async def image(request: web.Request) -> web.StreamResponse:
     if config.server.log_keys:
         facts.key = target.key
     else:
-        facts.key_hash = key_hash(request.app[appkeys.KEY_HASH_SECRET], target.source, target.key)
+        facts.key_hash = key_hash(settings.key_hash_secret, target.source, target.key)
     # 2. Who asks, and may they: signature (key, scopes, revocations) or bearer token; nothing
     #    touches S3 before this.
     principal = authorize(target.source, target.key, params,
                           request.headers.get(hdrs.AUTHORIZATION),
-                          request.app[appkeys.AUTH], request.app[appkeys.CLOCK]())
+                          settings.auth, request.app[appkeys.CLOCK]())
     record_principal(facts, principal, config.auth.durable_max_age)
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
-    source = find_source(request, target.source)
+    source = find_source(settings, target.source)
     inline = config.server.inline_types
     # 4. A transform (w, h, fmt, ...) is always answered here: 304, cache, store, or one render
     #    (a HEAD renders only if neither cache nor store knows the variant's size).
     #    Only a render spends the transforms budget ([limits]): 429 before its source is read.
-    spec = request.app[appkeys.TRANSFORMS].parse(params)
+    spec = settings.transforms.parse(params)
     limiter, clock = request.app[appkeys.LIMITER], request.app[appkeys.CLOCK]
     if spec is not None:
         facts.delivery, facts.transform = Delivery.STREAM, True
-        wanted = Wanted(source, target.key, spec, request.headers.get(hdrs.ACCEPT),
+        wanted = Wanted(source, target.key, settings.transforms, spec, request.headers.get(hdrs.ACCEPT),
                         request.headers.get(hdrs.IF_NONE_MATCH), request.method == hdrs.METH_HEAD,
-                        lambda: limiter.charge(Budget.TRANSFORMS, principal, facts.client, clock()))
+                        lambda: limiter.charge(Budget.TRANSFORMS, principal, facts.client, clock(),
+                                               config.limits))
         answer = await request.app[appkeys.VARIANTS].answer(wanted, facts.durations)
         facts.cache = answer.cache
         return variant_response(answer, source.config.cache_control, inline)
     # 5. The original: every request spends the originals budget (429 before S3 is asked); then
     #    streamed, or offloaded to S3 (redirect) or nginx (accel).
     now = clock()
-    limiter.charge(Budget.ORIGINALS, principal, facts.client, now)
+    limiter.charge(Budget.ORIGINALS, principal, facts.client, now, config.limits)
     context = Context(request.app[appkeys.METADATA], request.app[appkeys.HOT], inline,
                       now, facts, request.get(SEND_WATCH))
     return await respond_original(request, source, target.key, context)
@@ -72,12 +76,13 @@ async def image(request: web.Request) -> web.StreamResponse:
 
 async def sign_batch(request: web.Request) -> web.Response:
     """POST /sign: signed proxy URLs for a list of {source, key, params}, in order."""
-    config = request.app[appkeys.CONFIG]
+    settings = request[SETTINGS]
+    config = settings.config
     # 1. Who: a bearer token that has sign scopes.
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
         raise Unauthorized("no credentials for /sign")
-    token = find_token(parse_bearer(header), request.app[appkeys.AUTH].tokens)
+    token = find_token(parse_bearer(header), settings.auth.tokens)
     request[FACTS].principal = f"token:{token.name}"
     if not token.sign_scopes:
         raise OutOfScope(f"token {token.name!r} has no sign scopes",
@@ -93,9 +98,9 @@ async def sign_batch(request: web.Request) -> web.Response:
     kid = config.auth.sign_with
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
     now = request.app[appkeys.CLOCK]()
-    limits = request.app[appkeys.AUTH].key_limits(kid)
+    limits = settings.auth.key_limits(kid)
     answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer, limits=limits,
-                         check_params=request.app[appkeys.TRANSFORMS].parse, ttl=config.auth.sign_ttl,
+                         check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
@@ -115,8 +120,8 @@ def record_principal(facts: RequestFacts, principal: Principal, durable_max_age:
         facts.max_age_cap = durable_max_age
 
 
-def find_source(request: web.Request, name: str) -> S3Source:
-    source = request.app[appkeys.SOURCES].get(name)
+def find_source(settings: Settings, name: str) -> S3Source:
+    source = settings.sources.get(name)
     if source is None:
         raise UnknownSource(f"unknown source {name!r}")
     return source
@@ -128,11 +133,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness for load balancers: every source reachable (cached probe results). Anonymous
-    clients learn only the verdict; which sources exist is on the metrics address."""
+    """Readiness for load balancers: every source reachable (cached probe results), and the
+    polled revocation list loaded once if there is one. Anonymous clients learn only the
+    verdict; which sources exist is on the metrics address."""
     report = await request.app[appkeys.READINESS].report()
     if not report.ready:
-        raise NotReady(f"sources not ready: {report.failing}")
+        raise NotReady(f"not ready: {report.failing}")
     return web.json_response({"status": "ready"}, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
