@@ -12,7 +12,9 @@ Each serves the same small JPEG as a streamed original (``delivery.mode = "strea
 URLs that carry ``sub`` and ``iat`` (what the revocation check looks at), at --concurrency
 connections. The sides alternate (plain, loaded, plain, loaded, ...) after a warm-up of each,
 so drift shows. Reported: req/s and the proxy's CPU per request for each side, and
-loaded/plain throughput (target: a change under 5%, i.e. a ratio >= 0.95).
+loaded/plain throughput (target: a change under 5%, i.e. a ratio >= 0.95). Then (b): the
+authorization step alone in this process, microseconds per URL for each [auth] (best of 5): the
+steadiest figure on a busy host.
 
     .venv/bin/python bench/bench_revocations.py [--seconds 10] [--rounds 2] [--size-kb 20]
 """
@@ -136,6 +138,36 @@ def table(phases: list[Phase]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), result
 
 
+def authorize_cost(secret: str, repeat: int = 20_000) -> dict[str, float]:
+    """(b) ``principal.authorize`` alone, in this process: microseconds per signed URL with the
+    plain and the loaded [auth], the same URLs (with sub and iat) as the load uses."""
+    import time
+    import tomllib
+
+    from imgproxy.auth.principal import AuthPolicy, authorize
+    from imgproxy.auth.signing import parse_query
+    from imgproxy.config import parse_config
+    from imgproxy.protocol.paths import parse_image_path
+
+    source = f'[sources.{SOURCE}]\nbucket = "{BUCKET}"\n'
+    urls = [UrlSigner(secret, "bench").sign(SOURCE, KEY, ttl=3600, sub=f"viewer-{i}@x.org")
+            for i in range(URLS_PER_SIDE)]
+    parsed = [(parse_image_path(u), parse_query(u.partition("?")[2], 32)) for u in urls]
+    now = time.time()
+    cost = {}
+    for side, auth in (("plain", plain_auth(secret)), ("loaded", loaded_auth(secret))):
+        policy = AuthPolicy.from_config(parse_config(tomllib.loads(auth + source), environ={}))
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for i in range(repeat):
+                path, params = parsed[i % len(parsed)]
+                authorize(path.source, path.key, params, None, policy, now)
+            best = min(best, (time.perf_counter() - started) / repeat)
+        cost[side] = round(best * 1e6, 2)
+    return cost
+
+
 def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     secret = secrets.token_urlsafe(32)
     result: dict[str, Any] = {
@@ -164,6 +196,9 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         phases = asyncio.run(alternate(urls, len(image), args, meter))
         text, result["result"] = table(phases)
         print(text, flush=True)
+    cost = result["authorize_us"] = authorize_cost(secret)
+    print(f"(b) principal.authorize alone, best of 5 x 20,000 signed URLs: plain {cost['plain']:.1f} us, "
+          f"loaded {cost['loaded']:.1f} us per URL (+{cost['loaded'] - cost['plain']:.1f} us)")
     result["loadavg_end"] = os.getloadavg()
     return result
 
