@@ -19,6 +19,7 @@ from support import SIGNING_KEY, TOKEN, ProxyClient, ProxyFactory
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.errors import OriginNotAllowed
 from imgproxy.protocol.cors import EXPOSED
+from imgproxy.web import appkeys
 
 
 def png_bytes() -> bytes:
@@ -232,3 +233,13 @@ async def test_redirect_delivery_streams_even_a_disallowed_origin(cors: ProxyFac
     response = await client.get(f"/img/photos/{KEY}", headers={**BEARER, "Origin": "null"},
                                 allow_redirects=False)
     assert (response.status, response.headers["X-Delivery"]) == (200, "stream")
+
+
+async def test_a_reload_changes_the_allowed_origins_for_new_requests(cors: ProxyFactory,
+                                                                    client: ProxyClient) -> None:
+    reloaded = cors.config(server={"cors_origins": [OTHER_DASH]})
+    await client.app[appkeys.LIVE].switch(reloaded, "reloaded")
+    dropped = await client.get(f"/img/photos/{KEY}", headers={**BEARER, "Origin": DASH})
+    assert ACAO not in dropped.headers
+    kept = await client.get(f"/img/photos/{KEY}", headers={**BEARER, "Origin": OTHER_DASH})
+    assert_allowed(kept.headers, OTHER_DASH)
