@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -243,3 +244,14 @@ async def test_a_reload_changes_the_allowed_origins_for_new_requests(cors: Proxy
     assert ACAO not in dropped.headers
     kept = await client.get(f"/img/photos/{KEY}", headers={**BEARER, "Origin": OTHER_DASH})
     assert_allowed(kept.headers, OTHER_DASH)
+
+
+async def test_a_refused_preflight_is_logged_with_its_origin(client: ProxyClient,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="imgproxy.error")
+    response = await client.options(f"/img/photos/{KEY}", headers={
+        "Origin": "https://typo.example.com", "Access-Control-Request-Method": "GET"})
+    assert response.status == 403
+    [line] = [r.getMessage() for r in caplog.records if "origin_not_allowed" in r.getMessage()]
+    assert "https://typo.example.com" in line
+    assert TOKEN not in line

@@ -99,7 +99,8 @@ class CorsPolicy:
         ``route_methods``; raises ``OriginNotAllowed`` or ``MethodNotAllowed``."""
         origin = self.allowed_origin(sent)
         if origin is None:
-            raise OriginNotAllowed("preflight from an origin not in server.cors_origins")
+            shown = ", ".join(repr(value[:100]) for value in sent[:2]) or "no Origin"
+            raise OriginNotAllowed(f"preflight from {shown}: not in server.cors_origins")
         allowed = sorted(m for m in route_methods if m in REQUEST_HEADERS)
         if method not in allowed:
             raise MethodNotAllowed(f"preflight for {method[:16]!r}", headers={"Allow": ", ".join(allowed)})

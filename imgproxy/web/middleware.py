@@ -120,17 +120,18 @@ async def answer(request: web.Request, handler: Handler, facts: RequestFacts) ->
 
 
 def is_preflight(request: web.Request) -> bool:
-    """A CORS preflight: ``OPTIONS`` asking for another method (no route answers ``OPTIONS``)."""
-    return request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+    """A CORS preflight: ``OPTIONS`` asking for another method, on a path where no route answers
+    ``OPTIONS`` itself (the router resolved it to its 404 or 405)."""
+    return (request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+            and request.match_info.http_exception is not None)
 
 
 async def preflight(request: web.Request) -> web.StreamResponse:
-    """``204`` for an allowed origin and a method the path's route answers (its 404 first)."""
+    """``204`` for an allowed origin and a method the path's route answers (a 404 stays one)."""
     routed = request.match_info.http_exception
-    if not isinstance(routed, web.HTTPMethodNotAllowed):
-        raise routed if routed is not None else web.HTTPMethodNotAllowed(request.method, ())
     settings = request.get(SETTINGS)
-    if settings is None:
+    if not isinstance(routed, web.HTTPMethodNotAllowed) or settings is None:
+        assert routed is not None  # is_preflight
         raise routed
     headers = settings.cors.preflight_headers(request.headers.getall(hdrs.ORIGIN, []),
                                               request.headers[hdrs.ACCESS_CONTROL_REQUEST_METHOD],
