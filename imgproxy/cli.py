@@ -1,4 +1,4 @@
-"""The ``imgproxy`` command: ``serve``, ``sign``, ``verify-url``, ``key-hash``, ``sql`` and ``demo``.
+"""The ``imgproxy`` command: ``serve``, ``sign``, ``verify-url``, ``key-hash``, ``cors``, ``sql``, ``demo``.
 
 A ``ConfigError`` (or any start-up problem an operator can fix) becomes one line on stderr and
 exit status 2; there is never a traceback for a bad config.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import shlex
 import sys
@@ -19,6 +20,7 @@ from imgproxy import __version__
 from imgproxy.auth.explain import explain_url
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, KeyLimits, Scope, load_config, parse_duration
+from imgproxy.delivery.bucket_cors import bucket_cors, redirecting_buckets
 from imgproxy.errors import ProxyError
 from imgproxy.hostcache.directory import prepare
 from imgproxy.process.reload import Reloader, hangup_reloads
@@ -82,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     hashed.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
     hashed.add_argument("source")
     hashed.add_argument("key")
+
+    cors = commands.add_parser("cors", help="print the S3 bucket CORS rules (JSON) that redirect "
+                                            "delivery needs, for aws s3api put-bucket-cors",
+                               parents=[common])
+    cors.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
 
     sql = commands.add_parser("sql", help="print the SQL that installs imgproxy.sign_url in a database "
                                           "(README: signing inside the database)", parents=[common])
@@ -164,6 +171,19 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
     return url
 
 
+def cors_command(config: Config, notes: TextIO) -> str:
+    """The bucket CORS document; which buckets need it (and how to apply it) go to ``notes``."""
+    buckets = redirecting_buckets(config)
+    if not buckets:
+        notes.write("imgproxy: no source redirects browsers to S3 (delivery mode stream or accel): "
+                    "its buckets need no CORS rules\n")
+    for name, (bucket, mode) in buckets.items():
+        notes.write(f"imgproxy: source {name} (delivery {mode}) redirects browsers to bucket {bucket}: "
+                    f"aws s3api put-bucket-cors --bucket {shlex.quote(bucket)} "
+                    "--cors-configuration file://cors.json\n")
+    return json.dumps(bucket_cors(config), indent=2) + "\n"
+
+
 def scope_text(scope: Scope) -> str:
     return f"{scope.source}:{scope.key}{'*' if scope.is_prefix else ''}"
 
@@ -220,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdict = explain_url(config, args.url, time.time())
             sys.stdout.write(verdict.text + "\n")
             return 0 if verdict.accepted else EXIT_RUNTIME
+        if args.command == "cors":
+            sys.stdout.write(cors_command(config, sys.stderr))
+            return 0
         if args.command == "key-hash":
             sys.stdout.write(key_hash(key_hash_secret(config), args.source, args.key) + "\n")
             return 0

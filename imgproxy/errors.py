@@ -13,7 +13,8 @@
     │   ├── ExpiryTooFar (403 expiry_too_far)
     │   ├── UnknownKeyId (403 unknown_key)
     │   ├── OutOfScope (403 out_of_scope)
-    │   └── Revoked (403 revoked)
+    │   ├── Revoked (403 revoked)
+    │   └── OriginNotAllowed (403 origin_not_allowed)
     ├── NotFound (404 not_found)
     │   ├── UnknownSource (404 unknown_source)
     │   └── ObjectNotFound (404 not_found)
@@ -145,6 +146,13 @@ class OutOfScope(Forbidden):
 class Revoked(Forbidden):
     code = "revoked"
     public_message = "This URL has been revoked."
+
+
+class OriginNotAllowed(Forbidden):
+    """A CORS preflight from an origin outside ``server.cors_origins`` (or ``null``)."""
+
+    code = "origin_not_allowed"
+    public_message = "Cross-origin requests from this origin are not allowed."
 
 
 class NotFound(ProxyError):

@@ -211,3 +211,15 @@ def test_a_source_inherits_the_global_delivery_and_overrides_only_what_it_names(
 def test_config_names_the_bad_delivery_key(delivery: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(with_delivery(delivery), environ={})
+
+
+@pytest.mark.parametrize(("mode", "size", "recent", "expected"), [
+    (DeliveryMode.REDIRECT, None, 1, Delivery.STREAM),
+    (DeliveryMode.AUTO, 10**12, 10**6, Delivery.STREAM),  # large and hot: still not redirected
+    (DeliveryMode.ACCEL, None, 1, Delivery.ACCEL),  # nginx answers on the proxy's own origin
+    (DeliveryMode.STREAM, None, 1, Delivery.STREAM),
+])
+def test_a_request_with_an_origin_header_is_never_redirected(mode: DeliveryMode, size: int | None,
+                                                             recent: int, expected: Delivery) -> None:
+    config = DeliveryConfig(mode=mode, redirect_min_bytes=1000, hot_requests=5)
+    assert choose_delivery(config, size=size, recent_requests=recent, has_origin=True) is expected

@@ -35,6 +35,7 @@ PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache"
         "imgproxy.limits",
         "imgproxy.delivery.policy", "imgproxy.protocol.conditional", "imgproxy.protocol.media",
         "imgproxy.protocol.paths", "imgproxy.protocol.forwarded", "imgproxy.protocol.accesslog",
+        "imgproxy.protocol.cors",
         "imgproxy.auth.signing", "imgproxy.auth.tokens", "imgproxy.auth.principal", "imgproxy.auth.batch",
         "imgproxy.signers",
         "imgproxy.transform.params", "imgproxy.transform.policy", "imgproxy.transform.jobs",

@@ -562,3 +562,91 @@ def test_accel_fetch_from_https_s3_with_a_ca_nginx_does_not_trust_is_imgproxys_5
         assert time.monotonic() < deadline, log
         time.sleep(0.05)
     assert "upstream SSL certificate verify error" in log
+
+
+# --- accel with CORS: imgproxy's CORS headers reach the client on S3's answer ----------------------
+
+DASH: Final = "https://dash.example.com"
+
+
+@pytest.fixture(scope="module")
+def accel_cors(launch: Launch, s3_front: S3Front, nginx_bucket: str) -> Stack:
+    data = config_data(s3_front.recorder.endpoint, nginx_bucket)
+    data["server"]["trusted_proxies"] = ["127.0.0.1/32"]
+    data["server"]["cors_origins"] = [DASH, "http://127.0.0.1:5173"]
+    data["server"]["cross_origin_resource_policy"] = "same-site"
+    data["delivery"] = {"mode": "accel"}
+    return launch("accel-cors", "nginx.conf", data)
+
+
+def assert_cors_for_dash(answer: Answer) -> None:
+    assert answer.headers.get_all("Access-Control-Allow-Origin") == [DASH]
+    assert answer.headers.get_all("Timing-Allow-Origin") == [DASH]
+    assert answer.headers.get_all("Vary") == ["Origin"]  # imgproxy's, once; not S3's
+    assert "X-Cache" in answer.headers["Access-Control-Expose-Headers"].split(", ")
+    assert answer.headers.get_all("Cross-Origin-Resource-Policy") == ["same-site"]
+
+
+def test_accel_answer_carries_imgproxys_cors_headers(accel_cors: Stack) -> None:
+    answer = accel_cors.request(signed(PHOTO_KEY), {"Origin": DASH})
+    assert (answer.status, answer.body) == (200, PHOTO)
+    assert answer.headers["X-Delivery"] == "accel"
+    assert_cors_for_dash(answer)
+    assert "Access-Control-Allow-Credentials" not in answer.headers
+
+
+def test_accel_answer_without_origin_names_the_origins_that_may_read_its_timing(accel_cors: Stack) -> None:
+    answer = accel_cors.request(signed(PHOTO_KEY))
+    assert answer.status == 200
+    assert "Access-Control-Allow-Origin" not in answer.headers
+    assert answer.headers["Timing-Allow-Origin"] == f"{DASH}, http://127.0.0.1:5173"
+    assert answer.headers.get_all("Vary") == ["Origin"]
+
+
+def test_accel_answer_to_another_origin_has_no_allow_origin(accel_cors: Stack) -> None:
+    answer = accel_cors.request(signed(PHOTO_KEY), {"Origin": "null"})
+    assert answer.status == 200
+    names = {name.lower() for name in answer.headers}
+    assert not {name for name in names if name.startswith("access-control-")}
+    assert "timing-allow-origin" not in names
+
+
+def test_accel_range_from_s3_carries_cors_headers(accel_cors: Stack) -> None:
+    answer = accel_cors.request(signed(PHOTO_KEY), {"Origin": DASH, "Range": "bytes=0-9"})
+    assert (answer.status, answer.body) == (206, PHOTO[:10])
+    assert_cors_for_dash(answer)
+
+
+def test_accel_revalidation_carries_cors_headers(accel_cors: Stack, s3: Any, nginx_bucket: str) -> None:
+    etag = etag_of(s3, nginx_bucket, PHOTO_KEY)
+    answer = accel_cors.request(signed(PHOTO_KEY), {"Origin": DASH, "If-None-Match": etag})
+    assert answer.status == 304  # imgproxy's own (it knows the ETag)
+    assert_cors_for_dash(answer)
+
+
+def test_accel_revalidation_answered_by_s3_carries_cors_headers(accel_cors: Stack) -> None:
+    answer = accel_cors.request(signed(PHOTO_KEY), {"Origin": DASH,
+                                                    "If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"})
+    assert answer.status == 304  # S3's, through nginx
+    assert answer.headers["X-Delivery"] == "accel"
+    assert_cors_for_dash(answer)
+
+
+def test_accel_s3_error_answer_carries_cors_headers(accel_cors: Stack, s3_front: S3Front, s3: Any,
+                                                   nginx_bucket: str) -> None:
+    key = "errors/cors-gone.png"
+    s3.put_object(Bucket=nginx_bucket, Key=key, Body=PHOTO, ContentType="image/png")
+    s3_front.recorder.errors[f"/{nginx_bucket}/{key}"] = (404, "NoSuchKey")
+    answer = accel_cors.request(signed(key), {"Origin": DASH})
+    assert answer.status == 404
+    assert answer.json()["error"] == "not_found"
+    assert_cors_for_dash(answer)
+
+
+def test_preflight_through_nginx_is_imgproxys(accel_cors: Stack) -> None:
+    answer = accel_cors.request(signed(PHOTO_KEY), {
+        "Origin": DASH, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"}, method="OPTIONS")
+    assert answer.status == 204
+    assert answer.headers["Access-Control-Allow-Origin"] == DASH
+    assert "Authorization" in answer.headers["Access-Control-Allow-Headers"].split(", ")

@@ -38,6 +38,14 @@ class AddressingStyle(StrEnum):
     VIRTUAL = "virtual"
 
 
+class ResourcePolicy(StrEnum):
+    """``server.cross_origin_resource_policy``: who may embed the proxy's answers (no-cors)."""
+
+    SAME_ORIGIN = "same-origin"
+    SAME_SITE = "same-site"
+    CROSS_ORIGIN = "cross-origin"
+
+
 class LogFormat(StrEnum):
     """``log.format``: how the access log line is written."""
 
@@ -101,6 +109,11 @@ class ServerConfig:
     min_send_rate: int = 1024  # bytes/s over each send_timeout while bytes wait; 0: no minimum
     max_connections: int = 1024  # per serving process; beyond it the oldest idle one is closed
     send_buffer: int = 0  # SO_SNDBUF of client sockets (kernel memory per connection); 0: kernel's
+    # CORS (protocol/cors.py): exact origins as browsers send them, or "*" alone (no credentials).
+    cors_origins: tuple[str, ...] = ()
+    cors_credentials: bool = False  # Access-Control-Allow-Credentials: true (for cookie grants)
+    cors_max_age: float = 600.0  # how long a browser may reuse a preflight's answer
+    cross_origin_resource_policy: ResourcePolicy | None = None  # None: no such header
 
     @property
     def base_url(self) -> str:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 
+from imgproxy.config.cors import check_origins
 from imgproxy.config.model import (
     AddressingStyle,
     CacheConfig,
@@ -15,6 +16,7 @@ from imgproxy.config.model import (
     LogConfig,
     LogFormat,
     MetricsConfig,
+    ResourcePolicy,
     ServerConfig,
     SourceConfig,
     TransformConfig,
@@ -59,6 +61,13 @@ def read_server(t: Table) -> ServerConfig:
             raise ConfigError(f"{t.where('inline_types')}: {mime!r} is not a media type")
         if mime in ("image/svg+xml", "text/html", "application/xhtml+xml", "text/xml"):
             raise ConfigError(f"{t.where('inline_types')}: {mime} can run scripts; it is never inline")
+    credentials = t.boolean("cors_credentials", base.cors_credentials)
+    origins = check_origins(t.string_list("cors_origins", base.cors_origins), credentials,
+                            t.where("cors_origins"))
+    resource_policy = t.optional_string("cross_origin_resource_policy")
+    if resource_policy is not None and resource_policy not in tuple(ResourcePolicy):
+        raise ConfigError(f"{t.where('cross_origin_resource_policy')}: must be "
+                          f"{_alternatives(ResourcePolicy)} (or left out: no header)")
     server = ServerConfig(
         host=t.string("host", base.host),
         port=t.integer("port", base.port, 0, 65535),
@@ -77,6 +86,10 @@ def read_server(t: Table) -> ServerConfig:
         min_send_rate=t.size("min_send_rate", base.min_send_rate, 0, 1 << 30),
         max_connections=t.integer("max_connections", base.max_connections, 1, 1_000_000),
         send_buffer=t.size("send_buffer", base.send_buffer, 0, 64 * 1024 * 1024),
+        cors_origins=origins,
+        cors_credentials=credentials,
+        cors_max_age=t.duration("cors_max_age", base.cors_max_age, 0, 86400),
+        cross_origin_resource_policy=None if resource_policy is None else ResourcePolicy(resource_policy),
     )
     t.reject_unknown()
     return server

@@ -1,7 +1,8 @@
 """Originals: delivering an object as stored (no transform), with S3 doing the heavy lifting.
 
 The delivery mode is chosen first (``delivery.policy.choose_delivery``) from what the caches already
-know; redirect and accel hand the bytes to S3 or nginx (``offload``), stream sends them here.
+know, and whether the request carries an ``Origin`` (never redirected); redirect and accel hand
+the bytes to S3 or nginx (``offload``), stream sends them here.
 
 Validators and a single range are handed to S3, so S3 answers 304/412/206 and no bytes are
 read and discarded. The forms S3 compares as one exact string (ETag lists, weak tags, ``*``)
@@ -60,7 +61,8 @@ async def respond_original(request: web.Request, source: S3Source, key: str,
     recent = context.hot.hit(source.config.name, key, source.config.delivery.hot_window)
     how = facts.delivery = choose_delivery(source.config.delivery,
                                            size=cached.content_length if cached else None,
-                                           recent_requests=recent, head=request.method == hdrs.METH_HEAD)
+                                           recent_requests=recent, head=request.method == hdrs.METH_HEAD,
+                                           has_origin=hdrs.ORIGIN in request.headers)
     preconditions = parse_preconditions(request.headers)
     # 2. A validator the proxy can answer from what it knows: 304 without S3.
     if cached is not None and is_not_modified(preconditions.if_none_match, cached.etag):

@@ -30,15 +30,18 @@ class Delivery(StrEnum):
 
 
 def choose_delivery(config: DeliveryConfig, *, size: int | None, recent_requests: int,
-                    head: bool = False) -> Delivery:
+                    head: bool = False, has_origin: bool = False) -> Delivery:
     """``size`` None: not known without asking S3 (the first request streams and learns it).
     ``head``: a HEAD is never redirected (headers only are cheap here, and a URL presigned for
-    GET answers a HEAD with 403)."""
+    GET answers a HEAD with 403). ``has_origin``: the request carries an ``Origin`` header (a
+    script's cross-origin fetch, ``<img crossorigin>``), and is never redirected either: after a
+    redirect to another origin the browser sends ``Origin: null``, which no bucket CORS rule can
+    allow with credentials, and the page would need the bucket's CORS as well as the proxy's."""
     if config.mode == DeliveryMode.STREAM:
         return Delivery.STREAM
     if config.mode == DeliveryMode.ACCEL:
         return Delivery.ACCEL
-    if head:
+    if head or has_origin:
         return Delivery.STREAM
     if config.mode == DeliveryMode.REDIRECT:
         return Delivery.REDIRECT

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from imgproxy.auth.principal import AuthPolicy
 from imgproxy.config import Config, Revocation
 from imgproxy.protocol.accesslog import key_hash_secret
+from imgproxy.protocol.cors import CorsPolicy
 from imgproxy.protocol.forwarded import Network, parse_networks
 from imgproxy.storage.s3 import S3Source
 from imgproxy.transform.jobs import available_outputs
@@ -35,6 +36,7 @@ class Settings:
     transforms: TransformPolicy
     sources: Mapping[str, S3Source]  # the running sources with this config's serving settings
     trusted_proxies: tuple[Network, ...]
+    cors: CorsPolicy
     key_hash_secret: bytes = field(repr=False)  # the access log's key_hash
 
     @classmethod
@@ -47,6 +49,7 @@ class Settings:
             transforms=TransformPolicy.from_config(config.transform, available_outputs()),
             sources={name: source.serving(config.sources[name]) for name, source in running.items()},
             trusted_proxies=parse_networks(config.server.trusted_proxies),
+            cors=CorsPolicy.from_config(config.server),
             key_hash_secret=key_hash_secret(config),
         )
 

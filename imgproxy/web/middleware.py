@@ -4,8 +4,10 @@ Every error a client sees is ``{"error", "message", "request_id"}`` with the sta
 ``ProxyError`` class; anything unexpected is logged with its traceback and answered as a bare 500.
 Handlers record what happened in the request's ``RequestFacts`` (``facts.py``); this module alone
 turns it into the access log line, the metrics, and the informational headers (``X-Request-Id``,
-``X-Delivery``, ``X-Cache``, ``Server-Timing``). The access log never holds a query string
-(signatures), a token, or (unless the operator opts in) an object key.
+``X-Delivery``, ``X-Cache``, ``Server-Timing``); it adds the CORS headers of the request's
+``CorsPolicy`` (``protocol.cors``) to every answer and answers preflights before any route. The
+access log never holds a query string (signatures), a token, or (unless the operator opts in) an
+object key.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol import accesslog
 from imgproxy.protocol.cachecontrol import cap_cache_control
 from imgproxy.protocol.contract import SERVER_NAME, error_response, new_request_id
+from imgproxy.protocol.cors import CorsPolicy, merge_vary
 from imgproxy.protocol.forwarded import Network, client_address, is_trusted, public_scheme
 from imgproxy.protocol.sendwatch import SendWatch
 from imgproxy.web.appkeys import FACTS, LIVE, LOG_FORMAT, METRICS, SEND_WATCH, SEND_WATCHDOG, SETTINGS
@@ -79,7 +82,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     watchdog = request.app.get(SEND_WATCHDOG)
     with watchdog.watch(request.transport) if watchdog is not None else contextlib.nullcontext() as watch:
         request[SEND_WATCH] = watch
-        response = await answer(request, handler, facts)
+        response = await answer(request, preflight if is_preflight(request) else handler, facts)
         if not response.prepared:  # written here, under the watch (a stream wrote itself)
             await send_whole(request, response, watch, facts)
     write_access_log(request, response, facts)
@@ -116,6 +119,26 @@ async def answer(request: web.Request, handler: Handler, facts: RequestFacts) ->
     return response
 
 
+def is_preflight(request: web.Request) -> bool:
+    """A CORS preflight: ``OPTIONS`` asking for another method, on a path where no route answers
+    ``OPTIONS`` itself (the router resolved it to its 404 or 405)."""
+    return (request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+            and request.match_info.http_exception is not None)
+
+
+async def preflight(request: web.Request) -> web.StreamResponse:
+    """``204`` for an allowed origin and a method the path's route answers (a 404 stays one)."""
+    routed = request.match_info.http_exception
+    settings = request.get(SETTINGS)
+    if not isinstance(routed, web.HTTPMethodNotAllowed) or settings is None:
+        assert routed is not None  # is_preflight
+        raise routed
+    headers = settings.cors.preflight_headers(request.headers.getall(hdrs.ORIGIN, []),
+                                              request.headers[hdrs.ACCESS_CONTROL_REQUEST_METHOD],
+                                              routed.allowed_methods)
+    return web.Response(status=204, headers=headers)
+
+
 async def send_whole(request: web.Request, response: web.StreamResponse, watch: SendWatch | None,
                      facts: RequestFacts) -> None:
     """Write a whole (not streamed) response: headers and body, under the client's send watch."""
@@ -145,6 +168,9 @@ async def stamp_facts(request: web.Request, response: web.StreamResponse) -> Non
     if facts is None:
         return
     response.headers["X-Request-Id"] = facts.request_id
+    settings = request.get(SETTINGS)
+    if settings is not None:
+        stamp_cors(settings.cors, request.headers.getall(hdrs.ORIGIN, []), response)
     if facts.max_age_cap is not None and response.status < 400:
         response.headers[hdrs.CACHE_CONTROL] = cap_cache_control(
             response.headers.get(hdrs.CACHE_CONTROL), facts.max_age_cap)
@@ -153,6 +179,15 @@ async def stamp_facts(request: web.Request, response: web.StreamResponse) -> Non
     if facts.delivery is not None and response.status < 400:
         response.headers["X-Delivery"] = facts.delivery.value
         response.headers["Server-Timing"] = server_timing(facts)
+
+
+def stamp_cors(policy: CorsPolicy, origins: list[str], response: web.StreamResponse) -> None:
+    """The policy's CORS headers for the request's ``Origin`` headers; ``Vary`` merged."""
+    for name, value in policy.answer_headers(origins).items():
+        if name == hdrs.VARY:
+            response.headers[hdrs.VARY] = merge_vary(response.headers.get(hdrs.VARY), value)
+        else:
+            response.headers[name] = value
 
 
 def server_timing(facts: RequestFacts) -> str:
