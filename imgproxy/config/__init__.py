@@ -94,8 +94,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
                for name in sources_table.data}
     if not sources:
         raise ConfigError("sources: define at least one [sources.NAME] table")
-    if not auth.keys and not auth.tokens:
-        raise ConfigError("auth: define at least one signing key (auth.keys) or bearer token (auth.tokens)")
+    if not auth.keys and not auth.tokens and not auth.oidc:
+        raise ConfigError("auth: define at least one signing key (auth.keys), bearer token (auth.tokens) "
+                          "or identity provider (auth.oidc)")
     transform = read_transform(root.table("transform"))
     cache = read_cache(root.table("cache"), env)
     metrics = read_metrics(root.table("metrics"))
