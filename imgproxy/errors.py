@@ -35,7 +35,8 @@
     ├── NotReady (503 not_ready)
     │   ├── Overloaded (503 overloaded)
     │   │   └── StorageBusy (503 overloaded)
-    │   └── RevocationsUnavailable (503 not_ready)
+    │   ├── RevocationsUnavailable (503 not_ready)
+    │   └── KeysUnavailable (503 not_ready)
     └── StorageTimeout (504 storage_timeout)
 
 The constructor's text goes to the log only; a client sees ``public_message``, which never
@@ -284,6 +285,15 @@ class RevocationsUnavailable(NotReady):
     """The revocation list has never been loaded: a signed URL cannot be checked (fail closed)."""
 
     public_message = "The server has not loaded its revocation list yet; retry shortly."
+
+    def implied_headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
+class KeysUnavailable(NotReady):
+    """An identity provider's keys (JWKS) have never been fetched: a JWT cannot be checked."""
+
+    public_message = "The server has not loaded its identity provider's keys yet; retry shortly."
 
     def implied_headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}
