@@ -9,6 +9,7 @@ ever used with an algorithm it was not made for.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -66,6 +67,16 @@ def suits(key: PublicKey, alg: str) -> bool:
     return isinstance(key, ECKey) and key.curve_name == _CURVES.get(alg)
 
 
+def _modulus_bits(n: object) -> int:
+    if not isinstance(n, str):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except ValueError:
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
+
+
 def _import(entry: object) -> PublicKey | None:
     if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or "d" in entry:
         return None
@@ -74,8 +85,9 @@ def _import(entry: object) -> PublicKey | None:
         return None
     try:
         if entry.get("kty") == "RSA":
-            key: PublicKey = RSAKey.import_key(entry)
-            return key if key.public_key.key_size >= MIN_RSA_BITS else None
+            if _modulus_bits(entry.get("n")) < MIN_RSA_BITS:  # checked before joserfc warns about it
+                return None
+            return RSAKey.import_key(entry)
         if entry.get("kty") == "EC":
             return ECKey.import_key(entry)
     except (JoseError, ValueError, TypeError, KeyError):
