@@ -7,6 +7,7 @@ interval are judged at instants the test chooses.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from s3_gate import ManualClock
 from support import TOKEN, ProxyFactory, metric_samples
 
 from imgproxy.auth.jwks import MIN_FETCH_INTERVAL
-from imgproxy.web.appkeys import METRICS
+from imgproxy.web.appkeys import LIVE, METRICS
 
 NOW = 1_900_000_000.0
 JPEG = b"\xff\xd8\xff\xe0" + b"j" * 300
@@ -177,6 +178,13 @@ async def test_discovery_then_the_jwks_are_fetched_once_for_many_requests(
     assert idp.jwks_hits == 1
 
 
+async def test_requests_arriving_during_the_first_fetch_wait_for_it(client: Client, idp: FakeIdp) -> None:
+    token = idp.token(NOW)
+    answers = await asyncio.gather(*(status_and_code(client, "employees/ada.jpg", token) for _ in range(8)))
+    assert answers == [(200, None)] * 8
+    assert idp.jwks_hits == 1
+
+
 async def test_a_rotated_key_is_fetched_once_then_valid(
     client: Client, idp: FakeIdp, clock: ManualClock,
 ) -> None:
@@ -224,6 +232,15 @@ async def test_an_idp_outage_keeps_the_cached_keys(client: Client, idp: FakeIdp,
     scrape = metric_samples(client.app[METRICS].exposition().decode())
     labels = frozenset({("provider", "corp"), ("result", "error")})
     assert scrape[("imgproxy_jwks_fetches_total", labels)] == 1
+
+
+async def test_a_reload_keeps_the_keys_held(proxy: ProxyFactory, client: Client, idp: FakeIdp) -> None:
+    assert await status_and_code(client, "employees/ada.jpg", idp.token(NOW)) == (200, None)
+    reloaded = proxy.config(auth=oidc(idp, clock_skew="5s"))
+    await client.app[LIVE].switch(reloaded, "reloaded")
+    idp.down = True
+    assert await status_and_code(client, "employees/ada.jpg", idp.token(NOW)) == (200, None)
+    assert idp.jwks_hits == 1
 
 
 async def test_keys_never_fetched_are_503_not_ready(client: Client, idp: FakeIdp) -> None:

@@ -138,6 +138,10 @@ class Keyring:
             return True
         return kid is not None and not self.keys.has_kid(kid)
 
+    def has(self, kid: str | None) -> bool:
+        """Does the set held have ``kid`` (without a kid: any key at all)?"""
+        return self.keys is not None and (kid is None or self.keys.has_kid(kid))
+
     def started(self, now: float) -> None:
         self.last_attempt = now
         self.fetches += 1

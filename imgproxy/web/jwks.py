@@ -3,10 +3,11 @@ app's lifetime (across reloads: keyed by provider name, issuer and JWKS URL).
 
 Keys are fetched when a request brings a JWT of a provider whose keys are missing, stale, or lack
 the token's ``kid`` (the IdP may have rotated) — at most once per ``MIN_FETCH_INTERVAL`` per
-provider, however many tokens with unknown kids arrive, and one fetch at a time (the others wait
-for it). A failed fetch (IdP down, a bad answer) keeps the keys already held. Each fetch has a time
-limit and a size limit, follows no redirect, and checks the certificate against the system's CAs
-(or the provider's ``ca_bundle``). Without ``jwks_url``, the JWKS URL comes from the issuer's
+provider, however many tokens with unknown kids arrive, and one fetch at a time (a request whose
+key may come with the fetch under way waits for it, at most its time limit). A failed fetch (IdP
+down, a bad answer) keeps the keys already held. Each fetch has a time limit and a size limit,
+follows no redirect, and checks the certificate against the system's CAs (or the provider's
+``ca_bundle``). Without ``jwks_url``, the JWKS URL comes from the issuer's
 ``/.well-known/openid-configuration``, whose ``issuer`` must equal the configured one exactly.
 """
 
@@ -75,9 +76,13 @@ class JwksCache:
             return
         key = provider_key(provider)
         ring = self.rings.setdefault(key, Keyring())
+        lock = self._locks.setdefault(key, asyncio.Lock())
         if not ring.should_fetch(seen.kid, self.clock()):
+            if lock.locked() and not ring.has(seen.kid):
+                async with lock:  # a fetch is under way that may bring this token's key: wait for it
+                    return
             return
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        async with lock:
             now = self.clock()
             if ring.should_fetch(seen.kid, now):  # not already done by the fetch we waited for
                 ring.started(now)
