@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ from typing import Any, Final
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
+from nginx_site import Authority
 
 AUDIENCE: Final = "imgproxy"
 REALM: Final = "/realms/test"
@@ -41,7 +43,7 @@ class FakeIdp:
     its current RSA key (or ``alg="ES256"``: its EC key); ``rotate()`` replaces both keys; ``down``
     answers 503 to everything; ``hits`` counts requests by path."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Authority | None = None) -> None:
         self.generation = 1
         self.keys = new_keys(1)
         self.down = False
@@ -71,13 +73,19 @@ class FakeIdp:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.scheme = "http"
+        if tls is not None:  # https with a certificate for 127.0.0.1 from a throwaway CA
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert, tls.key)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-idp", daemon=True)
         self.thread.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     @property
     def issuer(self) -> str:

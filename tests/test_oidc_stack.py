@@ -17,6 +17,7 @@ from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
 from idp import AUDIENCE, FakeIdp, hs256_with_public_key, random_kid, tampered, unsigned
 from joserfc.jwk import RSAKey
+from nginx_site import Authority
 from s3_gate import ManualClock
 from support import TOKEN, ProxyFactory, metric_samples
 
@@ -271,6 +272,30 @@ async def test_a_discovery_document_naming_another_issuer_gives_no_keys(
         assert other.jwks_hits == 0
     finally:
         other.close()
+
+
+async def test_an_https_idp_is_trusted_through_its_ca_bundle(
+    proxy: ProxyFactory, s3: Any, bucket: str, clock: ManualClock, authority: Authority,
+) -> None:
+    s3.put_object(Bucket=bucket, Key="employees/ada.jpg", Body=JPEG, ContentType="image/jpeg")
+    secure = FakeIdp(tls=authority)
+    try:
+        client = await proxy(clock=clock, auth=oidc(secure, ca_bundle=str(authority.ca)))
+        assert await status_and_code(client, "employees/ada.jpg", secure.token(NOW)) == (200, None)
+    finally:
+        secure.close()
+
+
+async def test_an_https_idp_whose_ca_is_not_trusted_gives_no_keys(
+    proxy: ProxyFactory, clock: ManualClock, authority: Authority,
+) -> None:
+    secure = FakeIdp(tls=authority)
+    try:  # the system's CAs do not include the throwaway one: the fetch fails, nothing is trusted
+        client = await proxy(clock=clock, auth=oidc(secure))
+        assert await status_and_code(client, "employees/ada.jpg", secure.token(NOW)) == (503, "not_ready")
+        assert secure.hits["/keys"] == 0
+    finally:
+        secure.close()
 
 
 # --- The log and the metrics name the principal and count the failures --------------------------
