@@ -7,6 +7,7 @@
     │   └── MalformedRequest (400 malformed_request)
     ├── Unauthorized (401 unauthorized)
     │   └── InvalidToken (401 invalid_token)
+    │       └── InvalidJwt (401 invalid_token)
     ├── Forbidden (403 forbidden)
     │   ├── InvalidSignature (403 invalid_signature)
     │   ├── ExpiredSignature (403 expired)
@@ -110,6 +111,16 @@ class InvalidToken(Unauthorized):
     code = "invalid_token"
     public_message = "The bearer token is not valid."
     challenge = 'Bearer realm="imgproxy", error="invalid_token"'
+
+
+class InvalidJwt(InvalidToken):
+    """A JWT that failed one check. The client sees ``invalid_token`` like any bad token;
+    ``reason`` (which check: ``expired``, ``signature``, ``unknown_kid``, ...) is for the log and
+    the failures metric only."""
+
+    def __init__(self, reason: str, log_detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"jwt: {log_detail or reason}")
 
 
 class Forbidden(ProxyError):

@@ -71,7 +71,7 @@ class RequestFacts:
     kid: str | None = None  # a signed URL's key id
     token: str | None = None  # a bearer token's name
     sub: str | None = None  # the signed viewer id, or a JWT's sub
-    denied: str | None = None  # a 401/403's error code (refused for its credentials)
+    denied: str | None = None  # a 401/403's error code (a JWT's: jwt_ and the check it failed)
     max_age_cap: float | None = None  # a durable URL's: Cache-Control max-age at most this
     delivery: Delivery | None = None  # set for image answers only
     transform: bool = False

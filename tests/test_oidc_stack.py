@@ -317,8 +317,10 @@ async def test_auth_failures_are_counted_by_reason(client: Client, idp: FakeIdp)
     await status_and_code(client, "employees/ada.jpg", idp.token(NOW - 1000))
     await status_and_code(client, "employees/ada.jpg", unsigned(idp, NOW))
     await status_and_code(client, "other/x.jpg", idp.token(NOW))
+    await status_and_code(client, "other/x.jpg", "x" * 40)
     await client.get("/img/photos/other/x.jpg")
     scrape = metric_samples(client.app[METRICS].exposition().decode())
     counted = {dict(labels)["reason"]: value for (name, labels), value in scrape.items()
                if name == "imgproxy_auth_failures_total"}
-    assert counted == {"invalid_token": 2, "out_of_scope": 1, "unauthorized": 1}
+    assert counted == {"jwt_expired": 1, "jwt_algorithm": 1, "invalid_token": 1, "out_of_scope": 1,
+                       "unauthorized": 1}

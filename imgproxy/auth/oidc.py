@@ -9,7 +9,7 @@ checked by joserfc, with exactly one key from the provider's own JWKS, chosen by
 the rate limits and the URLs ``POST /sign`` signs for them).
 
 Every failure is the same ``InvalidToken`` for the client (401 ``invalid_token``); only the log
-says which check failed.
+and the failures metric (``InvalidJwt.reason``) say which check failed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from imgproxy.auth.jwks import JwkSet
 from imgproxy.auth.signing import check_sub
 from imgproxy.config import Scope
 from imgproxy.config.oidc import OidcConfig
-from imgproxy.errors import InvalidToken, KeysUnavailable
+from imgproxy.errors import InvalidJwt, KeysUnavailable
 
 _JWT: Final = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.ASCII)
 KeyLookup = Callable[[OidcConfig], JwkSet | None]
@@ -83,7 +83,7 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidToken(f"jwt: {name} is not a number")
+        raise InvalidJwt("claims", f"{name} is not a number")
     return float(value)
 
 
@@ -91,29 +91,29 @@ def check_claims(claims: Mapping[str, Any], provider: OidcConfig, now: float) ->
     """The registered claims against ``provider``; returns ``sub``."""
     skew = provider.clock_skew
     if claims.get("iss") != provider.issuer:
-        raise InvalidToken("jwt: wrong issuer")
+        raise InvalidJwt("issuer", "wrong issuer")
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
     if provider.audience not in [a for a in audiences if isinstance(a, str)]:
-        raise InvalidToken("jwt: wrong audience")
+        raise InvalidJwt("audience", "wrong audience")
     expires = _number(claims, "exp")
     if expires is None:
-        raise InvalidToken("jwt: no exp")
+        raise InvalidJwt("claims", "no exp")
     if now > expires + skew:
-        raise InvalidToken("jwt: expired")
+        raise InvalidJwt("expired", "expired")
     not_before = _number(claims, "nbf")
     if not_before is not None and now + skew < not_before:
-        raise InvalidToken("jwt: not valid yet (nbf)")
+        raise InvalidJwt("not_yet_valid", "not valid yet (nbf)")
     issued = _number(claims, "iat")
     if issued is not None and now + skew < issued:
-        raise InvalidToken("jwt: issued in the future (iat)")
+        raise InvalidJwt("not_yet_valid", "issued in the future (iat)")
     sub = claims.get("sub")
     if not isinstance(sub, str):
-        raise InvalidToken("jwt: no sub")
+        raise InvalidJwt("claims", "no sub")
     try:
         check_sub(sub)
     except ValueError:
-        raise InvalidToken("jwt: sub is empty, too long or has control characters") from None
+        raise InvalidJwt("claims", "sub is empty, too long or has control characters") from None
     return sub
 
 
@@ -122,21 +122,21 @@ def verify_jwt(value: str, providers: Mapping[str, OidcConfig], keys: KeyLookup,
     provider's keys have never been fetched)."""
     seen = peek(value)
     if seen is None:
-        raise InvalidToken("jwt: malformed")
+        raise InvalidJwt("malformed", "malformed")
     provider = find_provider(providers, seen.issuer)
     if provider is None:
-        raise InvalidToken("jwt: no auth.oidc provider has this issuer")
+        raise InvalidJwt("issuer", "no auth.oidc provider has this issuer")
     if seen.alg not in provider.algorithms:
-        raise InvalidToken(f"jwt: algorithm not allowed for auth.oidc.{provider.name}")
+        raise InvalidJwt("algorithm", f"algorithm not allowed for auth.oidc.{provider.name}")
     keyset = keys(provider)
     if keyset is None:
         raise KeysUnavailable(f"auth.oidc.{provider.name}: no keys fetched yet")
     key = keyset.find(seen.kid, seen.alg)
     if key is None:
-        raise InvalidToken(f"jwt: no key of auth.oidc.{provider.name} for this kid and alg")
+        raise InvalidJwt("unknown_kid", f"no key of auth.oidc.{provider.name} for this kid and alg")
     try:
         token = jwt.decode(value, key, algorithms=[seen.alg])
     except Exception:  # joserfc's errors on client data, whatever their class
-        raise InvalidToken("jwt: bad signature") from None
+        raise InvalidJwt("signature", "bad signature") from None
     sub = check_claims(token.claims, provider, now)
     return JwtIdentity(provider.name, sub, claim_scopes(token.claims, provider))

@@ -119,7 +119,8 @@ class Metrics:
             ["budget", "dimension"], registry=reg)
         self.auth_failures = Counter(
             "imgproxy_auth_failures", "Requests refused for their credentials (401, 403), by the error "
-            "code clients see (unauthorized, invalid_token, invalid_signature, expired, out_of_scope, ...).",
+            "code clients see (unauthorized, invalid_token, invalid_signature, expired, out_of_scope, ...); "
+            "a JWT's by the check it failed (jwt_expired, jwt_signature, jwt_unknown_kid, ...).",
             ["reason"], registry=reg)
         self.jwks_fetches = Counter(
             "imgproxy_jwks_fetches", "Fetches of an [auth.oidc] provider's keys (discovery included), by "

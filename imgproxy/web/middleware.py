@@ -24,6 +24,7 @@ from imgproxy.config import LogFormat
 from imgproxy.errors import (
     BodyTooLarge,
     Forbidden,
+    InvalidJwt,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
@@ -97,8 +98,8 @@ async def answer(request: web.Request, handler: Handler, facts: RequestFacts) ->
         response: web.StreamResponse = error_response(exc, request_id)
         if isinstance(exc, RateLimited):
             facts.limited = (exc.budget, exc.dimension)
-        if isinstance(exc, Unauthorized | Forbidden):
-            facts.denied = exc.code
+        if isinstance(exc, Unauthorized | Forbidden):  # the failures metric's reason
+            facts.denied = f"jwt_{exc.reason}" if isinstance(exc, InvalidJwt) else exc.code
         # An overload is the limits working (WARNING); other 5xx need an operator (ERROR).
         level = (logging.WARNING if isinstance(exc, Overloaded) else logging.ERROR) \
             if exc.status >= 500 else logging.INFO
