@@ -13,7 +13,8 @@ ISSUER = "https://login.example.com/realms/corp"
 
 
 def providers(**tables: dict[str, Any]) -> dict[str, OidcConfig]:
-    data = {"auth": {"oidc": tables}, "sources": {"photos": {"bucket": "private-photos"}}}
+    data = {"auth": {"oidc": tables}, "sources": {"photos": {"bucket": "private-photos"}},
+            "log": {"key_hash_secret": "h" * 32}}
     return dict(parse_config(data, environ={}).auth.oidc)
 
 
@@ -83,3 +84,11 @@ def test_two_providers_may_not_share_an_issuer() -> None:
 def test_plain_http_is_allowed_to_a_loopback_idp() -> None:
     provider = providers(corp=corp(issuer="http://127.0.0.1:8081/realms/dev"))["corp"]
     assert provider.issuer == "http://127.0.0.1:8081/realms/dev"
+
+
+def test_providers_alone_need_a_key_hash_secret_for_the_access_log() -> None:
+    data: dict[str, Any] = {"auth": {"oidc": {"corp": corp()}},
+                            "sources": {"photos": {"bucket": "private-photos"}}}
+    with pytest.raises(ConfigError, match=r"^log\.key_hash_secret: required when auth has only"):
+        parse_config(data, environ={})
+    assert parse_config({**data, "server": {"log_keys": True}}, environ={}).auth.oidc

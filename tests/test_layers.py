@@ -36,6 +36,7 @@ PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache"
         "imgproxy.delivery.policy", "imgproxy.protocol.conditional", "imgproxy.protocol.media",
         "imgproxy.protocol.paths", "imgproxy.protocol.forwarded", "imgproxy.protocol.accesslog",
         "imgproxy.auth.signing", "imgproxy.auth.tokens", "imgproxy.auth.principal", "imgproxy.auth.batch",
+        "imgproxy.auth.oidc", "imgproxy.auth.claims", "imgproxy.auth.jwks",
         "imgproxy.signers",
         "imgproxy.transform.params", "imgproxy.transform.policy", "imgproxy.transform.jobs",
         "imgproxy.transform.negotiate", "imgproxy.transform.variants", "imgproxy.transform.geometry",

@@ -115,6 +115,16 @@ async def test_static_tokens_still_work_beside_the_provider(client: Client) -> N
     assert response.status == 200
 
 
+async def test_a_server_with_only_an_oidc_provider_serves_jwts(
+    proxy: ProxyFactory, s3: Any, bucket: str, idp: FakeIdp, clock: ManualClock,
+) -> None:
+    s3.put_object(Bucket=bucket, Key="employees/ada.jpg", Body=JPEG, ContentType="image/jpeg")
+    client = await proxy(clock=clock, auth={"keys": {}, "tokens": {}, **oidc(idp)},
+                         log={"key_hash_secret": "k" * 32})
+    assert await status_and_code(client, "employees/ada.jpg", idp.token(NOW)) == (200, None)
+    assert await status_and_code(client, "employees/ada.jpg", TOKEN) == (401, "invalid_token")
+
+
 # --- Invalid tokens: all one 401 invalid_token -------------------------------------------------
 
 def attacker_key() -> RSAKey:

@@ -104,6 +104,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     limits = read_limits(root.table("limits"))
     root.reject_unknown()
     check_revocations_reach(auth, sources, cache)
+    if not auth.keys and not auth.tokens and log.key_hash_secret is None and not server.log_keys:
+        raise ConfigError("log.key_hash_secret: required when auth has only [auth.oidc] providers (the "
+                          "access log's key_hash is otherwise derived from a signing key or token)")
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
                   cache=cache, metrics=metrics, log=log, limits=limits)
 
