@@ -7,6 +7,7 @@
     │   └── MalformedRequest (400 malformed_request)
     ├── Unauthorized (401 unauthorized)
     │   └── InvalidToken (401 invalid_token)
+    │       └── InvalidJwt (401 invalid_token)
     ├── Forbidden (403 forbidden)
     │   ├── InvalidSignature (403 invalid_signature)
     │   ├── ExpiredSignature (403 expired)
@@ -36,7 +37,8 @@
     ├── NotReady (503 not_ready)
     │   ├── Overloaded (503 overloaded)
     │   │   └── StorageBusy (503 overloaded)
-    │   └── RevocationsUnavailable (503 not_ready)
+    │   ├── RevocationsUnavailable (503 not_ready)
+    │   └── KeysUnavailable (503 not_ready)
     └── StorageTimeout (504 storage_timeout)
 
 The constructor's text goes to the log only; a client sees ``public_message``, which never
@@ -110,6 +112,16 @@ class InvalidToken(Unauthorized):
     code = "invalid_token"
     public_message = "The bearer token is not valid."
     challenge = 'Bearer realm="imgproxy", error="invalid_token"'
+
+
+class InvalidJwt(InvalidToken):
+    """A JWT that failed one check. The client sees ``invalid_token`` like any bad token;
+    ``reason`` (which check: ``expired``, ``signature``, ``unknown_kid``, ...) is for the log and
+    the failures metric only."""
+
+    def __init__(self, reason: str, log_detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"jwt: {log_detail or reason}")
 
 
 class Forbidden(ProxyError):
@@ -292,6 +304,15 @@ class RevocationsUnavailable(NotReady):
     """The revocation list has never been loaded: a signed URL cannot be checked (fail closed)."""
 
     public_message = "The server has not loaded its revocation list yet; retry shortly."
+
+    def implied_headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
+class KeysUnavailable(NotReady):
+    """An identity provider's keys (JWKS) have never been fetched: a JWT cannot be checked."""
+
+    public_message = "The server has not loaded its identity provider's keys yet; retry shortly."
 
     def implied_headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}

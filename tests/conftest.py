@@ -19,6 +19,7 @@ import nginx_site
 import pytest
 from aiohttp import ClientResponse, web_app
 from aiohttp.test_utils import TestClient
+from idp import FakeIdp
 from nginx_site import NGINX, Authority, NginxError
 from processes import (
     CLUSTER_GRACE,
@@ -273,3 +274,11 @@ async def s3_gate(moto_endpoint: str, clock: ManualClock) -> AsyncIterator[S3Gat
     gate = await S3Gate(moto_endpoint, {ACCESS_KEY: SECRET_KEY}, clock).start()
     yield gate
     await gate.close()
+
+
+@pytest.fixture
+def idp() -> Iterator[FakeIdp]:
+    """A local OpenID provider (discovery, JWKS) on a random loopback port, in its own thread."""
+    provider = FakeIdp()
+    yield provider
+    provider.close()

@@ -9,6 +9,9 @@ import pytest
 
 from imgproxy import errors
 from imgproxy.errors import (
+    InvalidJwt,
+    InvalidToken,
+    KeysUnavailable,
     NotFound,
     NotReady,
     ObjectNotFound,
@@ -23,10 +26,12 @@ from imgproxy.errors import (
 ALL = all_error_classes()
 # Deliberately the same public answer: "no such key" must look like any other 404 to a client.
 # And "retry shortly" is one answer whichever resource is exhausted (metrics say which), and
-# "not ready" whichever part is not (sources, or a revocation list never loaded).
+# "not ready" whichever part is not (sources, a revocation list or an IdP's keys never loaded).
+# A JWT that fails a check is any invalid token to its client (the log and metrics say which).
 SHARED = {(404, "not_found"): {NotFound, ObjectNotFound},
           (503, "overloaded"): {Overloaded, StorageBusy},
-          (503, "not_ready"): {NotReady, RevocationsUnavailable}}
+          (503, "not_ready"): {NotReady, RevocationsUnavailable, KeysUnavailable},
+          (401, "invalid_token"): {InvalidToken, InvalidJwt}}
 
 
 def test_error_tree_starts_at_proxy_error() -> None:
@@ -48,7 +53,8 @@ def test_status_and_code_pairs_are_distinct_except_the_intended_ones() -> None:
 
 def test_codes_are_distinct_except_the_intended_ones() -> None:
     counts = Counter(cls.code for cls in ALL)
-    assert {code for code, count in counts.items() if count > 1} == {"not_found", "overloaded", "not_ready"}
+    assert {code for code, count in counts.items() if count > 1} == {"not_found", "overloaded", "not_ready",
+                                                                      "invalid_token"}
 
 
 @pytest.mark.parametrize("cls", [Overloaded, StorageBusy])

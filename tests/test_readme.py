@@ -62,6 +62,7 @@ def test_example_config_is_a_working_config() -> None:
     assert set(config.sources) == {"photos", "scans"}
     assert config.sources["photos"].prefix == "public-profile/"
     assert [t.name for t in config.auth.tokens] == ["hr-service", "ops"]
+    assert [rule.claim for rule in config.auth.oidc["corp"].rules] == ["groups", None]
 
 
 def test_example_config_mentions_every_key() -> None:
@@ -80,12 +81,14 @@ def test_example_config_mentions_every_key() -> None:
         TokenConfig,
         TransformConfig,
     )
+    from imgproxy.config.oidc import OidcConfig, ScopeRule
 
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     sections = (ServerConfig, AuthConfig, SourceConfig, TokenConfig, TransformConfig, CacheConfig,
-                DeliveryConfig, MetricsConfig, LogConfig, LimitsConfig, BudgetLimits)
+                DeliveryConfig, MetricsConfig, LogConfig, LimitsConfig, BudgetLimits, OidcConfig, ScopeRule)
     names = {f.name for cls in sections for f in fields(cls)}
-    pattern = r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[(cache|limits)\.{0}\])"
+    pattern = (r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[(cache|limits)\.{0}\]"
+               r"|\[\[auth\.oidc\.\w+\.{0}\]\])")
     internal = {"name", "key_limits"}  # key_limits: what the [auth.keys.KID] tables say, not a TOML key
     missing = sorted(n for n in names - internal if not re.search(pattern.format(n), text, re.MULTILINE))
     assert missing == []

@@ -1,23 +1,37 @@
 """Batch signing: one call returns the signed proxy URLs for a whole page of images (no N+1).
 
 Pure. ``parse_batch`` checks the JSON shape; ``sign_items`` checks each item (source exists,
-key valid, parameters valid, inside the token's ``sign_scopes``) and signs it, returning a
-per-item error instead of failing the whole batch.
+key valid, parameters valid, inside the caller's sign scopes) and signs it, returning a
+per-item error instead of failing the whole batch. For a JWT's user the ``sub`` of every URL is
+the token's (an item may not name one) and no URL is durable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from imgproxy.auth.signing import MAX_PARAM_BYTES, MAX_SUB_CHARS, RESERVED_PARAMS, UrlSigner, check_sub
-from imgproxy.auth.tokens import Token
-from imgproxy.config.model import KeyLimits
+from imgproxy.config.model import KeyLimits, Scope
 from imgproxy.errors import BadRequest, InvalidParameter, OutOfScope, ProxyError, UnknownSource
 from imgproxy.protocol.paths import check_key
 
 MAX_ECHO_CHARS: Final = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """On whose behalf a batch is signed: ``who`` (for the log), the scopes it may sign, and for a
+    JWT's user the ``sub`` every URL carries (then no item names its own, and none is durable)."""
+
+    who: str
+    scopes: tuple[Scope, ...]
+    sub: str | None = None
+
+    @property
+    def on_behalf(self) -> bool:
+        return self.sub is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +101,10 @@ def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
     return parsed
 
 
+def _covers(scopes: Sequence[Scope], source: str, key: str) -> bool:
+    return any(scope.allows(source, key) for scope in scopes)
+
+
 def _is_sub(sub: str) -> bool:
     try:
         check_sub(sub)
@@ -98,7 +116,7 @@ def _is_sub(sub: str) -> bool:
 def sign_items(
     items: list[BatchItem],
     *,
-    token: Token,
+    signer_for: Signer,
     sources: Collection[str],
     signer: UrlSigner,
     limits: KeyLimits,
@@ -120,12 +138,18 @@ def sign_items(
             if RESERVED_PARAMS & item.params.keys():
                 raise InvalidParameter("reserved param", public_message=(
                     "Parameters exp, iat, kid, sig and sub are set by signing (sub: the item's 'sub')."))
+            if item.sub is not None and signer_for.on_behalf:
+                raise InvalidParameter("item sub with a JWT", public_message=(
+                    "'sub' comes from the bearer token; leave it out of the item."))
+            if item.durable and signer_for.on_behalf:
+                raise InvalidParameter("durable with a JWT", public_message=(
+                    "Durable URLs are not signed for a JWT's user."))
             if item.sub is not None and not _is_sub(item.sub):
                 raise InvalidParameter("bad sub", public_message=(
                     f"'sub' must be 1-{MAX_SUB_CHARS} characters without control characters."))
             check_params(item.params)
-            if not any(scope.allows(item.source, item.key) for scope in token.sign_scopes):
-                raise OutOfScope(f"token {token.name!r} may not sign this path",
+            if not _covers(signer_for.scopes, item.source, item.key):
+                raise OutOfScope(f"{signer_for.who} may not sign this path",
                                  public_message="The token's sign scopes do not cover this item.")
             if not limits.allows(item.source, item.key):
                 raise OutOfScope(f"signing key {signer.kid!r} has no scope for this path",
@@ -135,7 +159,7 @@ def sign_items(
                     "This server's signing key does not sign durable URLs."))
             answers.append({"url": signer.sign(item.source, item.key, ttl=ttl, params=item.params,
                                                now=now, window=window, durable=item.durable,
-                                               sub=item.sub)})
+                                               sub=signer_for.sub or item.sub)})
         except ProxyError as exc:
             answers.append({"error": exc.code, "message": exc.public_message})
     return answers

@@ -1,21 +1,26 @@
 """Who is asking: one decision that turns a request's credentials into a ``Principal``.
 
 Pure. A ``sig`` parameter means a signed URL; otherwise an ``Authorization`` header means a
-bearer token; otherwise the request has no credentials (401). Nothing here touches storage, so
-the answer never depends on whether the object exists.
+bearer token: a configured static token (looked up in constant time, always), else a JWT of an
+``[auth.oidc]`` provider; otherwise the request has no credentials (401). A credential that fails
+never falls through to the next kind. Nothing here touches storage, so the answer never depends
+on whether the object exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
+from imgproxy.auth.oidc import KeyLookup, is_jwt, verify_jwt
 from imgproxy.auth.revocations import RevocationList
 from imgproxy.auth.signing import require_no_reserved, verify_url
-from imgproxy.auth.tokens import Token, check_scope, find_token, load_tokens, parse_bearer
-from imgproxy.config.model import Config, KeyLimits, Revocation
-from imgproxy.errors import RevocationsUnavailable, Unauthorized
+from imgproxy.auth.tokens import Token, load_tokens, match_token, parse_bearer
+from imgproxy.config.model import Config, KeyLimits, Revocation, Scope
+from imgproxy.config.oidc import OidcConfig
+from imgproxy.errors import InvalidToken, OutOfScope, RevocationsUnavailable, Unauthorized
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +35,11 @@ class AuthPolicy:
     # None: the revocation list is configured to be polled and has never been loaded: signed
     # URLs cannot be checked, and get 503 (never fail open).
     revocations: RevocationList | None = field(default_factory=RevocationList)
+    oidc: Mapping[str, OidcConfig] = field(default_factory=lambda: MappingProxyType({}))
 
     def __repr__(self) -> str:
-        return f"AuthPolicy(keys={sorted(self.keys)}, tokens={[t.name for t in self.tokens]})"
+        return (f"AuthPolicy(keys={sorted(self.keys)}, tokens={[t.name for t in self.tokens]}, "
+                f"oidc={sorted(self.oidc)})")
 
     @classmethod
     def from_config(cls, config: Config, polled: tuple[Revocation, ...] | None = ()) -> AuthPolicy:
@@ -46,6 +53,7 @@ class AuthPolicy:
             clock_skew=config.auth.clock_skew,
             limits=dict(config.auth.key_limits),
             revocations=revocations,
+            oidc=config.auth.oidc,
         )
 
     def key_limits(self, kid: str) -> KeyLimits:
@@ -54,15 +62,39 @@ class AuthPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request is authorized as. ``name`` (the key id or token name) and ``sub`` (a signed
-    viewer id) are logged; ``sig`` (a signed URL's signature, what rate limits and revocations
-    key on) never is."""
+    """Who a request is authorized as. ``name`` (the key id, token name or OIDC provider name)
+    and ``sub`` (a signed viewer id, or a JWT's subject) are logged; ``sig`` (a signed URL's
+    signature, what rate limits and revocations key on) never is."""
 
-    kind: Literal["signature", "token"]
-    name: str  # the key id or token name: safe to log
-    sub: str | None = None  # the signed viewer id, when the URL carries one
+    kind: Literal["signature", "token", "jwt"]
+    name: str  # the key id, token name or [auth.oidc.NAME]: safe to log
+    sub: str | None = None  # the signed viewer id, or a JWT's sub
     sig: str | None = field(default=None, repr=False)  # a signed URL's signature
     durable: bool = False  # a signed URL without exp (a durable key's)
+    # A bearer's: what it may read, and what POST /sign may sign for it (a JWT's: its claim scopes).
+    scopes: tuple[Scope, ...] = field(default=(), compare=False, repr=False)
+    sign_scopes: tuple[Scope, ...] = field(default=(), compare=False, repr=False)
+
+    def allows(self, source: str, key: str) -> bool:
+        return any(scope.allows(source, key) for scope in self.scopes)
+
+
+def no_keys(provider: OidcConfig) -> None:
+    return None
+
+
+def identify_bearer(authorization: str, policy: AuthPolicy, jwks: KeyLookup, now: float) -> Principal:
+    """The bearer of ``Authorization``: a static token (every one compared, in constant time,
+    whatever the value looks like), else a JWT of an ``[auth.oidc]`` provider; else 401."""
+    presented = parse_bearer(authorization)
+    token = match_token(presented, policy.tokens)
+    if token is not None:
+        return Principal("token", token.name, scopes=token.scopes, sign_scopes=token.sign_scopes)
+    if policy.oidc and is_jwt(presented):
+        identity = verify_jwt(presented, policy.oidc, jwks, now)
+        return Principal("jwt", identity.provider, sub=identity.sub, scopes=identity.scopes,
+                         sign_scopes=identity.scopes)
+    raise InvalidToken("unknown bearer token")
 
 
 def authorize(
@@ -72,6 +104,7 @@ def authorize(
     authorization: str | None,
     policy: AuthPolicy,
     now: float,
+    jwks: KeyLookup = no_keys,
 ) -> Principal:
     if "sig" in params:
         if not policy.keys:
@@ -85,9 +118,10 @@ def authorize(
         issued = url.issued(policy.key_limits(url.kid).max_ttl, policy.clock_skew)
         policy.revocations.check(source, key, url, issued)
         return Principal("signature", url.kid, sub=url.sub, sig=url.sig, durable=url.exp is None)
-    if authorization is not None and policy.tokens:
+    if authorization is not None and (policy.tokens or policy.oidc):
         require_no_reserved(params)
-        token = find_token(parse_bearer(authorization), policy.tokens)
-        check_scope(token, source, key)
-        return Principal("token", token.name)
+        principal = identify_bearer(authorization, policy, jwks, now)
+        if not principal.allows(source, key):
+            raise OutOfScope(f"{principal.kind} {principal.name!r} has no scope for this path")
+        return principal
     raise Unauthorized("no credentials")

@@ -17,7 +17,9 @@ from imgproxy.config import Scope, TokenConfig
 from imgproxy.errors import InvalidToken, OutOfScope
 
 _BEARER: Final = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*) *", re.IGNORECASE | re.ASCII)
-MAX_TOKEN_CHARS: Final = 1024
+# The whole Authorization value ("Bearer ..."): IdP tokens run to several KiB. The header line
+# ("Authorization: " and this) stays under the server's 8190-byte line limit (protocol/connections.py).
+MAX_TOKEN_CHARS: Final = 8000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +55,19 @@ def parse_bearer(header: str) -> str:
     return match.group(1)
 
 
-def find_token(presented: str, tokens: Sequence[Token]) -> Token:
-    """The configured token equal to ``presented``; constant time in the token's content."""
+def match_token(presented: str, tokens: Sequence[Token]) -> Token | None:
+    """The configured token equal to ``presented``, or None; constant time in the token's content."""
     digest = _digest(presented)
     found: Token | None = None
     for token in tokens:
         if hmac.compare_digest(digest, token.digest):
             found = token
+    return found
+
+
+def find_token(presented: str, tokens: Sequence[Token]) -> Token:
+    """The configured token equal to ``presented``, or ``InvalidToken``."""
+    found = match_token(presented, tokens)
     if found is None:
         raise InvalidToken("unknown bearer token")
     return found

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Final
 
 from imgproxy.config.model import AuthConfig, CacheConfig, KeyLimits, Scope, SourceConfig, TokenConfig
+from imgproxy.config.oidc import read_oidc
 from imgproxy.config.reader import Table
 from imgproxy.config.revocations import parse_revocations
 from imgproxy.config.sections import read_revocations_s3
@@ -141,6 +142,7 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
         revocations_s3=polled_from,
         revocations_interval=t.duration("revocations_interval", base.revocations_interval,
                                         MIN_REVOCATIONS_INTERVAL, MAX_REVOCATIONS_INTERVAL),
+        oidc=read_oidc(t.table("oidc")),
     )
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "

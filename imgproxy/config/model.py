@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from imgproxy.config.values import (
     DEFAULT_INLINE_TYPES,
@@ -16,6 +16,9 @@ from imgproxy.config.values import (
     ConfigError,
     Secret,
 )
+
+if TYPE_CHECKING:
+    from imgproxy.config.oidc import OidcConfig
 
 
 class DeliveryMode(StrEnum):
@@ -168,6 +171,8 @@ class AuthConfig:
     revocations_url: str | None = None
     revocations_s3: SourceConfig | None = None
     revocations_interval: float = 30.0
+    # [auth.oidc.NAME]: identity providers whose JWTs are bearer tokens (config/oidc.py).
+    oidc: Mapping[str, OidcConfig] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)

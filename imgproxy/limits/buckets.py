@@ -69,7 +69,8 @@ def buckets_for(budget: Budget, limits: BudgetLimits, principal: Principal,
     candidates = (
         (Dimension.SIGNATURE, limits.per_signature, principal.sig if signed else None),
         (Dimension.KEY, limits.per_key, principal.name if signed else None),
-        (Dimension.TOKEN, limits.per_token, None if signed else principal.name),
+        # A static token's name; a JWT's provider is no one principal (its users are per_sub).
+        (Dimension.TOKEN, limits.per_token, principal.name if principal.kind == "token" else None),
         (Dimension.SUB, limits.per_sub, principal.sub),
         (Dimension.CLIENT, limits.per_client, address),
     )

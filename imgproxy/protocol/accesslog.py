@@ -41,8 +41,10 @@ def key_hash_secret(config: Config) -> bytes:
         return config.log.key_hash_secret.reveal().encode()
     if config.auth.keys:
         base = config.auth.keys[config.auth.sign_with].reveal()
-    else:
+    elif config.auth.tokens:
         base = config.auth.tokens[0].token.reveal()
+    else:  # only OIDC providers: then only with server.log_keys (parse_config), and never used
+        base = ""
     return hmac.new(base.encode(), b"imgproxy access log key_hash", hashlib.sha256).digest()
 
 

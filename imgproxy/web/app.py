@@ -31,6 +31,7 @@ from imgproxy.transform.pool import TransformPool
 from imgproxy.transform.variants import VariantService
 from imgproxy.web import appkeys
 from imgproxy.web.health import Readiness
+from imgproxy.web.jwks import open_jwks
 from imgproxy.web.live import Live
 from imgproxy.web.metrics import Metrics, Snapshot, multiprocess_dir
 from imgproxy.web.middleware import observe, stamp_facts
@@ -72,6 +73,15 @@ async def revocations_poller(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.METRICS].revocations_age_now = polled.age
         async with running(polled.run(), "revocations-poller"):
             yield
+
+
+async def jwks_cache(app: web.Application) -> AsyncIterator[None]:
+    """The ``[auth.oidc]`` providers' keys and their HTTP client (also without providers: a
+    reload may add one); the keys held survive reloads."""
+    async with open_jwks(app[appkeys.CLOCK]) as cache:
+        cache.on_fetch = app[appkeys.METRICS].observe_jwks_fetch
+        app[appkeys.JWKS] = cache
+        yield
 
 
 async def caches(app: web.Application) -> AsyncIterator[None]:
@@ -160,6 +170,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
     app.cleanup_ctx.append(heap_trimmer)
     app.cleanup_ctx.append(caches)
     app.cleanup_ctx.append(s3_sources)
+    app.cleanup_ctx.append(jwks_cache)
     if config.auth.revocations_url is not None:
         app.cleanup_ctx.append(revocations_poller)
     if config.cache.store is not None:

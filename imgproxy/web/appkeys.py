@@ -19,6 +19,7 @@ from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.variant_store import VariantStore
 from imgproxy.transform.variants import VariantService
 from imgproxy.web.health import Readiness
+from imgproxy.web.jwks import JwksCache
 from imgproxy.web.live import Live, Settings
 from imgproxy.web.metrics import Metrics
 from imgproxy.web.polling import PolledRevocations
@@ -44,6 +45,7 @@ LIMITER: Final = web.AppKey("limiter", Limiter)  # [limits]: on the host's table
 VARIANTS: Final = web.AppKey("variants", VariantService)
 STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]
 POLLED: Final = web.AppKey("imgproxy.polled", PolledRevocations)  # only with auth.revocations_url
+JWKS: Final = web.AppKey("imgproxy.jwks", JwksCache)  # [auth.oidc] keys, kept across reloads
 METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the metrics endpoint listens
 
 # Per request, set by middleware.observe.

@@ -117,6 +117,15 @@ class Metrics:
             "imgproxy_rate_limited", "Requests refused (429) by a [limits] rate, by budget "
             "(originals, transforms) and dimension (signature, key, token, sub, client).",
             ["budget", "dimension"], registry=reg)
+        self.auth_failures = Counter(
+            "imgproxy_auth_failures", "Requests refused for their credentials (401, 403), by the error "
+            "code clients see (unauthorized, invalid_token, invalid_signature, expired, out_of_scope, ...); "
+            "a JWT's by the check it failed (jwt_expired, jwt_signature, jwt_unknown_kid, ...).",
+            ["reason"], registry=reg)
+        self.jwks_fetches = Counter(
+            "imgproxy_jwks_fetches", "Fetches of an [auth.oidc] provider's keys (discovery included), by "
+            "provider and result (ok, error: the keys held stay in use).", ["provider", "result"],
+            registry=reg)
         # What is in force in this process (one series per worker with several: pid label).
         self.config_info = Gauge("imgproxy_config_info",
                                  "1 for the config version in force in this process (a digest of the "
@@ -154,6 +163,12 @@ class Metrics:
 
     def observe_rate_limited(self, budget: str, dimension: str) -> None:
         self.rate_limited.labels(budget, dimension).inc()
+
+    def observe_auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()
+
+    def observe_jwks_fetch(self, provider: str, result: str) -> None:
+        self.jwks_fetches.labels(provider, result).inc()
 
     def observe_pool_exhausted(self, source: str, pool: str) -> None:
         self.pool_exhausted.labels(source, pool).inc()

@@ -25,12 +25,15 @@ from aiohttp.web_protocol import RequestPayloadError
 from imgproxy.config import LogFormat
 from imgproxy.errors import (
     BodyTooLarge,
+    Forbidden,
+    InvalidJwt,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
     Overloaded,
     ProxyError,
     RateLimited,
+    Unauthorized,
 )
 from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol import accesslog
@@ -98,6 +101,8 @@ async def answer(request: web.Request, handler: Handler, facts: RequestFacts) ->
         response: web.StreamResponse = error_response(exc, request_id)
         if isinstance(exc, RateLimited):
             facts.limited = (exc.budget, exc.dimension)
+        if isinstance(exc, Unauthorized | Forbidden):  # the failures metric's reason
+            facts.denied = f"jwt_{exc.reason}" if isinstance(exc, InvalidJwt) else exc.code
         # An overload is the limits working (WARNING); other 5xx need an operator (ERROR).
         level = (logging.WARNING if isinstance(exc, Overloaded) else logging.ERROR) \
             if exc.status >= 500 else logging.INFO
@@ -243,3 +248,5 @@ def write_access_log(request: web.Request, response: web.StreamResponse, facts: 
             metrics.observe_s3_interrupted()
         if facts.limited is not None:
             metrics.observe_rate_limited(*facts.limited)
+        if facts.denied is not None:
+            metrics.observe_auth_failure(facts.denied)

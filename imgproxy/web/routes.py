@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from imgproxy.auth.batch import parse_batch, sign_items
-from imgproxy.auth.principal import Principal, authorize
+from imgproxy.auth.batch import Signer, parse_batch, sign_items
+from imgproxy.auth.principal import Principal, authorize, identify_bearer
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
-from imgproxy.auth.tokens import find_token, parse_bearer
 from imgproxy.delivery.originals import Context, respond_original
 from imgproxy.delivery.policy import Delivery
 from imgproxy.delivery.responses import variant_response
@@ -42,11 +41,13 @@ async def image(request: web.Request) -> web.StreamResponse:
         facts.key = target.key
     else:
         facts.key_hash = key_hash(settings.key_hash_secret, target.source, target.key)
-    # 2. Who asks, and may they: signature (key, scopes, revocations) or bearer token; nothing
-    #    touches S3 before this.
-    principal = authorize(target.source, target.key, params,
-                          request.headers.get(hdrs.AUTHORIZATION),
-                          settings.auth, request.app[appkeys.CLOCK]())
+    # 2. Who asks, and may they: signature (key, scopes, revocations), bearer token or JWT (its
+    #    provider's keys fetched first if the token names one not held); nothing touches S3 before.
+    authorization, jwks = request.headers.get(hdrs.AUTHORIZATION), request.app[appkeys.JWKS]
+    if "sig" not in params:
+        await jwks.prepare(authorization, settings.auth.oidc)
+    principal = authorize(target.source, target.key, params, authorization, settings.auth,
+                          request.app[appkeys.CLOCK](), jwks.keys_for)
     record_principal(facts, principal, config.auth.durable_max_age)
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(settings, target.source)
@@ -78,15 +79,18 @@ async def sign_batch(request: web.Request) -> web.Response:
     """POST /sign: signed proxy URLs for a list of {source, key, params}, in order."""
     settings = request[SETTINGS]
     config = settings.config
-    # 1. Who: a bearer token that has sign scopes.
+    # 1. Who: a bearer token that has sign scopes, or a JWT (signing for its user, in its scopes).
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
         raise Unauthorized("no credentials for /sign")
-    token = find_token(parse_bearer(header), settings.auth.tokens)
-    request[FACTS].principal = f"token:{token.name}"
-    if not token.sign_scopes:
-        raise OutOfScope(f"token {token.name!r} has no sign scopes",
-                         public_message="This token may not sign URLs (it has no sign_scopes).")
+    jwks = request.app[appkeys.JWKS]
+    await jwks.prepare(header, settings.auth.oidc)
+    principal = identify_bearer(header, settings.auth, jwks.keys_for, request.app[appkeys.CLOCK]())
+    record_principal(request[FACTS], principal, config.auth.durable_max_age)
+    if not principal.sign_scopes:
+        raise OutOfScope(f"{principal.kind} {principal.name!r} has no sign scopes", public_message=(
+            "This token may not sign URLs (it has no sign_scopes)." if principal.kind == "token"
+            else "This token's claims grant no scopes to sign."))
     if not config.auth.keys:
         raise NotFound("no signing keys", public_message="This server has no signing appkeys.")
     # 2. What: a JSON body within jsonbody's limits (media type, size, time, admission, strict JSON).
@@ -99,8 +103,10 @@ async def sign_batch(request: web.Request) -> web.Response:
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
     now = request.app[appkeys.CLOCK]()
     limits = settings.auth.key_limits(kid)
-    answers = sign_items(items, token=token, sources=config.sources.keys(), signer=signer, limits=limits,
-                         check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
+    signer_for = Signer(f"{principal.kind} {principal.name!r}", principal.sign_scopes,
+                        principal.sub if principal.kind == "jwt" else None)
+    answers = sign_items(items, signer_for=signer_for, sources=config.sources.keys(), signer=signer,
+                         limits=limits, check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
@@ -108,13 +114,16 @@ async def sign_batch(request: web.Request) -> web.Response:
 
 
 def record_principal(facts: RequestFacts, principal: Principal, durable_max_age: float) -> None:
-    """Who asked, for the access log (key id or token name, and the viewer); a durable URL's
-    answers are cached at most ``durable_max_age`` (``middleware.stamp_facts``, ``offload``)."""
+    """Who asked, for the access log (key id, token name or ``jwt:PROVIDER:SUB``, and the viewer);
+    a durable URL's answers are cached at most ``durable_max_age`` (``middleware.stamp_facts``,
+    ``offload``)."""
     facts.principal = f"{principal.kind}:{principal.name}"
     if principal.kind == "signature":
         facts.kid = principal.name
-    else:
+    elif principal.kind == "token":
         facts.token = principal.name
+    else:
+        facts.principal = f"jwt:{principal.name}:{principal.sub}"
     facts.sub = principal.sub
     if principal.durable:
         facts.max_age_cap = durable_max_age
