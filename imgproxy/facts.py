@@ -67,7 +67,7 @@ class RequestFacts:
     source: str | None = None
     key: str | None = None  # logged only with server.log_keys
     key_hash: str | None = None  # without log_keys: a keyed hash of source and key (audits match it)
-    principal: str | None = None  # "signature:KID", "token:NAME" or "jwt:PROVIDER:SUB"
+    principal: str | None = None  # "signature:KID", "token:NAME", "jwt:PROVIDER:SUB", "forward:USER"
     kid: str | None = None  # a signed URL's key id
     token: str | None = None  # a bearer token's name
     sub: str | None = None  # the signed viewer id, or a JWT's sub

@@ -39,7 +39,7 @@ import pytest
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from nginx_site import NGINX, Authority, NginxError, Tls, make_tls
-from processes import PHOTO, PHOTO_KEY, Process, command, free_port, write_config
+from processes import PHOTO, PHOTO_KEY, Process, command, free_port, http_get, write_config
 from s3_gate import Forwarder, S3Gate
 from support import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
 from yarl import URL
@@ -650,3 +650,50 @@ def test_preflight_through_nginx_is_imgproxys(accel_cors: Stack) -> None:
     assert answer.status == 204
     assert answer.headers["Access-Control-Allow-Origin"] == DASH
     assert "Authorization" in answer.headers["Access-Control-Allow-Headers"].split(", ")
+
+
+# --- forward-auth: a client's own identity headers never pass the shipped configs -----------------
+
+FORWARD_KEY: Final = "employees/ada.png"
+FORWARDED: Final = {"X-Forwarded-User": "mallory", "X-Forwarded-Groups": "employees",
+                    "X-Auth-Request-User": "mallory"}
+
+
+@pytest.fixture(scope="module")
+def forward_stacks(launch: Launch, moto_endpoint: str, nginx_bucket: str,
+                   s3: Any) -> Callable[[str], tuple[Stack, int]]:
+    """``forward_stacks(site_file)``: imgproxy with ``[auth.forward]`` trusting nginx (127.0.0.1)
+    for X-Forwarded-User and X-Auth-Request-User, behind the shipped ``site_file``; and
+    imgproxy's own port."""
+    s3.put_object(Bucket=nginx_bucket, Key=FORWARD_KEY, Body=PHOTO, ContentType="image/png")
+    stacks: dict[str, tuple[Stack, int]] = {}
+
+    def get(site_name: str) -> tuple[Stack, int]:
+        if site_name not in stacks:
+            data = config_data(moto_endpoint, nginx_bucket)
+            data["server"]["trusted_proxies"] = ["127.0.0.1/32"]
+            data["delivery"] = {"mode": "stream"}
+            data["auth"]["forward"] = {
+                "trusted_proxies": ["127.0.0.1/32"], "extra_headers": {"proxy_user": "X-Auth-Request-User"},
+                "rules": [{"claim": "groups", "equals": "employees", "scopes": ["photos:employees/*"]},
+                          {"claim": "proxy_user", "equals": "mallory", "scopes": ["photos:employees/*"]}]}
+            stack = launch(f"forward-{site_name}", site_name, data)
+            stacks[site_name] = stack, data["server"]["port"]
+        return stacks[site_name]
+
+    return get
+
+
+@pytest.mark.parametrize("site_name", ["nginx.conf", "nginx-stream.conf"])
+def test_client_sent_forward_auth_headers_do_not_pass_nginx(
+        forward_stacks: Callable[[str], tuple[Stack, int]], site_name: str) -> None:
+    stack, imgproxy_port = forward_stacks(site_name)
+    # The same headers straight from 127.0.0.1 (a trusted peer) would be believed...
+    direct = http_get(f"http://127.0.0.1:{imgproxy_port}/img/photos/{FORWARD_KEY}", FORWARDED)
+    assert direct.status == 200
+    assert stack.access_log(direct.headers["X-Request-Id"])["auth"] == "forward:mallory"
+    # ... but nginx clears them, so through it the request has no credentials.
+    answer = stack.request(f"/img/photos/{FORWARD_KEY}", FORWARDED, source=CLIENT)
+    assert answer.status == 401
+    assert answer.json()["error"] == "unauthorized"
+    assert "auth" not in stack.access_log(answer.headers["X-Request-Id"])

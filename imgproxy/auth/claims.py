@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from imgproxy.config import ConfigError, Scope
-from imgproxy.config.oidc import OidcConfig, ScopeRule, ScopeTemplate
+from imgproxy.config.oidc import ScopeRule, ScopeTemplate
 
 MAX_CLAIM_SCOPES: Final = 100  # scope strings read from scopes_claim at most; the rest are ignored
 MAX_VALUE_CHARS: Final = 256  # a claim value filling a placeholder
 _UNSAFE: Final = re.compile(r"[/*\\\x00-\x1f\x7f-\x9f{}]|\.\.")
+
+
+class ClaimRules(Protocol):
+    """What turns claims into scopes: an ``[auth.oidc.NAME]`` provider's, or ``[auth.forward]``."""
+
+    @property
+    def scopes_claim(self) -> str | None: ...
+    @property
+    def allow_broad_scopes(self) -> bool: ...
+    @property
+    def rules(self) -> tuple[ScopeRule, ...]: ...
 
 
 def segment_value(value: object) -> str | None:
@@ -73,8 +84,8 @@ def claimed_scopes(value: object, allow_broad: bool) -> list[Scope]:
     return scopes
 
 
-def claim_scopes(claims: Mapping[str, Any], provider: OidcConfig) -> tuple[Scope, ...]:
-    """Every scope the token's claims earn under ``provider``'s config, without repeats."""
+def claim_scopes(claims: Mapping[str, Any], provider: ClaimRules) -> tuple[Scope, ...]:
+    """Every scope the claims earn under ``provider``'s rules, without repeats."""
     found: list[Scope] = []
     if provider.scopes_claim is not None:
         found += claimed_scopes(claims.get(provider.scopes_claim), provider.allow_broad_scopes)

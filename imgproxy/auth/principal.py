@@ -2,9 +2,10 @@
 
 Pure. A ``sig`` parameter means a signed URL; otherwise an ``Authorization`` header means a
 bearer token: a configured static token (looked up in constant time, always), else a JWT of an
-``[auth.oidc]`` provider; otherwise the request has no credentials (401). A credential that fails
-never falls through to the next kind. Nothing here touches storage, so the answer never depends
-on whether the object exists.
+``[auth.oidc]`` provider; otherwise the user an ``[auth.forward]`` proxy names in headers (only
+when the caller found the direct peer trusted); otherwise the request has no credentials (401).
+A credential that fails never falls through to the next kind. Nothing here touches storage, so
+the answer never depends on whether the object exists.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from imgproxy.auth.forward import ForwardPolicy, identify_forward
 from imgproxy.auth.oidc import KeyLookup, is_jwt, verify_jwt
 from imgproxy.auth.revocations import RevocationList
 from imgproxy.auth.signing import require_no_reserved, verify_url
@@ -36,6 +38,7 @@ class AuthPolicy:
     # URLs cannot be checked, and get 503 (never fail open).
     revocations: RevocationList | None = field(default_factory=RevocationList)
     oidc: Mapping[str, OidcConfig] = field(default_factory=lambda: MappingProxyType({}))
+    forward: ForwardPolicy | None = None
 
     def __repr__(self) -> str:
         return (f"AuthPolicy(keys={sorted(self.keys)}, tokens={[t.name for t in self.tokens]}, "
@@ -54,6 +57,7 @@ class AuthPolicy:
             limits=dict(config.auth.key_limits),
             revocations=revocations,
             oidc=config.auth.oidc,
+            forward=None if config.auth.forward is None else ForwardPolicy.from_config(config.auth.forward),
         )
 
     def key_limits(self, kid: str) -> KeyLimits:
@@ -62,13 +66,13 @@ class AuthPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request is authorized as. ``name`` (the key id, token name or OIDC provider name)
-    and ``sub`` (a signed viewer id, or a JWT's subject) are logged; ``sig`` (a signed URL's
-    signature, what rate limits and revocations key on) never is."""
+    """Who a request is authorized as. ``name`` (the key id, token name, OIDC provider name or
+    forwarded user) and ``sub`` (a signed viewer id, a JWT's subject, the forwarded user) are
+    logged; ``sig`` (a signed URL's signature, what rate limits and revocations key on) never is."""
 
-    kind: Literal["signature", "token", "jwt"]
-    name: str  # the key id, token name or [auth.oidc.NAME]: safe to log
-    sub: str | None = None  # the signed viewer id, or a JWT's sub
+    kind: Literal["signature", "token", "jwt", "forward"]
+    name: str  # the key id, token name, [auth.oidc.NAME] or forwarded user: safe to log
+    sub: str | None = None  # the signed viewer id, a JWT's sub, or the forwarded user
     sig: str | None = field(default=None, repr=False)  # a signed URL's signature
     durable: bool = False  # a signed URL without exp (a durable key's)
     # A bearer's: what it may read, and what POST /sign may sign for it (a JWT's: its claim scopes).
@@ -105,7 +109,10 @@ def authorize(
     policy: AuthPolicy,
     now: float,
     jwks: KeyLookup = no_keys,
+    forwarded: Mapping[str, str] | None = None,
 ) -> Principal:
+    """``forwarded``: the request's headers when ``[auth.forward]`` is on and the direct peer is one
+    of its trusted proxies, else None (forward-auth headers are then not read)."""
     if "sig" in params:
         if not policy.keys:
             raise Unauthorized("signed URL but no signing keys configured",
@@ -118,10 +125,18 @@ def authorize(
         issued = url.issued(policy.key_limits(url.kid).max_ttl, policy.clock_skew)
         policy.revocations.check(source, key, url, issued)
         return Principal("signature", url.kid, sub=url.sub, sig=url.sig, durable=url.exp is None)
-    if authorization is not None and (policy.tokens or policy.oidc):
-        require_no_reserved(params)
-        principal = identify_bearer(authorization, policy, jwks, now)
-        if not principal.allows(source, key):
-            raise OutOfScope(f"{principal.kind} {principal.name!r} has no scope for this path")
-        return principal
-    raise Unauthorized("no credentials")
+    principal = None
+    if authorization is not None:
+        if policy.tokens or policy.oidc:
+            require_no_reserved(params)
+            principal = identify_bearer(authorization, policy, jwks, now)
+    elif forwarded is not None and policy.forward is not None:
+        identity = identify_forward(forwarded, policy.forward.config)
+        if identity is not None:
+            require_no_reserved(params)
+            principal = Principal("forward", identity.user, sub=identity.user, scopes=identity.scopes)
+    if principal is None:
+        raise Unauthorized("no credentials")
+    if not principal.allows(source, key):
+        raise OutOfScope(f"{principal.kind} {principal.name!r} has no scope for this path")
+    return principal

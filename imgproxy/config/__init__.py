@@ -95,9 +95,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
                for name in sources_table.data}
     if not sources:
         raise ConfigError("sources: define at least one [sources.NAME] table")
-    if not auth.keys and not auth.tokens and not auth.oidc:
-        raise ConfigError("auth: define at least one signing key (auth.keys), bearer token (auth.tokens) "
-                          "or identity provider (auth.oidc)")
+    if not auth.keys and not auth.tokens and not auth.oidc and auth.forward is None:
+        raise ConfigError("auth: define at least one signing key (auth.keys), bearer token (auth.tokens), "
+                          "identity provider (auth.oidc) or auth proxy (auth.forward)")
     transform = read_transform(root.table("transform"))
     cache = read_cache(root.table("cache"), env)
     metrics = read_metrics(root.table("metrics"))
@@ -106,7 +106,8 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     root.reject_unknown()
     check_revocations_reach(auth, sources, cache)
     if not auth.keys and not auth.tokens and log.key_hash_secret is None and not server.log_keys:
-        raise ConfigError("log.key_hash_secret: required when auth has only [auth.oidc] providers (the "
+        raise ConfigError("log.key_hash_secret: required when auth has only [auth.oidc] providers or "
+                          "[auth.forward] (the "
                           "access log's key_hash is otherwise derived from a signing key or token)")
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
                   cache=cache, metrics=metrics, log=log, limits=limits)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from imgproxy.config.forward import read_forward
 from imgproxy.config.model import AuthConfig, CacheConfig, KeyLimits, Scope, SourceConfig, TokenConfig
 from imgproxy.config.oidc import read_oidc
 from imgproxy.config.reader import Table
@@ -143,6 +144,7 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
         revocations_interval=t.duration("revocations_interval", base.revocations_interval,
                                         MIN_REVOCATIONS_INTERVAL, MAX_REVOCATIONS_INTERVAL),
         oidc=read_oidc(t.table("oidc")),
+        forward=read_forward(t.table("forward")),
     )
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "

@@ -18,6 +18,7 @@ from imgproxy.config.values import (
 )
 
 if TYPE_CHECKING:
+    from imgproxy.config.forward import ForwardConfig
     from imgproxy.config.oidc import OidcConfig
 
 
@@ -173,6 +174,8 @@ class AuthConfig:
     revocations_interval: float = 30.0
     # [auth.oidc.NAME]: identity providers whose JWTs are bearer tokens (config/oidc.py).
     oidc: Mapping[str, OidcConfig] = field(default_factory=lambda: MappingProxyType({}))
+    # [auth.forward]: an auth proxy's user and groups headers (config/forward.py); None: off.
+    forward: ForwardConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,16 +115,9 @@ def read_rule(t: Table) -> ScopeRule:
     return ScopeRule(scopes=scopes, claim=claim, equals=equals)
 
 
-def read_provider(name: str, t: Table) -> OidcConfig:
-    issuer = check_fetch_url(t.string("issuer", required=True), t.where("issuer"))
-    jwks_url = t.optional_string("jwks_url")
-    if jwks_url is not None:
-        check_fetch_url(jwks_url, t.where("jwks_url"))
-    algorithms = t.string_list("algorithms", DEFAULT_ALGORITHMS)
-    wrong = [alg for alg in algorithms if alg not in SUPPORTED_ALGORITHMS]
-    if wrong or not algorithms:
-        raise ConfigError(f"{t.where('algorithms')}: {wrong[0] if wrong else 'an empty list'!r} is not "
-                          f"allowed; choose from {', '.join(SUPPORTED_ALGORITHMS)} (never none or HS*)")
+def read_scope_rules(t: Table) -> tuple[str | None, tuple[ScopeRule, ...]]:
+    """``scopes_claim`` and ``[[rules]]`` of a table (an OIDC provider's, or ``[auth.forward]``):
+    at least one of them, or its identities would grant nothing."""
     scopes_claim = t.optional_string("scopes_claim")
     if scopes_claim is not None and not CLAIM_NAME.fullmatch(scopes_claim):
         raise ConfigError(f"{t.where('scopes_claim')}: {scopes_claim!r} is not a claim name")
@@ -136,6 +129,20 @@ def read_provider(name: str, t: Table) -> OidcConfig:
     if scopes_claim is None and not rules:
         raise ConfigError(f"{t.path}: set scopes_claim or add [[{t.where('rules')}]] (a token would "
                           "grant nothing)")
+    return scopes_claim, rules
+
+
+def read_provider(name: str, t: Table) -> OidcConfig:
+    issuer = check_fetch_url(t.string("issuer", required=True), t.where("issuer"))
+    jwks_url = t.optional_string("jwks_url")
+    if jwks_url is not None:
+        check_fetch_url(jwks_url, t.where("jwks_url"))
+    algorithms = t.string_list("algorithms", DEFAULT_ALGORITHMS)
+    wrong = [alg for alg in algorithms if alg not in SUPPORTED_ALGORITHMS]
+    if wrong or not algorithms:
+        raise ConfigError(f"{t.where('algorithms')}: {wrong[0] if wrong else 'an empty list'!r} is not "
+                          f"allowed; choose from {', '.join(SUPPORTED_ALGORITHMS)} (never none or HS*)")
+    scopes_claim, rules = read_scope_rules(t)
     ca_bundle = t.optional_string("ca_bundle")
     if ca_bundle is not None:
         check_ca_bundle(ca_bundle, t.where("ca_bundle"))

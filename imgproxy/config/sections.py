@@ -40,7 +40,7 @@ def _alternatives(kind: type[StrEnum]) -> str:
     return f"{', '.join(others)} or {last}" if others else last
 
 
-def _networks(t: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def read_networks(t: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
     networks = t.string_list(key, default)
     for cidr in networks:
         try:
@@ -79,7 +79,7 @@ def read_server(t: Table) -> ServerConfig:
         inline_types=tuple(m.lower() for m in inline),
         log_keys=t.boolean("log_keys", base.log_keys),
         max_query_params=t.integer("max_query_params", base.max_query_params, 4, 256),
-        trusted_proxies=_networks(t, "trusted_proxies", base.trusted_proxies),
+        trusted_proxies=read_networks(t, "trusted_proxies", base.trusted_proxies),
         header_timeout=t.duration("header_timeout", base.header_timeout, 0.1, 3600),
         body_timeout=t.duration("body_timeout", base.body_timeout, 0.1, 3600),
         send_timeout=t.duration("send_timeout", base.send_timeout, 0.1, 3600),

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
+from imgproxy.auth.forward import UntrustedPeers
 from imgproxy.background import running
 from imgproxy.cache import HotCounter, LocalFlight, MetadataCache, VariantCache
 from imgproxy.config import Config
@@ -165,6 +166,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
     metrics = app[appkeys.METRICS] = Metrics(multiprocess_dir())
     metrics.observe_in_force(live.current.version, live.current.auth.revocations)
     app[appkeys.BODY_SLOTS] = BodySlots(MAX_BODIES)
+    app[appkeys.UNTRUSTED_PEERS] = UntrustedPeers()
     limits = SendLimits(config.server.send_timeout, config.server.min_send_rate)
     app[appkeys.SEND_WATCHDOG] = SendWatchdog(limits, on_cut=app[appkeys.METRICS].observe_connection_closed)
     app.cleanup_ctx.append(heap_trimmer)

@@ -9,6 +9,7 @@ from typing import Final
 
 from aiohttp import web
 
+from imgproxy.auth.forward import UntrustedPeers
 from imgproxy.cache import Flight, HotCounting, MetadataCaching, VariantCaching
 from imgproxy.config import Config, LogFormat
 from imgproxy.facts import RequestFacts
@@ -33,6 +34,7 @@ LOG_FORMAT: Final = web.AppKey("log_format", LogFormat)
 METRICS: Final = web.AppKey("metrics", Metrics)
 SEND_WATCHDOG: Final = web.AppKey("send_watchdog", SendWatchdog)
 BODY_SLOTS: Final = web.AppKey("imgproxy.body_slots", BodySlots)
+UNTRUSTED_PEERS: Final = web.AppKey("imgproxy.untrusted_peers", UntrustedPeers)  # forward-auth's log
 # Set by the cleanup contexts, once started.
 SOURCES: Final[web.AppKey[Mapping[str, S3Source]]] = web.AppKey("sources")
 READINESS: Final = web.AppKey("readiness", Readiness)

@@ -25,6 +25,7 @@ from imgproxy.storage.s3 import S3Source
 from imgproxy.transform.variants import Wanted
 from imgproxy.web import appkeys
 from imgproxy.web.appkeys import FACTS, SEND_WATCH, SETTINGS
+from imgproxy.web.forward import believed_headers
 from imgproxy.web.live import Settings
 
 
@@ -42,12 +43,15 @@ async def image(request: web.Request) -> web.StreamResponse:
     else:
         facts.key_hash = key_hash(settings.key_hash_secret, target.source, target.key)
     # 2. Who asks, and may they: signature (key, scopes, revocations), bearer token or JWT (its
-    #    provider's keys fetched first if the token names one not held); nothing touches S3 before.
+    #    provider's keys fetched first if the token names one not held), or the user a trusted
+    #    auth proxy names ([auth.forward]); nothing touches S3 before.
     authorization, jwks = request.headers.get(hdrs.AUTHORIZATION), request.app[appkeys.JWKS]
+    forwarded = None
     if "sig" not in params:
         await jwks.prepare(authorization, settings.auth.oidc)
+        forwarded = believed_headers(request) if authorization is None else None
     principal = authorize(target.source, target.key, params, authorization, settings.auth,
-                          request.app[appkeys.CLOCK](), jwks.keys_for)
+                          request.app[appkeys.CLOCK](), jwks.keys_for, forwarded)
     record_principal(facts, principal, config.auth.durable_max_age)
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(settings, target.source)
@@ -80,6 +84,7 @@ async def sign_batch(request: web.Request) -> web.Response:
     settings = request[SETTINGS]
     config = settings.config
     # 1. Who: a bearer token that has sign scopes, or a JWT (signing for its user, in its scopes).
+    #    Forward-auth headers are not read here: a forwarded user authorizes GET/HEAD on /img only.
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
         raise Unauthorized("no credentials for /sign")
@@ -114,7 +119,8 @@ async def sign_batch(request: web.Request) -> web.Response:
 
 
 def record_principal(facts: RequestFacts, principal: Principal, durable_max_age: float) -> None:
-    """Who asked, for the access log (key id, token name or ``jwt:PROVIDER:SUB``, and the viewer);
+    """Who asked, for the access log (key id, token name, ``jwt:PROVIDER:SUB`` or ``forward:USER``,
+    and the viewer);
     a durable URL's answers are cached at most ``durable_max_age`` (``middleware.stamp_facts``,
     ``offload``)."""
     facts.principal = f"{principal.kind}:{principal.name}"
@@ -122,7 +128,7 @@ def record_principal(facts: RequestFacts, principal: Principal, durable_max_age:
         facts.kid = principal.name
     elif principal.kind == "token":
         facts.token = principal.name
-    else:
+    elif principal.kind == "jwt":
         facts.principal = f"jwt:{principal.name}:{principal.sub}"
     facts.sub = principal.sub
     if principal.durable:
