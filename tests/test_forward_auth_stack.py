@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from support import SCOPED_TOKEN, ProxyFactory
 
 from imgproxy.auth.signing import UrlSigner
+from imgproxy.web.appkeys import LIVE
 
 JPEG = b"\xff\xd8\xff\xe0" + b"f" * 300
 Client = TestClient[Any, Any]
@@ -151,3 +152,9 @@ async def test_post_sign_does_not_read_forward_headers(client: Client) -> None:
     response = await client.post("/sign", json={"items": [{"source": "photos", "key": "users/ada/me.jpg"}]},
                                  headers=ADA)
     assert response.status == 401
+
+
+async def test_a_reload_changes_which_peers_are_trusted(proxy: ProxyFactory, client: Client) -> None:
+    assert await status_and_code(client, "employees/ada.jpg", ADA) == (200, None)
+    await client.app[LIVE].switch(proxy.config(auth=forward(["10.0.0.0/8"])), "reloaded")
+    assert await status_and_code(client, "employees/ada.jpg", ADA) == (401, "unauthorized")

@@ -21,6 +21,7 @@ TOKEN = Principal("token", "ops")
     (TOKEN, "-", EVERY, ["token"]),  # no address known (a Unix socket): not limited by address
     # A JWT's user: per_sub (its provider's name is no one principal, so per_token does not apply).
     (Principal("jwt", "corp", sub="ada"), "203.0.113.9", EVERY, ["sub", "client"]),
+    (Principal("forward", "ada", sub="ada"), "203.0.113.9", EVERY, ["sub", "client"]),
     (SIGNED, "203.0.113.9", BudgetLimits(per_client=RATE), ["client"]),
     (SIGNED, "203.0.113.9", BudgetLimits(), []),
 ])
