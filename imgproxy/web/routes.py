@@ -120,9 +120,8 @@ async def sign_batch(request: web.Request) -> web.Response:
 
 def record_principal(facts: RequestFacts, principal: Principal, durable_max_age: float) -> None:
     """Who asked, for the access log (key id, token name, ``jwt:PROVIDER:SUB`` or ``forward:USER``,
-    and the viewer);
-    a durable URL's answers are cached at most ``durable_max_age`` (``middleware.stamp_facts``,
-    ``offload``)."""
+    and the viewer); a durable URL's answers are cached at most ``durable_max_age``
+    (``middleware.stamp_facts``, ``offload``)."""
     facts.principal = f"{principal.kind}:{principal.name}"
     if principal.kind == "signature":
         facts.kid = principal.name

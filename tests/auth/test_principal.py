@@ -7,10 +7,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from imgproxy.auth.forward import ForwardPolicy
 from imgproxy.auth.principal import AuthPolicy, Principal, authorize
 from imgproxy.auth.signing import parse_query, sign_url
 from imgproxy.auth.tokens import load_tokens
 from imgproxy.config import Scope, Secret, TokenConfig
+from imgproxy.config.forward import ForwardConfig
+from imgproxy.config.oidc import ScopeRule, ScopeTemplate
 from imgproxy.errors import (
     BadRequest,
     ExpiredSignature,
@@ -143,3 +146,47 @@ def test_auth_policy_repr_hides_keys_and_token_digests() -> None:
     text = repr(POLICY)
     assert SECRET.decode() not in text
     assert all(token.digest.hex() not in text and repr(token.digest) not in text for token in TOKENS)
+
+
+# --- forward-auth: after the signature and the bearer, never instead of a failing one -------------
+
+FORWARD = AuthPolicy(keys={"k1": SECRET}, tokens=TOKENS, max_ttl=3600, clock_skew=60,
+                     forward=ForwardPolicy.from_config(ForwardConfig(
+                         trusted_proxies=("127.0.0.1/32",),
+                         rules=(ScopeRule((ScopeTemplate.parse("photos:users/{sub}/*", "t"),)),))))
+ADA = {"X-Forwarded-User": "ada"}
+
+
+def forwarded(key: str, headers: Mapping[str, str] | None, authorization: str | None = None,
+              params: Mapping[str, str] | None = None) -> Principal:
+    return authorize("photos", key, params or {}, authorization, FORWARD, now=NOW, forwarded=headers)
+
+
+def test_a_forwarded_user_is_a_forward_principal_in_its_scopes() -> None:
+    principal = forwarded("users/ada/me.jpg", ADA)
+    assert (principal.kind, principal.name, principal.sub) == ("forward", "ada", "ada")
+    with pytest.raises(OutOfScope):
+        forwarded("users/bob/me.jpg", ADA)
+
+
+def test_headers_the_caller_did_not_believe_are_no_credentials() -> None:
+    with pytest.raises(Unauthorized):
+        forwarded("users/ada/me.jpg", None)
+    with pytest.raises(Unauthorized):
+        forwarded("users/ada/me.jpg", {"X-Forwarded-Groups": "staff"})  # no user: no identity
+
+
+def test_a_bearer_decides_alone_when_forward_headers_come_too() -> None:
+    with pytest.raises(InvalidToken):
+        forwarded("users/ada/me.jpg", ADA, authorization="Bearer " + "n" * 40)
+    assert forwarded("users/ada/me.jpg", ADA, authorization=f"Bearer {OPS_TOKEN}").kind == "token"
+
+
+def test_a_signature_decides_alone_when_forward_headers_come_too() -> None:
+    with pytest.raises(InvalidSignature):
+        forwarded("users/ada/me.jpg", ADA, params={**signed_params("users/ada/me.jpg"), "sig": "A" * 43})
+
+
+def test_a_forwarded_user_may_not_send_signing_parameters() -> None:
+    with pytest.raises(BadRequest):
+        forwarded("users/ada/me.jpg", ADA, params={"exp": "1"})
