@@ -302,11 +302,10 @@ def verify_url(
     if iat is not None and iat > now + clock_skew:
         raise InvalidParameter("iat in the future",
                                public_message="Parameter 'iat' lies in the future.")
-    if exp is None:
-        pass  # a durable key's URL: valid while the key, its scopes and the revocations allow
-    elif exp < now:
+    # Without exp (a durable key's URL): valid while the key, its scopes and the revocations allow.
+    if exp is not None and exp < now:
         raise ExpiredSignature("expired")
-    elif exp > now + min(max_ttl, limit.max_ttl) + clock_skew:
+    if exp is not None and exp > now + min(max_ttl, limit.max_ttl) + clock_skew:
         raise ExpiryTooFar("exp beyond max_ttl")
     return SignedUrl(kid, exp, iat, sub, sig)
 
