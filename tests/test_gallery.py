@@ -138,28 +138,29 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         yield running
 
 
-def visit_twice(browser: Browser, demo: Demo, path: str, screenshot: Path) -> Visit:
+def visit_twice(browser: Browser, demo: Demo, path: str, screenshot: Path, hover: int) -> Visit:
+    """Two loads of ``path``; the second hovers the ``hover``-th photo and saves a screenshot."""
     url = demo.page_url + path.removeprefix("/")
     with browser.tab() as tab:
         first = load_page(tab, url, demo.metrics_url, 0, None)
     # A new tab in the same profile: only the HTTP cache and the cookies are shared with the first.
     with browser.tab() as tab:
-        second = load_page(tab, url, demo.metrics_url, 8, screenshot)
+        second = load_page(tab, url, demo.metrics_url, hover, screenshot)
         if second.body["expires"] != first.body["expires"]:  # signed: the hour turned in between
-            second = load_page(tab, url, demo.metrics_url, 8, screenshot)  # once more
+            second = load_page(tab, url, demo.metrics_url, hover, screenshot)  # once more
     return Visit(first, second, screenshot)
 
 
 @pytest.fixture(scope="module")
 def visit(browser: Browser, demo: Demo) -> Visit:
     """The signed view (``/signed``), twice."""
-    return visit_twice(browser, demo, "/signed", ARTIFACTS / "gallery-signed.png")
+    return visit_twice(browser, demo, "/signed", ARTIFACTS / "gallery-signed.png", 8)
 
 
 @pytest.fixture(scope="module")
 def logins(browser: Browser, demo: Demo) -> dict[str, Visit]:
     """HR's view twice, then the team lead's twice, in the same profile (switching user)."""
-    return {user: visit_twice(browser, demo, f"/?user={user}", ARTIFACTS / f"gallery-{user}.png")
+    return {user: visit_twice(browser, demo, f"/?user={user}", ARTIFACTS / f"gallery-{user}.png", 2)
             for user in ("hr", "lead")}
 
 
