@@ -57,7 +57,7 @@ def directory_lines(b: Banner) -> list[str]:
     return [
         f"  log in as a demo user (a built-in identity provider, for `imgproxy demo` only; keys at "
         f"{b.idp.jwks_url}):",
-        *(f"    {user.name}, {user.role}: {b.base_url}/?user={user.id}" for user in USERS),
+        *(f"    {user.name}, {user.title}: {user.sees}: {b.base_url}/?user={user.id}" for user in USERS),
         f"  no login, signed URLs from one POST /sign per view: {b.base_url}{SIGNED_PATH}",
     ]
 
@@ -89,15 +89,14 @@ def sample_lines(b: Banner) -> list[str]:
 
 def grant_lines(b: Banner, idp: DemoIdp) -> list[str]:
     """The team lead's log-in with curl: a JWT for a cookie grant, then plain URLs."""
-    lead = LEAD
     own = next(p for p in b.people if p.team == LEAD_TEAM)
     other = next(p for p in b.people if p.team != LEAD_TEAM)
-    jwt = idp.token(lead, time.time(), ttl=DEMO_TTL)
+    jwt = idp.token(LEAD, time.time(), ttl=DEMO_TTL)
     session = f"{b.base_url}/session"
     own_url = b.base_url + plain_url(b.source, own.key, CURL_PARAMS)
     other_url = b.base_url + plain_url(b.source, other.key, CURL_PARAMS)
     return [
-        f"Cookie grant with curl, as {lead.name} ({lead.role}; the JWT is valid "
+        f"Cookie grant with curl, as {LEAD.name} ({LEAD.title}; the JWT is valid "
         f"{DEMO_TTL // 60} minutes):",
         f"  curl -fsS -c {COOKIE_JAR} -X POST -H {shlex.quote('Authorization: Bearer ' + jwt)} "
         f"-H 'Content-Type: application/json' -d '{{}}' {shlex.quote(session)}",

@@ -83,14 +83,15 @@ def visible_cards(people: Sequence[Person], source: str, scopes: Sequence[Scope]
 
 
 def user_nav(current: str) -> tuple[NavLink, ...]:
-    users = tuple(NavLink(f"{user.name} ({user.role.split(':')[0]})", f"/?user={user.id}", user.id == current)
+    users = tuple(NavLink(f"{user.name} ({user.title})", f"/?user={user.id}", user.id == current)
                   for user in USERS)
     return (*users, NavLink("no login: signed URLs", SIGNED_PATH, current == "signed"))
 
 
 def user_view(user: DemoUser, token: str, cards: Sequence[Card]) -> View:
     shown = sum(card.is_visible for card in cards)
-    summary = (f"Signed in as <b>{html.escape(user.name)}</b> ({html.escape(user.role)}) · "
+    summary = (f"Signed in as <b>{html.escape(user.name)}</b> ({html.escape(user.title)}: "
+               f"{html.escape(user.sees)}) · "
                f"{shown} of {len(cards)} photos shared with you, the rest are placeholders · one "
                f"<code>POST /session</code> with your JWT, then plain URLs (no <code>sig</code>, no "
                f"<code>exp</code>) that never change")

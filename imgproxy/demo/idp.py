@@ -40,15 +40,16 @@ class DemoUser:
     id: str  # the page's ?user= value
     sub: str
     name: str
-    role: str  # what the page and banner say they may see
+    title: str  # "HR", "team lead, Engineering"
+    sees: str  # what the page and banner say they may see
     claims: Mapping[str, Any] = field(default_factory=dict)  # besides iss, aud, sub, iat, exp
 
 
 LEAD_TEAM: Final = "Engineering"
-HR: Final = DemoUser("hr", "ines.haddad", "Ines Haddad", "HR: sees every employee's photo",
+HR: Final = DemoUser("hr", "ines.haddad", "Ines Haddad", "HR", "sees every employee's photo",
                      {"name": "Ines Haddad", "groups": ["staff", "hr"]})
-LEAD: Final = DemoUser("lead", "kwame.okafor", "Kwame Okafor",
-                       f"team lead, {LEAD_TEAM}: sees only the {LEAD_TEAM} team's photos",
+LEAD: Final = DemoUser("lead", "kwame.okafor", "Kwame Okafor", f"team lead, {LEAD_TEAM}",
+                       f"sees only the {LEAD_TEAM} team's photos",
                        {"name": "Kwame Okafor", "groups": ["staff", "team-leads"], "team": LEAD_TEAM})
 USERS: Final = (HR, LEAD)  # the first is the page's default
 
