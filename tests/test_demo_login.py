@@ -164,7 +164,9 @@ def test_the_leads_page_asks_only_for_their_teams_photos(demo: Demo) -> None:
 
 
 def test_an_unknown_user_is_404(demo: Demo) -> None:
-    assert call(demo.base_url, "GET", "/?user=mallory").status == 404
+    answer = call(demo.base_url, "GET", "/?user=mallory")
+    assert (answer.status, answer.error()) == (404, "not_found")
+    assert "?user=hr" in json.loads(answer.body)["message"]
 
 
 @needs_curl

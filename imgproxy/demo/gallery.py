@@ -36,6 +36,7 @@ from imgproxy.config.oidc import OidcConfig
 from imgproxy.demo.idp import USERS, DemoIdp, DemoUser, find_user
 from imgproxy.demo.page import THUMB, Card, NavLink, View, render_page
 from imgproxy.demo.people import Person
+from imgproxy.errors import NotFound
 from imgproxy.protocol.media import NOSNIFF
 from imgproxy.protocol.paths import image_path
 
@@ -105,7 +106,8 @@ async def user_page(request: web.Request) -> web.Response:
         raise web.HTTPFound(SIGNED_PATH)
     user = find_user(request.query.get("user", USERS[0].id))
     if user is None:
-        raise web.HTTPNotFound(text=f"No such demo user; try {', '.join(u.id for u in USERS)}.\n")
+        raise NotFound("unknown demo user", public_message=(
+            f"No such demo user; try ?user={' or ?user='.join(u.id for u in USERS)}."))
     now = time.time()
     token = gallery.login.idp.token(user, now)
     scopes = claim_scopes(gallery.login.idp.claims(user, now), gallery.login.provider)
