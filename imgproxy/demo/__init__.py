@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import ipaddress
 import secrets
 import signal
 import socket
@@ -26,6 +25,7 @@ from aiohttp import web
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
+from imgproxy.config.grants import is_loopback
 from imgproxy.demo.banner import Banner, banner
 from imgproxy.demo.gallery import Gallery, Login, add_gallery
 from imgproxy.demo.idp import DemoIdp, serve_idp
@@ -86,13 +86,6 @@ class DemoSecrets:
     signing_key: str
     token: str  # reads every image (the curl examples)
     gallery_token: str  # signs URLs for the directory page, reads nothing
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def demo_config(endpoint: str, host: str, port: int,
