@@ -8,6 +8,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from imgproxy.config.fallback import FallbackConfig
 from imgproxy.config.values import (
     DEFAULT_INLINE_TYPES,
     DEFAULT_INPUT_FORMATS,
@@ -226,6 +227,7 @@ class SourceConfig:
     ca_bundle: str | None = None  # PEM file of the CAs an https endpoint's certificate must chain to
     verify_tls: bool = True  # False: no certificate check at all (a warning at start-up)
     delivery: DeliveryConfig = DeliveryConfig()
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)  # [sources.NAME.fallback]
 
 
 @dataclass(frozen=True, slots=True)

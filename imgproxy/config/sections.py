@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 
 from imgproxy.config.cors import check_origins
+from imgproxy.config.fallback import read_fallback
 from imgproxy.config.model import (
     AddressingStyle,
     CacheConfig,
@@ -183,6 +184,7 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
         ca_bundle=ca_bundle,
         verify_tls=verify_tls,
         delivery=read_delivery(t.table("delivery"), delivery),
+        fallback=read_fallback(t.table("fallback")),
     )
     t.reject_unknown()
     return source
@@ -226,7 +228,7 @@ def read_store(t: Table, environ: Mapping[str, str]) -> SourceConfig | None:
     minus what only concerns serving originals."""
     if not t.data:
         return None
-    for key in ("cache_control", "delivery"):
+    for key in ("cache_control", "delivery", "fallback"):
         if key in t.data:
             raise ConfigError(f"{t.where(key)}: only for sources, not the variant store")
     return read_source("store", t, environ, DeliveryConfig())
@@ -238,7 +240,7 @@ def read_revocations_s3(t: Table, environ: Mapping[str, str], bucket: str) -> So
     for key in ("bucket", "prefix"):
         if key in t.data:
             raise ConfigError(f"{t.where(key)}: the bucket and key come from auth.revocations_url")
-    for key in ("cache_control", "delivery"):
+    for key in ("cache_control", "delivery", "fallback"):
         if key in t.data:
             raise ConfigError(f"{t.where(key)}: only for sources, not the revocation object")
     return read_source("revocations", Table({**t.data, "bucket": bucket}, t.path), environ, DeliveryConfig())
