@@ -80,6 +80,8 @@ class RequestFacts:
     cache: CacheResult | None = None
     aborted: str | None = None  # why the answer was cut short: client_gone, send_timeout, ...
     limited: tuple[str, str] | None = None  # a 429's (budget, dimension): ("originals", "key")
+    fallback: str | None = None  # a placeholder answered (object, silhouette, initials): X-Fallback
+    fallback_for: int | None = None  # the status of the error it replaced
     body_bytes: int = 0  # body bytes handed to the socket
     durations: Durations = field(default_factory=Durations)
     started: float = field(default_factory=time.perf_counter)

@@ -33,7 +33,8 @@ RANKS: list[tuple[int, tuple[str, ...]]] = [
 # read, tested and reused on its own.
 PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache", "imgproxy.hostcache",
         "imgproxy.limits",
-        "imgproxy.delivery.policy", "imgproxy.protocol.conditional", "imgproxy.protocol.media",
+        "imgproxy.delivery.policy", "imgproxy.delivery.fallback",
+        "imgproxy.protocol.conditional", "imgproxy.protocol.media",
         "imgproxy.protocol.paths", "imgproxy.protocol.forwarded", "imgproxy.protocol.accesslog",
         "imgproxy.protocol.cors",
         "imgproxy.auth.signing", "imgproxy.auth.tokens", "imgproxy.auth.principal", "imgproxy.auth.batch",
@@ -41,6 +42,7 @@ PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache"
         "imgproxy.signers",
         "imgproxy.transform.params", "imgproxy.transform.policy", "imgproxy.transform.jobs",
         "imgproxy.transform.negotiate", "imgproxy.transform.variants", "imgproxy.transform.geometry",
+        "imgproxy.transform.drawing",
         "imgproxy.storage.presign",
         "imgproxy.storage.metadata")
 HEAVY = ("aiohttp", "PIL", "aiobotocore", "botocore", "yarl")

@@ -87,10 +87,10 @@ def not_modified(answer: NotModified, cache_control: str) -> web.Response:
 
 async def send_head(
     request: web.Request, meta: ObjectMeta, content_type: str, cache_control: str,
-    inline_types: tuple[str, ...],
+    inline_types: tuple[str, ...], status: int = 200,
 ) -> web.StreamResponse:
     response = web.StreamResponse(
-        status=200, headers=object_headers(meta, content_type, cache_control, inline_types))
+        status=status, headers=object_headers(meta, content_type, cache_control, inline_types))
     response.content_length = meta.content_length
     await response.prepare(request)
     await response.write_eof()
@@ -100,16 +100,18 @@ async def send_head(
 async def stream_object(
     request: web.Request, meta: ObjectMeta, body: ObjectBody, cache_control: str,
     inline_types: tuple[str, ...], facts: RequestFacts, watch: SendWatch | None,
+    status: int | None = None,
 ) -> web.StreamResponse:
     """Stream ``body`` to the client under its connection's send ``watch``, counting the bytes
-    sent (or why not) in ``facts``; always closes ``body``."""
+    sent (or why not) in ``facts``; always closes ``body``. ``status``: 200 or 206 by the range
+    unless given (a placeholder's)."""
     try:
         first = await body.read(CHUNK_BYTES)
         content_type = meta.content_type or ""
         if needs_sniffing(content_type):
             content_type = sniff_type(first)
         response = PacedResponse(
-            status=206 if meta.is_partial else 200,
+            status=status or (206 if meta.is_partial else 200),
             headers=object_headers(meta, content_type, cache_control, inline_types),
         )
         response.content_length = meta.content_length

@@ -18,6 +18,9 @@ from imgproxy.auth.signing import RESERVED_PARAMS
 from imgproxy.errors import InvalidParameter
 
 TRANSFORM_PARAMS: Final = frozenset({"w", "h", "dpr", "fit", "gravity", "fmt", "q", "bg"})
+# What only a missing object's placeholder uses (``transform/drawing.py``): allowed beside the
+# transform, never part of the spec (a URL with it shares the photo's variant).
+PLACEHOLDER_PARAMS: Final = frozenset({"initials"})
 _INT: Final = re.compile(r"^[0-9]{1,6}$")
 _DPR: Final = re.compile(r"^[0-9](?:\.[0-9]{1,2})?$")
 _COLOR: Final = re.compile(r"^([0-9a-fA-F]{6})([0-9a-fA-F]{2})?$")
@@ -125,9 +128,9 @@ def _choice(params: Mapping[str, str], name: str, enum: type[E], default: E) -> 
 
 def parse_transform(params: Mapping[str, str], limits: TransformLimits) -> TransformSpec | None:
     """The requested transform, or ``None`` when the query asks for the original."""
-    unknown = sorted(set(params) - RESERVED_PARAMS - TRANSFORM_PARAMS)
+    unknown = sorted(set(params) - RESERVED_PARAMS - TRANSFORM_PARAMS - PLACEHOLDER_PARAMS)
     if unknown:
-        allowed = ", ".join(sorted(TRANSFORM_PARAMS))
+        allowed = ", ".join(sorted(TRANSFORM_PARAMS | PLACEHOLDER_PARAMS))
         raise InvalidParameter(f"unknown param {unknown[0]}",
                                public_message=f"Unknown parameter '{unknown[0]}' (known: {allowed}).")
     if not TRANSFORM_PARAMS & params.keys():

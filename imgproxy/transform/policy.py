@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from imgproxy.config import TransformConfig
 from imgproxy.errors import InvalidParameter, SourceTooLarge
+from imgproxy.transform.drawing import parse_initials
 from imgproxy.transform.jobs import RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformLimits, TransformSpec, parse_transform
 
@@ -50,8 +51,10 @@ class TransformPolicy:
         return self.limits.formats
 
     def parse(self, params: Mapping[str, str]) -> TransformSpec | None:
-        """The transform the signed query asks for; None: stream the original untouched."""
+        """The transform the signed query asks for; None: stream the original untouched.
+        ``initials`` is checked here too, though it is no part of the spec (``drawing.py``)."""
         spec = parse_transform(params, self.limits)
+        parse_initials(params)
         if spec is not None and not self.enabled:
             raise InvalidParameter("transforms disabled",
                                    public_message="This server does not transform images.")

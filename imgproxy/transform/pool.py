@@ -34,6 +34,7 @@ from typing import Final, TypeVar
 from imgproxy.errors import Overloaded, TransformTimeout
 from imgproxy.memory import TRIM_INTERVAL, find_malloc_trim
 from imgproxy.storage.worker_read import ReadMeta, SourceRead
+from imgproxy.transform.drawing import Drawing
 from imgproxy.transform.jobs import Rendered, RenderSettings
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.procs import WorkerDied, WorkerSet
@@ -97,19 +98,35 @@ def _warm() -> int:
     return os.getpid()
 
 
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """In a worker: the block under a wall-clock limit (SIGALRM); overrun: 422 transform_timeout."""
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Alarm:
+        raise TransformTimeout(f"over {seconds:g}s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def run_job(data: bytes | bytearray, spec: TransformSpec, target: OutputFormat | None,
             settings: RenderSettings, timeout: float) -> Rendered:
     """Runs in a worker process: render under a wall-clock limit. Pillow is imported here, in
     the worker (the forkserver preloads it), never in the serving process."""
     from imgproxy.transform.steps import render
 
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
+    with time_limit(timeout):
         return render(data, spec, target, settings)
-    except _Alarm:
-        raise TransformTimeout(f"over {timeout:g}s") from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def run_draw_job(drawing: Drawing, target: OutputFormat | None, quality: int | None,
+                 settings: RenderSettings, timeout: float) -> Rendered:
+    """Runs in a worker process: draw a placeholder (``transform/avatar.py``), no read."""
+    from imgproxy.transform.avatar import render_drawing
+
+    with time_limit(timeout):
+        return render_drawing(drawing, target, quality, settings)
 
 
 def run_read_job(read: SourceRead, spec: TransformSpec, target: OutputFormat | None,
@@ -167,7 +184,8 @@ class TransformPool:
         self.completed = 0
         self._loading = asyncio.Semaphore(self.in_memory)
         self._workers = WorkerSet(self.workers, _init_worker, (max_pixels, os.getpid()),
-                                  preload=("imgproxy.transform.steps", "imgproxy.storage.worker_read"))
+                                  preload=("imgproxy.transform.steps", "imgproxy.transform.avatar",
+                                           "imgproxy.storage.worker_read"))
 
     def worker_pids(self) -> set[int]:
         return self._workers.pids()
@@ -198,6 +216,12 @@ class TransformPool:
         """Render bytes at hand (call inside ``admit()`` and ``loading()``)."""
         return await self._run(self.timeout * 2 + BACKSTOP_SECONDS, run_job, data, spec, target, settings,
                                self.timeout)
+
+    async def draw(self, drawing: Drawing, target: OutputFormat | None, quality: int | None,
+                   settings: RenderSettings) -> Rendered:
+        """Draw a placeholder (call inside ``admit()``; it reads nothing)."""
+        return await self._run(self.timeout + BACKSTOP_SECONDS, run_draw_job, drawing, target, quality,
+                               settings, self.timeout)
 
     async def read_and_render(self, read: SourceRead, spec: TransformSpec, target: OutputFormat | None,
                               settings: RenderSettings) -> tuple[ReadMeta, Rendered]:

@@ -53,6 +53,7 @@ from imgproxy.storage.metadata import known_meta
 from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.variant_store import VariantStore
 from imgproxy.storage.worker_read import SourceReadFailed
+from imgproxy.transform.drawing import Drawing
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.policy import TransformPolicy
@@ -141,6 +142,30 @@ class VariantService:
             name, lambda: self.fetch_or_render_once(name, wanted, target, durations, store_asked))
         cache = origin if ran or origin is CacheResult.STORE else CacheResult.HIT
         return VariantAnswer.of(variant, cache, spec.auto_format)
+
+    async def drawn(self, source: str, drawing: Drawing, spec: TransformSpec | None, accept: str | None,
+                    policy: TransformPolicy, durations: Durations) -> VariantAnswer:
+        """A placeholder drawn in the pool (``transform/drawing.py``), cached like a variant under
+        a name no object has; it reads nothing from S3, and spends no transforms budget."""
+        target = choose_target(spec, accept, policy.auto_formats) if spec is not None else None
+        output = target or OutputFormat.PNG
+        quality = spec.quality if spec is not None else None
+        name = VariantKey(source, drawing.canonical, drawing.canonical, f"q={quality or 0}", output.value)
+        vary_accept = spec is not None and spec.auto_format
+        variant = self.variants.get(name)
+        if variant is not None:
+            return VariantAnswer.of(variant, CacheResult.HIT, vary_accept)
+
+        async def draw() -> tuple[Variant, CacheResult]:
+            with self.pool.admit(), durations.timing(Part.TRANSFORM):
+                rendered = await self.pool.draw(drawing, output, quality, policy.settings)
+            drawn = Variant(body=rendered.body, media_type=rendered.media_type, etag=name.etag,
+                            width=rendered.width, height=rendered.height)
+            self.variants.put(name, drawn)
+            return drawn, CacheResult.MISS
+
+        (variant, origin), ran = await self.shared(name, draw)
+        return VariantAnswer.of(variant, origin if ran else CacheResult.HIT, vary_accept)
 
     async def shared(self, key: VariantKey, work: Callable[[], Awaitable[tuple[Variant, CacheResult]]],
                      ) -> tuple[tuple[Variant, CacheResult], bool]:

@@ -122,6 +122,10 @@ class Metrics:
             "code clients see (unauthorized, invalid_token, invalid_signature, expired, out_of_scope, ...); "
             "a JWT's by the check it failed (jwt_expired, jwt_signature, jwt_unknown_kid, ...).",
             ["reason"], registry=reg)
+        self.fallbacks = Counter(
+            "imgproxy_fallbacks", "Image requests answered with a placeholder instead of an error, by "
+            "source, kind (object, silhouette, initials) and the status of the error it replaced.",
+            ["source", "kind", "status"], registry=reg)
         self.jwks_fetches = Counter(
             "imgproxy_jwks_fetches", "Fetches of an [auth.oidc] provider's keys (discovery included), by "
             "provider and result (ok, error: the keys held stay in use).", ["provider", "result"],
@@ -166,6 +170,9 @@ class Metrics:
 
     def observe_auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
+
+    def observe_fallback(self, source: str, kind: str, status: int) -> None:
+        self.fallbacks.labels(source, kind, str(status)).inc()
 
     def observe_jwks_fetch(self, provider: str, result: str) -> None:
         self.jwks_fetches.labels(provider, result).inc()

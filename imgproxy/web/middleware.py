@@ -4,7 +4,7 @@ Every error a client sees is ``{"error", "message", "request_id"}`` with the sta
 ``ProxyError`` class; anything unexpected is logged with its traceback and answered as a bare 500.
 Handlers record what happened in the request's ``RequestFacts`` (``facts.py``); this module alone
 turns it into the access log line, the metrics, and the informational headers (``X-Request-Id``,
-``X-Delivery``, ``X-Cache``, ``Server-Timing``); it adds the CORS headers of the request's
+``X-Delivery``, ``X-Cache``, ``X-Fallback``, ``Server-Timing``); it adds the CORS headers of the request's
 ``CorsPolicy`` (``protocol.cors``) to every answer and answers preflights before any route. The
 access log never holds a query string (signatures), a token, or (unless the operator opts in) an
 object key.
@@ -190,6 +190,8 @@ async def stamp_facts(request: web.Request, response: web.StreamResponse) -> Non
         response.headers[hdrs.VARY] = merge_vary(response.headers.get(hdrs.VARY), facts.vary)
     if facts.cache is not None:
         response.headers["X-Cache"] = facts.cache.value
+    if facts.fallback is not None:  # a placeholder, whatever its status (delivery/fallback.py)
+        response.headers["X-Fallback"] = "1"
     if facts.delivery is not None and response.status < 400:
         response.headers["X-Delivery"] = facts.delivery.value
         response.headers["Server-Timing"] = server_timing(facts)
@@ -237,7 +239,7 @@ def access_fields(request: web.Request, response: web.StreamResponse, facts: Req
                 ("key_hash", facts.key_hash), ("auth", facts.principal), ("kid", facts.kid),
                 ("token", facts.token), ("sub", facts.sub), ("delivery", facts.delivery),
                 ("transform", "1" if facts.transform else None), ("cache", facts.cache),
-                ("aborted", facts.aborted),
+                ("fallback", facts.fallback), ("aborted", facts.aborted),
                 ("limited", "/".join(facts.limited) if facts.limited else None))
     fields.update((name, str(value)) for name, value in optional if value is not None)
     return fields
@@ -259,3 +261,5 @@ def write_access_log(request: web.Request, response: web.StreamResponse, facts: 
             metrics.observe_rate_limited(*facts.limited)
         if facts.denied is not None:
             metrics.observe_auth_failure(facts.denied)
+        if facts.fallback is not None and facts.fallback_for is not None:
+            metrics.observe_fallback(facts.source or "-", facts.fallback, facts.fallback_for)

@@ -7,21 +7,26 @@ sources) from ``request[SETTINGS]``: the ones in force when the request began, t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import hdrs, web
 
 from imgproxy.auth.batch import Signer, parse_batch, sign_items
 from imgproxy.auth.principal import Principal, authorize, identify_bearer
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
+from imgproxy.delivery.fallback import choose_placeholder
 from imgproxy.delivery.originals import Context, respond_original
+from imgproxy.delivery.placeholder import Asked, respond_placeholder
 from imgproxy.delivery.policy import Delivery
 from imgproxy.delivery.responses import variant_response
-from imgproxy.errors import NotFound, NotReady, OutOfScope, Unauthorized, UnknownSource
+from imgproxy.errors import NotFound, NotReady, OutOfScope, ProxyError, Unauthorized, UnknownSource
 from imgproxy.facts import RequestFacts
 from imgproxy.limits.buckets import Budget
 from imgproxy.protocol.accesslog import key_hash
 from imgproxy.protocol.jsonbody import read_json
 from imgproxy.protocol.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
+from imgproxy.transform.drawing import parse_initials
 from imgproxy.transform.variants import Wanted
 from imgproxy.web import appkeys, session
 from imgproxy.web.appkeys import FACTS, SEND_WATCH, SETTINGS
@@ -63,23 +68,49 @@ async def image(request: web.Request) -> web.StreamResponse:
     #    (a HEAD renders only if neither cache nor store knows the variant's size).
     #    Only a render spends the transforms budget ([limits]): 429 before its source is read.
     spec = settings.transforms.parse(params)
+    initials = parse_initials(params)
     limiter, clock = request.app[appkeys.LIMITER], request.app[appkeys.CLOCK]
-    if spec is not None:
-        facts.delivery, facts.transform = Delivery.STREAM, True
-        wanted = Wanted(source, target.key, settings.transforms, spec, request.headers.get(hdrs.ACCEPT),
-                        request.headers.get(hdrs.IF_NONE_MATCH), request.method == hdrs.METH_HEAD,
-                        lambda: limiter.charge(Budget.TRANSFORMS, principal, facts.client, clock(),
-                                               config.limits))
-        answer = await request.app[appkeys.VARIANTS].answer(wanted, facts.durations)
-        facts.cache = answer.cache
-        return variant_response(answer, source.config.cache_control, inline)
-    # 5. The original: every request spends the originals budget (429 before S3 is asked); then
-    #    streamed, or offloaded to S3 (redirect) or nginx (accel).
-    now = clock()
-    limiter.charge(Budget.ORIGINALS, principal, facts.client, now, config.limits)
-    context = Context(request.app[appkeys.METADATA], request.app[appkeys.HOT], inline,
-                      now, facts, request.get(SEND_WATCH))
-    return await respond_original(request, source, target.key, context)
+    charge = once(lambda: limiter.charge(Budget.TRANSFORMS, principal, facts.client, clock(), config.limits))
+    try:
+        if spec is not None:
+            facts.delivery, facts.transform = Delivery.STREAM, True
+            wanted = Wanted(source, target.key, settings.transforms, spec, request.headers.get(hdrs.ACCEPT),
+                            request.headers.get(hdrs.IF_NONE_MATCH), request.method == hdrs.METH_HEAD,
+                            charge)
+            answer = await request.app[appkeys.VARIANTS].answer(wanted, facts.durations)
+            facts.cache = answer.cache
+            return variant_response(answer, source.config.cache_control, inline)
+        # 5. The original: every request spends the originals budget (429 before S3 is asked); then
+        #    streamed, or offloaded to S3 (redirect) or nginx (accel).
+        now = clock()
+        limiter.charge(Budget.ORIGINALS, principal, facts.client, now, config.limits)
+        context = Context(request.app[appkeys.METADATA], request.app[appkeys.HOT], inline,
+                          now, facts, request.get(SEND_WATCH))
+        return await respond_original(request, source, target.key, context)
+    except ProxyError as error:
+        # 6. A missing photo (or another status [sources.NAME.fallback] lists): its placeholder,
+        #    rendered as asked: the initials avatar (initials=), the source's fallback object or
+        #    silhouette; else, or if that fails too, the error stands.
+        placeholder = choose_placeholder(source.config.fallback, error.status, initials, spec, target.key)
+        if placeholder is None:
+            raise
+        facts.delivery, facts.transform = Delivery.STREAM, spec is not None or placeholder.drawing is not None
+        asked = Asked(source, spec, settings.transforms, request.app[appkeys.VARIANTS], charge, inline,
+                      facts, request.get(SEND_WATCH))
+        return await respond_placeholder(request, error, placeholder, asked)
+
+
+def once(charge: Callable[[], None]) -> Callable[[], None]:
+    """``charge`` called at most once per request (a render and its fallback's cost one)."""
+    done = False
+
+    def charge_once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            charge()
+
+    return charge_once
 
 
 async def sign_batch(request: web.Request) -> web.Response:
