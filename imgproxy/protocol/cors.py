@@ -37,8 +37,8 @@ from imgproxy.errors import MethodNotAllowed, OriginNotAllowed
 NULL_ORIGIN: Final = "null"
 # Response headers a page's script may read besides the CORS-safelisted ones (Content-Type,
 # Content-Length, Cache-Control, Expires, Last-Modified, Pragma, Content-Language).
-EXPOSED: Final = ("ETag", "X-Cache", "X-Delivery", "Server-Timing", "X-Request-Id", "Content-Range",
-                  "Retry-After")
+EXPOSED: Final = ("ETag", "X-Cache", "X-Delivery", "X-Fallback", "Server-Timing", "X-Request-Id",
+                  "Content-Range", "Retry-After")
 _CONDITIONAL: Final = ("Authorization", "If-Match", "If-Modified-Since", "If-None-Match", "If-Range",
                        "If-Unmodified-Since", "Range")
 # Per method: the request headers the routes read (all that a preflight may allow).
