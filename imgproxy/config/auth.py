@@ -22,6 +22,7 @@ from imgproxy.config.values import (
     ConfigError,
     Secret,
 )
+from imgproxy.config.webhook import read_webhook
 
 # auth.revocations_interval: how often every serving process asks for the polled object.
 MIN_REVOCATIONS_INTERVAL: Final = 1.0
@@ -145,6 +146,7 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
                                         MIN_REVOCATIONS_INTERVAL, MAX_REVOCATIONS_INTERVAL),
         oidc=read_oidc(t.table("oidc")),
         forward=read_forward(t.table("forward")),
+        webhook=read_webhook(t.table("webhook"), environ) if "webhook" in t.data else None,
     )
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "

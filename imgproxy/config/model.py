@@ -20,6 +20,7 @@ from imgproxy.config.values import (
 if TYPE_CHECKING:
     from imgproxy.config.forward import ForwardConfig
     from imgproxy.config.oidc import OidcConfig
+    from imgproxy.config.webhook import WebhookConfig
 
 
 class DeliveryMode(StrEnum):
@@ -176,6 +177,8 @@ class AuthConfig:
     oidc: Mapping[str, OidcConfig] = field(default_factory=lambda: MappingProxyType({}))
     # [auth.forward]: an auth proxy's user and groups headers (config/forward.py); None: off.
     forward: ForwardConfig | None = None
+    # [auth.webhook]: the application asked per user and object (config/webhook.py); None: off.
+    webhook: WebhookConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
