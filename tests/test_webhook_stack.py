@@ -321,6 +321,15 @@ async def test_sign_in_batch_mode_asks_in_one_call(make: Make, idp: FakeIdp, hoo
         ["webhook_denied" if i % 10 == 0 else None for i in range(200)]
 
 
+async def test_in_batch_mode_an_image_request_asks_with_a_list_of_one(
+        make: Make, idp: FakeIdp, hook: FakeWebhook) -> None:
+    client = await make(batch=True)
+    assert await status_and_code(client, "employees/ada.jpg", bearer(idp.token(NOW))) == (200, None)
+    assert await status_and_code(client, "employees/denied.jpg", bearer(idp.token(NOW))) \
+        == (403, "webhook_denied")
+    assert [call["keys"] for call in hook.calls] == [["employees/ada.jpg"], ["employees/denied.jpg"]]
+
+
 async def test_a_wrong_batch_answer_is_an_error_for_every_item(
         make: Make, idp: FakeIdp, hook: FakeWebhook) -> None:
     client = await make(batch=True, on_error="unavailable")

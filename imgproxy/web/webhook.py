@@ -112,6 +112,9 @@ class WebhookClient:
             if self.failures.should_report(exc.failure, self.clock()):
                 log.warning("auth.webhook: a call failed (%s); answering on_error=%s (logged at most "
                             "once a minute per kind of failure)", exc.failure, config.on_error)
+        except Exception:  # ours, not the webhook's: logged (no URL in our code's messages), never an allow
+            result = "internal"
+            log.exception("auth.webhook: a call failed unexpectedly; answering on_error=%s", config.on_error)
         finally:
             self.on_call(result, time.perf_counter() - started)
             now = self.clock()
