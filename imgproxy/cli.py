@@ -1,4 +1,5 @@
-"""The ``imgproxy`` command: ``serve``, ``sign``, ``verify-url``, ``key-hash``, ``cors``, ``sql``, ``demo``.
+"""The ``imgproxy`` command: ``serve``, ``sign``, ``grant``, ``verify-url``, ``key-hash``, ``cors``,
+``sql``, ``demo``.
 
 A ``ConfigError`` (or any start-up problem an operator can fix) becomes one line on stderr and
 exit status 2; there is never a traceback for a bad config.
@@ -18,10 +19,11 @@ from typing import Final, TextIO
 
 from imgproxy import __version__
 from imgproxy.auth.explain import explain_url
+from imgproxy.auth.grants import covered, grant_link, parse_scopes
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
-from imgproxy.config import Config, ConfigError, KeyLimits, Scope, load_config, parse_duration
+from imgproxy.config import Config, ConfigError, KeyLimits, load_config, parse_duration
 from imgproxy.delivery.bucket_cors import bucket_cors, redirecting_buckets
-from imgproxy.errors import ProxyError
+from imgproxy.errors import ProxyError, ReturnNotAllowed
 from imgproxy.hostcache.directory import prepare
 from imgproxy.process.reload import Reloader, hangup_reloads
 from imgproxy.process.server import serve
@@ -31,6 +33,7 @@ from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
 from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import LIVE, METRICS
+from imgproxy.web.session import check_return
 
 EXIT_CONFIG: Final = 2
 EXIT_RUNTIME: Final = 1
@@ -73,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="no exp: valid while the key (durable = true), its scopes and the "
                            "revocations allow; carries iat")
     sign.add_argument("--sub", help="a signed viewer id, logged with every request for the URL")
+
+    grant = commands.add_parser("grant", help="print a single-use GET /session link that gives a "
+                                              "browser a grant cookie", parents=[common])
+    grant.add_argument("--config", help="TOML config (default: $IMGPROXY_CONFIG or $IMGPROXY_CONFIG_TOML)")
+    grant.add_argument("--sub", required=True, help="the user the grant is for")
+    grant.add_argument("--scope", action="append", required=True, dest="scopes",
+                       help="a scope to grant, e.g. 'photos:employees/*' (repeatable)")
+    grant.add_argument("--group", action="append", default=[], dest="groups", help="a group (repeatable)")
+    grant.add_argument("--ttl", default="60s", help="how long the link may wait to be opened "
+                                                    "(default 60s, at most auth.grants.link_ttl)")
+    grant.add_argument("--return", dest="return_to", help="where the browser goes next (an origin "
+                                                          "in server.cors_origins)")
+    grant.add_argument("--base-url", help="URL prefix (default: server.public_url or http://host:port)")
 
     verify = commands.add_parser("verify-url", help="explain whether the server accepts a signed URL",
                                  parents=[common])
@@ -156,7 +172,7 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
         raise UsageError(f"source {args.source!r}: not in [sources] (known: {', '.join(config.sources)})")
     if not limits.allows(args.source, args.key):
         raise UsageError(f"out_of_scope: key {kid!r} may not sign {args.source}:{args.key} "
-                         f"(its scopes: {', '.join(scope_text(s) for s in limits.scopes)})")
+                         f"(its scopes: {', '.join(s.text for s in limits.scopes)})")
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, args.base_url or config.server.base_url)
     try:
         url = signer.sign(args.source, args.key, ttl=ttl, params=parse_params(args.params), window=window,
@@ -171,6 +187,34 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
     return url
 
 
+def grant_command(config: Config, args: argparse.Namespace) -> str:
+    grants = config.auth.grants
+    if grants is None:
+        raise ConfigError("auth.grants: cookie grants are off (add an [auth.grants] table)")
+    try:
+        ttl = parse_duration(args.ttl, "--ttl")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not 1 <= ttl <= grants.link_ttl:
+        raise UsageError(f"--ttl: between 1s and auth.grants.link_ttl ({grants.link_ttl:g}s)")
+    limits = config.auth.key_limits.get(grants.key) or KeyLimits(max_ttl=config.auth.max_ttl)
+    try:
+        scopes = parse_scopes(args.scopes)
+        if limits.scopes and not all(covered(scope, limits.scopes) for scope in scopes):
+            raise ValueError(f"out_of_scope: key {grants.key!r} covers only "
+                             f"{', '.join(s.text for s in limits.scopes)}")
+        if args.return_to is not None:
+            check_return(args.return_to, config.server.cors_origins)
+        return grant_link(config.auth.keys[grants.key].reveal(), grants.key, args.sub, args.scopes,
+                          base_url=args.base_url or config.server.base_url, ttl=ttl,
+                          return_to=args.return_to, groups=args.groups)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except ReturnNotAllowed:
+        raise UsageError(f"--return: its origin is not in server.cors_origins "
+                         f"({', '.join(config.server.cors_origins) or 'empty'})") from None
+
+
 def cors_command(config: Config, notes: TextIO) -> str:
     """The bucket CORS document; which buckets need it (and how to apply it) go to ``notes``."""
     buckets = redirecting_buckets(config)
@@ -182,10 +226,6 @@ def cors_command(config: Config, notes: TextIO) -> str:
                     f"aws s3api put-bucket-cors --bucket {shlex.quote(bucket)} "
                     "--cors-configuration file://cors.json\n")
     return json.dumps(bucket_cors(config), indent=2) + "\n"
-
-
-def scope_text(scope: Scope) -> str:
-    return f"{scope.source}:{scope.key}{'*' if scope.is_prefix else ''}"
 
 
 def serve_command(config: Config, args: argparse.Namespace) -> int:
@@ -235,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "sign":
             sys.stdout.write(sign_command(config, args) + "\n")
+            return 0
+        if args.command == "grant":
+            sys.stdout.write(grant_command(config, args) + "\n")
             return 0
         if args.command == "verify-url":
             verdict = explain_url(config, args.url, time.time())

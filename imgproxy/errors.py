@@ -4,10 +4,12 @@
     ├── BadRequest (400 bad_request)
     │   ├── InvalidPath (400 invalid_path)
     │   ├── InvalidParameter (400 invalid_parameter)
-    │   └── MalformedRequest (400 malformed_request)
+    │   ├── MalformedRequest (400 malformed_request)
+    │   └── ReturnNotAllowed (400 return_not_allowed)
     ├── Unauthorized (401 unauthorized)
-    │   └── InvalidToken (401 invalid_token)
-    │       └── InvalidJwt (401 invalid_token)
+    │   ├── InvalidToken (401 invalid_token)
+    │   │   └── InvalidJwt (401 invalid_token)
+    │   └── InvalidGrant (401 invalid_grant)
     ├── Forbidden (403 forbidden)
     │   ├── InvalidSignature (403 invalid_signature)
     │   ├── ExpiredSignature (403 expired)
@@ -15,6 +17,7 @@
     │   ├── UnknownKeyId (403 unknown_key)
     │   ├── OutOfScope (403 out_of_scope)
     │   ├── Revoked (403 revoked)
+    │   ├── ParamsNotAllowed (403 params_not_allowed)
     │   ├── OriginNotAllowed (403 origin_not_allowed)
     │   └── WebhookDenied (403 webhook_denied)
     ├── NotFound (404 not_found)
@@ -37,7 +40,8 @@
     ├── StorageError (502 storage_error)
     ├── NotReady (503 not_ready)
     │   ├── Overloaded (503 overloaded)
-    │   │   └── StorageBusy (503 overloaded)
+    │   │   ├── StorageBusy (503 overloaded)
+    │   │   └── LedgerFull (503 overloaded)
     │   ├── RevocationsUnavailable (503 not_ready)
     │   ├── KeysUnavailable (503 not_ready)
     │   └── WebhookUnavailable (503 webhook_unavailable)
@@ -100,6 +104,13 @@ class MalformedRequest(BadRequest):
     public_message = "The HTTP request is malformed."
 
 
+class ReturnNotAllowed(BadRequest):
+    """``GET /session?return=`` naming a place outside ``server.cors_origins``."""
+
+    code = "return_not_allowed"
+    public_message = "The return address is not one of this server's allowed origins."
+
+
 class Unauthorized(ProxyError):
     status = 401
     code = "unauthorized"
@@ -124,6 +135,19 @@ class InvalidJwt(InvalidToken):
     def __init__(self, reason: str, log_detail: str = "") -> None:
         self.reason = reason
         super().__init__(f"jwt: {log_detail or reason}")
+
+
+class InvalidGrant(Unauthorized):
+    """A grant cookie or link that failed one check; ``reason`` (``signature``, ``expired``,
+    ``used``, ...) is for the log and the failures metric only."""
+
+    code = "invalid_grant"
+    public_message = "The grant is not valid; ask for a new one (POST /session)."
+    challenge = 'Bearer realm="imgproxy"'
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"grant: {reason}")
 
 
 class Forbidden(ProxyError):
@@ -160,6 +184,16 @@ class OutOfScope(Forbidden):
 class Revoked(Forbidden):
     code = "revoked"
     public_message = "This URL has been revoked."
+
+
+class ParamsNotAllowed(Forbidden):
+    """A plain URL (no signature) asking a cookie, JWT or forward-auth principal for a transform
+    outside ``auth.plain_widths`` (each distinct render costs the server; signed URLs are
+    bounded by whoever signs them)."""
+
+    code = "params_not_allowed"
+    public_message = ("Plain URLs may ask only for the widths in auth.plain_widths (with fit, fmt "
+                      "and dpr 1-3); use a signed URL for other transforms.")
 
 
 class OriginNotAllowed(Forbidden):
@@ -307,6 +341,13 @@ class Overloaded(NotReady):
 
     def implied_headers(self) -> dict[str, str]:
         return {"Retry-After": self.retry_after}
+
+
+class LedgerFull(Overloaded):
+    """The single-use grant links ledger is full or cannot be written: a link is refused rather
+    than risked being opened twice."""
+
+    public_message = "Too many grant links are being opened; try again shortly."
 
 
 class RevocationsUnavailable(NotReady):

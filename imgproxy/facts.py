@@ -67,13 +67,15 @@ class RequestFacts:
     source: str | None = None
     key: str | None = None  # logged only with server.log_keys
     key_hash: str | None = None  # without log_keys: a keyed hash of source and key (audits match it)
-    principal: str | None = None  # "signature:KID", "token:NAME", "jwt:PROVIDER:SUB", "forward:USER"
+    principal: str | None = None  # "signature:KID", "token:NAME", "jwt:PROVIDER:SUB", "grant:SUB", ...
     kid: str | None = None  # a signed URL's key id
     token: str | None = None  # a bearer token's name
     sub: str | None = None  # the signed viewer id, or a JWT's sub
     denied: str | None = None  # a 401/403's error code (a JWT's: jwt_ and the check it failed)
     webhook: str | None = None  # [auth.webhook]'s outcome: allow, deny, error, cached
     max_age_cap: float | None = None  # a durable URL's: Cache-Control max-age at most this
+    private: bool = False  # a user's own credential (grant, JWT, forward): Cache-Control private
+    vary: str | None = None  # a header the answer depends on beyond the route's own (Cookie)
     delivery: Delivery | None = None  # set for image answers only
     transform: bool = False
     cache: CacheResult | None = None

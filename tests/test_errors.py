@@ -12,6 +12,7 @@ from imgproxy.errors import (
     InvalidJwt,
     InvalidToken,
     KeysUnavailable,
+    LedgerFull,
     NotFound,
     NotReady,
     ObjectNotFound,
@@ -29,7 +30,7 @@ ALL = all_error_classes()
 # "not ready" whichever part is not (sources, a revocation list or an IdP's keys never loaded).
 # A JWT that fails a check is any invalid token to its client (the log and metrics say which).
 SHARED = {(404, "not_found"): {NotFound, ObjectNotFound},
-          (503, "overloaded"): {Overloaded, StorageBusy},
+          (503, "overloaded"): {Overloaded, StorageBusy, LedgerFull},
           (503, "not_ready"): {NotReady, RevocationsUnavailable, KeysUnavailable},
           (401, "invalid_token"): {InvalidToken, InvalidJwt}}
 
@@ -57,7 +58,7 @@ def test_codes_are_distinct_except_the_intended_ones() -> None:
                                                                       "invalid_token"}
 
 
-@pytest.mark.parametrize("cls", [Overloaded, StorageBusy])
+@pytest.mark.parametrize("cls", [Overloaded, StorageBusy, LedgerFull])
 def test_an_overload_always_says_when_to_retry(cls: type[Overloaded]) -> None:
     assert cls("full").headers["Retry-After"] == "1"
     assert cls("full", headers={"Retry-After": "5"}).headers["Retry-After"] == "5"

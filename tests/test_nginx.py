@@ -44,6 +44,7 @@ from s3_gate import Forwarder, S3Gate
 from support import ACCESS_KEY, SECRET_KEY, SIGNING_KEY, TOKEN, config_data
 from yarl import URL
 
+from imgproxy.auth.grants import grant_link
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.errors import ObjectNotFound, ProxyError, StorageError, StorageTimeout
 from imgproxy.protocol.media import CONTENT_SECURITY_POLICY
@@ -697,3 +698,37 @@ def test_client_sent_forward_auth_headers_do_not_pass_nginx(
     assert answer.status == 401
     assert answer.json()["error"] == "unauthorized"
     assert "auth" not in stack.access_log(answer.headers["X-Request-Id"])
+
+
+# --- cookie grants: /session through the shipped configs --------------------------------------------
+
+GRANT_KEY: Final = "employees/grace.png"
+
+
+@pytest.mark.parametrize("site_name", ["nginx.conf", "nginx-stream.conf"])
+def test_grant_links_and_cookies_pass_the_shipped_configs(
+        launch: Launch, moto_endpoint: str, nginx_bucket: str, s3: Any, site_name: str) -> None:
+    s3.put_object(Bucket=nginx_bucket, Key=GRANT_KEY, Body=PHOTO, ContentType="image/png")
+    data = config_data(moto_endpoint, nginx_bucket)
+    data["server"].update(trusted_proxies=["127.0.0.1/32"], cors_origins=["https://dash.example.com"])
+    data["delivery"] = {"mode": "stream"}
+    data["auth"]["grants"] = {}
+    stack = launch(f"grants-{site_name}", site_name, data)
+    link = grant_link(SIGNING_KEY, "k1", "grace", ["photos:employees/*"], base_url="",
+                      return_to="https://dash.example.com/")
+    opened = stack.request(link, source=CLIENT)
+    assert opened.status == 303, opened.body
+    assert opened.headers["Location"] == "https://dash.example.com/"
+    assert opened.headers["Referrer-Policy"] == "no-referrer"
+    cookie = opened.headers["Set-Cookie"].split(";")[0]
+    assert cookie.startswith("__Host-imgproxy-grant=")
+    assert stack.request(link, source=CLIENT).status == 401  # single use, through nginx too
+    image = stack.request(f"/img/photos/{GRANT_KEY}", {"Cookie": cookie}, source=CLIENT)
+    assert (image.status, image.body) == (200, PHOTO)
+    assert image.headers["Cache-Control"].startswith("private")
+    assert "Cookie" in image.headers["Vary"]
+    assert stack.access_log(image.headers["X-Request-Id"])["auth"] == "grant:grace"
+    cleared = stack.request("/session", {"Cookie": cookie}, method="DELETE", source=CLIENT)
+    assert cleared.status == 204
+    assert "Max-Age=0" in cleared.headers["Set-Cookie"]
+    assert "grant=" not in stack.nginx_access_log  # the link's query is never logged

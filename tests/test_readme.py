@@ -82,12 +82,13 @@ def test_example_config_mentions_every_key() -> None:
         TransformConfig,
     )
     from imgproxy.config.forward import ForwardConfig
+    from imgproxy.config.grants import GrantsConfig
     from imgproxy.config.oidc import OidcConfig, ScopeRule
 
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     sections = (ServerConfig, AuthConfig, SourceConfig, TokenConfig, TransformConfig, CacheConfig,
                 DeliveryConfig, MetricsConfig, LogConfig, LimitsConfig, BudgetLimits, OidcConfig, ScopeRule,
-                ForwardConfig)
+                ForwardConfig, GrantsConfig)
     names = {f.name for cls in sections for f in fields(cls)}
     pattern = (r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[(cache|limits)\.{0}\]"
                r"|\[\[auth\.oidc\.\w+\.{0}\]\]|# \[auth\.{0}\]$)")

@@ -28,6 +28,7 @@ JPEG = b"\xff\xd8\xff\xe0" + b"w" * 300
 Client = TestClient[Any, Any]
 Make = Callable[..., Awaitable[Client]]
 ADA = {"X-Forwarded-User": "ada", "X-Forwarded-Groups": "staff, employees"}
+GRANT = "__Host-imgproxy-grant"
 DASH_TOKEN = "dashboard-signing-token-0123456789abcdef0123"
 KEYS = ("employees/ada.jpg", "employees/denied.jpg", "other/x.jpg")
 
@@ -111,6 +112,40 @@ async def test_a_forwarded_user_is_asked_about_with_its_groups(client: Client, h
     assert hook.calls[0] == {"sub": "ada", "groups": ["staff", "employees"], "source": "photos",
                              "key": "employees/ada.jpg", "method": "GET", "kind": "forward",
                              "issuer": None}
+
+
+async def grant_cookie(client: Client, token: str) -> str:
+    response = await client.post("/session", data="{}", headers={**bearer(token),
+                                                                 "Content-Type": "application/json"})
+    assert response.status == 204, await response.text()
+    [header] = [v for v in response.headers.getall(hdrs.SET_COOKIE) if v.startswith(GRANT + "=")]
+    client.session.cookie_jar.clear()
+    return header.split(";")[0]
+
+
+async def test_a_grant_is_asked_about_with_the_groups_it_was_minted_with(
+        proxy: ProxyFactory, idp: FakeIdp, hook: FakeWebhook, clock: ManualClock, seeded: None) -> None:
+    client = await proxy(clock=clock, auth={**auth(idp, {"url": hook.url}), "grants": {"ttl": "1h"}})
+    cookie = {"Cookie": await grant_cookie(client, idp.token(NOW))}
+    assert hook.calls == []  # POST /session reads no image
+    assert await status_and_code(client, "employees/ada.jpg", cookie) == (200, None)
+    assert await status_and_code(client, "employees/denied.jpg", cookie) == (403, "webhook_denied")
+    assert hook.calls[0] == {"sub": "ada", "groups": ["staff", "hr"], "source": "photos",
+                             "key": "employees/ada.jpg", "method": "GET", "kind": "grant",
+                             "issuer": None}
+
+
+async def test_a_jwt_with_more_groups_than_a_cookie_holds_gets_a_stable_grant_without_them(
+        proxy: ProxyFactory, idp: FakeIdp, hook: FakeWebhook, clock: ManualClock, seeded: None) -> None:
+    client = await proxy(clock=clock, auth={**auth(idp, {"url": hook.url}), "grants": {"ttl": "1h"}})
+    token = idp.token(NOW, groups=["hr", *(f"team-{i:03d}-" + "x" * 40 for i in range(40))])
+    cookie = await grant_cookie(client, token)
+    again = await client.post("/session", data="{}", headers={**bearer(token), "Cookie": cookie,
+                                                              "Content-Type": "application/json"})
+    assert again.status == 204
+    assert hdrs.SET_COOKIE not in again.headers  # the same grant: the cookie stays
+    assert await status_and_code(client, "employees/ada.jpg", {"Cookie": cookie}) == (200, None)
+    assert hook.calls[0]["groups"] == []
 
 
 async def test_the_groups_claim_is_the_providers_groups_claim(

@@ -2,10 +2,12 @@
 
 Pure. A ``sig`` parameter means a signed URL; otherwise an ``Authorization`` header means a
 bearer token: a configured static token (looked up in constant time, always), else a JWT of an
-``[auth.oidc]`` provider; otherwise the user an ``[auth.forward]`` proxy names in headers (only
-when the caller found the direct peer trusted); otherwise the request has no credentials (401).
-A credential that fails never falls through to the next kind. Nothing here touches storage, so
-the answer never depends on whether the object exists.
+``[auth.oidc]`` provider; otherwise a grant cookie (``[auth.grants]``); otherwise the user an
+``[auth.forward]`` proxy names in headers (only when the caller found the direct peer trusted);
+otherwise the request has no credentials (401). A credential that fails never falls through to
+the next kind. A plain URL authorized by a user's own credential (JWT, grant, forward) may ask
+only for the renders ``auth.plain`` allows. Nothing here touches storage, so the answer never
+depends on whether the object exists.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from types import MappingProxyType
 from typing import Literal
 
 from imgproxy.auth.forward import ForwardPolicy, identify_forward
+from imgproxy.auth.grants import COOKIE, Grant, unseal
 from imgproxy.auth.oidc import KeyLookup, is_jwt, verify_jwt
+from imgproxy.auth.plain import PlainPolicy
 from imgproxy.auth.revocations import RevocationList
 from imgproxy.auth.signing import require_no_reserved, verify_url
 from imgproxy.auth.tokens import Token, load_tokens, match_token, parse_bearer
+from imgproxy.config.grants import GrantsConfig
 from imgproxy.config.model import Config, KeyLimits, Revocation, Scope
 from imgproxy.config.oidc import OidcConfig
 from imgproxy.errors import InvalidToken, OutOfScope, RevocationsUnavailable, Unauthorized
@@ -39,6 +44,8 @@ class AuthPolicy:
     revocations: RevocationList | None = field(default_factory=RevocationList)
     oidc: Mapping[str, OidcConfig] = field(default_factory=lambda: MappingProxyType({}))
     forward: ForwardPolicy | None = None
+    grants: GrantsConfig | None = None
+    plain: PlainPolicy = field(default_factory=PlainPolicy)
 
     def __repr__(self) -> str:
         return (f"AuthPolicy(keys={sorted(self.keys)}, tokens={[t.name for t in self.tokens]}, "
@@ -58,10 +65,19 @@ class AuthPolicy:
             revocations=revocations,
             oidc=config.auth.oidc,
             forward=None if config.auth.forward is None else ForwardPolicy.from_config(config.auth.forward),
+            grants=config.auth.grants,
+            plain=PlainPolicy.of(config.auth.plain_widths, config.auth.plain_any_transform),
         )
 
     def key_limits(self, kid: str) -> KeyLimits:
         return self.limits.get(kid) or KeyLimits(max_ttl=self.max_ttl)
+
+    def open_grant(self, cookie: str, now: float) -> Grant:
+        """The grant a cookie seals (any configured key may have sealed it: keys rotate), or
+        ``InvalidGrant``; its life is bounded by its key's ``max_ttl``."""
+        parts = cookie.split(".")
+        kid = parts[1] if len(parts) == 4 else ""
+        return unseal(cookie, self.keys, COOKIE, now, self.clock_skew, self.key_limits(kid).max_ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +86,25 @@ class Principal:
     forwarded user) and ``sub`` (a signed viewer id, a JWT's subject, the forwarded user) are
     logged; ``sig`` (a signed URL's signature, what rate limits and revocations key on) never is."""
 
-    kind: Literal["signature", "token", "jwt", "forward"]
-    name: str  # the key id, token name, [auth.oidc.NAME] or forwarded user: safe to log
-    sub: str | None = None  # the signed viewer id, a JWT's sub, or the forwarded user
+    kind: Literal["signature", "token", "jwt", "grant", "forward"]
+    name: str  # the key id, token name, [auth.oidc.NAME], grant's sub or forwarded user: safe to log
+    sub: str | None = None  # the signed viewer id, a JWT's or grant's sub, or the forwarded user
     sig: str | None = field(default=None, repr=False)  # a signed URL's signature
     durable: bool = False  # a signed URL without exp (a durable key's)
     # A bearer's: what it may read, and what POST /sign may sign for it (a JWT's: its claim scopes).
     scopes: tuple[Scope, ...] = field(default=(), compare=False, repr=False)
     sign_scopes: tuple[Scope, ...] = field(default=(), compare=False, repr=False)
-    # What [auth.webhook] is told besides sub: a JWT's groups claim, or the forwarded groups;
-    # the OIDC provider's issuer (None for the other kinds).
+    # What [auth.webhook] is told besides sub: a JWT's groups claim, the forwarded groups or a
+    # grant's; the OIDC provider's issuer (None for the other kinds).
     groups: tuple[str, ...] = field(default=(), compare=False, repr=False)
     issuer: str | None = field(default=None, compare=False, repr=False)
+    via: str = ""  # a grant's: how it was obtained (jwt:PROVIDER, token:NAME, link)
+
+    @property
+    def is_user(self) -> bool:
+        """A user's own credential (not a signed URL, not a service's token): its plain URLs are
+        limited (``auth.plain``) and its answers are private."""
+        return self.kind in ("jwt", "grant", "forward")
 
     def allows(self, source: str, key: str) -> bool:
         return any(scope.allows(source, key) for scope in self.scopes)
@@ -114,9 +137,11 @@ def authorize(
     now: float,
     jwks: KeyLookup = no_keys,
     forwarded: Mapping[str, str] | None = None,
+    cookie: str | None = None,
 ) -> Principal:
     """``forwarded``: the request's headers when ``[auth.forward]`` is on and the direct peer is one
-    of its trusted proxies, else None (forward-auth headers are then not read)."""
+    of its trusted proxies, else None (forward-auth headers are then not read). ``cookie``: the
+    grant cookie's value, if ``[auth.grants]`` is on and the request (GET/HEAD) carries one."""
     if "sig" in params:
         if not policy.keys:
             raise Unauthorized("signed URL but no signing keys configured",
@@ -134,6 +159,9 @@ def authorize(
         if policy.tokens or policy.oidc:
             require_no_reserved(params)
             principal = identify_bearer(authorization, policy, jwks, now)
+    elif cookie is not None and policy.grants is not None:
+        require_no_reserved(params)
+        principal = grant_principal(source, key, policy.open_grant(cookie, now), policy)
     elif forwarded is not None and policy.forward is not None:
         identity = identify_forward(forwarded, policy.forward.config)
         if identity is not None:
@@ -144,4 +172,18 @@ def authorize(
         raise Unauthorized("no credentials")
     if not principal.allows(source, key):
         raise OutOfScope(f"{principal.kind} {principal.name!r} has no scope for this path")
+    if principal.is_user:
+        policy.plain.check(params)
     return principal
+
+
+def grant_principal(source: str, key: str, grant: Grant, policy: AuthPolicy) -> Principal:
+    """A verified grant as a principal: within its key's scopes too, and not revoked (by key or
+    sub issued before a cutoff, or by path)."""
+    if policy.revocations is None:
+        raise RevocationsUnavailable("revocation list not loaded yet")
+    policy.revocations.check_issued(source, key, grant.kid, grant.sub, grant.iat)
+    if not policy.key_limits(grant.kid).allows(source, key):
+        raise OutOfScope(f"grant key {grant.kid!r} has no scope for this path")
+    return Principal("grant", grant.sub, sub=grant.sub, scopes=grant.scopes, groups=grant.groups,
+                     via=grant.via)

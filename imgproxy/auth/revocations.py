@@ -1,4 +1,5 @@
-"""The revocation list as the server checks it: every signed URL, in time independent of its size.
+"""The revocation list as the server checks it: every signed URL and grant, in time independent of
+its size.
 
 Pure. Built once per load (config, reload, or the polled object) from ``config.Revocation``
 entries into lookups that cost the same with ten entries as with a million: a set of revoked
@@ -83,14 +84,23 @@ class RevocationList:
         """``issued``: when ``url`` was signed at the latest (``SignedUrl.issued``)."""
         if url.sig in self.signatures:
             raise Revoked("signature revoked")
-        cutoff = self.kid_before.get(url.kid)
-        if cutoff is not None and issued < cutoff:
-            raise Revoked(f"key {url.kid!r} revoked for URLs issued before {cutoff:.0f}")
-        if url.sub is not None:
-            cutoff = self.sub_before.get(url.sub)
-            if cutoff is not None and issued < cutoff:
-                raise Revoked("sub revoked")
+        self.check_issued(source, key, url.kid, url.sub, issued)
+
+    def check_issued(self, source: str, key: str, kid: str, sub: str | None, issued: float) -> None:
+        """Revoked by key id or ``sub`` (issued before the cutoff), or by path: what applies to a
+        signed URL and to a grant cookie alike."""
+        self.check_holder(kid, sub, issued)
         for name in (source, "*"):
             paths = self.paths.get(name)
             if paths is not None and paths.covers(key):
                 raise Revoked("path revoked")
+
+    def check_holder(self, kid: str, sub: str | None, issued: float) -> None:
+        """Revoked by key id or ``sub``: issued before the cutoff (a grant link's check)."""
+        cutoff = self.kid_before.get(kid)
+        if cutoff is not None and issued < cutoff:
+            raise Revoked(f"key {kid!r} revoked for credentials issued before {cutoff:.0f}")
+        if sub is not None:
+            cutoff = self.sub_before.get(sub)
+            if cutoff is not None and issued < cutoff:
+                raise Revoked("sub revoked")

@@ -12,6 +12,7 @@ where they are used.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -88,7 +89,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     env = os.environ if environ is None else environ
     root = Table(dict(data), "")
     server = read_server(root.table("server"))
-    auth = read_auth(root.table("auth"), env)
+    auth = read_auth(root.table("auth"), env, server.host)
     sources_table = root.table("sources")
     delivery = read_delivery(root.table("delivery"), DeliveryConfig())
     sources = {name: read_source(name, sources_table.table(name), env, delivery)
@@ -105,6 +106,11 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     limits = read_limits(root.table("limits"))
     root.reject_unknown()
     check_revocations_reach(auth, sources, cache)
+    if auth.grants is not None:  # a cross-origin dashboard sends its grant cookie: credentialed CORS
+        if "*" in server.cors_origins:
+            raise ConfigError("server.cors_origins: '*' is not allowed with [auth.grants] (a "
+                              "credentialed answer must name one origin)")
+        server = dataclasses.replace(server, cors_credentials=True)
     if not auth.keys and not auth.tokens and log.key_hash_secret is None and not server.log_keys:
         raise ConfigError("log.key_hash_secret: required when auth has only [auth.oidc] providers or "
                           "[auth.forward] (the "

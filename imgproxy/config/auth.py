@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Final
 
 from imgproxy.config.forward import read_forward
+from imgproxy.config.grants import read_grants, read_plain_widths
 from imgproxy.config.model import AuthConfig, CacheConfig, KeyLimits, Scope, SourceConfig, TokenConfig
 from imgproxy.config.oidc import read_oidc
 from imgproxy.config.reader import Table
@@ -78,7 +79,7 @@ def read_key(keys: Table, kid: str, environ: Mapping[str, str], max_ttl: float) 
     return secret, limits
 
 
-def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
+def read_auth(t: Table, environ: Mapping[str, str], server_host: str = "127.0.0.1") -> AuthConfig:
     base = AuthConfig()
     max_ttl = t.duration("max_ttl", base.max_ttl, 1, MAX_TTL_LIMIT)
     keys_table = t.table("keys")
@@ -147,6 +148,10 @@ def read_auth(t: Table, environ: Mapping[str, str]) -> AuthConfig:
         oidc=read_oidc(t.table("oidc")),
         forward=read_forward(t.table("forward")),
         webhook=read_webhook(t.table("webhook"), environ) if "webhook" in t.data else None,
+        grants=None if t.raw("grants") is None else read_grants(t.table("grants"), sign_with, limits,
+                                                                  server_host),
+        plain_widths=read_plain_widths(t),
+        plain_any_transform=t.boolean("plain_any_transform", False),
     )
     if auth.sign_ttl + auth.url_window > auth.max_ttl:
         raise ConfigError(f"{t.where('sign_ttl')}: sign_ttl + url_window must not exceed max_ttl "

@@ -19,6 +19,7 @@ from imgproxy.config.values import (
 
 if TYPE_CHECKING:
     from imgproxy.config.forward import ForwardConfig
+    from imgproxy.config.grants import GrantsConfig
     from imgproxy.config.oidc import OidcConfig
     from imgproxy.config.webhook import WebhookConfig
 
@@ -79,6 +80,11 @@ class Scope:
             raise ConfigError(f"{where}: {text!r} may hold '*' only at the end")
         is_prefix = key.endswith("*")
         return cls(source=source, key=key[:-1] if is_prefix else key, is_prefix=is_prefix)
+
+    @property
+    def text(self) -> str:
+        """As written in config: ``source:key`` with a trailing ``*`` for a prefix."""
+        return f"{self.source}:{self.key}{'*' if self.is_prefix else ''}"
 
     def allows(self, source: str, key: str) -> bool:
         if self.source not in ("*", source):
@@ -179,6 +185,12 @@ class AuthConfig:
     forward: ForwardConfig | None = None
     # [auth.webhook]: the application asked per user and object (config/webhook.py); None: off.
     webhook: WebhookConfig | None = None
+    # [auth.grants]: cookie grants (config/grants.py); None: off.
+    grants: GrantsConfig | None = None
+    # What a plain URL (no sig) authorized by a grant, a JWT or forward-auth may ask for: only
+    # these w/h values (with fit, fmt, dpr 1-3), or anything with plain_any_transform.
+    plain_widths: tuple[int, ...] = ()
+    plain_any_transform: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from imgproxy.cache import SourceMeta
 from imgproxy.config import DeliveryConfig
 from imgproxy.delivery.policy import Delivery, presign_window
-from imgproxy.protocol.cachecontrol import cap_cache_control
+from imgproxy.protocol.cachecontrol import cap_cache_control, private_cache_control
 from imgproxy.protocol.media import CONTENT_SECURITY_POLICY, NOSNIFF, is_inline
 from imgproxy.storage.s3 import S3Source
 
@@ -50,10 +50,14 @@ def capped(config: DeliveryConfig, max_age: float | None) -> DeliveryConfig:
 
 
 async def offload(source: S3Source, key: str, meta: SourceMeta, how: Delivery, now: float,
-                  inline_types: tuple[str, ...], max_age_cap: float | None = None) -> web.Response:
+                  inline_types: tuple[str, ...], max_age_cap: float | None = None,
+                  private: bool = False) -> web.Response:
+    """``private``: the request was a user's own (S3's answer is then ``private`` too)."""
     config = capped(source.config.delivery, max_age_cap)
     cache_control = (source.config.cache_control if max_age_cap is None
                      else cap_cache_control(source.config.cache_control, max_age_cap))
+    if private:
+        cache_control = private_cache_control(cache_control)
     credentials, credentials_expire = await source.credentials.current()
     plan = presign_window(config, now, credentials_expire)
     url = source.presign(key, plan.signed_at, plan.expires_in,

@@ -74,7 +74,8 @@ async def respond_original(request: web.Request, source: S3Source, key: str,
     meta = cached or await known_meta(source, key, context.metadata, facts.durations)
     if is_not_modified(preconditions.if_none_match, meta.etag):
         return not_modified(NotModified(meta.etag, None), source.config.cache_control)
-    return await offload(source, key, meta, how, context.now, context.inline_types, facts.max_age_cap)
+    return await offload(source, key, meta, how, context.now, context.inline_types, facts.max_age_cap,
+                         facts.private)
 
 
 async def stream_original(request: web.Request, source: S3Source, key: str, context: Context,

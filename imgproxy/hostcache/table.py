@@ -1,6 +1,6 @@
 """``HostTable``: the host's small shared values in one SQLite file: object metadata, hot
-counters, the variant cache's running byte total and families, and the rate limits' buckets
-(``limits.py``).
+counters, the variant cache's running byte total and families, the rate limits' buckets
+(``limits.py``) and the opened grant links (``ledger.py``).
 
 SQLite (stdlib) in WAL mode: readers never wait for the one writer, a crash mid-write leaves
 the last committed state, and no format of ours has to be made crash-safe. ``synchronous=OFF``:
@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS families (id BLOB PRIMARY KEY, stored REAL NOT NULL) 
 CREATE INDEX IF NOT EXISTS families_stored ON families (stored);
 CREATE TABLE IF NOT EXISTS buckets (id BLOB PRIMARY KEY, tat REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS buckets_tat ON buckets (tat);
+CREATE TABLE IF NOT EXISTS links (id BLOB PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS links_until ON links (until);
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES ('variant_bytes', 0);
 """

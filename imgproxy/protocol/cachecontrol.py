@@ -1,4 +1,5 @@
-"""Capping a ``Cache-Control`` value: what answers to durable URLs carry.
+"""Capping a ``Cache-Control`` value (what answers to durable URLs carry) and making one private
+(what answers to a user's own credential carry: a grant cookie, a JWT, an auth proxy's user).
 
 Pure. A durable URL never expires, so whatever caches its answer decides how long a revocation
 takes to bite: the cap keeps that bounded. ``public``, ``s-maxage`` and ``immutable`` are
@@ -34,3 +35,14 @@ def cap_cache_control(value: str | None, max_age: float) -> str:
             kept.append(directive)
     age = cap if age is None else min(age, cap)
     return ", ".join(["private", f"max-age={age}", *kept])
+
+
+_SHARED: Final = frozenset({"public", "private", "s-maxage", "proxy-revalidate"})
+
+
+def private_cache_control(value: str | None) -> str:
+    """``value`` for one user's browser only: ``private`` first, and no directive meant for
+    shared caches; ``max-age``, ``immutable``, ``no-cache``, ... are kept."""
+    kept = [part.strip() for part in (value or "").split(",")
+            if part.strip() and part.strip().partition("=")[0].strip().lower() not in _SHARED]
+    return ", ".join(["private", *kept])

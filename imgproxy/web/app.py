@@ -13,12 +13,15 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from imgproxy.auth.forward import UntrustedPeers
+from imgproxy.auth.ledger import DEFAULT_ENTRIES as LEDGER_ENTRIES
+from imgproxy.auth.ledger import LocalLedger
 from imgproxy.background import running
 from imgproxy.cache import HotCounter, LocalFlight, MetadataCache, VariantCache
 from imgproxy.config import Config
 from imgproxy.config.digest import config_version
 from imgproxy.hostcache.directory import open_dir
 from imgproxy.hostcache.flight import HostFlight
+from imgproxy.hostcache.ledger import HostLedger
 from imgproxy.hostcache.table import HostHotCounter, HostMetadata, HostTable
 from imgproxy.hostcache.variants import HostVariantCache
 from imgproxy.limits.limiter import build_limiter
@@ -96,9 +99,9 @@ async def webhook_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def caches(app: web.Application) -> AsyncIterator[None]:
-    """The variant and metadata caches, the hot counters, the render lock and the rate limits'
-    buckets: the host's, shared with the other serving workers through ``cache.dir``, or without
-    one this process's own."""
+    """The variant and metadata caches, the hot counters, the render lock, the rate limits'
+    buckets and the opened grant links: the host's, shared with the other serving workers through
+    ``cache.dir``, or without one this process's own."""
     config = app[appkeys.CONFIG]
     deliveries = [source.delivery for source in config.sources.values()]
     hot_entries = max(d.hot_entries for d in deliveries)
@@ -109,6 +112,7 @@ async def caches(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.VARIANT_CACHE] = VariantCache(config.cache.variant_bytes)
         app[appkeys.FLIGHT] = LocalFlight()
         app[appkeys.LIMITER] = build_limiter(config, None)
+        app[appkeys.LEDGER] = LocalLedger()
         yield
         return
     where = open_dir(config.cache.dir)  # checked again: 0700, this user's (the sweep ran before)
@@ -121,6 +125,7 @@ async def caches(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.FLIGHT] = (HostFlight(where.locks, config.transform.timeout)
                                if config.cache.variant_bytes else LocalFlight())
         app[appkeys.LIMITER] = build_limiter(config, table)
+        app[appkeys.LEDGER] = HostLedger(table, LEDGER_ENTRIES)
         yield
     finally:
         table.close()

@@ -10,6 +10,7 @@ from typing import Final
 from aiohttp import web
 
 from imgproxy.auth.forward import UntrustedPeers
+from imgproxy.auth.ledger import Ledger
 from imgproxy.cache import Flight, HotCounting, MetadataCaching, VariantCaching
 from imgproxy.config import Config, LogFormat
 from imgproxy.facts import RequestFacts
@@ -44,6 +45,7 @@ METADATA: Final[web.AppKey[MetadataCaching]] = web.AppKey("metadata")
 HOT: Final[web.AppKey[HotCounting]] = web.AppKey("hot")
 VARIANT_CACHE: Final[web.AppKey[VariantCaching]] = web.AppKey("variant_cache")
 FLIGHT: Final[web.AppKey[Flight]] = web.AppKey("flight")
+LEDGER: Final[web.AppKey[Ledger]] = web.AppKey("imgproxy.ledger")  # grant links opened (host's)
 LIMITER: Final = web.AppKey("limiter", Limiter)  # [limits]: on the host's table like the caches
 VARIANTS: Final = web.AppKey("variants", VariantService)
 STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]

@@ -26,6 +26,7 @@ from imgproxy.config import LogFormat
 from imgproxy.errors import (
     BodyTooLarge,
     Forbidden,
+    InvalidGrant,
     InvalidJwt,
     MalformedRequest,
     MethodNotAllowed,
@@ -37,7 +38,7 @@ from imgproxy.errors import (
 )
 from imgproxy.facts import Part, RequestFacts
 from imgproxy.protocol import accesslog
-from imgproxy.protocol.cachecontrol import cap_cache_control
+from imgproxy.protocol.cachecontrol import cap_cache_control, private_cache_control
 from imgproxy.protocol.contract import SERVER_NAME, error_response, new_request_id
 from imgproxy.protocol.cors import CorsPolicy, merge_vary
 from imgproxy.protocol.forwarded import Network, client_address, is_trusted, public_scheme
@@ -102,7 +103,8 @@ async def answer(request: web.Request, handler: Handler, facts: RequestFacts) ->
         if isinstance(exc, RateLimited):
             facts.limited = (exc.budget, exc.dimension)
         if isinstance(exc, Unauthorized | Forbidden):  # the failures metric's reason
-            facts.denied = f"jwt_{exc.reason}" if isinstance(exc, InvalidJwt) else exc.code
+            facts.denied = (f"jwt_{exc.reason}" if isinstance(exc, InvalidJwt)
+                           else f"grant_{exc.reason}" if isinstance(exc, InvalidGrant) else exc.code)
         # An overload is the limits working (WARNING); other 5xx need an operator (ERROR).
         level = (logging.WARNING if isinstance(exc, Overloaded) else logging.ERROR) \
             if exc.status >= 500 else logging.INFO
@@ -173,12 +175,19 @@ async def stamp_facts(request: web.Request, response: web.StreamResponse) -> Non
     if facts is None:
         return
     response.headers["X-Request-Id"] = facts.request_id
+    if request.path == "/session":  # a grant link must leak neither by Referer nor by a cache
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers[hdrs.CACHE_CONTROL] = "no-store"
     settings = request.get(SETTINGS)
     if settings is not None:
         stamp_cors(settings.cors, request.headers.getall(hdrs.ORIGIN, []), response)
     if facts.max_age_cap is not None and response.status < 400:
         response.headers[hdrs.CACHE_CONTROL] = cap_cache_control(
             response.headers.get(hdrs.CACHE_CONTROL), facts.max_age_cap)
+    if facts.private and response.status < 400 and hdrs.CACHE_CONTROL in response.headers:
+        response.headers[hdrs.CACHE_CONTROL] = private_cache_control(response.headers[hdrs.CACHE_CONTROL])
+    if facts.vary is not None:
+        response.headers[hdrs.VARY] = merge_vary(response.headers.get(hdrs.VARY), facts.vary)
     if facts.cache is not None:
         response.headers["X-Cache"] = facts.cache.value
     if facts.delivery is not None and response.status < 400:

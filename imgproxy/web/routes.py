@@ -23,7 +23,7 @@ from imgproxy.protocol.jsonbody import read_json
 from imgproxy.protocol.paths import origin_form, parse_image_path
 from imgproxy.storage.s3 import S3Source
 from imgproxy.transform.variants import Wanted
-from imgproxy.web import appkeys
+from imgproxy.web import appkeys, session
 from imgproxy.web.appkeys import FACTS, SEND_WATCH, SETTINGS
 from imgproxy.web.forward import believed_headers
 from imgproxy.web.live import Settings
@@ -44,15 +44,18 @@ async def image(request: web.Request) -> web.StreamResponse:
     else:
         facts.key_hash = key_hash(settings.key_hash_secret, target.source, target.key)
     # 2. Who asks, and may they: signature (key, scopes, revocations), bearer token or JWT (its
-    #    provider's keys fetched first if the token names one not held), or the user a trusted
-    #    auth proxy names ([auth.forward]); nothing touches S3 before.
+    #    provider's keys fetched first if the token names one not held), a grant cookie
+    #    ([auth.grants]), or the user a trusted auth proxy names ([auth.forward]); nothing
+    #    touches S3 before.
     authorization, jwks = request.headers.get(hdrs.AUTHORIZATION), request.app[appkeys.JWKS]
-    forwarded = None
+    forwarded = cookie = None
     if "sig" not in params:
         await jwks.prepare(authorization, settings.auth.oidc)
-        forwarded = believed_headers(request) if authorization is None else None
+        if authorization is None:
+            cookie = grant_cookie(request, settings)
+            forwarded = believed_headers(request) if cookie is None else None
     principal = authorize(target.source, target.key, params, authorization, settings.auth,
-                          request.app[appkeys.CLOCK](), jwks.keys_for, forwarded)
+                          request.app[appkeys.CLOCK](), jwks.keys_for, forwarded, cookie)
     record_principal(facts, principal, config.auth.durable_max_age)
     # 2b. The application's say ([auth.webhook]) for a JWT, grant or forwarded user: 403 or 503.
     await require_allowed(request, principal, target.source, target.key)
@@ -124,10 +127,19 @@ async def sign_batch(request: web.Request) -> web.Response:
                              headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
+def grant_cookie(request: web.Request, settings: Settings) -> str | None:
+    """The grant cookie's value, when grants are on (cookies authorize only GET and HEAD)."""
+    grants = settings.auth.grants
+    if grants is None or request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
+        return None
+    return request.cookies.get(grants.cookie_name)
+
+
 def record_principal(facts: RequestFacts, principal: Principal, durable_max_age: float) -> None:
-    """Who asked, for the access log (key id, token name, ``jwt:PROVIDER:SUB`` or ``forward:USER``,
-    and the viewer); a durable URL's answers are cached at most ``durable_max_age``
-    (``middleware.stamp_facts``, ``offload``)."""
+    """Who asked, for the access log (key id, token name, ``jwt:PROVIDER:SUB``, ``grant:SUB`` or
+    ``forward:USER``, and the viewer); a durable URL's answers are cached at most
+    ``durable_max_age`` (``middleware.stamp_facts``, ``offload``); a user's own credential's
+    answers are private, and a grant's vary by cookie."""
     facts.principal = f"{principal.kind}:{principal.name}"
     if principal.kind == "signature":
         facts.kid = principal.name
@@ -136,6 +148,9 @@ def record_principal(facts: RequestFacts, principal: Principal, durable_max_age:
     elif principal.kind == "jwt":
         facts.principal = f"jwt:{principal.name}:{principal.sub}"
     facts.sub = principal.sub
+    facts.private = principal.is_user
+    if principal.kind == "grant":
+        facts.vary = "Cookie"
     if principal.durable:
         facts.max_age_cap = durable_max_age
 
@@ -166,5 +181,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/sign", sign_batch)
+    app.router.add_post("/session", session.start_session)
+    app.router.add_get("/session", session.open_link)
+    app.router.add_delete("/session", session.end_session)
     # [\s\S], not ".": a key with an encoded newline (%0A) must reach the path check (400).
     app.router.add_get(r"/img/{tail:[\s\S]+}", image)
