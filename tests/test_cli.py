@@ -389,7 +389,8 @@ def test_demo_curl_commands_work_as_printed(demo: tuple[Process, list[str]]) -> 
     workdir = process.stdout_path.parent
     first_image = http_get(next(line for line in banner if line.startswith("http://"))).body
     outputs: dict[str, str] = {}
-    for line in (line for line in banner if line.startswith("curl -")):
+    signed = banner[:banner.index(next(line for line in banner if line.startswith("Cookie grant with curl")))]
+    for line in (line for line in signed if line.startswith("curl -")):
         for leftover in workdir.glob("*.jpg"):
             leftover.unlink()
         curl = subprocess.run(["sh", "-c", line], cwd=workdir, capture_output=True, text=True,

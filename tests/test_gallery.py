@@ -1,10 +1,14 @@
 """The demo's employee directory in real headless Chromium: ``imgproxy demo`` as a real process
-(moto, the proxy, the page at ``/``), loaded twice in one browser profile.
+(moto, the demo IdP, the proxy, the page), each view loaded twice in one browser profile.
 
-The first load must decode all 200 thumbnails; the second (URLs identical, same signing window)
-must reach the proxy for no image, or only for 304s, counted from the proxy's own metrics. A
-screenshot of the page (hovering a photo) is saved under ``artifacts/`` (or
-``$IMGPROXY_TEST_ARTIFACTS``); the README's picture is one of these.
+The signed view (``/signed``): the first load must decode all 200 thumbnails; the second (URLs
+identical, same signing window) must reach the proxy for no image, or only for 304s. The
+logged-in views (``/?user=hr``, then ``/?user=lead`` in the same profile): the page trades its
+JWT for a cookie grant and shows plain URLs; HR's page decodes all 200 portraits, the team lead's
+only their team's, with an initials tile (no <img>, no request) for everyone else; no <img> is
+ever broken; and the second load for the same user reaches the proxy for no image at all. Image
+requests are counted from the proxy's own metrics. Screenshots (hovering a photo) are saved
+under ``artifacts/`` (or ``$IMGPROXY_TEST_ARTIFACTS``); the README's picture is one of these.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import Tab, chromium
+from browser import CHROMIUM, Browser, Tab, chromium
 from processes import HTTP_TIMEOUT, Process, command
 from prometheus_client.parser import text_string_to_metric_families
 
-from imgproxy.demo.gallery import THUMB, Card, render_page, sign_request
+from imgproxy.demo.gallery import sign_request
+from imgproxy.demo.idp import LEAD_TEAM
+from imgproxy.demo.page import THUMB, Card, View, render_page
 from imgproxy.demo.people import Person, directory
 
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 ARTIFACTS = Path(os.environ.get("IMGPROXY_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
 PEOPLE = 200
 IMAGE_ROUTE = "/img/{tail}"
@@ -37,6 +44,7 @@ class Load:
     """What one page load did, seen from the page and from the proxy's metrics."""
 
     images: list[dict[str, Any]]
+    tiles: list[dict[str, Any]]  # placeholders: people whose photo the viewer may not see
     body: dict[str, str]
     proxy_statuses: Counter[str]  # image requests the proxy answered during the load, by status
     sign_calls: int
@@ -62,20 +70,27 @@ def scrape(metrics_url: str) -> tuple[Counter[str], int]:
     return images, signs
 
 
-IMAGES_JS = """[...document.querySelectorAll('.card img')].map(img => ({
+IMAGES_JS = """[...document.querySelectorAll('img')].map(img => ({
   src: img.currentSrc, complete: img.complete, naturalWidth: img.naturalWidth,
-  naturalHeight: img.naturalHeight, alt: img.alt, href: img.closest('a').href}))"""
-HOVER_JS = """(() => { const card = document.querySelectorAll('.card')[%d];
-  const r = card.querySelector('img').getBoundingClientRect();
+  naturalHeight: img.naturalHeight, alt: img.alt, href: img.closest('a').href,
+  team: img.closest('.card').querySelector('.team').textContent}))"""
+TILES_JS = """[...document.querySelectorAll('.card .tile')].map(tile => ({
+  text: tile.textContent, width: tile.getBoundingClientRect().width,
+  team: tile.closest('.card').querySelector('.team').textContent,
+  hasImage: tile.closest('.card').querySelector('img') !== null}))"""
+HOVER_JS = """(() => { const img = document.querySelectorAll('.card img')[%d];
+  const r = img.getBoundingClientRect();
   return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()"""
-INFO_JS = """(() => { const info = document.querySelectorAll('.card .info')[%d];
+INFO_JS = """(() => { const card = document.querySelectorAll('.card img')[%d].closest('.card');
+  const info = card.querySelector('.info');
   return {text: info.textContent, visible: getComputedStyle(info).display !== 'none'}; })()"""
 
 
 def load_page(tab: Tab, url: str, metrics_url: str, hover_card: int, screenshot: Path | None) -> Load:
     images_before, signs_before = scrape(metrics_url)
     tab.navigate(url, timeout=PAGE_TIMEOUT)
-    body = tab.wait_for("document.body.dataset.ready && {...document.body.dataset}")
+    body = tab.wait_for("document.body.dataset.ready && {...document.body.dataset}", timeout=PAGE_TIMEOUT)
+    assert "loginError" not in body, body
     point = tab.evaluate(HOVER_JS % hover_card)
     tab.hover(point["x"], point["y"])
     info = tab.wait_for(INFO_JS % hover_card)
@@ -83,9 +98,16 @@ def load_page(tab: Tab, url: str, metrics_url: str, hover_card: int, screenshot:
         tab.screenshot(screenshot)
     images_after, signs_after = scrape(metrics_url)
     requested = [r["request"]["url"] for r in tab.network_requests() if "/img/" in r["request"]["url"]]
-    return Load(images=tab.evaluate(IMAGES_JS), body=body, proxy_statuses=images_after - images_before,
-                sign_calls=signs_after - signs_before, hover_text=info["text"],
-                hover_visible=info["visible"], browser_requests=requested)
+    return Load(images=tab.evaluate(IMAGES_JS), tiles=tab.evaluate(TILES_JS), body=body,
+                proxy_statuses=images_after - images_before, sign_calls=signs_after - signs_before,
+                hover_text=info["text"], hover_visible=info["visible"], browser_requests=requested)
+
+
+@dataclass
+class Demo:
+    page_url: str  # the directory, ending in /
+    metrics_url: str
+    banner: str
 
 
 @dataclass
@@ -93,36 +115,69 @@ class Visit:
     first: Load
     second: Load
     screenshot: Path
-    banner: str
 
 
 @pytest.fixture(scope="module")
-def visit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Visit]:
-    workdir = tmp_path_factory.mktemp("gallery")
-    demo = Process(command("demo", "--port", "0"), workdir / "demo")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    process = Process(command("demo", "--port", "0"), tmp_path_factory.mktemp("gallery") / "demo")
     try:
-        banner = demo.wait_for_output("Press Ctrl-C")
+        banner = process.wait_for_output("Press Ctrl-C")
         page_url = re.search(r"Employee directory .*: (http://\S+/)$", banner, re.M)
         metrics_url = re.search(r"Prometheus metrics: (http://\S+)$", banner, re.M)
         assert page_url, banner
         assert metrics_url, banner
-        screenshot = ARTIFACTS / "gallery.png"
-        with chromium(workdir / "profile") as browser:
-            with browser.tab() as tab:
-                first = load_page(tab, page_url[1], metrics_url[1], 0, None)
-            # A new tab in the same profile: only the HTTP cache is shared with the first load.
-            with browser.tab() as tab:
-                second = load_page(tab, page_url[1], metrics_url[1], 8, screenshot)
-                if second.body["expires"] != first.body["expires"]:  # the hour turned in between:
-                    second = load_page(tab, page_url[1], metrics_url[1], 8, screenshot)  # once more
-        yield Visit(first, second, screenshot, banner)
+        yield Demo(page_url[1], metrics_url[1], banner)
     finally:
-        demo.kill()
+        process.kill()
 
 
-def test_the_demo_prints_where_the_directory_is(visit: Visit) -> None:
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One profile (one HTTP cache, one cookie jar) for every view."""
+    with chromium(tmp_path_factory.mktemp("browser") / "profile") as running:
+        yield running
+
+
+def visit_twice(browser: Browser, demo: Demo, path: str, screenshot: Path, hover: int) -> Visit:
+    """Two loads of ``path``; the second hovers the ``hover``-th photo and saves a screenshot."""
+    url = demo.page_url + path.removeprefix("/")
+    with browser.tab() as tab:
+        first = load_page(tab, url, demo.metrics_url, 0, None)
+    # A new tab in the same profile: only the HTTP cache and the cookies are shared with the first.
+    with browser.tab() as tab:
+        second = load_page(tab, url, demo.metrics_url, hover, screenshot)
+        if second.body["expires"] != first.body["expires"]:  # signed: the hour turned in between
+            second = load_page(tab, url, demo.metrics_url, hover, screenshot)  # once more
+    return Visit(first, second, screenshot)
+
+
+@pytest.fixture(scope="module")
+def visit(browser: Browser, demo: Demo) -> Visit:
+    """The signed view (``/signed``), twice."""
+    return visit_twice(browser, demo, "/signed", ARTIFACTS / "gallery-signed.png", 8)
+
+
+@pytest.fixture(scope="module")
+def logins(browser: Browser, demo: Demo) -> dict[str, Visit]:
+    """HR's view twice, then the team lead's twice, in the same profile (switching user)."""
+    return {user: visit_twice(browser, demo, f"/?user={user}", ARTIFACTS / f"gallery-{user}.png", 2)
+            for user in ("hr", "lead")}
+
+
+def is_plain(url: str) -> bool:
+    return "sig=" not in url and "exp=" not in url and "kid=" not in url
+
+
+# --- the signed view ------------------------------------------------------------------------------
+
+
+def test_the_demo_prints_where_the_directory_is(demo: Demo) -> None:
     assert re.search(r"^Employee directory \(200 photos; open it in a browser\): http://127\.0\.0\.1:\d+/$",
-                     visit.banner, re.M)
+                     demo.banner, re.M)
+    assert re.search(r"^    Ines Haddad, HR: .*: http://127\.0\.0\.1:\d+/\?user=hr$", demo.banner, re.M)
+    assert re.search(r"^    Kwame Okafor, team lead, .*: http://127\.0\.0\.1:\d+/\?user=lead$", demo.banner,
+                     re.M)
+    assert re.search(r"^  no login, .*: http://127\.0\.0\.1:\d+/signed$", demo.banner, re.M)
 
 
 def test_the_first_load_decodes_all_200_thumbnails(visit: Visit) -> None:
@@ -135,6 +190,7 @@ def test_the_first_load_decodes_all_200_thumbnails(visit: Visit) -> None:
     for image in images:
         assert "fmt=auto" in image["src"], image["src"]
         assert f"w={THUMB}" in image["src"], image["src"]
+        assert "sig=" in image["src"], image["src"]
         assert "fmt=" not in image["href"], image["href"]  # the link opens the full image
     assert visit.first.body["fromProxy"] == str(PEOPLE)
     assert visit.first.body["failed"] == "0"
@@ -185,19 +241,100 @@ def test_a_screenshot_of_the_page_is_saved(visit: Visit) -> None:
         assert len(colours) > 50
 
 
+# --- the logged-in views: a cookie grant and plain URLs ---------------------------------------------
+
+
+def test_hr_sees_all_200_portraits_through_plain_urls(logins: dict[str, Visit]) -> None:
+    for load in (logins["hr"].first, logins["hr"].second):
+        assert len(load.images) == PEOPLE
+        assert load.tiles == []
+        assert all(image["complete"] and image["naturalWidth"] > 0 for image in load.images), \
+            [image for image in load.images if not image["naturalWidth"]][:3]
+        assert {(image["naturalWidth"], image["naturalHeight"]) for image in load.images} == {(THUMB, THUMB)}
+        assert all(is_plain(image["src"]) and is_plain(image["href"]) for image in load.images)
+        assert load.body["failed"] == "0"
+        assert load.sign_calls == 0
+
+
+def test_the_lead_sees_only_their_teams_portraits_and_tiles_for_the_rest(logins: dict[str, Visit]) -> None:
+    team = sum(1 for person in directory() if person.team == LEAD_TEAM)
+    for load in (logins["lead"].first, logins["lead"].second):
+        assert len(load.images) == team
+        assert {image["team"] for image in load.images} == {LEAD_TEAM}
+        assert all(image["complete"] and image["naturalWidth"] > 0 for image in load.images)
+        assert all(is_plain(image["src"]) for image in load.images)
+        assert len(load.tiles) == PEOPLE - team
+        assert LEAD_TEAM not in {tile["team"] for tile in load.tiles}
+        assert all(not tile["hasImage"] and tile["width"] == THUMB and tile["text"] for tile in load.tiles)
+        assert not [url for url in load.browser_requests if f"/{LEAD_TEAM}/" not in url], \
+            "the lead's page asked for another team's photo"
+        assert load.body["failed"] == "0"
+
+
+def test_the_first_logged_in_load_reaches_the_proxy(logins: dict[str, Visit]) -> None:
+    first = logins["hr"].first
+    assert first.proxy_statuses["200"] >= PEOPLE, first.proxy_statuses  # not cached before the cookie
+    assert set(first.proxy_statuses) == {"200"}, first.proxy_statuses
+    assert first.body["fromProxy"] == str(PEOPLE)
+
+
+@pytest.mark.parametrize("user", ["hr", "lead"])
+def test_the_second_load_for_the_same_user_asks_the_proxy_for_no_image(
+        logins: dict[str, Visit], user: str) -> None:
+    first, second = logins[user].first, logins[user].second
+    assert [i["src"] for i in second.images] == [i["src"] for i in first.images]  # stable URLs
+    assert sum(second.proxy_statuses.values()) == 0, second.proxy_statuses  # not even a 304
+    assert second.body["fromBrowserCache"] == str(len(second.images)), second.body
+    assert "from: browser cache" in second.hover_text
+
+
+def test_screenshots_of_the_logged_in_views_are_saved(logins: dict[str, Visit]) -> None:
+    for visit in logins.values():
+        assert visit.screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# --- the page, without a browser ------------------------------------------------------------------
+
+
 def test_the_page_escapes_what_it_shows() -> None:
     person = Person(name='<img src=x onerror="alert(1)">', team="A&B", key="employees/x.jpg", hue=0.5)
     card = Card(person, 'http://h/img/d/x.jpg?a=1&b="2"', "http://h/2x", "http://h/full")
-    page = render_page([card], expires=0, sign_ms=1.0, nonce="n0nce")
+    page = render_page([card, Card(person)], View("<h>", "s", token='"><x'), nonce="n0nce")
     assert '<img src=x onerror' not in page
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
     assert "A&amp;B" in page
     assert 'a=1&amp;b=&quot;2&quot;' in page
+    assert 'data-token="&quot;&gt;&lt;x"' in page
+    assert "<h1>&lt;h&gt;</h1>" in page
+
+
+def test_a_hidden_photo_is_a_tile_and_no_image() -> None:
+    person = Person(name="Ada Berg", team="Sales", key="employees/Sales/Ada Berg.jpg", hue=0.5)
+    page = render_page([Card(person)], View("h", "s", token="t"), nonce="n")
+    assert '<span class="tile"' in page
+    assert ">AB</span>" in page
+    assert "<img" not in page.split("<ul>", 1)[1]
+
+
+def test_the_logged_in_page_defers_its_images_until_the_grant() -> None:
+    person = Person(name="Ada Berg", team="Sales", key="employees/Sales/Ada Berg.jpg", hue=0.5)
+    card = Card(person, "/img/a?w=96", "/img/a?w=96&dpr=2", "/img/a")
+    logged_in = render_page([card], View("h", "s", token="t"), nonce="n").split("<ul>", 1)[1]
+    signed = render_page([card], View("h", "s"), nonce="n").split("<ul>", 1)[1]
+    assert 'data-src="/img/a?w=96"' in logged_in
+    assert ' src="' not in logged_in
+    assert ' src="/img/a?w=96"' in signed
 
 
 def test_portraits_have_ascii_initials() -> None:
     assert Person("Ada Łukasik", "x", "k", 0).initials == "AL"
     assert Person("Zoë García", "x", "k", 0).initials == "ZG"
+
+
+def test_portraits_live_in_a_folder_per_team() -> None:
+    people = directory()
+    assert all(person.key == f"employees/{person.team}/{person.name}.jpg" for person in people)
+    assert len({person.team for person in people}) > 2
 
 
 def test_one_batch_asks_for_two_thumbnails_and_the_original_per_person() -> None:

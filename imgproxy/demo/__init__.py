@@ -1,9 +1,11 @@
 """``imgproxy demo``: an in-process S3 (moto) with a private bucket of sample images, and the proxy.
 
 Needs no AWS account and nothing running: it starts moto's threaded server on loopback, creates
-the bucket, uploads generated images (three samples and 200 employee portraits), starts the proxy
-with fresh random credentials and the employee directory page at ``/`` (``demo.gallery``), and
-prints signed URLs and curl commands that work as printed. Ctrl-C (or SIGTERM) stops both.
+the bucket, uploads generated images (three samples and 200 employee portraits), starts a tiny
+identity provider of its own (``demo.idp``: made-up users, a key made for this run, its JWKS on
+another loopback port), the proxy with fresh random credentials that trusts it, and the employee
+directory page at ``/`` (``demo.gallery``), and prints URLs and curl commands that work as printed
+(``demo.banner``). Ctrl-C (or SIGTERM) stops everything.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import io
 import secrets
-import shlex
 import signal
 import socket
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,18 +25,20 @@ from aiohttp import web
 
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
-from imgproxy.demo.gallery import Gallery, add_gallery
+from imgproxy.config.grants import is_loopback
+from imgproxy.demo.banner import Banner, banner
+from imgproxy.demo.gallery import Gallery, Login, add_gallery
+from imgproxy.demo.idp import DemoIdp, serve_idp
+from imgproxy.demo.page import THUMB
 from imgproxy.demo.people import Person, directory, portrait
 from imgproxy.process.server import make_runner
-from imgproxy.protocol.paths import image_path
 from imgproxy.storage.clients import s3_client
 from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import METRICS_URL
 
+URL_WINDOW: Final = "1h"  # the directory page's URLs are identical for a whole hour
 BUCKET: Final = "demo-private"
 SOURCE: Final = "demo"
-DEMO_TTL: Final = 3600
-URL_WINDOW: Final = "1h"  # the directory page's URLs are identical for a whole hour
 UPLOADS: Final = 16  # concurrent uploads while seeding
 
 
@@ -85,10 +88,13 @@ class DemoSecrets:
     gallery_token: str  # signs URLs for the directory page, reads nothing
 
 
-def demo_config(endpoint: str, host: str, port: int) -> tuple[Config, DemoSecrets]:
-    """A config for the demo, with a fresh signing key and bearer tokens."""
+def demo_config(endpoint: str, host: str, port: int,
+                idp: DemoIdp | None = None) -> tuple[Config, DemoSecrets]:
+    """A config for the demo, with a fresh signing key and bearer tokens; with ``idp``, its JWTs
+    are accepted (``[auth.oidc.demo]``) and may be traded for cookie grants, which a plain-HTTP
+    loopback demo sends without ``Secure``."""
     demo = DemoSecrets(*(secrets.token_urlsafe(32) for _ in range(3)))
-    data = {
+    data: dict[str, Any] = {
         "server": {"host": host, "port": port},
         "metrics": {"host": host, "port": 0},  # any free port: a demo must start anywhere
         "auth": {
@@ -114,6 +120,12 @@ def demo_config(endpoint: str, host: str, port: int) -> tuple[Config, DemoSecret
             }
         },
     }
+    if idp is not None:
+        data["auth"] |= {
+            "oidc": {"demo": idp.provider_config(SOURCE)},
+            "grants": {"secure": False},
+            "plain_widths": [THUMB],  # the page's thumbnails (dpr=2 is allowed on its own)
+        }
     return parse_config(data, environ={}), demo
 
 
@@ -136,46 +148,6 @@ async def seed_bucket(config: Config, images: dict[str, tuple[bytes, str]],
                              *(upload_portrait(person) for person in people))
 
 
-def banner(base_url: str, endpoint: str, signer: UrlSigner, token: str,
-           images: dict[str, tuple[bytes, str]], metrics_url: str | None = None,
-           people: int = 0) -> str:
-    lines = [
-        f"imgproxy demo: proxy on {base_url}",
-        f"  in-process S3 (moto) on {endpoint}, private bucket {BUCKET!r}, source {SOURCE!r}",
-        "",
-    ]
-    if people:
-        lines += [f"Employee directory ({people} photos; open it in a browser): {base_url}/", ""]
-    if metrics_url:
-        lines += [f"Prometheus metrics: {metrics_url}", ""]
-    lines += [
-        f"Signed URLs (valid {DEMO_TTL // 60} minutes; open them in a browser or <img src>):",
-    ]
-    urls = {key: signer.sign(SOURCE, key, ttl=DEMO_TTL) for key in images}
-    for key, url in urls.items():
-        lines.append(f"  {key} ({len(images[key][0]):,} bytes)")
-        lines.append(f"    {url}")
-    lines += ["", "Thumbnails (resized and converted on the fly; fmt=auto picks AVIF/WebP/JPEG/PNG):"]
-    for key in images:
-        lines.append(f"  {signer.sign(SOURCE, key, ttl=DEMO_TTL, params={'w': '300', 'fmt': 'auto'})}")
-    first_key, first_url = next(iter(urls.items()))
-    name = first_key.rsplit("/", 1)[-1]
-    plain = base_url + image_path(SOURCE, first_key)
-    lines += [
-        "",
-        "curl commands:",
-        f"  curl -fsS -o {shlex.quote(name)} {shlex.quote(first_url)}",
-        f"  curl -sS -D - -o /dev/null {shlex.quote(first_url)}",
-        f"  curl -sS -D - -o /dev/null -H 'Range: bytes=0-99' {shlex.quote(first_url)}",
-        f"  curl -fsS -H {shlex.quote('Authorization: Bearer ' + token)} -o {shlex.quote('token-' + name)} "
-        f"{shlex.quote(plain)}",
-        f"  curl -sS {shlex.quote(plain)}    # no credentials: 401",
-        "",
-        "Press Ctrl-C to stop.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def listen(host: str, port: int) -> tuple[socket.socket, str]:
     """The demo's listening socket, bound first: the page and banner need its URL."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -188,26 +160,29 @@ async def serve_demo(host: str, port: int) -> None:
     sock, base_url = listen(host, port)
     images = sample_images()
     people = directory()
-    with sock, moto_server() as endpoint:
-        config, demo = demo_config(endpoint, host, port)
+    async with AsyncExitStack() as stack:
+        stack.enter_context(sock)
+        endpoint = stack.enter_context(moto_server())
+        # The log-in view needs cookies without Secure, which only a loopback demo may send.
+        idp = await stack.enter_async_context(serve_idp()) if is_loopback(host) else None
+        config, demo = demo_config(endpoint, host, port, idp)
         await seed_bucket(config, images, people)
         app = create_app(config)
-        add_gallery(app, Gallery(people, SOURCE, f"{base_url}/sign", demo.gallery_token))
+        login = Login(idp, config.auth.oidc["demo"]) if idp is not None else None
+        add_gallery(app, Gallery(people, SOURCE, f"{base_url}/sign", demo.gallery_token, login))
         runner = make_runner(app)
         await runner.setup()
-        try:
-            await web.SockSite(runner, sock).start()
-            signer = UrlSigner(demo.signing_key, "demo", base_url)
-            sys.stdout.write(banner(base_url, endpoint, signer, demo.token, images,
-                                    app.get(METRICS_URL), len(people)))
-            sys.stdout.flush()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        stack.push_async_callback(runner.cleanup)
+        await web.SockSite(runner, sock).start()
+        signer = UrlSigner(demo.signing_key, "demo", base_url)
+        sys.stdout.write(banner(Banner(base_url, endpoint, BUCKET, SOURCE, signer, demo.token, images,
+                                       app.get(METRICS_URL), people, idp)))
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
 
 
 def run_demo(host: str, port: int) -> int:

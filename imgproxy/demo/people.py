@@ -2,6 +2,8 @@
 
 Names are fixed (a seeded shuffle), so URLs and keys are the same on every run; some have
 non-ASCII letters and every key has a space, so the demo exercises key encoding end to end.
+Portraits live in one folder per team (``employees/Engineering/Ada Berg.jpg``), so an identity
+provider's claim (``team``) can become a scope (``demo:employees/{team}/*``).
 Pillow is imported only inside ``portrait``.
 """
 
@@ -47,8 +49,16 @@ def directory(count: int = 200, seed: int = 6) -> tuple[Person, ...]:
     rng.shuffle(names)
     if count > len(names):
         raise ValueError(f"at most {len(names)} people")
-    return tuple(Person(name=name, team=rng.choice(TEAMS), key=f"employees/{name}.jpg",
-                        hue=rng.random()) for name in sorted(names[:count]))
+    people = []
+    for name in sorted(names[:count]):
+        team = rng.choice(TEAMS)
+        people.append(Person(name=name, team=team, key=person_key(team, name), hue=rng.random()))
+    return tuple(people)
+
+
+def person_key(team: str, name: str) -> str:
+    """``employees/TEAM/NAME.jpg``: one folder per team, so a scope can name a team."""
+    return f"employees/{team}/{name}.jpg"
 
 
 def portrait(person: Person) -> bytes:
