@@ -6,16 +6,17 @@ Not a test. Rows (one function each in ``ROWS``: add one to measure another cred
 
   signature         a signed URL (the baseline)
   jwt               ``Authorization: Bearer <JWT>`` of a local IdP (its keys fetched once, cached)
+  grant             a cookie grant (``POST /session`` with that JWT, once): a plain URL with ``Cookie``
   webhook-cached    the same JWT on a server with ``[auth.webhook]``, decisions cached (60 s)
   webhook-uncached  the same, ``cache_ttl = 0``: one webhook call per request
 
-Three ``imgproxy serve`` processes on one moto: ``plain`` (signature, jwt), ``cached`` and
+Three ``imgproxy serve`` processes on one moto: ``plain`` (signature, jwt, grant), ``cached`` and
 ``uncached`` (the webhook rows); the fake webhook (aiohttp, ``{"result": true}``) is a process
 of its own on loopback, and the IdP a thread of this one (asked once per server). Each row is
 the same small JPEG (``delivery.mode = "stream"``) at --concurrency connections; the rows
 alternate (signature, jwt, ..., signature, jwt, ...) after a warm-up of each, so drift shows.
 Reported per row: req/s, p50/p99, the serving proxy's CPU per request (and the webhook's), and
-the ratio to the signature row's req/s (target: jwt and webhook-cached >= 0.90).
+the ratio to the signature row's req/s (target: jwt, grant and webhook-cached >= 0.90).
 
     .venv/bin/python bench/bench_auth.py [--seconds 5] [--rounds 2] [--size-kb 20]
 """
@@ -31,6 +32,7 @@ import secrets
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -117,11 +119,21 @@ def jwt_exchanges(server: str) -> Callable[[Servers, Check], list[Exchange]]:
     return build
 
 
-# A cookie-grant row: a function that POSTs /session once (with the JWT) and returns a GET with
-# the Cookie header it set, on a server whose [auth] enables grants; ROWS["grant"] = Row(...).
+def grant_row(servers: Servers, check: Check) -> list[Exchange]:
+    """``POST /session`` once with the JWT; then plain URLs carrying the cookie it set."""
+    token = servers.idp.token(servers.now, exp=int(servers.now) + 3600)
+    request = urllib.request.Request(  # noqa: S310 - our loopback server
+        servers.base["plain"] + "/session", data=b"{}", method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our loopback server
+        cookie = response.headers["Set-Cookie"].split(";")[0]
+    return [get_with(image_url(servers, "plain"), {"Cookie": cookie}, check)]
+
+
 ROWS: Final[dict[str, Row]] = {
     BASELINE: Row("plain", signature_row),
     "jwt": Row("plain", jwt_exchanges("plain")),
+    "grant": Row("plain", grant_row),
     "webhook-cached": Row("cached", jwt_exchanges("cached")),
     "webhook-uncached": Row("uncached", jwt_exchanges("uncached")),
 }
@@ -131,7 +143,8 @@ def auth_toml(secret: str, idp: FakeIdp, webhook: str | None, cache_ttl: str) ->
     q = json.dumps
     lines = ["[auth]", 'max_ttl = "1d"', f"keys = {{ bench = {q(secret)} }}", "",
              "[auth.oidc.bench]", f"issuer = {q(idp.issuer)}", f"audience = {q(AUDIENCE)}", "",
-             "[[auth.oidc.bench.rules]]", f'scopes = ["{SOURCE}:people/*"]', ""]
+             "[[auth.oidc.bench.rules]]", f'scopes = ["{SOURCE}:people/*"]', "",
+             "[auth.grants]", 'ttl = "8h"', ""]
     if webhook is not None:
         lines += ["[auth.webhook]", f"url = {q(webhook)}", f"cache_ttl = {q(cache_ttl)}",
                   'timeout = "1s"', ""]
@@ -199,7 +212,7 @@ def table(phases: list[Phase]) -> tuple[str, dict[str, Any]]:
                                 "proxy_cpu_ms": proxy_ms, "webhook_cpu_ms": hook_ms,
                                 "others_pct": total.cpu.get("others", 0),
                                 "idle_pct": total.cpu.get("idle", 0)}
-    for name in ("jwt", "webhook-cached"):
+    for name in ("jwt", "grant", "webhook-cached"):
         ratio = result["rows"][name]["ratio"]
         lines.append(f"{name}/signature: {ratio:.3f} - {'meets' if ratio >= TARGET_RATIO else 'BELOW'} "
                      f"target >= {TARGET_RATIO}")
