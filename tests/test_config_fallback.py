@@ -8,6 +8,7 @@ import pytest
 
 from imgproxy.config import ConfigError, parse_config
 from imgproxy.config.fallback import FallbackConfig
+from imgproxy.config.restart import apply_reload
 
 
 def config(fallback: Any, **extra: Any) -> Any:
@@ -63,3 +64,10 @@ def test_invalid_fallback_tables_name_the_key(fallback: dict[str, Any], message:
 def test_the_variant_store_has_no_fallback() -> None:
     with pytest.raises(ConfigError, match=r"cache\.store\.fallback: only for sources"):
         config({}, cache={"store": {"bucket": "variants", "fallback": {"builtin": "silhouette"}}})
+
+
+def test_a_fallback_table_reloads_without_a_restart() -> None:
+    running, loaded = config({"key": "defaults/a.png"}), config({"builtin": "silhouette", "status": 200})
+    in_force, needs_restart = apply_reload(running, loaded)
+    assert needs_restart == ()
+    assert in_force.sources["photos"].fallback == FallbackConfig(builtin="silhouette", status=200)

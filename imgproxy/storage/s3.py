@@ -102,7 +102,7 @@ class S3Source:
 
     def serving(self, config: SourceConfig) -> S3Source:
         """This source (its clients, credentials, pools) with ``config``'s serving settings
-        (``cache_control``, ``delivery``): a reload's. The connection settings must be this
+        (``cache_control``, ``delivery``, ``fallback``): a reload's. The connection settings must be this
         source's own (``config.restart`` keeps them so)."""
         if config == self.config:
             return self
