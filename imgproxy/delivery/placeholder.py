@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from aiohttp import hdrs, web
 
 from imgproxy.delivery.fallback import Placeholder, fallback_etag
+from imgproxy.delivery.originals import sniff_remote
 from imgproxy.delivery.responses import send_head, stream_object, variant_response
 from imgproxy.errors import ProxyError
 from imgproxy.facts import Part, RequestFacts
@@ -93,7 +94,8 @@ async def stream_placeholder(request: web.Request, placeholder: Placeholder, key
         assert isinstance(head, ObjectMeta)  # no preconditions were sent
         content_type = head.content_type or ""
         if needs_sniffing(content_type):
-            content_type = "application/octet-stream"
+            with facts.durations.timing(Part.STORAGE):
+                content_type = await sniff_remote(source, key)
         return await send_head(request, marked(head), content_type, placeholder.cache_control,
                                asked.inline_types, placeholder.status)
     with facts.durations.timing(Part.STORAGE):
