@@ -17,7 +17,7 @@ from PIL import Image
 from support import SIGNING_KEY, TOKEN, TOKENS, ProxyFactory
 from yarl import URL
 
-from imgproxy.auth.grants import COOKIE, unseal
+from imgproxy.auth.grants import COOKIE, grant_link, unseal
 from imgproxy.auth.signing import UrlSigner
 from imgproxy.process.reload import install
 
@@ -251,3 +251,27 @@ async def test_a_grant_minted_by_a_presets_only_token_is_presets_only(granting: 
     assert sealed.presets_only
     assert (await refused(await plain(granting, cookie, "w=96")))[:2] == (403, "params_not_allowed")
     assert await rendered(await plain(granting, cookie, "preset=thumb")) == ("image/png", (96, 96))
+
+
+async def test_a_grant_link_minted_presets_only_gives_a_presets_only_cookie(granting: Client) -> None:
+    cookies = []
+    for presets_only in (True, False):
+        link = urlsplit(grant_link(SIGNING_KEY, "k1", "emp-7", ["photos:employees/*"], base_url="http://x",
+                                   presets_only=presets_only))
+        granting.session.cookie_jar.clear()
+        response = await granting.get(f"{link.path}?{link.query}")
+        assert response.status == 204, await response.text()
+        cookies.append(response.cookies[GRANT_COOKIE].value)
+    limited, unlimited = cookies
+    assert (await refused(await plain(granting, limited, "w=96")))[:2] == (403, "params_not_allowed")
+    assert await rendered(await plain(granting, limited, "preset=thumb")) == ("image/png", (96, 96))
+    assert await rendered(await plain(granting, unlimited, "w=96")) == ("image/jpeg", (96, 72))
+
+
+async def test_a_grant_sealed_with_a_presets_only_key_is_presets_only(proxy: ProxyFactory,
+                                                                    photo: bytes) -> None:
+    auth = {**sign_tokens(), **presets_only_key(), "grants": {"secure": False}, "plain_widths": [96]}
+    client = await proxy(transform=transform(), auth=auth)
+    cookie = await grant_for(client, DASH_TOKEN)  # the token is not presets-only; the key is
+    assert (await refused(await plain(client, cookie, "w=96")))[:2] == (403, "params_not_allowed")
+    assert await rendered(await plain(client, cookie, "preset=thumb")) == ("image/png", (96, 96))
