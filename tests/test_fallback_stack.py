@@ -80,14 +80,15 @@ def make_stack(proxy: ProxyFactory, relay_to: RelayFactory, moto_endpoint: str, 
                signer: UrlSigner) -> StackFactory:
     """``await make_stack(fallback={...}, relay=True, **source_overrides)``: one image worker."""
 
-    async def build(fallback: dict[str, Any] | None = None, relay: bool = False, **source: Any) -> Stack:
+    async def build(fallback: dict[str, Any] | None = None, relay: bool = False,
+                    presets: dict[str, Any] | None = None, **source: Any) -> Stack:
         tcp_relay = await relay_to(moto_endpoint) if relay else None
         if tcp_relay is not None:
             source["endpoint_url"] = tcp_relay.endpoint
         if fallback is not None:
             source["fallback"] = fallback
         client = await proxy(source={"bucket": stored, **source},
-                             transform={"workers": 1, "prestart_workers": True})
+                             transform={"workers": 1, "prestart_workers": True, "presets": presets or {}})
         return Stack(client, signer, tcp_relay)
 
     return build
@@ -313,3 +314,18 @@ async def test_bad_initials_are_a_400(make_stack: StackFactory) -> None:
         response, _ = await stack.get("people/present.jpg", w="96", initials=value)
         assert response.status == 400, value
         assert (await response.json())["error"] == "invalid_parameter"
+
+
+async def test_a_presets_initials_avatar_has_the_presets_size_and_the_photo_its_variant(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack(presets={"thumb": {"w": 72, "h": 72, "fit": "cover", "fmt": "webp"}})
+    response, body = await stack.get("people/missing.jpg", preset="thumb", initials="AB")
+    assert response.status == 404
+    assert response.headers["X-Fallback"] == "1"
+    assert response.headers[hdrs.CONTENT_TYPE] == "image/webp"
+    assert decoded(body).size == (72, 72)
+    plain, _ = await stack.get("people/present.jpg", preset="thumb")
+    with_initials, _ = await stack.get("people/present.jpg", preset="thumb", initials="AB")
+    assert (plain.status, with_initials.status) == (200, 200)
+    assert with_initials.headers[hdrs.ETAG] == plain.headers[hdrs.ETAG]
+    assert with_initials.headers["X-Cache"] == "HIT"

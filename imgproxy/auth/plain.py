@@ -4,8 +4,9 @@ millions of distinct variants.
 
 Pure. Signed URLs are bounded by whoever signs them, and static tokens belong to services the
 operator configured; a user's own credential may ask only for ``auth.plain_widths`` (as ``w``
-and ``h``), ``dpr`` 1, 2 or 3, and any ``fit`` or ``fmt`` (a handful of values each), unless
-``auth.plain_any_transform`` lifts the limit.
+and ``h``), ``dpr`` 1, 2 or 3, any ``fit`` or ``fmt`` (a handful of values each) and any
+``preset`` (the operator's ``[transform.presets]``, whose ``allow_override`` then applies),
+unless ``auth.plain_any_transform`` lifts the limit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Final
 from imgproxy.errors import ParamsNotAllowed
 
 SIZED: Final = ("w", "h")
-ENUMERATED: Final = frozenset({"fit", "fmt"})
+ENUMERATED: Final = frozenset({"fit", "fmt", "preset"})
 DPRS: Final = frozenset({"1", "2", "3"})
 
 
