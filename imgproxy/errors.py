@@ -18,7 +18,8 @@
     │   ├── OutOfScope (403 out_of_scope)
     │   ├── Revoked (403 revoked)
     │   ├── ParamsNotAllowed (403 params_not_allowed)
-    │   └── OriginNotAllowed (403 origin_not_allowed)
+    │   ├── OriginNotAllowed (403 origin_not_allowed)
+    │   └── WebhookDenied (403 webhook_denied)
     ├── NotFound (404 not_found)
     │   ├── UnknownSource (404 unknown_source)
     │   └── ObjectNotFound (404 not_found)
@@ -42,7 +43,8 @@
     │   │   ├── StorageBusy (503 overloaded)
     │   │   └── LedgerFull (503 overloaded)
     │   ├── RevocationsUnavailable (503 not_ready)
-    │   └── KeysUnavailable (503 not_ready)
+    │   ├── KeysUnavailable (503 not_ready)
+    │   └── WebhookUnavailable (503 webhook_unavailable)
     └── StorageTimeout (504 storage_timeout)
 
 The constructor's text goes to the log only; a client sees ``public_message``, which never
@@ -201,6 +203,13 @@ class OriginNotAllowed(Forbidden):
     public_message = "Cross-origin requests from this origin are not allowed."
 
 
+class WebhookDenied(Forbidden):
+    """``[auth.webhook]`` answered false (or failed, with ``on_error = "deny"``)."""
+
+    code = "webhook_denied"
+    public_message = "The application does not allow this user to read this image."
+
+
 class NotFound(ProxyError):
     status = 404
     code = "not_found"
@@ -357,6 +366,17 @@ class KeysUnavailable(NotReady):
 
     def implied_headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}
+
+
+class WebhookUnavailable(NotReady):
+    """``[auth.webhook]`` failed (timeout, refused, a bad answer) with ``on_error = "unavailable"``:
+    nothing was decided, so nothing is allowed."""
+
+    code = "webhook_unavailable"
+    public_message = "The application's authorization service did not answer; retry shortly."
+
+    def implied_headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class StorageBusy(Overloaded):

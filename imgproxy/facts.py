@@ -72,6 +72,7 @@ class RequestFacts:
     token: str | None = None  # a bearer token's name
     sub: str | None = None  # the signed viewer id, or a JWT's sub
     denied: str | None = None  # a 401/403's error code (a JWT's: jwt_ and the check it failed)
+    webhook: str | None = None  # [auth.webhook]'s outcome: allow, deny, error, cached
     max_age_cap: float | None = None  # a durable URL's: Cache-Control max-age at most this
     private: bool = False  # a user's own credential (grant, JWT, forward): Cache-Control private
     vary: str | None = None  # a header the answer depends on beyond the route's own (Cookie)

@@ -38,6 +38,7 @@ PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache"
         "imgproxy.protocol.cors",
         "imgproxy.auth.signing", "imgproxy.auth.tokens", "imgproxy.auth.principal", "imgproxy.auth.batch",
         "imgproxy.auth.oidc", "imgproxy.auth.claims", "imgproxy.auth.jwks", "imgproxy.auth.forward",
+        "imgproxy.auth.webhook",
         "imgproxy.signers",
         "imgproxy.transform.params", "imgproxy.transform.policy", "imgproxy.transform.jobs",
         "imgproxy.transform.negotiate", "imgproxy.transform.variants", "imgproxy.transform.geometry",

@@ -113,6 +113,25 @@ def _is_sub(sub: str) -> bool:
     return True
 
 
+def askable(items: Sequence[BatchItem], scopes: Sequence[Scope], sources: Collection[str]
+            ) -> list[tuple[str, str]]:
+    """The distinct (source, key) of the items that could be signed as far as their path goes
+    (known source, valid key, inside ``scopes``): what ``[auth.webhook]`` is asked about."""
+    paths: dict[tuple[str, str], None] = {}
+    for item in items:
+        if item.source in sources and _covers(scopes, item.source, item.key):
+            try:
+                check_key(item.key)
+            except ProxyError:
+                continue
+            paths[item.source, item.key] = None
+    return list(paths)
+
+
+def no_refusal(source: str, key: str) -> ProxyError | None:
+    return None
+
+
 def sign_items(
     items: list[BatchItem],
     *,
@@ -124,8 +143,10 @@ def sign_items(
     ttl: float,
     window: float,
     now: float,
+    refused: Callable[[str, str], ProxyError | None] = no_refusal,
 ) -> list[dict[str, str]]:
-    """One entry per item, in order: ``{"url": ...}`` or ``{"error": code, "message": ...}``."""
+    """One entry per item, in order: ``{"url": ...}`` or ``{"error": code, "message": ...}``.
+    ``refused``: the webhook's refusal of an item's path (asked about ``askable``'s paths)."""
     answers: list[dict[str, str]] = []
     for item in items:
         try:
@@ -154,6 +175,9 @@ def sign_items(
             if not limits.allows(item.source, item.key):
                 raise OutOfScope(f"signing key {signer.kid!r} has no scope for this path",
                                  public_message="The server's signing key may not sign this item.")
+            refusal = refused(item.source, item.key)
+            if refusal is not None:
+                raise refusal
             if item.durable and not limits.durable:
                 raise InvalidParameter("durable with a non-durable key", public_message=(
                     "This server's signing key does not sign durable URLs."))

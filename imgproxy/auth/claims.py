@@ -18,6 +18,7 @@ from imgproxy.config.oidc import ScopeRule, ScopeTemplate
 
 MAX_CLAIM_SCOPES: Final = 100  # scope strings read from scopes_claim at most; the rest are ignored
 MAX_VALUE_CHARS: Final = 256  # a claim value filling a placeholder
+MAX_GROUPS: Final = 100  # groups read from a groups claim at most; the rest are ignored
 _UNSAFE: Final = re.compile(r"[/*\\\x00-\x1f\x7f-\x9f{}]|\.\.")
 
 
@@ -93,3 +94,12 @@ def claim_scopes(claims: Mapping[str, Any], provider: ClaimRules) -> tuple[Scope
         if rule_applies(rule, claims):
             found += [scope for scope in (expand(t, claims) for t in rule.scopes) if scope is not None]
     return tuple(dict.fromkeys(found))
+
+
+def claim_groups(value: object) -> tuple[str, ...]:
+    """The groups a claim names (a list of strings, or one string), without repeats: the strings
+    of at most ``MAX_VALUE_CHARS`` characters with no control character, at most ``MAX_GROUPS``."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    groups = [item for item in items if isinstance(item, str) and item and len(item) <= MAX_VALUE_CHARS
+              and not re.search(r"[\x00-\x1f\x7f-\x9f]", item)]
+    return tuple(dict.fromkeys(groups))[:MAX_GROUPS]

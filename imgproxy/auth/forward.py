@@ -34,6 +34,7 @@ MAX_REPORTED_PEERS: Final = 1024
 class ForwardIdentity:
     user: str
     scopes: tuple[Scope, ...]
+    groups: tuple[str, ...] = ()  # from groups_header
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +93,10 @@ def identify_forward(headers: Mapping[str, str], config: ForwardConfig) -> Forwa
     if claims is None:
         return None
     user = claims["sub"]
+    groups = claims["groups"]
     assert isinstance(user, str)
-    return ForwardIdentity(user, claim_scopes(claims, config))
+    assert isinstance(groups, list)
+    return ForwardIdentity(user, claim_scopes(claims, config), tuple(dict.fromkeys(groups)))
 
 
 class UntrustedPeers:

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from joserfc import jws, jwt
 
-from imgproxy.auth.claims import claim_scopes
+from imgproxy.auth.claims import claim_groups, claim_scopes
 from imgproxy.auth.jwks import JwkSet
 from imgproxy.auth.signing import check_sub
 from imgproxy.config import Scope
@@ -52,6 +52,8 @@ class JwtIdentity:
     provider: str  # the [auth.oidc.NAME]
     sub: str
     scopes: tuple[Scope, ...]
+    issuer: str = ""  # the provider's (the token's iss)
+    groups: tuple[str, ...] = ()  # the strings of its groups_claim
 
 
 def _text(value: object) -> str | None:
@@ -139,4 +141,5 @@ def verify_jwt(value: str, providers: Mapping[str, OidcConfig], keys: KeyLookup,
     except Exception:  # joserfc's errors on client data, whatever their class
         raise InvalidJwt("signature", "bad signature") from None
     sub = check_claims(token.claims, provider, now)
-    return JwtIdentity(provider.name, sub, claim_scopes(token.claims, provider))
+    return JwtIdentity(provider.name, sub, claim_scopes(token.claims, provider), provider.issuer,
+                       claim_groups(token.claims.get(provider.groups_claim)))

@@ -94,7 +94,10 @@ class Principal:
     # A bearer's: what it may read, and what POST /sign may sign for it (a JWT's: its claim scopes).
     scopes: tuple[Scope, ...] = field(default=(), compare=False, repr=False)
     sign_scopes: tuple[Scope, ...] = field(default=(), compare=False, repr=False)
+    # What [auth.webhook] is told besides sub: a JWT's groups claim, the forwarded groups or a
+    # grant's; the OIDC provider's issuer (None for the other kinds).
     groups: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    issuer: str | None = field(default=None, compare=False, repr=False)
     via: str = ""  # a grant's: how it was obtained (jwt:PROVIDER, token:NAME, link)
 
     @property
@@ -121,7 +124,7 @@ def identify_bearer(authorization: str, policy: AuthPolicy, jwks: KeyLookup, now
     if policy.oidc and is_jwt(presented):
         identity = verify_jwt(presented, policy.oidc, jwks, now)
         return Principal("jwt", identity.provider, sub=identity.sub, scopes=identity.scopes,
-                         sign_scopes=identity.scopes)
+                         sign_scopes=identity.scopes, groups=identity.groups, issuer=identity.issuer)
     raise InvalidToken("unknown bearer token")
 
 
@@ -163,7 +166,8 @@ def authorize(
         identity = identify_forward(forwarded, policy.forward.config)
         if identity is not None:
             require_no_reserved(params)
-            principal = Principal("forward", identity.user, sub=identity.user, scopes=identity.scopes)
+            principal = Principal("forward", identity.user, sub=identity.user, scopes=identity.scopes,
+                                  groups=identity.groups)
     if principal is None:
         raise Unauthorized("no credentials")
     if not principal.allows(source, key):

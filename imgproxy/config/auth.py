@@ -23,6 +23,7 @@ from imgproxy.config.values import (
     ConfigError,
     Secret,
 )
+from imgproxy.config.webhook import read_webhook
 
 # auth.revocations_interval: how often every serving process asks for the polled object.
 MIN_REVOCATIONS_INTERVAL: Final = 1.0
@@ -146,6 +147,7 @@ def read_auth(t: Table, environ: Mapping[str, str], server_host: str = "127.0.0.
                                         MIN_REVOCATIONS_INTERVAL, MAX_REVOCATIONS_INTERVAL),
         oidc=read_oidc(t.table("oidc")),
         forward=read_forward(t.table("forward")),
+        webhook=read_webhook(t.table("webhook"), environ) if "webhook" in t.data else None,
         grants=None if t.raw("grants") is None else read_grants(t.table("grants"), sign_with, limits,
                                                                   server_host),
         plain_widths=read_plain_widths(t),

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from imgproxy.config.forward import ForwardConfig
     from imgproxy.config.grants import GrantsConfig
     from imgproxy.config.oidc import OidcConfig
+    from imgproxy.config.webhook import WebhookConfig
 
 
 class DeliveryMode(StrEnum):
@@ -182,6 +183,8 @@ class AuthConfig:
     oidc: Mapping[str, OidcConfig] = field(default_factory=lambda: MappingProxyType({}))
     # [auth.forward]: an auth proxy's user and groups headers (config/forward.py); None: off.
     forward: ForwardConfig | None = None
+    # [auth.webhook]: the application asked per user and object (config/webhook.py); None: off.
+    webhook: WebhookConfig | None = None
     # [auth.grants]: cookie grants (config/grants.py); None: off.
     grants: GrantsConfig | None = None
     # What a plain URL (no sig) authorized by a grant, a JWT or forward-auth may ask for: only

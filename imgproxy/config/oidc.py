@@ -86,6 +86,7 @@ class OidcConfig:
     allow_broad_scopes: bool = False  # may scopes_claim grant '*' or a whole source ('photos:*')
     rules: tuple[ScopeRule, ...] = ()
     ca_bundle: str | None = None  # PEM file of the CAs the IdP's https certificate must chain to
+    groups_claim: str = "groups"  # the claim whose strings are the user's groups ([auth.webhook])
 
 
 def check_fetch_url(url: str, where: str) -> str:
@@ -146,6 +147,9 @@ def read_provider(name: str, t: Table) -> OidcConfig:
     ca_bundle = t.optional_string("ca_bundle")
     if ca_bundle is not None:
         check_ca_bundle(ca_bundle, t.where("ca_bundle"))
+    groups_claim = t.string("groups_claim", "groups")
+    if not CLAIM_NAME.fullmatch(groups_claim):
+        raise ConfigError(f"{t.where('groups_claim')}: {groups_claim!r} is not a claim name")
     audience = t.string("audience", required=True)
     if not audience:
         raise ConfigError(f"{t.where('audience')}: is required")
@@ -153,7 +157,8 @@ def read_provider(name: str, t: Table) -> OidcConfig:
         name=name, issuer=issuer, audience=audience, jwks_url=jwks_url,
         algorithms=tuple(dict.fromkeys(algorithms)),
         clock_skew=t.duration("clock_skew", DEFAULT_CLOCK_SKEW, 0, 600), scopes_claim=scopes_claim,
-        allow_broad_scopes=t.boolean("allow_broad_scopes", False), rules=rules, ca_bundle=ca_bundle)
+        allow_broad_scopes=t.boolean("allow_broad_scopes", False), rules=rules, ca_bundle=ca_bundle,
+        groups_claim=groups_claim)
     t.reject_unknown()
     return config
 

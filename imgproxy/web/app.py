@@ -42,6 +42,7 @@ from imgproxy.web.middleware import observe, stamp_facts
 from imgproxy.web.polling import PolledRevocations
 from imgproxy.web.routes import add_routes
 from imgproxy.web.scrape import metrics_endpoint
+from imgproxy.web.webhook import open_webhook
 
 
 async def s3_sources(app: web.Application) -> AsyncIterator[None]:
@@ -85,6 +86,15 @@ async def jwks_cache(app: web.Application) -> AsyncIterator[None]:
     async with open_jwks(app[appkeys.CLOCK]) as cache:
         cache.on_fetch = app[appkeys.METRICS].observe_jwks_fetch
         app[appkeys.JWKS] = cache
+        yield
+
+
+async def webhook_client(app: web.Application) -> AsyncIterator[None]:
+    """The ``[auth.webhook]`` client and its decisions (also without a webhook: a reload may add one)."""
+    async with open_webhook(app[appkeys.CLOCK]) as client:
+        client.on_decision = app[appkeys.METRICS].observe_webhook_decision
+        client.on_call = app[appkeys.METRICS].observe_webhook_call
+        app[appkeys.WEBHOOK] = client
         yield
 
 
@@ -178,6 +188,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
     app.cleanup_ctx.append(caches)
     app.cleanup_ctx.append(s3_sources)
     app.cleanup_ctx.append(jwks_cache)
+    app.cleanup_ctx.append(webhook_client)
     if config.auth.revocations_url is not None:
         app.cleanup_ctx.append(revocations_poller)
     if config.cache.store is not None:

@@ -25,6 +25,7 @@ from imgproxy.web.jwks import JwksCache
 from imgproxy.web.live import Live, Settings
 from imgproxy.web.metrics import Metrics
 from imgproxy.web.polling import PolledRevocations
+from imgproxy.web.webhook import WebhookClient
 
 # Set by create_app, for the app's lifetime. CONFIG is the config the app started with: what
 # sized and opened its resources. Per request, read SETTINGS (a reload replaces LIVE's).
@@ -50,6 +51,7 @@ VARIANTS: Final = web.AppKey("variants", VariantService)
 STORE: Final = web.AppKey("store", VariantStore)  # only with [cache.store]
 POLLED: Final = web.AppKey("imgproxy.polled", PolledRevocations)  # only with auth.revocations_url
 JWKS: Final = web.AppKey("imgproxy.jwks", JwksCache)  # [auth.oidc] keys, kept across reloads
+WEBHOOK: Final = web.AppKey("imgproxy.webhook", WebhookClient)  # [auth.webhook] calls and decisions
 METRICS_URL: Final = web.AppKey("metrics_url", str)  # where the metrics endpoint listens
 
 # Per request, set by middleware.observe.

@@ -33,6 +33,7 @@ from imgproxy.auth.revocations import RevocationList
 log = logging.getLogger("imgproxy.metrics")
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself, too
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WEBHOOK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,14 @@ class Metrics:
             "imgproxy_jwks_fetches", "Fetches of an [auth.oidc] provider's keys (discovery included), by "
             "provider and result (ok, error: the keys held stay in use).", ["provider", "result"],
             registry=reg)
+        self.webhook_decisions = Counter(
+            "imgproxy_webhook_requests", "Questions to [auth.webhook] (one per /img request, one per "
+            "POST /sign item), by outcome: allow, deny, error (on_error decided), cached (a kept answer).",
+            ["outcome"], registry=reg)
+        self.webhook_calls = Histogram(
+            "imgproxy_webhook_call_duration_seconds", "HTTP calls to [auth.webhook] (a batch is one), "
+            "by result: ok, timeout, connect, status, too_large, not_json, bad_result.", ["result"],
+            buckets=WEBHOOK_BUCKETS, registry=reg)
         # What is in force in this process (one series per worker with several: pid label).
         self.config_info = Gauge("imgproxy_config_info",
                                  "1 for the config version in force in this process (a digest of the "
@@ -169,6 +178,12 @@ class Metrics:
 
     def observe_jwks_fetch(self, provider: str, result: str) -> None:
         self.jwks_fetches.labels(provider, result).inc()
+
+    def observe_webhook_decision(self, outcome: str) -> None:
+        self.webhook_decisions.labels(outcome).inc()
+
+    def observe_webhook_call(self, result: str, seconds: float) -> None:
+        self.webhook_calls.labels(result).observe(seconds)
 
     def observe_pool_exhausted(self, source: str, pool: str) -> None:
         self.pool_exhausted.labels(source, pool).inc()

@@ -235,7 +235,8 @@ def access_fields(request: web.Request, response: web.StreamResponse, facts: Req
     }
     optional = (("user_agent", facts.user_agent), ("source", facts.source), ("key", facts.key),
                 ("key_hash", facts.key_hash), ("auth", facts.principal), ("kid", facts.kid),
-                ("token", facts.token), ("sub", facts.sub), ("delivery", facts.delivery),
+                ("token", facts.token), ("sub", facts.sub), ("webhook", facts.webhook),
+                ("delivery", facts.delivery),
                 ("transform", "1" if facts.transform else None), ("cache", facts.cache),
                 ("aborted", facts.aborted),
                 ("limited", "/".join(facts.limited) if facts.limited else None))

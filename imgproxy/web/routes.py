@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from imgproxy.auth.batch import Signer, parse_batch, sign_items
+from imgproxy.auth.batch import Signer, askable, parse_batch, sign_items
 from imgproxy.auth.principal import Principal, authorize, identify_bearer
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
 from imgproxy.delivery.originals import Context, respond_original
@@ -27,6 +27,7 @@ from imgproxy.web import appkeys, session
 from imgproxy.web.appkeys import FACTS, SEND_WATCH, SETTINGS
 from imgproxy.web.forward import believed_headers
 from imgproxy.web.live import Settings
+from imgproxy.web.permission import require_allowed, sign_refusals
 
 
 async def image(request: web.Request) -> web.StreamResponse:
@@ -56,6 +57,8 @@ async def image(request: web.Request) -> web.StreamResponse:
     principal = authorize(target.source, target.key, params, authorization, settings.auth,
                           request.app[appkeys.CLOCK](), jwks.keys_for, forwarded, cookie)
     record_principal(facts, principal, config.auth.durable_max_age)
+    # 2b. The application's say ([auth.webhook]) for a JWT, grant or forwarded user: 403 or 503.
+    await require_allowed(request, principal, target.source, target.key)
     # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
     source = find_source(settings, target.source)
     inline = config.server.inline_types
@@ -105,7 +108,10 @@ async def sign_batch(request: web.Request) -> web.Response:
     body = await read_json(request, request.app[appkeys.BODY_SLOTS], max_bytes=config.auth.sign_max_bytes,
                            time_limit=config.server.body_timeout)
     items = parse_batch(body, config.auth.sign_max_items)
-    # 3. Sign every item that is valid and in scope; the others get their own error.
+    # 3. The application's say ([auth.webhook], for a JWT's user) on each item in scope, once each.
+    refused = await sign_refusals(request, principal, askable(items, principal.sign_scopes,
+                                                              config.sources.keys()))
+    # 4. Sign every item that is valid, in scope and allowed; the others get their own error.
     base_url = config.server.public_url.rstrip("/") or f"{request[FACTS].scheme}://{request.host}"
     kid = config.auth.sign_with
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, base_url)
@@ -115,7 +121,7 @@ async def sign_batch(request: web.Request) -> web.Response:
                         principal.sub if principal.kind == "jwt" else None)
     answers = sign_items(items, signer_for=signer_for, sources=config.sources.keys(), signer=signer,
                          limits=limits, check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
-                         window=config.auth.url_window, now=now)
+                         window=config.auth.url_window, now=now, refused=refused)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
                              headers={hdrs.CACHE_CONTROL: "no-store"})

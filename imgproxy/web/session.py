@@ -16,6 +16,7 @@ a grant link must not leak through a ``Referer`` header or a cache.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -120,6 +121,17 @@ def mint(grant: Grant, settings: Settings) -> str:
         raise BadRequest(f"grant: {exc}", public_message=f"The grant cannot be made: {exc}.") from None
 
 
+def fitting(grant: Grant, settings: Settings) -> Grant:
+    """``grant``, without its groups (a JWT's, for ``[auth.webhook]``) if they would not fit a
+    cookie (more than 32, a long one, or too many bytes): a user with many groups still gets one."""
+    if grant.groups:
+        try:
+            seal(grant, settings.auth.keys[grant.kid], COOKIE)
+        except ValueError:
+            return dataclasses.replace(grant, groups=())
+    return grant
+
+
 async def start_session(request: web.Request) -> web.Response:
     """POST /session: a grant cookie for the bearer (a JWT's user, or a token's named user)."""
     settings = request[SETTINGS]
@@ -139,8 +151,8 @@ async def start_session(request: web.Request) -> web.Response:
                            time_limit=settings.config.server.body_timeout)
     sub, scopes = requested(body, principal)
     issued = int(now)
-    grant = Grant(grants.key, sub, scopes, issued, issued + int(grants.ttl), principal.groups,
-                  f"{principal.kind}:{principal.name}")
+    grant = fitting(Grant(grants.key, sub, scopes, issued, issued + int(grants.ttl), principal.groups,
+                          f"{principal.kind}:{principal.name}"), settings)
     held = current_grant(request, settings, now)
     if held is not None and held.kid == grants.key and held.same_access(grant) \
             and held.exp - now > grants.ttl / 2:

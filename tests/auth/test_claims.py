@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from imgproxy.auth.claims import claim_scopes, expand, segment_value
+from imgproxy.auth.claims import claim_groups, claim_scopes, expand, segment_value
 from imgproxy.config import Scope
 from imgproxy.config.oidc import OidcConfig, ScopeRule, ScopeTemplate
 
@@ -97,3 +97,15 @@ def test_scopes_claim(value: object, broad: bool, expected: list[Scope]) -> None
 def test_scopes_claim_reads_at_most_a_hundred_scopes() -> None:
     value = [f"photos:p{i}/*" for i in range(150)]
     assert len(claim_scopes({"scp": value}, provider(scopes_claim="scp"))) == 100
+
+
+@pytest.mark.parametrize(("value", "groups"), [
+    (["staff", "hr", "staff"], ("staff", "hr")),
+    ("hr", ("hr",)),
+    (["hr", 7, None, "", "a\tb", "x" * 257, {"g": 1}], ("hr",)),
+    (None, ()),
+    (42, ()),
+    ([f"g{i}" for i in range(150)], tuple(f"g{i}" for i in range(100))),
+], ids=["list", "one-string", "junk-dropped", "missing", "number", "at-most-100"])
+def test_a_groups_claim_gives_its_plain_strings(value: object, groups: tuple[str, ...]) -> None:
+    assert claim_groups(value) == groups
