@@ -20,6 +20,7 @@ from typing import Final, TextIO
 from imgproxy import __version__
 from imgproxy.auth.explain import explain_url
 from imgproxy.auth.grants import covered, grant_link, parse_scopes
+from imgproxy.auth.presets import check_presets_only
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, KeyLimits, load_config, parse_duration
 from imgproxy.delivery.bucket_cors import bucket_cors, redirecting_buckets
@@ -31,6 +32,8 @@ from imgproxy.process.supervisor import serve_workers, worker_count
 from imgproxy.protocol.accesslog import key_hash, key_hash_secret
 from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
+from imgproxy.transform.jobs import available_outputs
+from imgproxy.transform.policy import TransformPolicy
 from imgproxy.web.app import create_app
 from imgproxy.web.appkeys import LIVE, METRICS
 from imgproxy.web.session import check_return
@@ -173,9 +176,16 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
     if not limits.allows(args.source, args.key):
         raise UsageError(f"out_of_scope: key {kid!r} may not sign {args.source}:{args.key} "
                          f"(its scopes: {', '.join(s.text for s in limits.scopes)})")
+    params = parse_params(args.params)
+    if limits.presets_only:
+        try:
+            check_presets_only(params)
+        except ProxyError as exc:
+            raise UsageError(f"params_not_allowed: key {kid!r} is presets_only: "
+                             f"{exc.public_message}") from None
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, args.base_url or config.server.base_url)
     try:
-        url = signer.sign(args.source, args.key, ttl=ttl, params=parse_params(args.params), window=window,
+        url = signer.sign(args.source, args.key, ttl=ttl, params=params, window=window,
                           durable=args.durable, sub=args.sub)
     except ProxyError as exc:  # paths.check_key refuses keys the server would refuse too
         raise UsageError(f"key {args.key!r}: {exc.public_message}") from None
@@ -234,6 +244,7 @@ def serve_command(config: Config, args: argparse.Namespace) -> int:
     if args.workers is not None and not 0 <= args.workers <= 256:
         raise UsageError("--workers: expected 0 (one per CPU) to 256")
     workers = worker_count(config.server.workers if args.workers is None else args.workers)
+    TransformPolicy.from_config(config.transform, available_outputs())  # presets: a ConfigError here
     log.info("imgproxy %s starting with sources %s", __version__, ", ".join(config.sources))
     try:
         if workers > 1:

@@ -188,12 +188,13 @@ class Revoked(Forbidden):
 
 class ParamsNotAllowed(Forbidden):
     """A plain URL (no signature) asking a cookie, JWT or forward-auth principal for a transform
-    outside ``auth.plain_widths`` (each distinct render costs the server; signed URLs are
-    bounded by whoever signs them)."""
+    outside ``auth.plain_widths`` and the presets (each distinct render costs the server; signed
+    URLs are bounded by whoever signs them); or a presets-only key, token or grant asking for
+    anything but a preset."""
 
     code = "params_not_allowed"
-    public_message = ("Plain URLs may ask only for the widths in auth.plain_widths (with fit, fmt "
-                      "and dpr 1-3); use a signed URL for other transforms.")
+    public_message = ("Plain URLs may ask only for a preset or the widths in auth.plain_widths "
+                      "(with fit, fmt and dpr 1-3); use a signed URL for other transforms.")
 
 
 class OriginNotAllowed(Forbidden):

@@ -94,7 +94,9 @@ async def test_the_demo_config_trusts_the_idp_and_turns_grants_on(idp: DemoIdp) 
     assert config.auth.oidc["demo"].jwks_url == idp.jwks_url
     assert config.auth.grants is not None
     assert config.auth.grants.secure is False
-    assert 96 in config.auth.plain_widths
+    assert config.auth.plain_widths == ()  # the page's plain URLs name a preset
+    assert dict(config.transform.presets["thumb"].params) == {"w": "96", "h": "96", "fit": "cover",
+                                                              "fmt": "auto"}
 
 
 def test_without_an_idp_the_demo_config_has_no_login() -> None:

@@ -139,8 +139,10 @@ def test_without_the_cookie_a_plain_url_is_401(demo: Demo) -> None:
 
 
 def test_a_plain_url_only_takes_the_pages_sizes(demo: Demo, lead_cookie: str) -> None:
-    answer = thumbnail(demo, OWN, lead_cookie, {**THUMB_PARAMS, "w": "300", "h": "300"})
+    answer = thumbnail(demo, OWN, lead_cookie, {"w": "300", "h": "300"})
     assert answer.status == 403
+    assert answer.error() == "params_not_allowed"
+    assert thumbnail(demo, OWN, lead_cookie, {**THUMB_PARAMS, "dpr": "2"}).status == 200  # the srcset's
 
 
 def test_a_fresh_grant_is_kept_on_the_next_page_load(demo: Demo, lead_cookie: str) -> None:

@@ -188,8 +188,7 @@ def test_the_first_load_decodes_all_200_thumbnails(visit: Visit) -> None:
     assert {(image["naturalWidth"], image["naturalHeight"]) for image in images} == {(THUMB, THUMB)}
     assert len({image["alt"] for image in images}) == PEOPLE
     for image in images:
-        assert "fmt=auto" in image["src"], image["src"]
-        assert f"w={THUMB}" in image["src"], image["src"]
+        assert "preset=thumb" in image["src"], image["src"]  # [transform.presets.thumb]: THUMB px
         assert "sig=" in image["src"], image["src"]
         assert "fmt=" not in image["href"], image["href"]  # the link opens the full image
     assert visit.first.body["fromProxy"] == str(PEOPLE)
@@ -343,6 +342,6 @@ def test_one_batch_asks_for_two_thumbnails_and_the_original_per_person() -> None
     assert len({p.key for p in people}) == PEOPLE
     items = sign_request(people, "demo")
     assert len(items) == 3 * PEOPLE
-    assert items[0]["params"]["fmt"] == "auto"
-    assert items[1]["params"]["dpr"] == "2"
+    assert items[0]["params"] == {"preset": "thumb"}
+    assert items[1]["params"] == {"preset": "thumb", "dpr": "2"}
     assert "params" not in items[2]

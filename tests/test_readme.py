@@ -90,7 +90,7 @@ def test_example_config_mentions_every_key() -> None:
                 DeliveryConfig, MetricsConfig, LogConfig, LimitsConfig, BudgetLimits, OidcConfig, ScopeRule,
                 ForwardConfig, GrantsConfig)
     names = {f.name for cls in sections for f in fields(cls)}
-    pattern = (r"^(#? ?{0} = |\[auth\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[(cache|limits)\.{0}\]"
+    pattern = (r"^(#? ?{0} = |\[(auth|transform)\.{0}\.|\[sources\.\w+\.{0}\]|#? ?\[(cache|limits)\.{0}\]"
                r"|\[\[auth\.oidc\.\w+\.{0}\]\]|# \[auth\.{0}\]$)")
     internal = {"name", "key_limits"}  # key_limits: what the [auth.keys.KID] tables say, not a TOML key
     missing = sorted(n for n in names - internal if not re.search(pattern.format(n), text, re.MULTILINE))

@@ -1,7 +1,8 @@
 """Batch signing: one call returns the signed proxy URLs for a whole page of images (no N+1).
 
 Pure. ``parse_batch`` checks the JSON shape; ``sign_items`` checks each item (source exists,
-key valid, parameters valid, inside the caller's sign scopes) and signs it, returning a
+key valid, parameters valid (a ``preset`` as a URL's would be), inside the caller's sign
+scopes, by preset only for a presets-only token or signing key) and signs it, returning a
 per-item error instead of failing the whole batch. For a JWT's user the ``sub`` of every URL is
 the token's (an item may not name one) and no URL is durable.
 """
@@ -12,6 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from imgproxy.auth.presets import check_presets_only
 from imgproxy.auth.signing import MAX_PARAM_BYTES, MAX_SUB_CHARS, RESERVED_PARAMS, UrlSigner, check_sub
 from imgproxy.config.model import KeyLimits, Scope
 from imgproxy.errors import BadRequest, InvalidParameter, OutOfScope, ProxyError, UnknownSource
@@ -144,9 +146,11 @@ def sign_items(
     window: float,
     now: float,
     refused: Callable[[str, str], ProxyError | None] = no_refusal,
+    presets_only: bool = False,
 ) -> list[dict[str, str]]:
     """One entry per item, in order: ``{"url": ...}`` or ``{"error": code, "message": ...}``.
-    ``refused``: the webhook's refusal of an item's path (asked about ``askable``'s paths)."""
+    ``refused``: the webhook's refusal of an item's path (asked about ``askable``'s paths).
+    ``presets_only``: the caller's token or the signing key is; items may transform by preset only."""
     answers: list[dict[str, str]] = []
     for item in items:
         try:
@@ -168,6 +172,8 @@ def sign_items(
             if item.sub is not None and not _is_sub(item.sub):
                 raise InvalidParameter("bad sub", public_message=(
                     f"'sub' must be 1-{MAX_SUB_CHARS} characters without control characters."))
+            if presets_only:
+                check_presets_only(item.params)
             check_params(item.params)
             if not _covers(signer_for.scopes, item.source, item.key):
                 raise OutOfScope(f"{signer_for.who} may not sign this path",

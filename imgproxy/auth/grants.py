@@ -7,7 +7,8 @@ Pure, and importable by a dashboard backend (as ``auth.signing`` is) to mint gra
                      base_url="https://img.example.com", return_to="https://dash.example.com/")
 
 A sealed grant is ``g1.KID.PAYLOAD.MAC``: ``PAYLOAD`` is base64url of a compact JSON object
-(``sub``, ``scopes``, ``groups``, ``iat``, ``exp``, ``via``, and a link's single-use ``nonce``),
+(``sub``, ``scopes``, ``groups``, ``iat``, ``exp``, ``via``, ``presets_only`` when set, and a
+link's single-use ``nonce``),
 ``MAC`` is base64url of HMAC-SHA256 under the ``auth.keys`` secret ``KID`` over the purpose, the
 kid and the payload. Cookies and links have different purposes, so neither verifies as the other,
 and neither as a signed URL (whose canonical form starts with ``/img/``). The MAC is checked (in
@@ -58,14 +59,15 @@ class Grant:
     groups: tuple[str, ...] = ()
     via: str = ""
     nonce: str | None = field(default=None, repr=False)
+    presets_only: bool = False  # minted by a presets-only token or key: transforms by preset only
 
     def allows(self, source: str, key: str) -> bool:
         return any(scope.allows(source, key) for scope in self.scopes)
 
     def same_access(self, other: Grant) -> bool:
         """Whether ``other`` would authorize exactly what this one does, for the same user."""
-        return (self.sub, set(self.scopes), set(self.groups)) == (other.sub, set(other.scopes),
-                                                                  set(other.groups))
+        return (self.sub, set(self.scopes), set(self.groups), self.presets_only) == (
+            other.sub, set(other.scopes), set(other.groups), other.presets_only)
 
 
 def check_text(value: str, what: str) -> str:
@@ -100,6 +102,8 @@ def seal(grant: Grant, secret: bytes, purpose: bytes) -> str:
         body["via"] = grant.via
     if grant.nonce is not None:
         body["nonce"] = grant.nonce
+    if grant.presets_only:
+        body["presets_only"] = True
     payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
     sealed = f"{VERSION}.{grant.kid}.{payload}.{_b64(_mac(secret, purpose, grant.kid, payload))}"
     if len(sealed) > MAX_SEALED:
@@ -139,13 +143,14 @@ def _decode(kid: str, payload: str) -> Grant:
         body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         sub, scopes, iat, exp = body["sub"], body["scopes"], body["iat"], body["exp"]
         groups, via, nonce = body.get("groups", []), body.get("via", ""), body.get("nonce")
+        presets_only = body.get("presets_only", False)
         if not (isinstance(sub, str) and isinstance(scopes, list) and isinstance(groups, list)
                 and all(isinstance(v, str) for v in (*scopes, *groups, via))
                 and all(isinstance(t, int) and not isinstance(t, bool) for t in (iat, exp))
-                and (nonce is None or isinstance(nonce, str))):
+                and (nonce is None or isinstance(nonce, str)) and isinstance(presets_only, bool)):
             raise InvalidGrant("malformed")
         return Grant(kid, sub, tuple(Scope.parse(s, "grant") for s in scopes), iat, exp,
-                     tuple(groups), via, nonce)
+                     tuple(groups), via, nonce, presets_only)
     except (ValueError, KeyError, TypeError, binascii.Error, ConfigError):
         raise InvalidGrant("malformed") from None
 
@@ -178,15 +183,16 @@ def covered(scope: Scope, by: Iterable[Scope]) -> bool:
 
 def grant_link(secret: str | bytes, kid: str, sub: str, scopes: Iterable[str], *, base_url: str,
                ttl: float = 60, return_to: str | None = None, groups: Iterable[str] = (),
-               now: float | None = None) -> str:
+               now: float | None = None, presets_only: bool = False) -> str:
     """A single-use ``GET /session?grant=...`` link for ``sub``'s browser: opening it sets the
     grant cookie and (with ``return_to``, an origin in the proxy's ``server.cors_origins``)
     redirects there. ``ttl``: how long the link may wait to be opened (at most the proxy's
-    ``auth.grants.link_ttl``)."""
+    ``auth.grants.link_ttl``). ``presets_only``: the cookie transforms by preset only (as does
+    any grant whose key is ``presets_only``)."""
     issued = int(time.time() if now is None else now)
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
     grant = Grant(kid, sub, parse_scopes(scopes), issued, issued + max(1, int(ttl)), tuple(groups),
-                  "link", secrets.token_urlsafe(16))
+                  "link", secrets.token_urlsafe(16), presets_only)
     query = {"grant": seal(grant, key, LINK)}
     if return_to is not None:
         query["return"] = return_to

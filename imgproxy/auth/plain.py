@@ -4,7 +4,8 @@ millions of distinct variants.
 
 Pure. Signed URLs are bounded by whoever signs them, and static tokens belong to services the
 operator configured; a user's own credential may ask only for ``auth.plain_widths`` (as ``w``
-and ``h``), ``dpr`` 1, 2 or 3, any ``fit`` or ``fmt`` (a handful of values each) and
+and ``h``), ``dpr`` 1, 2 or 3, any ``fit`` or ``fmt`` (a handful of values each), any
+``preset`` (the operator's ``[transform.presets]``, whose ``allow_override`` then applies) and
 ``gravity=auto`` (one value: the attention crop), unless ``auth.plain_any_transform`` lifts the
 limit. Never ``fp``: a focal point has a million values, so a million renders per size.
 """
@@ -18,7 +19,7 @@ from typing import Final
 from imgproxy.errors import ParamsNotAllowed
 
 SIZED: Final = ("w", "h")
-ENUMERATED: Final = frozenset({"fit", "fmt"})
+ENUMERATED: Final = frozenset({"fit", "fmt", "preset"})
 DPRS: Final = frozenset({"1", "2", "3"})
 GRAVITIES: Final = frozenset({"auto"})
 

@@ -6,7 +6,8 @@ bearer token: a configured static token (looked up in constant time, always), el
 ``[auth.forward]`` proxy names in headers (only when the caller found the direct peer trusted);
 otherwise the request has no credentials (401). A credential that fails never falls through to
 the next kind. A plain URL authorized by a user's own credential (JWT, grant, forward) may ask
-only for the renders ``auth.plain`` allows. Nothing here touches storage, so the answer never
+only for the renders ``auth.plain`` allows; a presets-only key, token or grant only for presets
+(``auth.presets``). Nothing here touches storage, so the answer never
 depends on whether the object exists.
 """
 
@@ -21,6 +22,7 @@ from imgproxy.auth.forward import ForwardPolicy, identify_forward
 from imgproxy.auth.grants import COOKIE, Grant, unseal
 from imgproxy.auth.oidc import KeyLookup, is_jwt, verify_jwt
 from imgproxy.auth.plain import PlainPolicy
+from imgproxy.auth.presets import check_presets_only
 from imgproxy.auth.revocations import RevocationList
 from imgproxy.auth.signing import require_no_reserved, verify_url
 from imgproxy.auth.tokens import Token, load_tokens, match_token, parse_bearer
@@ -99,6 +101,7 @@ class Principal:
     groups: tuple[str, ...] = field(default=(), compare=False, repr=False)
     issuer: str | None = field(default=None, compare=False, repr=False)
     via: str = ""  # a grant's: how it was obtained (jwt:PROVIDER, token:NAME, link)
+    presets_only: bool = False  # its key, token or grant transforms by preset only
 
     @property
     def is_user(self) -> bool:
@@ -120,7 +123,8 @@ def identify_bearer(authorization: str, policy: AuthPolicy, jwks: KeyLookup, now
     presented = parse_bearer(authorization)
     token = match_token(presented, policy.tokens)
     if token is not None:
-        return Principal("token", token.name, scopes=token.scopes, sign_scopes=token.sign_scopes)
+        return Principal("token", token.name, scopes=token.scopes, sign_scopes=token.sign_scopes,
+                         presets_only=token.presets_only)
     if policy.oidc and is_jwt(presented):
         identity = verify_jwt(presented, policy.oidc, jwks, now)
         return Principal("jwt", identity.provider, sub=identity.sub, scopes=identity.scopes,
@@ -153,7 +157,11 @@ def authorize(
             raise RevocationsUnavailable("revocation list not loaded yet")
         issued = url.issued(policy.key_limits(url.kid).max_ttl, policy.clock_skew)
         policy.revocations.check(source, key, url, issued)
-        return Principal("signature", url.kid, sub=url.sub, sig=url.sig, durable=url.exp is None)
+        presets_only = policy.key_limits(url.kid).presets_only
+        if presets_only:
+            check_presets_only(params)
+        return Principal("signature", url.kid, sub=url.sub, sig=url.sig, durable=url.exp is None,
+                         presets_only=presets_only)
     principal = None
     if authorization is not None:
         if policy.tokens or policy.oidc:
@@ -172,6 +180,8 @@ def authorize(
         raise Unauthorized("no credentials")
     if not principal.allows(source, key):
         raise OutOfScope(f"{principal.kind} {principal.name!r} has no scope for this path")
+    if principal.presets_only:
+        check_presets_only(params)
     if principal.is_user:
         policy.plain.check(params)
     return principal
@@ -186,4 +196,5 @@ def grant_principal(source: str, key: str, grant: Grant, policy: AuthPolicy) -> 
     if not policy.key_limits(grant.kid).allows(source, key):
         raise OutOfScope(f"grant key {grant.kid!r} has no scope for this path")
     return Principal("grant", grant.sub, sub=grant.sub, scopes=grant.scopes, groups=grant.groups,
-                     via=grant.via)
+                     via=grant.via,
+                     presets_only=grant.presets_only or policy.key_limits(grant.kid).presets_only)

@@ -30,6 +30,7 @@ class Token:
     digest: bytes
     scopes: tuple[Scope, ...]
     sign_scopes: tuple[Scope, ...] = ()
+    presets_only: bool = False  # transforms by preset only (auth/presets.py), and what it mints
 
     def __repr__(self) -> str:
         return f"Token(name={self.name!r}, scopes={len(self.scopes)})"
@@ -43,7 +44,8 @@ def _digest(token: str) -> bytes:
 
 
 def load_tokens(configs: Sequence[TokenConfig]) -> tuple[Token, ...]:
-    return tuple(Token(c.name, _digest(c.token.reveal()), c.scopes, c.sign_scopes) for c in configs)
+    return tuple(Token(c.name, _digest(c.token.reveal()), c.scopes, c.sign_scopes, c.presets_only)
+                 for c in configs)
 
 
 def parse_bearer(header: str) -> str:

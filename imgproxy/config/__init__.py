@@ -36,6 +36,7 @@ from imgproxy.config.model import (
     LogConfig,
     LogFormat,
     MetricsConfig,
+    PresetConfig,
     Rate,
     ResourcePolicy,
     Revocation,
@@ -78,7 +79,8 @@ __all__ = [
     "DELIVERY_MODES", "INPUT_FORMATS", "MAX_TTL_LIMIT", "MIN_PRESIGNED_VALIDITY",
     "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AddressingStyle", "AuthConfig",
     "BudgetLimits", "CacheConfig", "Config", "ConfigError", "DeliveryConfig", "DeliveryMode",
-    "KeyLimits", "LimitsConfig", "LogConfig", "LogFormat", "MetricsConfig", "Rate", "ResourcePolicy",
+    "KeyLimits", "LimitsConfig", "LogConfig", "LogFormat", "MetricsConfig", "PresetConfig", "Rate",
+    "ResourcePolicy",
     "Revocation", "Scope", "Secret", "ServerConfig", "SourceConfig", "TokenConfig", "TransformConfig",
     "load_config", "parse_config", "parse_duration", "parse_rate", "parse_size", "resolve_secret",
 ]

@@ -58,7 +58,7 @@ def check_revocations_reach(auth: AuthConfig, sources: Mapping[str, SourceConfig
 
 def read_key(keys: Table, kid: str, environ: Mapping[str, str], max_ttl: float) -> tuple[Secret, KeyLimits]:
     """``kid = "secret"`` (``env:``/``file:`` allowed), or a table: ``secret``, ``scopes``,
-    ``max_ttl`` (at most ``auth.max_ttl``), ``durable``."""
+    ``max_ttl`` (at most ``auth.max_ttl``), ``durable``, ``presets_only``."""
     if isinstance(keys.data[kid], dict):
         kt = keys.table(kid)
         secret = kt.secret("secret", environ, required=True)
@@ -68,7 +68,8 @@ def read_key(keys: Table, kid: str, environ: Mapping[str, str], max_ttl: float) 
             raise ConfigError(f"{kt.where('scopes')}: an empty list would allow nothing; leave it "
                               "out to allow every source")
         limits = KeyLimits(scopes=scopes, max_ttl=kt.duration("max_ttl", max_ttl, 1, max_ttl),
-                           durable=kt.boolean("durable", False))
+                           durable=kt.boolean("durable", False),
+                           presets_only=kt.boolean("presets_only", False))
         kt.reject_unknown()
     else:
         secret, where = keys.secret(kid, environ, required=True), keys.where(kid)
@@ -113,6 +114,7 @@ def read_auth(t: Table, environ: Mapping[str, str], server_host: str = "127.0.0.
                 token=token,
                 scopes=tuple(Scope.parse(s, tt.where("scopes")) for s in scopes),
                 sign_scopes=tuple(Scope.parse(s, tt.where("sign_scopes")) for s in sign_scopes),
+                presets_only=tt.boolean("presets_only", False),
             )
         )
         tt.reject_unknown()

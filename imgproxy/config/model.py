@@ -98,6 +98,7 @@ class TokenConfig:
     token: Secret
     scopes: tuple[Scope, ...]
     sign_scopes: tuple[Scope, ...] = ()  # what POST /sign may sign with this token
+    presets_only: bool = False  # its requests, grants and /sign items: transforms by preset only
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ class KeyLimits:
     scopes: tuple[Scope, ...] = ()  # () : every source and key
     max_ttl: float = float(MAX_TTL_LIMIT)  # at most auth.max_ttl
     durable: bool = False  # may sign URLs without exp (they carry iat)
+    presets_only: bool = False  # its URLs may transform only by preset= (no w, h, fmt, ...)
 
     def allows(self, source: str, key: str) -> bool:
         return not self.scopes or any(scope.allows(source, key) for scope in self.scopes)
@@ -232,6 +234,17 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PresetConfig:
+    """``[transform.presets.NAME]``: transform params as a URL spells them (checked against the
+    transform parser when the settings are built, ``transform/presets.py``), and which of them
+    a URL naming the preset may give itself."""
+
+    name: str
+    params: Mapping[str, str]
+    allow_override: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TransformConfig:
     enabled: bool = True
     workers: int = 0  # 0: one per CPU
@@ -251,6 +264,7 @@ class TransformConfig:
     # one left out is never chosen by auto (fmt=webp / fmt=avif still give it).
     auto_prefer: tuple[str, ...] = ("webp", "avif")
     png_compress_level: int = 6
+    presets: Mapping[str, PresetConfig] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)

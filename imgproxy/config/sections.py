@@ -6,6 +6,8 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
 
 from imgproxy.config.cors import check_origins
 from imgproxy.config.model import (
@@ -16,6 +18,7 @@ from imgproxy.config.model import (
     LogConfig,
     LogFormat,
     MetricsConfig,
+    PresetConfig,
     ResourcePolicy,
     ServerConfig,
     SourceConfig,
@@ -188,6 +191,29 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
     return source
 
 
+PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+MAX_PRESETS: Final = 256
+
+
+def read_preset(name: str, t: Table) -> PresetConfig:
+    """One ``[transform.presets.NAME]``: its params in a URL's spelling (``w = 96`` -> ``"96"``,
+    ``dpr = 1.5`` -> ``"1.5"``). Which names and values are valid is the transform parser's to
+    say (``transform.presets.build_presets``, run where the settings are built and on reload)."""
+    if not PRESET_NAME.fullmatch(name):
+        raise ConfigError(f"{t.path}: preset names use letters, digits, '_' and '-' (at most 64)")
+    allow = t.string_list("allow_override", ())
+    params: dict[str, str] = {}
+    for key, value in t.data.items():
+        if key == "allow_override":
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"{t.where(key)}: expected a string or a number, as in a URL")
+        params[key] = f"{value:g}" if isinstance(value, float) else str(value)
+    if not params:
+        raise ConfigError(f"{t.path}: a preset sets at least one transform parameter (w, h, ...)")
+    return PresetConfig(name=name, params=MappingProxyType(params), allow_override=allow)
+
+
 def read_transform(t: Table) -> TransformConfig:
     base = TransformConfig()
     formats = tuple(f.upper() for f in t.string_list("input_formats", base.input_formats))
@@ -200,6 +226,9 @@ def read_transform(t: Table) -> TransformConfig:
             raise ConfigError(f"{t.where('auto_prefer')}: {fmt!r} is not one of {', '.join(AUTO_FORMATS)}")
     if len(set(prefer)) != len(prefer):
         raise ConfigError(f"{t.where('auto_prefer')}: a format is listed twice")
+    presets = t.table("presets")
+    if len(presets.data) > MAX_PRESETS:
+        raise ConfigError(f"{presets.path}: at most {MAX_PRESETS} presets")
     transform = TransformConfig(
         enabled=t.boolean("enabled", base.enabled),
         workers=t.integer("workers", base.workers, 0, 256),
@@ -216,6 +245,7 @@ def read_transform(t: Table) -> TransformConfig:
         avif_quality=t.integer("avif_quality", base.avif_quality, 1, 100),
         auto_prefer=prefer,
         png_compress_level=t.integer("png_compress_level", base.png_compress_level, 0, 9),
+        presets=MappingProxyType({name: read_preset(name, presets.table(name)) for name in presets.data}),
     )
     t.reject_unknown()
     return transform

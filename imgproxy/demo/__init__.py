@@ -27,7 +27,7 @@ from imgproxy.auth.signing import UrlSigner
 from imgproxy.config import Config, parse_config
 from imgproxy.config.grants import is_loopback
 from imgproxy.demo.banner import Banner, banner
-from imgproxy.demo.gallery import Gallery, Login, add_gallery
+from imgproxy.demo.gallery import THUMB_PRESET, Gallery, Login, add_gallery
 from imgproxy.demo.idp import DemoIdp, serve_idp
 from imgproxy.demo.page import THUMB
 from imgproxy.demo.people import Person, directory, portrait
@@ -97,6 +97,9 @@ def demo_config(endpoint: str, host: str, port: int,
     data: dict[str, Any] = {
         "server": {"host": host, "port": port},
         "metrics": {"host": host, "port": 0},  # any free port: a demo must start anywhere
+        # The directory's thumbnails (gallery.THUMB_PARAMS): one definition, 1x and 2x (dpr=2).
+        "transform": {"presets": {THUMB_PRESET: {"w": THUMB, "h": THUMB, "fit": "cover", "fmt": "auto",
+                                                 "allow_override": ["dpr"]}}},
         "auth": {
             "keys": {"demo": demo.signing_key},
             "max_ttl": "1d",
@@ -123,8 +126,7 @@ def demo_config(endpoint: str, host: str, port: int,
     if idp is not None:
         data["auth"] |= {
             "oidc": {"demo": idp.provider_config(SOURCE)},
-            "grants": {"secure": False},
-            "plain_widths": [THUMB],  # the page's thumbnails (dpr=2 is allowed on its own)
+            "grants": {"secure": False},  # plain URLs then take preset= (and no other sizes)
         }
     return parse_config(data, environ={}), demo
 

@@ -15,7 +15,6 @@ from imgproxy.demo.people import Person
 from imgproxy.protocol.paths import image_path
 
 DEMO_TTL: Final = 3600  # seconds: the printed signed URLs and JWTs
-CURL_PARAMS: Final = {key: THUMB_PARAMS[key] for key in ("w", "h", "fit")}
 COOKIE_JAR: Final = "lead.cookies"
 
 
@@ -93,8 +92,8 @@ def grant_lines(b: Banner, idp: DemoIdp) -> list[str]:
     other = next(p for p in b.people if p.team != LEAD_TEAM)
     jwt = idp.token(LEAD, time.time(), ttl=DEMO_TTL)
     session = f"{b.base_url}/session"
-    own_url = b.base_url + plain_url(b.source, own.key, CURL_PARAMS)
-    other_url = b.base_url + plain_url(b.source, other.key, CURL_PARAMS)
+    own_url = b.base_url + plain_url(b.source, own.key, THUMB_PARAMS)
+    other_url = b.base_url + plain_url(b.source, other.key, THUMB_PARAMS)
     return [
         f"Cookie grant with curl, as {LEAD.name} ({LEAD.title}; the JWT is valid "
         f"{DEMO_TTL // 60} minutes):",

@@ -5,7 +5,8 @@ Both handlers play the dashboard's backend.
 ``/`` (``?user=hr`` or ``?user=lead``, HR by default): the logged-in view. The backend gets a JWT
 for the user from the demo's identity provider (``demo.idp``) and puts it in the page; the page's
 script trades it for a cookie grant (``POST /session``), then shows **plain** URLs
-(``/img/demo/employees/Sales/Ada Berg.jpg?w=96&h=96&fit=cover&fmt=auto``): no ``exp``, no ``sig``,
+(``/img/demo/employees/Sales/Ada Berg.jpg?preset=thumb``: the proxy's ``[transform.presets.thumb]``,
+96x96 ``fit=cover`` ``fmt=auto``, and ``&dpr=2`` for the srcset): no ``exp``, no ``sig``,
 the same on every load and for every user, so the browser's cache (``Cache-Control: private``,
 ``Vary: Cookie``) answers the next load. The backend lists every person but asks for a photo only
 where the user's claims earn a scope for it (under the proxy's own ``[auth.oidc.demo]`` rules);
@@ -34,13 +35,14 @@ from imgproxy.auth.claims import claim_scopes
 from imgproxy.config import Scope
 from imgproxy.config.oidc import OidcConfig
 from imgproxy.demo.idp import USERS, DemoIdp, DemoUser, find_user
-from imgproxy.demo.page import THUMB, Card, NavLink, View, render_page
+from imgproxy.demo.page import Card, NavLink, View, render_page
 from imgproxy.demo.people import Person
 from imgproxy.errors import NotFound
 from imgproxy.protocol.media import NOSNIFF
 from imgproxy.protocol.paths import image_path
 
-THUMB_PARAMS: Final = {"w": str(THUMB), "h": str(THUMB), "fit": "cover", "fmt": "auto"}
+THUMB_PRESET: Final = "thumb"  # demo_config's [transform.presets.thumb]: THUMB px, cover, fmt=auto
+THUMB_PARAMS: Final = {"preset": THUMB_PRESET}
 SIGN_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
 SIGNED_PATH: Final = "/signed"
 

@@ -209,7 +209,8 @@ ul {{ list-style: none; display: grid; grid-template-columns: repeat(auto-fill, 
 {nav}
 <p>{summary}</p>
 <p id="load">Loading thumbnails…</p>
-<p>Thumbnails are {thumb} px, <code>fmt=auto</code> (AVIF, WebP or JPEG by what the browser accepts);
+<p>Thumbnails are <code>preset=thumb</code>: {thumb} px, <code>fmt=auto</code> (AVIF, WebP or JPEG by
+what the browser accepts), defined once in the proxy's config;
 each opens the full photo. Hover a photo to see how it was delivered.</p>
 </header>
 <ul>

@@ -27,6 +27,8 @@ from imgproxy.config import Config, ConfigError, load_config
 from imgproxy.config.digest import config_version
 from imgproxy.config.restart import apply_reload
 from imgproxy.process.channel import Receiver
+from imgproxy.transform.jobs import available_outputs
+from imgproxy.transform.policy import TransformPolicy
 from imgproxy.web import appkeys
 
 log = logging.getLogger("imgproxy.reload")
@@ -57,6 +59,7 @@ class Reloader:
         """The config now in force, or None: it did not load and the running one stays."""
         try:
             loaded = load_config(self.path)
+            TransformPolicy.from_config(loaded.transform, available_outputs())  # presets checked
         except ConfigError as exc:
             self._count("invalid")
             log.warning("reload refused, config version %s stays in force: %s", self.version, exc)

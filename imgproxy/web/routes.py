@@ -121,7 +121,8 @@ async def sign_batch(request: web.Request) -> web.Response:
                         principal.sub if principal.kind == "jwt" else None)
     answers = sign_items(items, signer_for=signer_for, sources=config.sources.keys(), signer=signer,
                          limits=limits, check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
-                         window=config.auth.url_window, now=now, refused=refused)
+                         window=config.auth.url_window, now=now, refused=refused,
+                         presets_only=principal.presets_only or limits.presets_only)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
                              headers={hdrs.CACHE_CONTROL: "no-store"})

@@ -10,6 +10,9 @@
   origin in ``server.cors_origins``) with ``303``.
 - ``DELETE /session`` clears the cookie.
 
+A grant minted by a presets-only token (or link, or sealed with a presets-only key) is itself
+presets-only: the sealed grant carries it, and its plain URLs may transform by ``preset`` only.
+
 Every answer is ``no-store`` with ``Referrer-Policy: no-referrer`` (``middleware.stamp_facts``):
 a grant link must not leak through a ``Referer`` header or a cache.
 """
@@ -152,7 +155,8 @@ async def start_session(request: web.Request) -> web.Response:
     sub, scopes = requested(body, principal)
     issued = int(now)
     grant = fitting(Grant(grants.key, sub, scopes, issued, issued + int(grants.ttl), principal.groups,
-                          f"{principal.kind}:{principal.name}"), settings)
+                          f"{principal.kind}:{principal.name}", presets_only=principal.presets_only),
+                    settings)
     held = current_grant(request, settings, now)
     if held is not None and held.kid == grants.key and held.same_access(grant) \
             and held.exp - now > grants.ttl / 2:
@@ -191,7 +195,8 @@ async def open_link(request: web.Request) -> web.Response:
         raise InvalidGrant("used")
     issued = int(now)
     value = mint(Grant(grants.key, link.sub, link.scopes, issued, issued + int(grants.ttl),
-                       link.groups, "link"), settings)
+                       link.groups, "link", presets_only=link.presets_only or limits.presets_only),
+                 settings)
     response = web.Response(status=204 if back is None else 303,
                             headers=NO_STORE if back is None else {**NO_STORE, hdrs.LOCATION: back})
     set_grant_cookie(response, grants, value, int(grants.ttl))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from imgproxy.config import parse_config
 from imgproxy.errors import InvalidParameter
 from imgproxy.transform.geometry import focal_crop
 from imgproxy.transform.params import (
@@ -13,6 +16,7 @@ from imgproxy.transform.params import (
     TransformSpec,
     parse_transform,
 )
+from imgproxy.transform.policy import TransformPolicy
 
 LIMITS = TransformLimits(max_width=4096, max_height=4096, formats=frozenset(OutputFormat))
 COVER = {"w": "100", "h": "100", "fit": "cover"}
@@ -132,3 +136,28 @@ def test_every_focal_crop_lies_inside_the_image_with_the_target_aspect() -> None
                     if lo > 0 and hi < side:
                         assert centre[axis] == pytest.approx(focus[axis]), where
 
+
+
+# --- fp beside a preset -----------------------------------------------------------------------
+
+def presets(definition: dict[str, Any]) -> TransformPolicy:
+    data = {"auth": {"keys": {"k1": "focal-test-signing-key-0123456789abcdef0123"}},
+            "sources": {"photos": {"bucket": "acme-photos"}},
+            "transform": {"presets": {"face": definition}}}
+    return TransformPolicy.from_config(parse_config(data, environ={}).transform, frozenset(OutputFormat))
+
+
+@pytest.mark.parametrize("gravity", [None, "north", "auto"])
+def test_fp_beside_a_cover_preset_places_the_crop_in_place_of_its_gravity(gravity: str | None) -> None:
+    definition: dict[str, Any] = {"w": 96, "h": 96, "fit": "cover"}
+    if gravity is not None:
+        definition["gravity"] = gravity
+    spec = presets(definition).parse({"preset": "face", "fp": "0.5,0.2"})
+    assert spec is not None
+    assert spec.focus == (500, 200)
+    assert spec.gravity is Gravity.CENTER  # unused: the crop is centred on fp
+
+
+def test_fp_beside_a_preset_that_does_not_crop_is_400() -> None:
+    with pytest.raises(InvalidParameter, match="fit=cover"):
+        presets({"w": 96}).parse({"preset": "face", "fp": "0.5,0.2"})
