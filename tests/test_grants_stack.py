@@ -291,6 +291,7 @@ async def test_the_cookie_does_not_authorize_post_sign(client: Client, idp: Fake
     ("w=96", 200), ("w=192&h=96&fit=cover", 200), ("w=96&dpr=2&fmt=webp", 200),
     ("w=97", 403), ("h=1000", 403), ("w=96&q=37", 403), ("w=96&dpr=1.5", 403), ("w=096", 403),
     ("w=96&bg=ffffff", 403), ("w=96&gravity=north", 403),
+    ("w=96&h=96&fit=cover&gravity=auto", 200), ("w=96&h=96&fit=cover&fp=0.5,0.5", 403),
 ])
 async def test_plain_urls_of_users_accept_only_the_listed_widths(
     client: Client, idp: FakeIdp, s3: Any, bucket: str, query: str, expected: int,

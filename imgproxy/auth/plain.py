@@ -4,9 +4,10 @@ millions of distinct variants.
 
 Pure. Signed URLs are bounded by whoever signs them, and static tokens belong to services the
 operator configured; a user's own credential may ask only for ``auth.plain_widths`` (as ``w``
-and ``h``), ``dpr`` 1, 2 or 3, any ``fit`` or ``fmt`` (a handful of values each) and any
-``preset`` (the operator's ``[transform.presets]``, whose ``allow_override`` then applies),
-unless ``auth.plain_any_transform`` lifts the limit.
+and ``h``), ``dpr`` 1, 2 or 3, any ``fit`` or ``fmt`` (a handful of values each), any
+``preset`` (the operator's ``[transform.presets]``, whose ``allow_override`` then applies) and
+``gravity=auto`` (one value: the attention crop), unless ``auth.plain_any_transform`` lifts the
+limit. Never ``fp``: a focal point has a million values, so a million renders per size.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from imgproxy.errors import ParamsNotAllowed
 SIZED: Final = ("w", "h")
 ENUMERATED: Final = frozenset({"fit", "fmt", "preset"})
 DPRS: Final = frozenset({"1", "2", "3"})
+GRAVITIES: Final = frozenset({"auto"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,6 @@ class PlainPolicy:
         for name in sorted(params):
             value = params[name]
             if (name in SIZED and value in self.widths) or (name == "dpr" and value in DPRS) \
-                    or name in ENUMERATED:
+                    or (name == "gravity" and value in GRAVITIES) or name in ENUMERATED:
                 continue
             raise ParamsNotAllowed(f"plain URL parameter {name}={value[:16]!r} not allowed")

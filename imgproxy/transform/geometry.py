@@ -26,10 +26,8 @@ def target_box(size: tuple[int, int], spec: TransformSpec) -> tuple[int, int] | 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def cover_crop(size: tuple[int, int], target: tuple[int, int],
-               gravity: Gravity) -> tuple[float, float, float, float]:
-    """The part of a ``size`` image that ``fit=cover`` keeps: the largest box of the target's
-    aspect ratio, placed at ``gravity``, as (left, top, right, bottom) inside the image.
+def _cover_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[float, float]:
+    """The largest box of the target's aspect inside ``size``.
 
     Which side is kept whole is decided in integers (``target_w * height`` against
     ``target_h * width``), so that side is exact; the other is the exact quotient clamped to the
@@ -39,13 +37,32 @@ def cover_crop(size: tuple[int, int], target: tuple[int, int],
     width, height = size
     target_w, target_h = target
     if target_w * height >= target_h * width:  # the target is relatively wider: keep the width
-        crop_w, crop_h = float(width), min(float(height), width * target_h / target_w)
-    else:
-        crop_w, crop_h = min(float(width), height * target_w / target_h), float(height)
+        return float(width), min(float(height), width * target_h / target_w)
+    return min(float(width), height * target_w / target_h), float(height)
+
+
+def cover_crop(size: tuple[int, int], target: tuple[int, int],
+               gravity: Gravity) -> tuple[float, float, float, float]:
+    """The part of a ``size`` image that ``fit=cover`` keeps: the largest box of the target's
+    aspect ratio, placed at ``gravity``, as (left, top, right, bottom) inside the image.
+    (``Gravity.AUTO`` is resolved to a focal point before this; here it is the centre.)"""
+    width, height = size
+    crop_w, crop_h = _cover_size(size, target)
     name = gravity.value
     x_share = 0.0 if "west" in name else 1.0 if "east" in name else 0.5
     y_share = 0.0 if "north" in name else 1.0 if "south" in name else 0.5
     left, top = (width - crop_w) * x_share, (height - crop_h) * y_share
+    return left, top, min(float(width), left + crop_w), min(float(height), top + crop_h)
+
+
+def focal_crop(size: tuple[int, int], target: tuple[int, int],
+               focus: tuple[float, float]) -> tuple[float, float, float, float]:
+    """The ``fit=cover`` box centred on ``focus`` (fractions 0..1 of the width and height),
+    moved back inside the image where the point is nearer an edge than half the box."""
+    width, height = size
+    crop_w, crop_h = _cover_size(size, target)
+    left = min(max(0.0, focus[0] * width - crop_w / 2), width - crop_w)
+    top = min(max(0.0, focus[1] * height - crop_h / 2), height - crop_h)
     return left, top, min(float(width), left + crop_w), min(float(height), top + crop_h)
 
 

@@ -17,13 +17,18 @@ from typing import Final, TypeVar
 from imgproxy.auth.signing import RESERVED_PARAMS
 from imgproxy.errors import InvalidParameter
 
-TRANSFORM_PARAMS: Final = frozenset({"w", "h", "dpr", "fit", "gravity", "fmt", "q", "bg"})
+TRANSFORM_PARAMS: Final = frozenset({"w", "h", "dpr", "fit", "gravity", "fp", "fmt", "q", "bg"})
 # What only a missing object's placeholder uses (``transform/drawing.py``): allowed beside the
 # transform, never part of the spec (a URL with it shares the photo's variant).
 PLACEHOLDER_PARAMS: Final = frozenset({"initials"})
 _INT: Final = re.compile(r"^[0-9]{1,6}$")
 _DPR: Final = re.compile(r"^[0-9](?:\.[0-9]{1,2})?$")
 _COLOR: Final = re.compile(r"^([0-9a-fA-F]{6})([0-9a-fA-F]{2})?$")
+# One fp coordinate: 0 or 1, or 0 or 1 with a point and 1-3 digits, at most 1 ("0.5", "0.250",
+# "1.000"); no sign, no bare ".5", no exponent. Kept in thousandths, so "0.5" and "0.500" share
+# a variant.
+_FRACTION: Final = r"(0(?:\.[0-9]{1,3})?|1(?:\.0{1,3})?)"
+_FOCUS: Final = re.compile(rf"^{_FRACTION},{_FRACTION}$")
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -44,6 +49,11 @@ class Gravity(StrEnum):
     NORTHWEST = "northwest"
     SOUTHEAST = "southeast"
     SOUTHWEST = "southwest"
+    AUTO = "auto"  # an attention crop: the window with the most detail (transform/attention.py)
+
+    @property
+    def is_fixed(self) -> bool:
+        return self is not Gravity.AUTO
 
 
 class OutputFormat(StrEnum):
@@ -84,6 +94,9 @@ class TransformSpec:
     auto_format: bool = False        # fmt=auto: choose from Accept (and send Vary: Accept)
     quality: int | None = None
     background: tuple[int, int, int, int] | None = None
+    # fp=x,y: the point the fit=cover crop is centred on, in thousandths of the displayed
+    # (upright) picture's width and height.
+    focus: tuple[int, int] | None = None
 
     @property
     def canonical(self) -> str:
@@ -96,6 +109,8 @@ class TransformSpec:
             f"q={self.quality or 0}",
             "bg=" + ("".join(f"{c:02x}" for c in self.background) if self.background else "none"),
         ]
+        if self.focus is not None:  # only when set: the keys of every other variant stay as they were
+            parts.append(f"fp={self.focus[0]}:{self.focus[1]}")
         return ",".join(parts)
 
 
@@ -126,6 +141,21 @@ def _choice(params: Mapping[str, str], name: str, enum: type[E], default: E) -> 
         raise _bad(name, f"must be one of: {allowed}") from None
 
 
+def _focus(params: Mapping[str, str], fit: Fit) -> tuple[int, int] | None:
+    text = params.get("fp")
+    if text is None:
+        return None
+    match = _FOCUS.fullmatch(text)
+    if match is None:
+        raise _bad("fp", "must be x,y: two fractions from 0 to 1 with at most 3 decimals (0.5,0.25)")
+    if fit is not Fit.COVER:
+        raise _bad("fp", "only applies to fit=cover")
+    if "gravity" in params:
+        raise _bad("fp", "cannot be combined with gravity")
+    x, y = (round(float(group) * 1000) for group in match.groups())
+    return x, y
+
+
 def parse_transform(params: Mapping[str, str], limits: TransformLimits) -> TransformSpec | None:
     """The requested transform, or ``None`` when the query asks for the original."""
     unknown = sorted(set(params) - RESERVED_PARAMS - TRANSFORM_PARAMS - PLACEHOLDER_PARAMS)
@@ -146,6 +176,7 @@ def parse_transform(params: Mapping[str, str], limits: TransformLimits) -> Trans
     gravity = _choice(params, "gravity", Gravity, Gravity.CENTER)
     if "gravity" in params and fit is not Fit.COVER:
         raise _bad("gravity", "only applies to fit=cover")
+    focus = _focus(params, fit)
     if fit in (Fit.COVER, Fit.CONTAIN, Fit.FILL) and (width is None or height is None):
         raise _bad("fit", f"={fit.value} needs both w and h")
     if "dpr" in params and width is None and height is None:
@@ -181,4 +212,4 @@ def parse_transform(params: Mapping[str, str], limits: TransformLimits) -> Trans
         background = (int(rgb[0:2], 16), int(rgb[2:4], 16), int(rgb[4:6], 16), int(alpha, 16))
 
     return TransformSpec(width=width, height=height, fit=fit, gravity=gravity, fmt=fmt,
-                         auto_format=auto, quality=quality, background=background)
+                         auto_format=auto, quality=quality, background=background, focus=focus)

@@ -9,7 +9,8 @@ is built: the spec, and so the variant cache key and ETag, come from the preset'
 
 With ``preset``, a URL may also give the parameters the preset lists in ``allow_override``
 (its value replaces the preset's, or adds one the preset leaves out) and the per-image ``fp``
-and ``initials``; any other transform parameter is a 400 naming it.
+(which replaces the preset's ``gravity``) and ``initials``; any other transform parameter is a
+400 naming it.
 """
 
 from __future__ import annotations
@@ -78,4 +79,7 @@ def expand_preset(params: Mapping[str, str], presets: Mapping[str, Preset]) -> M
             raise InvalidParameter(f"param {key} with preset {name}", public_message=(
                 f"Parameter '{key}' may not be given with preset={name} (it allows: {allowed})."))
     given = {k: v for k, v in params.items() if k != PRESET_PARAM}
-    return {**preset.params, **given}
+    # A focal point places this image's crop: it replaces the preset's gravity (the two exclude
+    # each other), so fp works with every fit=cover preset.
+    defined = {k: v for k, v in preset.params.items() if not (k == "gravity" and "fp" in given)}
+    return {**defined, **given}

@@ -30,11 +30,19 @@ from typing import Final
 from PIL import Image, ImageCms
 
 from imgproxy.errors import ImageTooLarge, UnprocessableImage
+from imgproxy.transform.attention import find_focus
 from imgproxy.transform.decode import exif_orientation, is_data_failure, open_image
 from imgproxy.transform.encode import encode
-from imgproxy.transform.geometry import Box, cover_crop, mapped_box, oriented_box, target_box
+from imgproxy.transform.geometry import (
+    Box,
+    cover_crop,
+    focal_crop,
+    mapped_box,
+    oriented_box,
+    target_box,
+)
 from imgproxy.transform.jobs import Rendered, RenderSettings
-from imgproxy.transform.params import Fit, OutputFormat, TransformSpec
+from imgproxy.transform.params import Fit, Gravity, OutputFormat, TransformSpec
 
 # Chosen by bench/bench_render_quality.py (the table is in README.md, Transforms): the fastest of
 # 20 choices whose worst SSIM against a full-resolution LANCZOS resize stays >= 0.99.
@@ -60,6 +68,9 @@ class Job:
     target: OutputFormat | None  # None: decide from alpha (JPEG or PNG) at encode time
     settings: RenderSettings
     icc_profile: bytes | None = None
+    # fit=cover: the point the crop is centred on (fractions of the displayed picture), from
+    # ``fp`` or ``gravity=auto``; None: the crop is placed by a fixed gravity.
+    focus: tuple[float, float] | None = None
     # The source's own size, and the area it covers in ``image``'s pixels (a JPEG draft decodes
     # fewer pixels, with a partly padded last row and column: see geometry.mapped_box); both
     # displayed (upright) once ``orient`` has run. The geometry is computed on ``source_size``.
@@ -140,6 +151,18 @@ def normalise_mode(job: Job) -> None:
     job.image = image
 
 
+def choose_focus(job: Job) -> None:
+    """``fit=cover``: the signed focal point, or for ``gravity=auto`` the attention crop's,
+    measured on the (drafted, upright) pixels before the final resize."""
+    spec = job.spec
+    if spec.fit is not Fit.COVER or not spec.width or not spec.height:
+        return
+    if spec.focus is not None:
+        job.focus = (spec.focus[0] / 1000, spec.focus[1] / 1000)
+    elif spec.gravity is Gravity.AUTO:
+        job.focus = find_focus(job.image, job.region, (spec.width, spec.height))
+
+
 def resize(job: Job) -> None:
     """Scale (and for ``fit=cover`` crop) in one resample, computed on the source's size."""
     image, spec = job.image, job.spec
@@ -149,7 +172,8 @@ def resize(job: Job) -> None:
     whole: Box = (0, 0, *job.source_size)
     if spec.fit is Fit.COVER and spec.width and spec.height:
         target = (spec.width, spec.height)
-        crop = cover_crop(job.source_size, target, spec.gravity)  # then resample straight to the output
+        crop = cover_crop(job.source_size, target, spec.gravity) if job.focus is None \
+            else focal_crop(job.source_size, target, job.focus)  # then resample straight to the output
     else:
         target, crop = box, whole
     source = mapped_box(crop, job.source_size, job.region)
@@ -210,6 +234,7 @@ STEPS: Final[tuple[Callable[[Job], None], ...]] = (
     load_first_frame,
     orient,
     normalise_mode,
+    choose_focus,
     resize,
     choose_output,
     flatten,

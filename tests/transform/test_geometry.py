@@ -161,7 +161,7 @@ TOUCHES: dict[Gravity, Check] = {
 }
 
 
-@pytest.mark.parametrize("gravity", list(Gravity), ids=str)
+@pytest.mark.parametrize("gravity", [g for g in Gravity if g.is_fixed], ids=str)
 def test_the_cover_crop_lies_inside_the_image_with_the_target_aspect_at_the_gravity(
         gravity: Gravity) -> None:
     # Stored sizes after JPEG DCT scaling are in the list too (1280x853 at 1/4 is 320x214).
