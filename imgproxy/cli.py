@@ -19,7 +19,7 @@ from typing import Final, TextIO
 
 from imgproxy import __version__
 from imgproxy.auth.explain import explain_url
-from imgproxy.auth.grants import covered, grant_link, parse_scopes
+from imgproxy.auth.grants import grant_link, parse_scopes, within_key
 from imgproxy.auth.presets import check_presets_only
 from imgproxy.auth.signing import RESERVED_PARAMS, UrlSigner
 from imgproxy.config import Config, ConfigError, KeyLimits, load_config, parse_duration
@@ -210,7 +210,7 @@ def grant_command(config: Config, args: argparse.Namespace) -> str:
     limits = config.auth.key_limits.get(grants.key) or KeyLimits(max_ttl=config.auth.max_ttl)
     try:
         scopes = parse_scopes(args.scopes)
-        if limits.scopes and not all(covered(scope, limits.scopes) for scope in scopes):
+        if not within_key(scopes, limits):
             raise ValueError(f"out_of_scope: key {grants.key!r} covers only "
                              f"{', '.join(s.text for s in limits.scopes)}")
         if args.return_to is not None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlencode
 
-from imgproxy.config.model import Scope
+from imgproxy.config.model import KeyLimits, Scope
 from imgproxy.config.values import ConfigError
 from imgproxy.errors import InvalidGrant
 
@@ -179,6 +179,11 @@ def covered(scope: Scope, by: Iterable[Scope]) -> bool:
         if not wider.is_prefix and not scope.is_prefix and scope.key == wider.key:
             return True
     return False
+
+
+def within_key(scopes: Iterable[Scope], limits: KeyLimits) -> bool:
+    """Whether a key with ``limits`` may seal a grant of ``scopes`` (a key without scopes: any)."""
+    return not limits.scopes or all(covered(scope, limits.scopes) for scope in scopes)
 
 
 def grant_link(secret: str | bytes, kid: str, sub: str, scopes: Iterable[str], *, base_url: str,

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
-from imgproxy.auth.grants import COOKIE, LINK, Grant, covered, parse_scopes, seal, unseal
+from imgproxy.auth.grants import COOKIE, LINK, Grant, covered, parse_scopes, seal, unseal, within_key
 from imgproxy.auth.principal import Principal, identify_bearer
 from imgproxy.auth.signing import parse_query
 from imgproxy.config.cors import check_origin
@@ -114,8 +114,7 @@ def requested(body: Any, principal: Principal) -> tuple[str, tuple[Scope, ...]]:
 
 def mint(grant: Grant, settings: Settings) -> str:
     """The cookie value: ``grant`` sealed with ``auth.grants.key``, within that key's scopes."""
-    limits = settings.auth.key_limits(grant.kid)
-    if limits.scopes and not all(covered(scope, limits.scopes) for scope in grant.scopes):
+    if not within_key(grant.scopes, settings.auth.key_limits(grant.kid)):
         raise OutOfScope(f"grant key {grant.kid!r} does not cover the scopes asked for",
                          public_message="The grant key does not cover the scopes asked for.")
     try:
@@ -189,7 +188,7 @@ async def open_link(request: web.Request) -> web.Response:
         raise RevocationsUnavailable("revocation list not loaded yet")
     auth.revocations.check_holder(link.kid, link.sub, link.iat)
     limits = auth.key_limits(link.kid)
-    if limits.scopes and not all(covered(scope, limits.scopes) for scope in link.scopes):
+    if not within_key(link.scopes, limits):
         raise OutOfScope(f"link key {link.kid!r} does not cover its scopes")
     if not request.app[appkeys.LEDGER].first_use(link.nonce, link.exp + auth.clock_skew, now):
         raise InvalidGrant("used")
