@@ -22,6 +22,8 @@ RUN groupadd --system --gid 10001 imgproxy \
 
 # Dependencies first, exactly as locked (every file's sha256 checked), in their own layer so a code
 # change does not reinstall them; then the package itself without resolving anything again.
+# runtime.txt has the heif extra (pillow-heif: HEIC phone photos as transform input); its wheel
+# bundles libheif and libde265 (LGPL-3.0) and x265 (GPL-2.0): README, "HEIF/HEIC input".
 COPY requirements/runtime.txt /tmp/runtime.txt
 RUN pip install --no-cache-dir --require-hashes -r /tmp/runtime.txt \
  && rm /tmp/runtime.txt
