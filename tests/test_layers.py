@@ -107,7 +107,8 @@ def test_a_module_importing_upward_is_caught() -> None:
 
 
 def test_the_serving_process_does_not_import_pillow(tmp_path: Path) -> None:
-    """Everything the event loop runs, app built with transforms on: Pillow stays in the workers."""
+    """Everything the event loop runs, app built with transforms on and HEIF input (its config
+    check finds pillow-heif without importing it): Pillow and its HEIF plugin stay in the workers."""
     script = textwrap.dedent("""
         import sys
         from imgproxy import cli
@@ -115,10 +116,12 @@ def test_the_serving_process_does_not_import_pillow(tmp_path: Path) -> None:
         from imgproxy.process import server, supervisor
         from imgproxy.web.app import create_app
         config = parse_config({"auth": {"keys": {"k1": "k" * 32}},
-                               "sources": {"photos": {"bucket": "private-photos"}},
-                               "transform": {"enabled": True}}, environ={})
+                               "sources": {"photos": {"bucket": "private-photos",
+                                                      "convert_originals": ["HEIF"]}},
+                               "transform": {"enabled": True, "input_formats": ["JPEG", "HEIF"]}},
+                              environ={})
         create_app(config)
-        print(sorted(m for m in sys.modules if m == "PIL" or m.startswith("PIL.")))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("PIL", "pillow_heif", "_pillow_heif")))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                             check=False, cwd=tmp_path)

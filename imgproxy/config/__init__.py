@@ -29,6 +29,7 @@ from imgproxy.config.model import (
     BudgetLimits,
     CacheConfig,
     Config,
+    ConvertFormat,
     DeliveryConfig,
     DeliveryMode,
     KeyLimits,
@@ -78,7 +79,7 @@ __all__ = [
     "CONFIG_PATH_ENV", "CONFIG_TOML_ENV", "DEFAULT_INLINE_TYPES", "DEFAULT_INPUT_FORMATS",
     "DELIVERY_MODES", "INPUT_FORMATS", "MAX_TTL_LIMIT", "MIN_PRESIGNED_VALIDITY",
     "MIN_SIGNING_KEY_BYTES", "MIN_TOKEN_BYTES", "NAME_PATTERN", "AddressingStyle", "AuthConfig",
-    "BudgetLimits", "CacheConfig", "Config", "ConfigError", "DeliveryConfig", "DeliveryMode",
+    "BudgetLimits", "CacheConfig", "Config", "ConfigError", "ConvertFormat", "DeliveryConfig", "DeliveryMode",
     "KeyLimits", "LimitsConfig", "LogConfig", "LogFormat", "MetricsConfig", "PresetConfig", "Rate",
     "ResourcePolicy",
     "Revocation", "Scope", "Secret", "ServerConfig", "SourceConfig", "TokenConfig", "TransformConfig",
@@ -108,6 +109,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     limits = read_limits(root.table("limits"))
     root.reject_unknown()
     check_revocations_reach(auth, sources, cache)
+    check_conversions(sources, transform)
     if auth.grants is not None:  # a cross-origin dashboard sends its grant cookie: credentialed CORS
         if "*" in server.cors_origins:
             raise ConfigError("server.cors_origins: '*' is not allowed with [auth.grants] (a "
@@ -119,6 +121,17 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
                           "access log's key_hash is otherwise derived from a signing key or token)")
     return Config(server=server, auth=auth, sources=MappingProxyType(sources), transform=transform,
                   cache=cache, metrics=metrics, log=log, limits=limits)
+
+
+def check_conversions(sources: Mapping[str, SourceConfig], transform: TransformConfig) -> None:
+    """A source may convert only originals the transforms can read."""
+    for name, source in sources.items():
+        for fmt in source.convert_originals:
+            if not transform.enabled:
+                raise ConfigError(f"sources.{name}.convert_originals: needs transform.enabled")
+            if fmt not in transform.input_formats:
+                raise ConfigError(f"sources.{name}.convert_originals: {fmt} is not in "
+                                  "transform.input_formats")
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -45,6 +45,13 @@ class AddressingStyle(StrEnum):
     VIRTUAL = "virtual"
 
 
+class ConvertFormat(StrEnum):
+    """``sources.NAME.convert_format``: what a converted original (``convert_originals``) becomes."""
+
+    JPEG = "jpeg"
+    AUTO = "auto"  # as fmt=auto chooses from Accept (with Vary: Accept)
+
+
 class ResourcePolicy(StrEnum):
     """``server.cross_origin_resource_policy``: who may embed the proxy's answers (no-cors)."""
 
@@ -233,6 +240,10 @@ class SourceConfig:
     verify_tls: bool = True  # False: no certificate check at all (a warning at start-up)
     delivery: DeliveryConfig = DeliveryConfig()
     fallback: FallbackConfig = field(default_factory=FallbackConfig)  # [sources.NAME.fallback]
+    # Originals in these input formats (HEIF) are always rendered (as large as the output limits
+    # allow), never sent as stored: delivery/conversion.py.
+    convert_originals: tuple[str, ...] = ()
+    convert_format: ConvertFormat = ConvertFormat.JPEG
 
 
 @dataclass(frozen=True, slots=True)

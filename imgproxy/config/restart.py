@@ -4,7 +4,8 @@ force after a reload (the new one, with those keys as they were).
 Pure. The keys listed here size or open something once (sockets, the connection limits, the
 image workers, the caches, the S3 clients, the metrics address); every other key is read per
 request and takes effect for the requests that start after the reload. A source's serving
-settings (``cache_control``, ``[sources.NAME.delivery]``, ``[sources.NAME.fallback]``) reload;
+settings (``cache_control``, ``[sources.NAME.delivery]``, ``[sources.NAME.fallback]``,
+``convert_originals``, ``convert_format``) reload;
 its connection (bucket, prefix, endpoint, credentials, timeouts, pool) does not, nor does
 adding or removing a source: its S3 clients are opened once and requests in flight hold them.
 Nor do ``hot_entries`` and ``hot_window``: they size the hot counters.
@@ -34,7 +35,7 @@ FIXED: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
     "limits": ("entries",),  # sizes the buckets' store; the rates reload
 })
 # A source's fields that reload; the others are its connection.
-SOURCE_SERVING: Final = ("cache_control", "delivery", "fallback")
+SOURCE_SERVING: Final = ("cache_control", "delivery", "fallback", "convert_originals", "convert_format")
 # Within its delivery settings, those that size the hot counters (one per process, made at start).
 DELIVERY_FIXED: Final = ("hot_entries", "hot_window")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from imgproxy.config.fallback import read_fallback
 from imgproxy.config.model import (
     AddressingStyle,
     CacheConfig,
+    ConvertFormat,
     DeliveryConfig,
     DeliveryMode,
     LogConfig,
@@ -28,11 +30,13 @@ from imgproxy.config.model import (
 from imgproxy.config.reader import Table
 from imgproxy.config.values import (
     AUTO_FORMATS,
+    CONVERTIBLE_FORMATS,
     INPUT_FORMATS,
     MAX_TTL_LIMIT,
     MIN_PRESIGNED_VALIDITY,
     MIN_SIGNING_KEY_BYTES,
     NAME_PATTERN,
+    PLUGIN_FORMATS,
     ConfigError,
     check_ca_bundle,
 )
@@ -167,6 +171,11 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
     cache_control = t.string("cache_control", base.cache_control)
     if not cache_control or any(ord(c) < 0x20 for c in cache_control):
         raise ConfigError(f"{t.where('cache_control')}: expected a Cache-Control header value")
+    convert = tuple(f.upper() for f in t.string_list("convert_originals", base.convert_originals))
+    for fmt in convert:
+        if fmt not in CONVERTIBLE_FORMATS:
+            raise ConfigError(f"{t.where('convert_originals')}: {fmt!r} is not one of "
+                              f"{', '.join(CONVERTIBLE_FORMATS)}")
     source = SourceConfig(
         name=name,
         bucket=bucket,
@@ -188,9 +197,22 @@ def read_source(name: str, t: Table, environ: Mapping[str, str], delivery: Deliv
         verify_tls=verify_tls,
         delivery=read_delivery(t.table("delivery"), delivery),
         fallback=read_fallback(t.table("fallback")),
+        convert_originals=convert,
+        convert_format=t.choice("convert_format", base.convert_format,
+                                f"must be {_alternatives(ConvertFormat)}"),
     )
     t.reject_unknown()
     return source
+
+
+# A source's keys about serving originals, which the variant store and the revocation object lack.
+SERVING_KEYS: Final = ("cache_control", "delivery", "fallback", "convert_originals", "convert_format")
+
+
+def is_installed(modules: tuple[str, ...]) -> bool:
+    """Whether every one of ``modules`` can be found, without importing any (the serving process
+    never loads an image decoder; the workers do)."""
+    return all(importlib.util.find_spec(module) is not None for module in modules)
 
 
 PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
@@ -222,6 +244,10 @@ def read_transform(t: Table) -> TransformConfig:
     for fmt in formats:
         if fmt not in INPUT_FORMATS:
             raise ConfigError(f"{t.where('input_formats')}: {fmt!r} is not one of {', '.join(INPUT_FORMATS)}")
+        if fmt in PLUGIN_FORMATS and not is_installed(PLUGIN_FORMATS[fmt][0]):
+            (module, *_), extra = PLUGIN_FORMATS[fmt]
+            raise ConfigError(f"{t.where('input_formats')}: {fmt} needs the {extra} extra ({module}), "
+                              f"which is not installed: pip install 'imgproxy-s3[{extra}]'")
     prefer = tuple(f.lower() for f in t.string_list("auto_prefer", base.auto_prefer))
     for fmt in prefer:
         if fmt not in AUTO_FORMATS:
@@ -258,7 +284,7 @@ def read_store(t: Table, environ: Mapping[str, str]) -> SourceConfig | None:
     minus what only concerns serving originals."""
     if not t.data:
         return None
-    for key in ("cache_control", "delivery", "fallback"):
+    for key in SERVING_KEYS:
         if key in t.data:
             raise ConfigError(f"{t.where(key)}: only for sources, not the variant store")
     return read_source("store", t, environ, DeliveryConfig())
@@ -270,7 +296,7 @@ def read_revocations_s3(t: Table, environ: Mapping[str, str], bucket: str) -> So
     for key in ("bucket", "prefix"):
         if key in t.data:
             raise ConfigError(f"{t.where(key)}: the bucket and key come from auth.revocations_url")
-    for key in ("cache_control", "delivery", "fallback"):
+    for key in SERVING_KEYS:
         if key in t.data:
             raise ConfigError(f"{t.where(key)}: only for sources, not the revocation object")
     return read_source("revocations", Table({**t.data, "bucket": bucket}, t.path), environ, DeliveryConfig())

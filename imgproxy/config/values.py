@@ -33,7 +33,11 @@ DEFAULT_INLINE_TYPES: Final = (
 _SIZE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
 _SIZE_UNITS: Final = {"B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2,
                       "GB": 1000**3, "GiB": 1024**3}
-INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
+INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF", "HEIF")
+# Input formats whose decoder is an extra, not Pillow itself: format -> (its modules, the extra).
+PLUGIN_FORMATS: Final = {"HEIF": (("pillow_heif", "_pillow_heif"), "heif")}
+# What sources.NAME.convert_originals may list: formats browsers (but Safari) cannot show.
+CONVERTIBLE_FORMATS: Final = ("HEIF",)
 DEFAULT_INPUT_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "AVIF")
 AUTO_FORMATS: Final = ("webp", "avif")  # what fmt=auto may send besides JPEG/PNG
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

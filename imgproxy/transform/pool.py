@@ -85,7 +85,10 @@ def _watch_worker(server_pid: int) -> None:
 def _init_worker(max_pixels: int, server_pid: int) -> None:
     from PIL import Image
 
+    from imgproxy.transform.heif import register_opener
+
     Image.MAX_IMAGE_PIXELS = max_pixels
+    register_opener()  # HEIF input, when the heif extra is installed (transform/heif.py)
     # urllib3 logs each request line, presigned query included, at DEBUG: never from a worker.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
@@ -185,7 +188,7 @@ class TransformPool:
         self._loading = asyncio.Semaphore(self.in_memory)
         self._workers = WorkerSet(self.workers, _init_worker, (max_pixels, os.getpid()),
                                   preload=("imgproxy.transform.steps", "imgproxy.transform.avatar",
-                                           "imgproxy.storage.worker_read"))
+                                           "imgproxy.storage.worker_read", "pillow_heif"))
 
     def worker_pids(self) -> set[int]:
         return self._workers.pids()
