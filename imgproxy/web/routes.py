@@ -14,6 +14,7 @@ from aiohttp import hdrs, web
 from imgproxy.auth.batch import Signer, askable, parse_batch, sign_items
 from imgproxy.auth.principal import Principal, authorize, identify_bearer
 from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
+from imgproxy.delivery.conversion import converted_spec
 from imgproxy.delivery.fallback import choose_placeholder
 from imgproxy.delivery.originals import Context, respond_original
 from imgproxy.delivery.placeholder import Asked, respond_placeholder
@@ -75,6 +76,11 @@ async def image(request: web.Request) -> web.StreamResponse:
     limiter, clock = request.app[appkeys.LIMITER], request.app[appkeys.CLOCK]
     charge = once(lambda: limiter.charge(Budget.TRANSFORMS, principal, facts.client, clock(), config.limits))
     try:
+        if spec is None:
+            # 4a. An original the source converts ([sources.NAME] convert_originals: HEIC, which
+            #     browsers but Safari cannot show) is rendered like a transform, never sent as stored.
+            spec = await converted_spec(source, target.key, settings.transforms.limits,
+                                        request.app[appkeys.METADATA], facts.durations)
         if spec is not None:
             facts.delivery, facts.transform = Delivery.STREAM, True
             wanted = Wanted(source, target.key, settings.transforms, spec, request.headers.get(hdrs.ACCEPT),
