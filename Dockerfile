@@ -24,8 +24,11 @@ RUN groupadd --system --gid 10001 imgproxy \
 # change does not reinstall them; then the package itself without resolving anything again.
 # runtime.txt has the heif extra (pillow-heif: HEIC phone photos as transform input); its wheel
 # bundles libheif and libde265 (LGPL-3.0) and x265 (GPL-2.0): README, "HEIF/HEIC input".
+# `docker build --build-arg HEIF=0 .` leaves it out.
+ARG HEIF=1
 COPY requirements/runtime.txt /tmp/runtime.txt
 RUN pip install --no-cache-dir --require-hashes -r /tmp/runtime.txt \
+ && if [ "$HEIF" = 0 ]; then pip uninstall -y -q pillow-heif; fi \
  && rm /tmp/runtime.txt
 # The build context is filtered by .dockerignore: no .venv, .git, tests, local configs.
 COPY . /tmp/imgproxy-src
