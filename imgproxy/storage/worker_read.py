@@ -23,12 +23,12 @@ library only; no aiohttp, no event loop.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import re
 import ssl
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
@@ -46,7 +46,6 @@ from urllib3.exceptions import (
 
 from imgproxy.storage.tls import tls_problem
 
-READ_CHUNK: Final = 256 * 1024
 ERROR_BODY_BYTES: Final = 16 * 1024
 RETRY_BACKOFF: Final = 0.05
 _CODE: Final = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
@@ -115,10 +114,17 @@ def _ssl_context(ca_bundle: str | None, verify_tls: bool) -> ssl.SSLContext:
 def _proxy_for(url: str) -> str | None:
     """``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, as aiohttp's ``trust_env`` and botocore read them."""
     parts = urlsplit(url)
+    return _proxy(parts.scheme, parts.hostname or "")
+
+
+@functools.lru_cache(maxsize=64)
+def _proxy(scheme: str, hostname: str) -> str | None:
+    """Per (scheme, host), once per worker: a worker's environment is the server's at its start,
+    and reading it walks all of ``os.environ`` twice (0.4 ms per read before)."""
     proxies = urllib.request.getproxies_environment()
-    if not proxies or urllib.request.proxy_bypass(parts.hostname or ""):  # NO_PROXY, on POSIX
+    if not proxies or urllib.request.proxy_bypass(hostname):  # NO_PROXY, on POSIX
         return None
-    return proxies.get(parts.scheme)
+    return proxies.get(scheme)
 
 
 def _manager(read: SourceRead) -> urllib3.PoolManager:
@@ -140,8 +146,8 @@ def _manager(read: SourceRead) -> urllib3.PoolManager:
     return manager
 
 
-def read_source(read: SourceRead) -> tuple[ReadMeta, bytearray]:
-    """GET the object into one buffer of its Content-Length, or raise ``SourceReadFailed`` (with
+def read_source(read: SourceRead) -> tuple[ReadMeta, bytes]:
+    """GET the object into one ``bytes`` of its Content-Length, or raise ``SourceReadFailed`` (with
     the seconds the read ran)."""
     started = time.perf_counter()
     try:
@@ -150,7 +156,7 @@ def read_source(read: SourceRead) -> tuple[ReadMeta, bytearray]:
         raise failed.took(time.perf_counter() - started) from None
 
 
-def _read(read: SourceRead, started: float) -> tuple[ReadMeta, bytearray]:
+def _read(read: SourceRead, started: float) -> tuple[ReadMeta, bytes]:
     response = _open(read)
     try:
         if response.status != 200:
@@ -202,33 +208,25 @@ def _open(read: SourceRead) -> urllib3.BaseHTTPResponse:
     raise AssertionError("unreachable")
 
 
-def _body_reader(response: urllib3.BaseHTTPResponse) -> Callable[[memoryview], int | None]:
-    """Where the body's bytes are read into the buffer from: the ``http.client`` response under
-    urllib3's, when there is one. Its ``readinto`` fills the caller's buffer from the socket
-    directly (1.5 ms of CPU for a 2.7 MB source here), where urllib3's reads a ``bytes`` per
-    chunk and copies it (2.8 ms). Both stop at the Content-Length."""
+def _read_exactly(response: urllib3.BaseHTTPResponse, length: int) -> bytes:
+    """``length`` bytes as one ``bytes``; a body that ends early is a failure (HTTP/1.1 framing
+    by Content-Length: bytes past it are not this body's).
+
+    Read by the ``http.client`` response under urllib3's, when there is one: its buffered reader
+    allocates the result once and fills it from the socket directly. A ``bytes`` and not a
+    ``bytearray``: ``io.BytesIO`` shares a ``bytes`` but copies a ``bytearray``, so Pillow
+    would otherwise open a second copy of the source (``bench/bench_transform.py``'s 2.7 MB
+    source: 0.9 ms of the worker's CPU for the zero-filled buffer and the copy)."""
     raw = getattr(response, "_fp", None)
-    if isinstance(raw, http.client.HTTPResponse):
-        return raw.readinto
-    return response.readinto
-
-
-def _read_exactly(response: urllib3.BaseHTTPResponse, length: int) -> bytearray:
-    """``length`` bytes into one buffer; a body that ends early is a failure (HTTP/1.1 framing
-    by Content-Length: bytes past it are not this body's)."""
-    buffer = bytearray(length)
-    view, filled = memoryview(buffer), 0
-    readinto = _body_reader(response)
+    read = raw.read if isinstance(raw, http.client.HTTPResponse) else response.read
     try:
-        while filled < length:
-            got = readinto(view[filled:filled + READ_CHUNK])
-            if not got:
-                raise SourceReadFailed("short", detail=f"body ended after {filled} of {length} bytes")
-            filled += got
+        body = read(length)
     except ReadTimeoutError:
         raise SourceReadFailed("timeout") from None
-    except TimeoutError:  # the socket's own timeout, from http.client's readinto
+    except TimeoutError:  # the socket's own timeout, from http.client's read
         raise SourceReadFailed("timeout") from None
     except (ProtocolError, HTTPError, http.client.HTTPException, OSError) as exc:
         raise SourceReadFailed("unreachable", detail=exc.__class__.__name__) from None
-    return buffer
+    if len(body) != length:
+        raise SourceReadFailed("short", detail=f"body ended after {len(body)} of {length} bytes")
+    return body
