@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
 import pytest
 
 from imgproxy.errors import InvalidPath
-from imgproxy.protocol.paths import MAX_KEY_BYTES, ImagePath, image_path, object_key, parse_image_path
+from imgproxy.protocol.paths import (
+    MAX_KEY_BYTES,
+    ImagePath,
+    check_key,
+    image_path,
+    object_key,
+    parse_image_path,
+)
 
 # Raw (still percent-encoded) request paths and the key S3 must be asked for.
 DECODED_KEYS = [
@@ -249,3 +259,14 @@ def test_object_key_over_1024_bytes_with_its_prefix_is_rejected() -> None:
 def test_object_key_of_exactly_1024_bytes_with_its_prefix_is_accepted() -> None:
     key = "a" * (MAX_KEY_BYTES - len("users/"))
     assert len(object_key("users/", key).encode()) == MAX_KEY_BYTES
+
+
+def test_the_control_characters_refused_are_exactly_unicodes_category_cc() -> None:
+    control = {chr(code) for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cc"}
+    refused = set()
+    for char in control | {"\u200b", "\u2028", "\ufeff", "\u00a0", "é", "\U0001f600"}:
+        try:
+            check_key(f"team/a{char}b.jpg")
+        except InvalidPath:
+            refused.add(char)
+    assert refused == control
