@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import string
 import sys
 import unicodedata
+from urllib.parse import quote, unquote_to_bytes
 
 import pytest
 
@@ -15,6 +18,8 @@ from imgproxy.protocol.paths import (
     image_path,
     object_key,
     parse_image_path,
+    percent_decode,
+    percent_encode,
 )
 
 # Raw (still percent-encoded) request paths and the key S3 must be asked for.
@@ -270,3 +275,20 @@ def test_the_control_characters_refused_are_exactly_unicodes_category_cc() -> No
         except InvalidPath:
             refused.add(char)
     assert refused == control
+
+
+@pytest.mark.parametrize("keep_slash", [True, False])
+def test_percent_encode_is_quote_with_the_unreserved_set_for_every_kind_of_text(keep_slash: bool) -> None:
+    # The fast path (text with nothing to encode) must agree with quote() everywhere.
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "-._~/ %+&=?#:@!$'()*,;[]\\\"<>^`{|}\x00\x7féü日😀"
+    texts = ["", "a", "/", "a/b", "photos/bench-1.jpg", "~x_y.z-", "é", "a b"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    safe = "-._~" + ("/" if keep_slash else "")
+    for text in texts:
+        assert percent_encode(text, keep_slash=keep_slash) == quote(text, safe=safe), text
+
+
+def test_percent_decode_of_text_without_escapes_is_the_text() -> None:
+    for text in ["", "photos", "a b", "a+b", "w", "300", "Zoë", "日本"]:
+        assert percent_decode(text, "key") == unquote_to_bytes(text).decode("utf-8")

@@ -24,6 +24,9 @@ _UNRESERVED: Final = "-._~"
 # Unicode's control characters, category Cc: exactly C0, DEL and C1 (tests/test_paths.py checks it
 # against unicodedata over every code point). One search, not a call per character.
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Text percent_encode leaves as it is (ASCII letters and digits, and _UNRESERVED; '/' if kept).
+_PLAIN: Final = re.compile(r"[A-Za-z0-9._~-]*")
+_PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9._~/-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,8 @@ class ImagePath:
 
 def percent_decode(text: str, what: str, error: type[BadRequest] = InvalidPath) -> str:
     """Strictly decode ``%XX`` escapes to UTF-8 text; malformed escapes or bytes are ``error``."""
+    if "%" not in text and text.isascii():  # nothing to decode (most keys, names and values)
+        return text
     if _BAD_ESCAPE.search(text):
         raise error(f"malformed percent-escape in {what}",
                     public_message=f"The {what} has a malformed %-escape.")
@@ -47,6 +52,8 @@ def percent_decode(text: str, what: str, error: type[BadRequest] = InvalidPath) 
 
 def percent_encode(text: str, *, keep_slash: bool) -> str:
     """The one canonical encoding: every byte but RFC 3986 unreserved (and '/' if kept) as %XX."""
+    if (_PLAIN_PATH if keep_slash else _PLAIN).fullmatch(text):  # nothing to encode: as quote() says
+        return text
     return quote(text, safe=_UNRESERVED + ("/" if keep_slash else ""))
 
 
