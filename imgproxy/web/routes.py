@@ -126,6 +126,8 @@ async def sign_batch(request: web.Request) -> web.Response:
                          limits=limits, check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now, refused=refused,
                          presets_only=principal.presets_only or limits.presets_only)
+    # 5. The metadata of the items that ask for it ("meta": true), next to their URLs.
+    await meta.describe_items(request, principal, items, answers)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
                              headers={hdrs.CACHE_CONTROL: "no-store"})
