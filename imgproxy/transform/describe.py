@@ -127,24 +127,23 @@ class Describer:
             if etag is not None and is_not_modified(asked.if_none_match, etag):
                 return MetaAnswer(etag, CacheResult.HIT, None)
         # 2. The header: cached under the object's ETag, else read (once for the host).
-        header = None if known is None else self._header_of(self._cached(name, key, known.etag, HEADER))
-        if header is None or known is None:
+        found = None if known is None else self._found(self._cached(name, key, known.etag, HEADER))
+        if found is None:
             cache = CacheResult.MISS
             header_key = VariantKey(name, key, known.etag if known else None, HEADER, "json")
             (variant, _), _ = await service.shared(header_key, lambda: self._read_header(asked, durations))
-            header = self._header_of(variant)
-            known = service.metadata.get(name, key) or SourceMeta(variant.etag or None, 0, None)
-            assert header is not None
+            found = self._found(variant)
+            assert found is not None
+        header, size, object_etag = found
         # 3. The placeholder: cached, or made for placeholder=1.
-        placeholder = self._cached(name, key, known.etag, PLACEHOLDER)
+        placeholder = self._cached(name, key, object_etag, PLACEHOLDER)
         if placeholder is None and asked.placeholder:
             cache = CacheResult.MISS
-            placeholder = await self._placeholder(asked, known, durations)
+            placeholder = await self._placeholder(asked, SourceMeta(object_etag, size, None), durations)
         thumbhash = placeholder.body.decode("ascii") if placeholder is not None else None
         meta = ImageMeta(width=header.width, height=header.height, format=header.format.lower(),
-                         frames=header.frames, bytes=known.content_length, etag=known.etag,
-                         placeholder=thumbhash)
-        etag = meta_etag(known.etag, thumbhash is not None)
+                         frames=header.frames, bytes=size, etag=object_etag, placeholder=thumbhash)
+        etag = meta_etag(object_etag, thumbhash is not None)
         if etag is not None and is_not_modified(asked.if_none_match, etag):
             return MetaAnswer(etag, cache, None)
         return MetaAnswer(etag, cache, meta)
@@ -155,11 +154,13 @@ class Describer:
         return self.service.variants.get(VariantKey(source, key, etag, part, "json"), counted=False)
 
     @staticmethod
-    def _header_of(variant: Variant | None) -> Header | None:
+    def _found(variant: Variant | None) -> tuple[Header, int, str | None] | None:
+        """A cached header record: the header, the object's size and ETag when it was read."""
         if variant is None:
             return None
         data = json.loads(variant.body)
-        return Header(data["format"], data["width"], data["height"], data["frames"], data["orientation"])
+        header = Header(data["format"], data["width"], data["height"], data["frames"], data["orientation"])
+        return header, data["bytes"], data["etag"]
 
     async def _read_header(self, asked: Asked, durations: Durations) -> tuple[Variant, CacheResult]:
         """Ranged reads of the object's first bytes, each walked by a worker, until its header ends."""
@@ -188,7 +189,8 @@ class Describer:
                                                         f"first {MAX_HEADER_BYTES} bytes.")
         assert isinstance(found, Header)
         body = json.dumps({"format": found.format, "width": found.width, "height": found.height,
-                           "frames": found.frames, "orientation": found.orientation}).encode()
+                           "frames": found.frames, "orientation": found.orientation, "bytes": total,
+                           "etag": etag}).encode()
         variant = Variant(body=body, media_type="application/json", etag=etag or "", width=found.width,
                           height=found.height)
         if etag is not None:
