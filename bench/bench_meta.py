@@ -9,6 +9,8 @@ through a relay (``relay.py``) that counts every byte moto sends it. In one run,
 - ``meta warm``: ``/meta`` on a proxy with the default caches (the header cached);
 - ``img head``: ``HEAD /img`` of the original (a presigned HEAD: S3 sends headers only);
 - ``img get``: ``GET /img`` of the original, streamed whole (the full download ``/meta`` avoids);
+- ``s3 range``: for scale, the same first 64 KiB asked of moto directly (boto3, no proxy): what
+  the S3 server itself takes to answer the range ``meta cold`` asks for;
 - ``meta placeholder``: once, ``/meta?placeholder=1`` cold: the ThumbHash needs pixels, so the
   image worker reads the whole object (what it costs when a page asks for one).
 
@@ -94,20 +96,31 @@ def summary(samples: list[tuple[float, int, int]]) -> dict[str, Any]:
             "statuses": sorted({c for _, _, c in samples})}
 
 
+def direct_range(client: Any) -> tuple[float, int, int]:
+    """The first 64 KiB straight from moto: (seconds, bytes, status; a 206 counts as the 200 the
+    other sides answer)."""
+    started = time.perf_counter()
+    answer = client.get_object(Bucket=BUCKET, Key=KEY, Range="bytes=0-65535")
+    body = answer["Body"].read()
+    status = answer["ResponseMetadata"]["HTTPStatusCode"]
+    return time.perf_counter() - started, len(body), 200 if status == 206 else status
+
+
 async def run_sides(args: argparse.Namespace, relay: RelayProcess, cold_url: str, warm_url: str,
-                    size: int) -> dict[str, Any]:
+                    size: int, client: Any) -> dict[str, Any]:
     cold, warm = UrlSigner(SIGNING_KEY, "bench", cold_url), UrlSigner(SIGNING_KEY, "bench", warm_url)
     urls = {"meta cold": ("GET", cold.sign(SOURCE, KEY, route="meta")),
             "meta warm": ("GET", warm.sign(SOURCE, KEY, route="meta")),
             "img head": ("HEAD", warm.sign(SOURCE, KEY)),
             "img get": ("GET", warm.sign(SOURCE, KEY))}
-    samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in urls}
+    samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in [*urls, "s3 range"]}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         for method, url in urls.values():  # warm-up: workers started, connections open, warm cache filled
             await measure(session, relay, method, url)
         for _ in range(args.repeat):
             for name, (method, url) in urls.items():
                 samples[name].append(await measure(session, relay, method, url))
+            samples["s3 range"].append(await asyncio.to_thread(direct_range, client))
         placeholder = await measure(session, relay, "GET", cold.sign(SOURCE, KEY, params={"placeholder": "1"},
                                                                      route="meta"))
         async with session.get(urls["meta cold"][1]) as response:
@@ -128,7 +141,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         note(f"stored {len(body) / MIB:.1f} MiB as {KEY}")
         with proxy(workdir, relay.endpoint, SIGNING_KEY, name="cold", extra_toml=COLD) as (_, cold_url), \
                 proxy(workdir, relay.endpoint, SIGNING_KEY, name="warm") as (_, warm_url):
-            result = asyncio.run(run_sides(args, relay, cold_url, warm_url, len(body)))
+            result = asyncio.run(run_sides(args, relay, cold_url, warm_url, len(body), client))
     result.update({"code": code_state(), "repeat": args.repeat, "host": HOST})
     return result
 
