@@ -230,6 +230,25 @@ def test_stream_through_nginx_sends_the_objects_bytes_and_headers(
     assert (fields["delivery"], fields["bytes"]) == ("stream", str(len(PHOTO)))
 
 
+def test_meta_through_nginx_is_imgproxys_json(stream_stack: StreamStacks, s3: Any, nginx_bucket: str) -> None:
+    """deploy/nginx-stream.conf passes /meta/ (its encoded path as signed) to imgproxy."""
+    stack = stream_stack("nginx")
+    url = UrlSigner(SIGNING_KEY, "k1").sign("photos", PHOTO_KEY, route="meta")
+    answer = stack.request(url)
+    assert answer.status == 200, answer.body
+    assert answer.headers["Content-Type"].startswith("application/json")
+    meta = answer.json()
+    assert (meta["format"], meta["bytes"], meta["etag"]) == ("png", len(PHOTO),
+                                                            etag_of(s3, nginx_bucket, PHOTO_KEY))
+
+
+def test_accel_config_passes_meta_too(accel: Stack) -> None:
+    url = UrlSigner(SIGNING_KEY, "k1").sign("photos", PHOTO_KEY, route="meta")
+    answer = accel.request(url)
+    assert answer.status == 200, answer.body
+    assert answer.json()["format"] == "png"
+
+
 def test_stream_range_through_nginx_is_206(stream_stack: StreamStacks) -> None:
     answer = stream_stack("nginx").request(signed(PHOTO_KEY), {"Range": "bytes=10-29"})
     assert answer.status == 206
