@@ -101,6 +101,7 @@ async def test_placeholder_1_adds_a_thumbhash_which_later_answers_include(
         plain_etag = plain.headers[hdrs.ETAG]
     async with meta_proxy.get(meta_url(signer, placeholder="1")) as asked:
         assert asked.status == 200
+        assert asked.headers["X-Cache"] == "MISS"
         with_hash = await asked.json()
         hash_etag = asked.headers[hdrs.ETAG]
     assert before["placeholder"] is None
@@ -109,6 +110,7 @@ async def test_placeholder_1_adds_a_thumbhash_which_later_answers_include(
     assert hash_etag != plain_etag
     async with meta_proxy.get(meta_url(signer)) as later:  # no placeholder=1: it is cached now
         assert (await later.json())["placeholder"] == with_hash["placeholder"]
+        assert later.headers["X-Cache"] == "HIT"
         assert later.headers[hdrs.ETAG] == hash_etag
     assert {k: v for k, v in with_hash.items() if k != "placeholder"} == \
         {k: v for k, v in before.items() if k != "placeholder"}
