@@ -26,6 +26,7 @@ TEAMS: Final = ("Engineering", "Finance", "People", "Sales", "Support", "Design"
                 "Operations")
 FOLD: Final = str.maketrans({"Ł": "L", "Ø": "O", "ł": "l", "ø": "o"})
 PORTRAIT_SIZE: Final = (480, 600)  # 4:5, like an ID photo; about 20 KB as JPEG
+NEW_HIRE_EVERY: Final = 25  # one person in 25 has no photo yet (a new hire)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Person:
     team: str
     key: str  # the object key in the demo bucket
     hue: float  # 0..1: the portrait's colours
+    has_photo: bool = True  # False: a new hire, no portrait in the bucket (an initials avatar shows)
 
     @property
     def initials(self) -> str:
@@ -50,9 +52,10 @@ def directory(count: int = 200, seed: int = 6) -> tuple[Person, ...]:
     if count > len(names):
         raise ValueError(f"at most {len(names)} people")
     people = []
-    for name in sorted(names[:count]):
+    for index, name in enumerate(sorted(names[:count])):
         team = rng.choice(TEAMS)
-        people.append(Person(name=name, team=team, key=person_key(team, name), hue=rng.random()))
+        people.append(Person(name=name, team=team, key=person_key(team, name), hue=rng.random(),
+                             has_photo=index % NEW_HIRE_EVERY != NEW_HIRE_EVERY // 2))
     return tuple(people)
 
 
