@@ -65,16 +65,21 @@ def read_header(data: bytes, total: int) -> Header | NeedBytes:
     if len(data) < 16 and len(data) < total:
         return NeedBytes(min(total, 64))
     if data.startswith(b"\xff\xd8\xff"):
-        return _checked(_jpeg(data, total))
-    if data.startswith(_PNG):
-        return _checked(_png(data, total))
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return _checked(_gif(data, total))
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _checked(_webp(data, total))
-    if data[4:8] == b"ftyp":
-        return _checked(_isobmff(data, total))
-    raise NotAnImage("no known image header")
+        walk = _jpeg
+    elif data.startswith(_PNG):
+        walk = _png
+    elif data[:6] in (b"GIF87a", b"GIF89a"):
+        walk = _gif
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        walk = _webp
+    elif data[4:8] == b"ftyp":
+        walk = _isobmff
+    else:
+        raise NotAnImage("no known image header")
+    try:
+        return _checked(walk(data, total))
+    except (IndexError, struct.error, ValueError, OverflowError) as exc:  # a structure cut short
+        raise UnprocessableImage(f"header unreadable: {exc.__class__.__name__}") from None
 
 
 def _checked(found: Header | NeedBytes) -> Header | NeedBytes:

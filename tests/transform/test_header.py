@@ -83,7 +83,7 @@ def test_a_frame_header_after_big_segments_asks_for_exactly_the_bytes_up_to_it()
                          ids=["empty", "short", "text", "zeros", "pdf", "mp4"])
 def test_what_no_image_starts_with_is_415(data: bytes) -> None:
     with pytest.raises(NotAnImage):
-        read_header(data, len(data)) if len(data) >= 16 else read_header(data, len(data) or 0)
+        read_header(data, len(data))
 
 
 @pytest.mark.parametrize("data", [
@@ -100,6 +100,15 @@ def test_what_no_image_starts_with_is_415(data: bytes) -> None:
 ], ids=["jpeg-past-end", "jpeg-scan-first", "jpeg-zero", "jpeg-short-length", "jpeg-no-marker",
         "png-zero", "png-idat-first", "webp-no-start", "avif-past-parent", "avif-no-item"])
 def test_broken_headers_are_422(data: bytes) -> None:
+    with pytest.raises(UnprocessableImage):
+        header_of(data)
+
+
+@pytest.mark.parametrize("data", [
+    b"\0\0\0\x18ftypavif\0\0\0\0avifmif1\0\0\0\x14meta\0\0\0\0\0\0\0\x08pitm",  # an empty pitm, last
+    b"RIFF\0\0\0\0WEBPVP8L" + bytes(4) + b"\x2f",  # cut right after the signature
+])
+def test_structures_cut_short_are_422_not_a_crash(data: bytes) -> None:
     with pytest.raises(UnprocessableImage):
         header_of(data)
 
