@@ -33,6 +33,7 @@ from imgproxy.protocol.accesslog import key_hash, key_hash_secret
 from imgproxy.protocol.paths import IMG, META
 from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
+from imgproxy.transform.describe import wants_placeholder
 from imgproxy.transform.jobs import available_outputs
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.web.app import create_app
@@ -180,6 +181,11 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
         raise UsageError(f"out_of_scope: key {kid!r} may not sign {args.source}:{args.key} "
                          f"(its scopes: {', '.join(s.text for s in limits.scopes)})")
     params = parse_params(args.params)
+    if args.meta:
+        try:
+            wants_placeholder(params)  # /meta takes placeholder=1 and nothing else
+        except ProxyError as exc:
+            raise UsageError(f"--meta: {exc.public_message}") from None
     if limits.presets_only and not args.meta:
         try:
             check_presets_only(params)

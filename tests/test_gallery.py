@@ -406,8 +406,8 @@ def test_one_batch_asks_for_two_thumbnails_and_the_original_per_person() -> None
     items = sign_request(people, "demo")
     assert len(items) == 3 * PEOPLE
     initials = people[0].initials
-    assert items[0]["params"] == {"preset": "thumb", "initials": initials}
+    assert items[0]["params"] == {"preset": "thumb", "fp": "0.5,0.38", "initials": initials}
     assert (items[0]["meta"], items[0]["placeholder"]) == (True, True)
-    assert items[1]["params"] == {"preset": "thumb", "initials": initials, "dpr": "2"}
+    assert items[1]["params"] == {"preset": "thumb", "fp": "0.5,0.38", "initials": initials, "dpr": "2"}
     assert "meta" not in items[1]
     assert "params" not in items[2]

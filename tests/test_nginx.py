@@ -242,11 +242,18 @@ def test_meta_through_nginx_is_imgproxys_json(stream_stack: StreamStacks, s3: An
                                                             etag_of(s3, nginx_bucket, PHOTO_KEY))
 
 
-def test_accel_config_passes_meta_too(accel: Stack) -> None:
+def test_accel_config_passes_meta_too_and_logs_no_key(accel: Stack) -> None:
     url = UrlSigner(SIGNING_KEY, "k1").sign("photos", PHOTO_KEY, route="meta")
     answer = accel.request(url)
     assert answer.status == 200, answer.body
     assert answer.json()["format"] == "png"
+    request_id = answer.headers["X-Request-Id"]
+    deadline = time.monotonic() + 5.0
+    while request_id not in (log := accel.nginx_access_log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [line] = [line for line in log.splitlines() if request_id in line]
+    assert '"GET /meta/photos/..." 200' in line  # as for /img: no key, no query (signature)
+    assert "lovelace" not in line
 
 
 def test_stream_range_through_nginx_is_206(stream_stack: StreamStacks) -> None:

@@ -18,7 +18,8 @@ call return the same URLs for every load within the window, so here too the seco
 the proxy for no image. The same call asks each photo's metadata (``"meta": true``): its size
 and ThumbHash, which the page paints before the thumbnail arrives; and every thumbnail URL
 carries ``initials=`` (signed), so a new hire without a photo gets an initials avatar, drawn by
-the proxy, instead of a broken image (``initials`` changes nothing for a photo that exists).
+the proxy, instead of a broken image (``initials`` changes nothing for a photo that exists),
+and the person's focal point (``fp``: the preset's square crop keeps the face).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def sign_request(people: Sequence[Person], source: str) -> list[dict[str, Any]]:
     asks the photo's metadata with its placeholder."""
     items: list[dict[str, Any]] = []
     for person in people:
-        thumb = {**THUMB_PARAMS, "initials": person.initials}
+        thumb = {**THUMB_PARAMS, "fp": person.focus, "initials": person.initials}
         items.append({"source": source, "key": person.key, "params": thumb, "meta": True,
                       "placeholder": True})
         items.append({"source": source, "key": person.key, "params": {**thumb, "dpr": "2"}})

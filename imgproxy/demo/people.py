@@ -26,6 +26,7 @@ TEAMS: Final = ("Engineering", "Finance", "People", "Sales", "Support", "Design"
                 "Operations")
 FOLD: Final = str.maketrans({"Ł": "L", "Ø": "O", "ł": "l", "ø": "o"})
 PORTRAIT_SIZE: Final = (480, 600)  # 4:5, like an ID photo; about 20 KB as JPEG
+FACE: Final = "0.5,0.38"  # the centre of the head portrait() draws, in fractions of its size
 NEW_HIRE_EVERY: Final = 25  # one person in 25 has no photo yet (a new hire)
 
 
@@ -36,6 +37,12 @@ class Person:
     key: str  # the object key in the demo bucket
     hue: float  # 0..1: the portrait's colours
     has_photo: bool = True  # False: a new hire, no portrait in the bucket (an initials avatar shows)
+
+    @property
+    def focus(self) -> str:
+        """Where the face is, as a signed ``fp`` (the portrait's head: ``portrait`` draws it
+        there), as a dashboard would store it per employee."""
+        return FACE
 
     @property
     def initials(self) -> str:
