@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import io
 import itertools
+import math
 import os
 import platform
 import random
@@ -257,11 +258,20 @@ def thumbnail_problem(response: aiohttp.ClientResponse, body: bytes, size: tuple
 
 
 def distinct_thumbnails(signer: UrlSigner, source: Source) -> Iterator[tuple[str, tuple[int, int]]]:
-    """Every (key, width) pair once, keys changing fastest: (signed URL, expected size)."""
-    for width in WIDTHS:
-        for copy in range(source.copies):
-            url = signer.sign(SOURCE, source.key(copy), ttl=3600, params={"w": str(width), "fmt": "jpeg"})
-            yield url, source.thumbnail_size(width)
+    """Every (key, width) pair once, both changing at every request: (signed URL, expected size).
+
+    The n-th request is width ``n % len(WIDTHS)`` of copy ``(n + len(WIDTHS) * k) % copies``
+    with ``k = n // len(WIDTHS)``, each pair once while ``copies`` is prime to ``len(WIDTHS) + 1``
+    (checked). Until 2026-12-02 the keys changed fastest, so a run reached only the first widths
+    (the medium source's 64 copies: ``w`` 260-292 in a 2 x 10 s run), all decoded at 1/4, while
+    the floor rendered every width: the ratio left out the widths a draft decodes at 1/2."""
+    count = len(WIDTHS)
+    if math.gcd(count + 1, source.copies) != 1:
+        raise BenchError(f"{source.name}: {source.copies} copies repeat pairs with {count} widths")
+    for n in range(count * source.copies):
+        width, copy = WIDTHS[n % count], (n + n // count) % source.copies
+        url = signer.sign(SOURCE, source.key(copy), ttl=3600, params={"w": str(width), "fmt": "jpeg"})
+        yield url, source.thumbnail_size(width)
 
 
 def next_thumbnail(urls: Iterator[tuple[str, tuple[int, int]]]) -> Exchange:

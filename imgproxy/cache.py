@@ -52,7 +52,7 @@ def key_size(key: Hashable) -> int:
     return sum(len(part) if isinstance(part, str | bytes) else 8 for part in parts)
 
 
-PIPELINE_VERSION: Final = "5"  # bump when rendering changes, so browsers and caches re-fetch
+PIPELINE_VERSION: Final = "6"  # bump when rendering changes, so browsers and caches re-fetch
 
 
 @dataclass(frozen=True, slots=True)

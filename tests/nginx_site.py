@@ -190,6 +190,11 @@ server {{
     client_max_body_size 0;
     proxy_request_buffering off;
     proxy_buffering off;
+    # Unbuffered, each read from moto (at most this much) goes out as its own TLS record: the
+    # default (one 4 KiB page) made 4 KiB records, 680 of them per 2.7 MB object, where S3 and
+    # other TLS servers send full 16 KiB records; the client pays per record.
+    proxy_buffer_size 16k;
+    proxy_buffers 4 16k;  # (nginx -t: busy buffers, 2 x proxy_buffer_size, must fit in them)
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Host $http_host;

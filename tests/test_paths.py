@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import random
+import string
+import sys
+import unicodedata
+from urllib.parse import quote, unquote_to_bytes
+
 import pytest
 
 from imgproxy.errors import InvalidPath
-from imgproxy.protocol.paths import MAX_KEY_BYTES, ImagePath, image_path, object_key, parse_image_path
+from imgproxy.protocol.paths import (
+    MAX_KEY_BYTES,
+    ImagePath,
+    check_key,
+    image_path,
+    object_key,
+    parse_image_path,
+    percent_decode,
+    percent_encode,
+)
 
 # Raw (still percent-encoded) request paths and the key S3 must be asked for.
 DECODED_KEYS = [
@@ -249,3 +264,31 @@ def test_object_key_over_1024_bytes_with_its_prefix_is_rejected() -> None:
 def test_object_key_of_exactly_1024_bytes_with_its_prefix_is_accepted() -> None:
     key = "a" * (MAX_KEY_BYTES - len("users/"))
     assert len(object_key("users/", key).encode()) == MAX_KEY_BYTES
+
+
+def test_the_control_characters_refused_are_exactly_unicodes_category_cc() -> None:
+    control = {chr(code) for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cc"}
+    refused = set()
+    for char in control | {"\u200b", "\u2028", "\ufeff", "\u00a0", "é", "\U0001f600"}:
+        try:
+            check_key(f"team/a{char}b.jpg")
+        except InvalidPath:
+            refused.add(char)
+    assert refused == control
+
+
+@pytest.mark.parametrize("keep_slash", [True, False])
+def test_percent_encode_is_quote_with_the_unreserved_set_for_every_kind_of_text(keep_slash: bool) -> None:
+    # The fast path (text with nothing to encode) must agree with quote() everywhere.
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "-._~/ %+&=?#:@!$'()*,;[]\\\"<>^`{|}\x00\x7féü日😀"
+    texts = ["", "a", "/", "a/b", "photos/bench-1.jpg", "~x_y.z-", "é", "a b"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    safe = "-._~" + ("/" if keep_slash else "")
+    for text in texts:
+        assert percent_encode(text, keep_slash=keep_slash) == quote(text, safe=safe), text
+
+
+def test_percent_decode_of_text_without_escapes_is_the_text() -> None:
+    for text in ["", "photos", "a b", "a+b", "w", "300", "Zoë", "日本"]:
+        assert percent_decode(text, "key") == unquote_to_bytes(text).decode("utf-8")

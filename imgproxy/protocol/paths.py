@@ -9,7 +9,6 @@ and a checked key, so no request can name an object outside the prefix.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, unquote_to_bytes
@@ -25,6 +24,12 @@ _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ABSOLUTE_FORM: Final = re.compile(r"https?://[^/?#]*", re.IGNORECASE | re.ASCII)
 # RFC 3986 unreserved characters stay literal; every other byte is %XX (uppercase).
 _UNRESERVED: Final = "-._~"
+# Unicode's control characters, category Cc: exactly C0, DEL and C1 (tests/test_paths.py checks it
+# against unicodedata over every code point). One search, not a call per character.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Text percent_encode leaves as it is (ASCII letters and digits, and _UNRESERVED; '/' if kept).
+_PLAIN: Final = re.compile(r"[A-Za-z0-9._~-]*")
+_PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9._~/-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,8 @@ class ImagePath:
 
 def percent_decode(text: str, what: str, error: type[BadRequest] = InvalidPath) -> str:
     """Strictly decode ``%XX`` escapes to UTF-8 text; malformed escapes or bytes are ``error``."""
+    if "%" not in text and text.isascii():  # nothing to decode (most keys, names and values)
+        return text
     if _BAD_ESCAPE.search(text):
         raise error(f"malformed percent-escape in {what}",
                     public_message=f"The {what} has a malformed %-escape.")
@@ -48,11 +55,9 @@ def percent_decode(text: str, what: str, error: type[BadRequest] = InvalidPath) 
 
 def percent_encode(text: str, *, keep_slash: bool) -> str:
     """The one canonical encoding: every byte but RFC 3986 unreserved (and '/' if kept) as %XX."""
+    if (_PLAIN_PATH if keep_slash else _PLAIN).fullmatch(text):  # nothing to encode: as quote() says
+        return text
     return quote(text, safe=_UNRESERVED + ("/" if keep_slash else ""))
-
-
-def is_control(char: str) -> bool:
-    return unicodedata.category(char) == "Cc"
 
 
 def check_key(key: str) -> str:
@@ -64,7 +69,7 @@ def check_key(key: str) -> str:
                           public_message=f"Object keys are at most {MAX_KEY_BYTES} bytes of UTF-8.")
     if "\\" in key:
         raise InvalidPath("backslash in key", public_message="Object keys may not contain '\\'.")
-    if any(is_control(c) for c in key):
+    if _CONTROL.search(key):
         raise InvalidPath("control character in key",
                           public_message="Object keys may not contain control characters.")
     if any(segment in (".", "..") for segment in key.split("/")):

@@ -21,6 +21,7 @@ from nginx_site import Authority
 from support import ACCESS_KEY, SECRET_KEY
 
 from imgproxy.config import AddressingStyle
+from imgproxy.storage import worker_read
 from imgproxy.storage.presign import PresignCredentials, locate, presign_get
 from imgproxy.storage.worker_read import ReadMeta, SourceRead, SourceReadFailed, read_source
 
@@ -45,10 +46,10 @@ def failure(read: SourceRead) -> SourceReadFailed:
     return caught.value
 
 
-def test_the_object_is_read_into_one_buffer_of_its_length(moto_endpoint: str, s3: Any, bucket: str) -> None:
+def test_the_object_is_read_into_one_bytes_of_its_length(moto_endpoint: str, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="dir/a b+c.jpg", Body=BODY, ContentType="image/jpeg")
     meta, data = read_source(reading(presigned(moto_endpoint, bucket, "dir/a b+c.jpg")))
-    assert isinstance(data, bytearray)
+    assert type(data) is bytes  # what io.BytesIO shares (a bytearray it would copy) for Pillow
     assert data == BODY
     etag = s3.head_object(Bucket=bucket, Key="dir/a b+c.jpg")["ETag"]
     assert (meta.etag, meta.length, meta.content_type) == (etag, len(BODY), "image/jpeg")
@@ -120,6 +121,61 @@ def ok(body: bytes, length: int | None = None) -> bytes:
             "Connection: close\r\n\r\n").encode() + body
 
 
+class KeptAlive:
+    """An HTTP/1.1 server on a loopback port that keeps each connection for ``per_connection``
+    requests (each answered ``ok(BODY)`` without ``Connection: close``), then closes it without
+    a word, as an endpoint's idle timeout does."""
+
+    def __init__(self, per_connection: int) -> None:
+        self.per_connection = per_connection
+        self.connections = 0
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bucket/key.jpg?X-Amz-Signature=secret"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                for _ in range(self.per_connection):
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        request += chunk
+                    if not request:
+                        break
+                    self.requests += 1
+                    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(BODY)}\r\nETag: \"e\"\r\n\r\n"
+                    conn.sendall(head.encode() + BODY)
+
+
+def test_a_kept_alive_connection_is_reused_and_one_closed_meanwhile_is_replaced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    kept: dict[Any, Any] = {}
+    monkeypatch.setattr(worker_read, "_CONNECTIONS", kept)  # this test's connections only
+    server = KeptAlive(per_connection=2)
+    try:
+        for _ in range(5):  # connection 1: reads 1 and 2; read 3 finds it closed, so a new one
+            _, data = read_source(reading(server.url, attempts=1))
+            assert data == BODY
+        assert (server.requests, server.connections) == (5, 3)
+    finally:
+        for conn in kept.values():
+            conn.close()
+        server.listener.close()
+
+
 def test_a_body_shorter_than_its_content_length_is_a_failure(scripted: Callable[..., Scripted]) -> None:
     server = scripted(ok(b"x" * 999, length=1000))
     failed = failure(reading(server.url))
@@ -164,7 +220,7 @@ def test_a_refused_connection_is_unreachable_after_its_retries() -> None:
     listener.close()  # nothing listens there now
     failed = failure(reading(f"http://127.0.0.1:{port}/b/k?X-Amz-Signature=s"))
     assert failed.kind == "unreachable"
-    assert failed.detail == "NewConnectionError"
+    assert failed.detail == "ConnectionRefusedError"
 
 
 def test_https_with_the_right_ca_reads(https_endpoint: str, authority: Authority, s3: Any,
