@@ -3,7 +3,8 @@
 A benchmark points the proxy's ``endpoint_url`` at the relay and the relay at moto; to restart
 S3 it takes the relay down (open connections are reset, new ones closed at once: S3 is
 unreachable, not empty), replaces moto, and points the relay at the new one. The relay is a
-process of its own so that its CPU is a column of its own. Used by ``bench_soak.py``.
+process of its own so that its CPU is a column of its own. It counts the bytes the upstream sent
+(``RelayProcess.received``: what S3 sent the proxy). Used by ``bench_soak.py``, ``bench_meta.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from harness import HOST, BenchError, receive, spawned
 
 CHUNK: Final = 64 * 1024
 STOP: Final = "stop"  # a command: the relay process ends
+COUNT: Final = "count"  # a command: answer the bytes received from upstream so far
 
 
 class Relay:
@@ -27,6 +29,7 @@ class Relay:
     def __init__(self) -> None:
         self.upstream: int | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.received = 0  # bytes the upstream sent, all connections
 
     def point(self, port: int | None) -> None:
         self.upstream = port
@@ -48,16 +51,18 @@ class Relay:
         pair = {writer, up_writer}
         self.writers |= pair
         try:
-            await asyncio.gather(self.pump(reader, up_writer), self.pump(up_reader, writer),
+            await asyncio.gather(self.pump(reader, up_writer), self.pump(up_reader, writer, counted=True),
                                  return_exceptions=True)
         finally:
             self.writers -= pair
 
-    @staticmethod
-    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   counted: bool = False) -> None:
         """Copy until EOF, then close the other side (moto closes after every response)."""
         try:
             while data := await reader.read(CHUNK):
+                if counted:
+                    self.received += len(data)
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -79,6 +84,9 @@ async def relay_serve(conn: Connection) -> None:
     server = await asyncio.start_server(relay.accept, HOST, 0, backlog=512)
     conn.send(int(server.sockets[0].getsockname()[1]))
     while (command := await loop.run_in_executor(None, receive, conn, STOP)) != STOP:
+        if command == COUNT:
+            conn.send(relay.received)
+            continue
         relay.point(command if isinstance(command, int) else None)
         conn.send("ok")
     server.close()
@@ -101,6 +109,20 @@ class RelayProcess:
                 raise BenchError("the relay did not answer")
         except EOFError:
             raise BenchError("the relay process died") from None
+
+
+    def received(self) -> int:
+        """The bytes the upstream has sent through the relay so far (blocking)."""
+        self._conn.send(COUNT)
+        try:
+            if not self._conn.poll(30):
+                raise BenchError("the relay did not answer")
+            count = self._conn.recv()
+        except EOFError:
+            raise BenchError("the relay process died") from None
+        if not isinstance(count, int):
+            raise BenchError(f"the relay answered {count!r}")
+        return count
 
 
 @contextmanager

@@ -30,8 +30,10 @@ from imgproxy.process.reload import Reloader, hangup_reloads
 from imgproxy.process.server import serve
 from imgproxy.process.supervisor import serve_workers, worker_count
 from imgproxy.protocol.accesslog import key_hash, key_hash_secret
+from imgproxy.protocol.paths import IMG, META
 from imgproxy.signers import SQL_DIALECTS, sql_script
 from imgproxy.startup import StartupError, os_reason
+from imgproxy.transform.describe import wants_placeholder
 from imgproxy.transform.jobs import available_outputs
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.web.app import create_app
@@ -79,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="no exp: valid while the key (durable = true), its scopes and the "
                            "revocations allow; carries iat")
     sign.add_argument("--sub", help="a signed viewer id, logged with every request for the URL")
+    sign.add_argument("--meta", action="store_true",
+                      help="a GET /meta/... URL (width, height, placeholder) instead of the image's")
 
     grant = commands.add_parser("grant", help="print a single-use GET /session link that gives a "
                                               "browser a grant cookie", parents=[common])
@@ -177,7 +181,12 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
         raise UsageError(f"out_of_scope: key {kid!r} may not sign {args.source}:{args.key} "
                          f"(its scopes: {', '.join(s.text for s in limits.scopes)})")
     params = parse_params(args.params)
-    if limits.presets_only:
+    if args.meta:
+        try:
+            wants_placeholder(params)  # /meta takes placeholder=1 and nothing else
+        except ProxyError as exc:
+            raise UsageError(f"--meta: {exc.public_message}") from None
+    if limits.presets_only and not args.meta:
         try:
             check_presets_only(params)
         except ProxyError as exc:
@@ -186,7 +195,7 @@ def sign_command(config: Config, args: argparse.Namespace) -> str:
     signer = UrlSigner(config.auth.keys[kid].reveal(), kid, args.base_url or config.server.base_url)
     try:
         url = signer.sign(args.source, args.key, ttl=ttl, params=params, window=window,
-                          durable=args.durable, sub=args.sub)
+                          durable=args.durable, sub=args.sub, route=META if args.meta else IMG)
     except ProxyError as exc:  # paths.check_key refuses keys the server would refuse too
         raise UsageError(f"key {args.key!r}: {exc.public_message}") from None
     except ValueError as exc:

@@ -13,6 +13,7 @@ under ``artifacts/`` (or ``$IMGPROXY_TEST_ARTIFACTS``); the README's picture is 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import urllib.request
@@ -39,6 +40,30 @@ IMAGE_ROUTE = "/img/{tail}"
 PAGE_TIMEOUT = 120.0  # the first load renders 200 thumbnails on a small CI machine
 
 
+# Per card with an <img>: the mean colour of the image as drawn (32x32) and of its placeholder
+# canvas, how many distinct colours (4 bits a channel) the image has, its four corners' colours,
+# when each was painted/loaded.
+PIXELS_JS = """(() => {
+  const mean = (px) => { let r = 0, g = 0, b = 0, n = 0;
+    for (let i = 0; i < px.length; i += 4) { if (px[i + 3] < 128) continue; r += px[i]; g += px[i + 1];
+      b += px[i + 2]; n++; }
+    return n ? [r / n, g / n, b / n] : null; };
+  return [...document.querySelectorAll('.card')].filter(card => card.querySelector('img')).map(card => {
+    const img = card.querySelector('img'), ph = card.querySelector('canvas.ph');
+    const c = document.createElement('canvas'); c.width = 32; c.height = 32;
+    const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0, 32, 32);
+    const px = ctx.getImageData(0, 0, 32, 32).data, colours = new Set();
+    for (let i = 0; i < px.length; i += 4)
+      colours.add(((px[i] >> 4) << 8) | ((px[i + 1] >> 4) << 4) | (px[i + 2] >> 4));
+    const at = (x, y) => [...px.slice((y * 32 + x) * 4, (y * 32 + x) * 4 + 3)];
+    const corners = [at(2, 2), at(29, 2), at(2, 29), at(29, 29)];
+    return {missing: card.dataset.photo === 'missing', image: mean(px), colours: colours.size, corners,
+            placeholder: ph ? mean(ph.getContext('2d').getImageData(0, 0, ph.width, ph.height).data) : null,
+            placeholderWidth: ph ? ph.getBoundingClientRect().width : 0,
+            paintedAt: ph ? Number(ph.dataset.paintedAt) : null, loadedAt: Number(img.dataset.loadedAt || 0)};
+  }); })()"""
+
+
 @dataclass
 class Load:
     """What one page load did, seen from the page and from the proxy's metrics."""
@@ -51,6 +76,7 @@ class Load:
     hover_text: str
     hover_visible: bool
     browser_requests: list[str] = field(default_factory=list)  # image URLs the tab asked for
+    pixels: list[dict[str, Any]] = field(default_factory=list)  # PIXELS_JS
 
 
 def scrape(metrics_url: str) -> tuple[Counter[str], int]:
@@ -100,7 +126,8 @@ def load_page(tab: Tab, url: str, metrics_url: str, hover_card: int, screenshot:
     requested = [r["request"]["url"] for r in tab.network_requests() if "/img/" in r["request"]["url"]]
     return Load(images=tab.evaluate(IMAGES_JS), tiles=tab.evaluate(TILES_JS), body=body,
                 proxy_statuses=images_after - images_before, sign_calls=signs_after - signs_before,
-                hover_text=info["text"], hover_visible=info["visible"], browser_requests=requested)
+                hover_text=info["text"], hover_visible=info["visible"], browser_requests=requested,
+                pixels=tab.evaluate(PIXELS_JS))
 
 
 @dataclass
@@ -228,6 +255,42 @@ def test_hovering_a_photo_shows_its_delivery_and_cache_result(visit: Visit) -> N
     assert "delivery: stream" in second.hover_text  # remembered from the first load
 
 
+def test_each_photo_has_its_thumbhash_painted_before_it_arrives(visit: Visit) -> None:
+    """The signed view's one POST /sign also asked every photo's metadata: each card with a photo
+    has a placeholder canvas, painted (its colours are the photo's: the mean colour within 48 of
+    the thumbnail's, of 441 at most), as large as the thumbnail, and painted before the thumbnail
+    loaded (on the first load, when the thumbnails come from the proxy)."""
+    photos = [card for card in visit.first.pixels if not card["missing"]]
+    assert len(photos) == sum(person.has_photo for person in directory())
+    assert visit.first.body["placeholders"] == str(len(photos))
+    far = [card for card in photos
+           if card["placeholder"] is None or math.dist(card["placeholder"], card["image"]) > 48]
+    assert far == [], far[:3]
+    assert {card["placeholderWidth"] for card in photos} == {THUMB}
+    early = [card for card in photos if card["paintedAt"] <= card["loadedAt"]]
+    assert len(early) >= 0.9 * len(photos), (len(early), photos[:3])
+
+
+def test_a_new_hire_without_a_photo_gets_the_proxys_initials_avatar(visit: Visit) -> None:
+    """Every thumbnail URL carries initials=: where the photo is missing, the proxy draws a flat
+    avatar with the letters (few colours), decoded at the thumbnail's size, with no placeholder."""
+    for load in (visit.first, visit.second):
+        missing = [card for card in load.pixels if card["missing"]]
+        assert len(missing) == sum(not person.has_photo for person in directory()) > 0
+        assert all(card["placeholder"] is None for card in missing)
+        # An avatar's background is one colour (its four corners alike); a portrait's is a
+        # gradient behind a silhouette (its corners far apart).
+        avatars = [spread(card["corners"]) for card in missing]
+        portraits = sorted(spread(card["corners"]) for card in load.pixels if not card["missing"])
+        print("corner spread: avatars", sorted(avatars), "portraits", portraits[::20])
+        assert max(avatars) < 12
+        assert portraits[len(portraits) // 20] > 3 * max(avatars)
+
+
+def spread(colours: list[list[float]]) -> float:
+    return max(math.dist(a, b) for a in colours for b in colours)
+
+
 def test_a_screenshot_of_the_page_is_saved(visit: Visit) -> None:
     data = visit.screenshot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
@@ -342,6 +405,9 @@ def test_one_batch_asks_for_two_thumbnails_and_the_original_per_person() -> None
     assert len({p.key for p in people}) == PEOPLE
     items = sign_request(people, "demo")
     assert len(items) == 3 * PEOPLE
-    assert items[0]["params"] == {"preset": "thumb"}
-    assert items[1]["params"] == {"preset": "thumb", "dpr": "2"}
+    initials = people[0].initials
+    assert items[0]["params"] == {"preset": "thumb", "fp": "0.5,0.38", "initials": initials}
+    assert (items[0]["meta"], items[0]["placeholder"]) == (True, True)
+    assert items[1]["params"] == {"preset": "thumb", "fp": "0.5,0.38", "initials": initials, "dpr": "2"}
+    assert "meta" not in items[1]
     assert "params" not in items[2]

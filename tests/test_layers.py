@@ -23,7 +23,7 @@ RANKS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("imgproxy.auth", "imgproxy.cache", "imgproxy.delivery.policy", "imgproxy.facts",
          "imgproxy.hostcache", "imgproxy.limits", "imgproxy.protocol", "imgproxy.signers",
          "imgproxy.storage", "imgproxy.transform")),
-    (2, ("imgproxy.delivery", "imgproxy.transform.variants")),
+    (2, ("imgproxy.delivery", "imgproxy.transform.variants", "imgproxy.transform.describe")),
     (3, ("imgproxy.web",)),
     (4, ("imgproxy.process",)),
     (5, ("imgproxy.cli", "imgproxy.demo", "imgproxy.__main__", "imgproxy")),
@@ -43,7 +43,8 @@ PURE = ("imgproxy.config", "imgproxy.errors", "imgproxy.facts", "imgproxy.cache"
         "imgproxy.signers",
         "imgproxy.transform.params", "imgproxy.transform.policy", "imgproxy.transform.jobs",
         "imgproxy.transform.negotiate", "imgproxy.transform.variants", "imgproxy.transform.geometry",
-        "imgproxy.transform.drawing",
+        "imgproxy.transform.drawing", "imgproxy.transform.header", "imgproxy.transform.thumbhash",
+        "imgproxy.transform.describe",
         "imgproxy.storage.presign",
         "imgproxy.storage.metadata")
 HEAVY = ("aiohttp", "PIL", "aiobotocore", "botocore", "yarl")

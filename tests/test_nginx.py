@@ -230,6 +230,32 @@ def test_stream_through_nginx_sends_the_objects_bytes_and_headers(
     assert (fields["delivery"], fields["bytes"]) == ("stream", str(len(PHOTO)))
 
 
+def test_meta_through_nginx_is_imgproxys_json(stream_stack: StreamStacks, s3: Any, nginx_bucket: str) -> None:
+    """deploy/nginx-stream.conf passes /meta/ (its encoded path as signed) to imgproxy."""
+    stack = stream_stack("nginx")
+    url = UrlSigner(SIGNING_KEY, "k1").sign("photos", PHOTO_KEY, route="meta")
+    answer = stack.request(url)
+    assert answer.status == 200, answer.body
+    assert answer.headers["Content-Type"].startswith("application/json")
+    meta = answer.json()
+    assert (meta["format"], meta["bytes"], meta["etag"]) == ("png", len(PHOTO),
+                                                            etag_of(s3, nginx_bucket, PHOTO_KEY))
+
+
+def test_accel_config_passes_meta_too_and_logs_no_key(accel: Stack) -> None:
+    url = UrlSigner(SIGNING_KEY, "k1").sign("photos", PHOTO_KEY, route="meta")
+    answer = accel.request(url)
+    assert answer.status == 200, answer.body
+    assert answer.json()["format"] == "png"
+    request_id = answer.headers["X-Request-Id"]
+    deadline = time.monotonic() + 5.0
+    while request_id not in (log := accel.nginx_access_log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [line] = [line for line in log.splitlines() if request_id in line]
+    assert '"GET /meta/photos/..." 200' in line  # as for /img: no key, no query (signature)
+    assert "lovelace" not in line
+
+
 def test_stream_range_through_nginx_is_206(stream_stack: StreamStacks) -> None:
     answer = stream_stack("nginx").request(signed(PHOTO_KEY), {"Range": "bytes=10-29"})
     assert answer.status == 206

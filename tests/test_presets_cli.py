@@ -31,7 +31,7 @@ def with_presets(presets: dict[str, Any], **key: Any) -> dict[str, Any]:
 def sign_args(path: Path, *params: str) -> argparse.Namespace:
     return argparse.Namespace(config=str(path), source="photos", key="a.jpg", ttl="1h", window=None,
                               kid=None, durable=False, sub=None, base_url=None, curl=False,
-                              params=list(params))
+                              params=list(params), meta=False)
 
 
 def test_sign_with_a_presets_only_key_refuses_other_params(tmp_path: Path,
@@ -73,3 +73,19 @@ def test_a_reload_with_a_bad_preset_is_refused_and_the_running_config_stays(tmp_
     reloaded = reloader.reload()
     assert reloaded is not None
     assert reloaded.config.transform.presets["thumb"].params["w"] == "64"
+
+
+def test_sign_meta_signs_placeholder_and_refuses_transform_params(tmp_path: Path) -> None:
+    """``imgproxy sign --meta``: a /meta URL, even with a presets-only key; its one parameter is
+    placeholder (the server would answer anything else 400)."""
+    path = write_config(tmp_path, with_presets({"thumb": THUMB}, presets_only=True))
+    args = sign_args(path, "placeholder=1")
+    args.meta = True
+    url = sign_command(load_config(path), args)
+    assert urlsplit(url).path == "/meta/photos/a.jpg"
+    assert parse_qs(urlsplit(url).query)["placeholder"] == ["1"]
+    args = sign_args(path, "w=96")
+    args.meta = True
+    with pytest.raises(UsageError, match=r"^--meta: Parameter 'w' is not known here"):
+        sign_command(load_config(path), args)
+

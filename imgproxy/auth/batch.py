@@ -43,6 +43,8 @@ class BatchItem:
     params: Mapping[str, str]
     sub: str | None = None  # a signed viewer id
     durable: bool = False  # no exp (only with a durable signing key)
+    meta: bool = False  # the image's metadata next to its URL, as GET /meta answers it
+    placeholder: bool = False  # ... with its ThumbHash made if not cached (placeholder=1)
 
 
 def _bad(message: str) -> BadRequest:
@@ -65,7 +67,8 @@ def _is_text(value: str) -> bool:
 
 
 def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
-    """A JSON list of ``{source, key, params}`` (or ``{"items": [...]}``) -> items, or 400."""
+    """A JSON list of ``{source, key, params}`` (or ``{"items": [...]}``) -> items, or 400. An item
+    may add ``"meta": true`` (and ``"placeholder": true``): ``web/meta.py`` then looks it up."""
     items = body.get("items") if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise _bad('The body must be a JSON list of {source, key, params} objects (or {"items": [...]}).')
@@ -78,17 +81,22 @@ def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
         where = f"items[{index}]"
         if not isinstance(item, dict):
             raise _bad(f"{where} must be an object with source, key and optional params.")
-        unknown = set(item) - {"source", "key", "params", "sub", "durable"}
+        unknown = set(item) - {"source", "key", "params", "sub", "durable", "meta", "placeholder"}
         if unknown:
             raise _bad(f"{where} has an unknown field {_name(sorted(unknown)[0])}.")
         source, key, params = item.get("source"), item.get("key"), item.get("params", {})
         sub, durable = item.get("sub"), item.get("durable", False)
+        meta, placeholder = item.get("meta", False), item.get("placeholder", False)
         if not isinstance(source, str) or not isinstance(key, str):
             raise _bad(f"{where}.source and {where}.key must be strings.")
         if sub is not None and not isinstance(sub, str):
             raise _bad(f"{where}.sub must be a string.")
         if not isinstance(durable, bool):
             raise _bad(f"{where}.durable must be true or false.")
+        if not isinstance(meta, bool) or not isinstance(placeholder, bool):
+            raise _bad(f"{where}.meta and {where}.placeholder must be true or false.")
+        if placeholder and not meta:
+            raise _bad(f"{where}.placeholder needs {where}.meta.")
         if not isinstance(params, dict) or not all(
                 isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
                 for k, v in params.items()):
@@ -99,7 +107,8 @@ def parse_batch(body: Any, max_items: int) -> list[BatchItem]:
             if not _is_text(text):
                 shown = field if len(field) <= MAX_ECHO_CHARS and _is_text(field) else "params"
                 raise _bad(f"{where}.{shown} is not valid Unicode (it holds a lone \\u surrogate escape).")
-        parsed.append(BatchItem(source, key, {k: str(v) for k, v in params.items()}, sub, durable))
+        parsed.append(BatchItem(source, key, {k: str(v) for k, v in params.items()}, sub, durable, meta,
+                                placeholder))
     return parsed
 
 
@@ -147,11 +156,11 @@ def sign_items(
     now: float,
     refused: Callable[[str, str], ProxyError | None] = no_refusal,
     presets_only: bool = False,
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """One entry per item, in order: ``{"url": ...}`` or ``{"error": code, "message": ...}``.
     ``refused``: the webhook's refusal of an item's path (asked about ``askable``'s paths).
     ``presets_only``: the caller's token or the signing key is; items may transform by preset only."""
-    answers: list[dict[str, str]] = []
+    answers: list[dict[str, Any]] = []
     for item in items:
         try:
             if item.source not in sources:

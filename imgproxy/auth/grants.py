@@ -11,7 +11,7 @@ A sealed grant is ``g1.KID.PAYLOAD.MAC``: ``PAYLOAD`` is base64url of a compact 
 link's single-use ``nonce``),
 ``MAC`` is base64url of HMAC-SHA256 under the ``auth.keys`` secret ``KID`` over the purpose, the
 kid and the payload. Cookies and links have different purposes, so neither verifies as the other,
-and neither as a signed URL (whose canonical form starts with ``/img/``). The MAC is checked (in
+and neither as a signed URL (whose canonical form starts with ``/img/`` or ``/meta/``). The MAC is checked (in
 constant time) before the payload is decoded; nothing of an unverified value is trusted or echoed.
 """
 

@@ -30,6 +30,7 @@ from imgproxy.config.grants import GrantsConfig
 from imgproxy.config.model import Config, KeyLimits, Revocation, Scope
 from imgproxy.config.oidc import OidcConfig
 from imgproxy.errors import InvalidToken, OutOfScope, RevocationsUnavailable, Unauthorized
+from imgproxy.protocol.paths import IMG
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,23 +143,27 @@ def authorize(
     jwks: KeyLookup = no_keys,
     forwarded: Mapping[str, str] | None = None,
     cookie: str | None = None,
+    route: str = IMG,
 ) -> Principal:
     """``forwarded``: the request's headers when ``[auth.forward]`` is on and the direct peer is one
     of its trusted proxies, else None (forward-auth headers are then not read). ``cookie``: the
-    grant cookie's value, if ``[auth.grants]`` is on and the request (GET/HEAD) carries one."""
+    grant cookie's value, if ``[auth.grants]`` is on and the request (GET/HEAD) carries one.
+    ``route``: ``img``, or ``meta`` (a signature is checked over that route's path; its params
+    are not transforms, so the plain and presets-only limits do not apply: ``web/meta.py``
+    allows only ``placeholder``)."""
     if "sig" in params:
         if not policy.keys:
             raise Unauthorized("signed URL but no signing keys configured",
                                public_message="This server accepts bearer tokens only.",
                                headers={"WWW-Authenticate": 'Bearer realm="imgproxy"'})
         url = verify_url(source, key, params, keys=policy.keys, now=now, max_ttl=policy.max_ttl,
-                         clock_skew=policy.clock_skew, limits=policy.limits)
+                         clock_skew=policy.clock_skew, limits=policy.limits, route=route)
         if policy.revocations is None:
             raise RevocationsUnavailable("revocation list not loaded yet")
         issued = url.issued(policy.key_limits(url.kid).max_ttl, policy.clock_skew)
         policy.revocations.check(source, key, url, issued)
         presets_only = policy.key_limits(url.kid).presets_only
-        if presets_only:
+        if presets_only and route == IMG:
             check_presets_only(params)
         return Principal("signature", url.kid, sub=url.sub, sig=url.sig, durable=url.exp is None,
                          presets_only=presets_only)
@@ -180,6 +185,8 @@ def authorize(
         raise Unauthorized("no credentials")
     if not principal.allows(source, key):
         raise OutOfScope(f"{principal.kind} {principal.name!r} has no scope for this path")
+    if route != IMG:
+        return principal
     if principal.presets_only:
         check_presets_only(params)
     if principal.is_user:

@@ -9,7 +9,8 @@ Pure, and importable by a dashboard backend with no server, network or aiohttp:
 Canonical form (the README's "Signing spec" is the normative text):
 
     canonical = PATH "?" QUERY
-    PATH      = "/img/" enc(source) "/" enc_keep_slash(key)
+    PATH      = "/" ROUTE "/" enc(source) "/" enc_keep_slash(key)
+    ROUTE     = "img" (the image) | "meta" (its metadata): a signature is for one route only
     QUERY     = every parameter except ``sig`` (``exp`` and ``kid`` included), sorted by name,
                 each written enc(name) "=" enc(value), joined with "&"
     enc(s)    = UTF-8 bytes of s, each byte outside A-Z a-z 0-9 "-" "." "_" "~" written %XX
@@ -42,7 +43,7 @@ from imgproxy.errors import (
     OutOfScope,
     UnknownKeyId,
 )
-from imgproxy.protocol.paths import check_key, image_path, percent_decode, percent_encode
+from imgproxy.protocol.paths import IMG, check_key, image_path, percent_decode, percent_encode
 
 RESERVED_PARAMS: Final = frozenset({"exp", "iat", "kid", "sig", "sub"})
 MAX_PARAM_BYTES: Final = 256
@@ -60,8 +61,8 @@ def canonical_query(params: Mapping[str, str]) -> str:
     )
 
 
-def canonical_form(source: str, key: str, params: Mapping[str, str]) -> str:
-    return f"{image_path(source, key)}?{canonical_query(params)}"
+def canonical_form(source: str, key: str, params: Mapping[str, str], route: str = IMG) -> str:
+    return f"{image_path(source, key, route)}?{canonical_query(params)}"
 
 
 def compute_signature(secret: bytes, canonical: str) -> str:
@@ -87,9 +88,11 @@ def sign_url(
     base_url: str = "",
     iat: int | None = None,
     sub: str | None = None,
+    route: str = IMG,
 ) -> str:
     """A signed proxy URL (path and query, prefixed by ``base_url``) valid until ``exp``; without
-    ``exp`` (a durable key's URL) it must carry ``iat``."""
+    ``exp`` (a durable key's URL) it must carry ``iat``. ``route``: ``img`` (the image) or
+    ``meta`` (its metadata, ``GET /meta/...``); the signature is valid for that route only."""
     extra = dict(params or {})
     clash = RESERVED_PARAMS & extra.keys()
     if clash:
@@ -106,7 +109,7 @@ def sign_url(
         signed["kid"] = kid
     if sub is not None:
         signed["sub"] = check_sub(sub)
-    canonical = canonical_form(source, key, signed)
+    canonical = canonical_form(source, key, signed, route)
     secret_bytes = secret.encode("utf-8") if isinstance(secret, str) else secret
     return f"{base_url.rstrip('/')}{canonical}&sig={compute_signature(secret_bytes, canonical)}"
 
@@ -138,6 +141,7 @@ class UrlSigner:
         window: float = 0,
         durable: bool = False,
         sub: str | None = None,
+        route: str = IMG,
     ) -> str:
         """``window`` > 0: ``exp`` rounds up to a multiple of it (and ``iat`` is derived from
         ``exp``), so every signing in the same window yields the identical URL and the browser
@@ -146,7 +150,7 @@ class UrlSigner:
         issued = time.time() if now is None else now
         exp, iat = stamps(issued, ttl, window, durable=durable)
         return sign_url(source, key, secret=self.secret, exp=exp, iat=iat, kid=self.kid,
-                        params=params, base_url=self.base_url, sub=sub)
+                        params=params, base_url=self.base_url, sub=sub, route=route)
 
     def sign_many(
         self,
@@ -264,10 +268,12 @@ def verify_url(
     max_ttl: float,
     clock_skew: float,
     limits: Mapping[str, KeyLimits] | None = None,
+    route: str = IMG,
 ) -> SignedUrl:
     """Check a signed URL: its stamps' form, its key, the key's scopes (before the signature:
     a path outside them is ``out_of_scope`` whatever the signature), ``sig`` over the canonical
-    form, then ``exp``/``iat`` against ``now``."""
+    form of ``route`` (an ``img`` signature never opens ``meta`` nor the reverse), then
+    ``exp``/``iat`` against ``now``."""
     sig = params.get("sig", "")
     exp, iat = _stamp(params, "exp"), _stamp(params, "iat")
     if exp is None and iat is None:
@@ -296,7 +302,7 @@ def verify_url(
     if not limit.allows(source, key):
         raise OutOfScope(f"key {kid!r} has no scope for this path",
                          public_message="The URL's signing key does not grant access to this path.")
-    expected = compute_signature(secret, canonical_form(source, key, params))
+    expected = compute_signature(secret, canonical_form(source, key, params, route))
     if not hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace")):
         raise InvalidSignature("signature mismatch")
     if iat is not None and iat > now + clock_skew:

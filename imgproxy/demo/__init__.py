@@ -24,10 +24,11 @@ from typing import Any, Final
 from aiohttp import web
 
 from imgproxy.auth.signing import UrlSigner
+from imgproxy.background import running
 from imgproxy.config import Config, parse_config
 from imgproxy.config.grants import is_loopback
 from imgproxy.demo.banner import Banner, banner
-from imgproxy.demo.gallery import THUMB_PRESET, Gallery, Login, add_gallery
+from imgproxy.demo.gallery import THUMB_PRESET, Gallery, Login, add_gallery, warm_placeholders
 from imgproxy.demo.idp import DemoIdp, serve_idp
 from imgproxy.demo.page import THUMB
 from imgproxy.demo.people import Person, directory, portrait
@@ -120,6 +121,11 @@ def demo_config(endpoint: str, host: str, port: int,
                 "secret_access_key": "demo-secret-key",
                 "connect_timeout": 2,
                 "read_timeout": 10,
+                # A new hire's photo is not there yet: a drawn silhouette instead of a broken
+                # image (an initials avatar where the URL asks for one), answered 200 so the
+                # browser caches it like a photo, for an hour.
+                "fallback": {"builtin": "silhouette", "status": 200,
+                             "cache_control": "private, max-age=3600"},
             }
         },
     }
@@ -147,7 +153,7 @@ async def seed_bucket(config: Config, images: dict[str, tuple[bytes, str]],
             await upload(person.key, await loop.run_in_executor(None, portrait, person), "image/jpeg")
 
         await asyncio.gather(*(upload(key, body, kind) for key, (body, kind) in images.items()),
-                             *(upload_portrait(person) for person in people))
+                             *(upload_portrait(person) for person in people if person.has_photo))
 
 
 def listen(host: str, port: int) -> tuple[socket.socket, str]:
@@ -176,6 +182,9 @@ async def serve_demo(host: str, port: int) -> None:
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.SockSite(runner, sock).start()
+        # The directory's placeholders (ThumbHash), made once in the background while the banner
+        # is read, so the first view rarely waits for them (if it does, it shares their renders).
+        await stack.enter_async_context(running(warm_placeholders(app, people, SOURCE), "placeholder-warmup"))
         signer = UrlSigner(demo.signing_key, "demo", base_url)
         sys.stdout.write(banner(Banner(base_url, endpoint, BUCKET, SOURCE, signer, demo.token, images,
                                        app.get(METRICS_URL), people, idp)))

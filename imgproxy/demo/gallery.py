@@ -15,12 +15,18 @@ the rest are initials tiles. The proxy enforces the same scopes: a URL outside t
 ``/signed``: no login. For each load the backend makes **one** ``POST /sign`` call (a bearer
 token with sign scopes only) for every thumbnail and full-size URL; ``auth.url_window`` makes that
 call return the same URLs for every load within the window, so here too the second load reaches
-the proxy for no image.
+the proxy for no image. The same call asks each photo's metadata (``"meta": true``): its size
+and ThumbHash, which the page paints before the thumbnail arrives; and every thumbnail URL
+carries ``initials=`` (signed), so a new hire without a photo gets an initials avatar, drawn by
+the proxy, instead of a broken image (``initials`` changes nothing for a photo that exists),
+and the person's focal point (``fp``: the preset's square crop keeps the face).
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -37,13 +43,17 @@ from imgproxy.config.oidc import OidcConfig
 from imgproxy.demo.idp import USERS, DemoIdp, DemoUser, find_user
 from imgproxy.demo.page import Card, NavLink, View, render_page
 from imgproxy.demo.people import Person
-from imgproxy.errors import NotFound
+from imgproxy.errors import NotFound, ProxyError
+from imgproxy.facts import Durations
 from imgproxy.protocol.media import NOSNIFF
 from imgproxy.protocol.paths import image_path
+from imgproxy.transform.describe import Asked, Describer
+from imgproxy.web.appkeys import LIVE, VARIANTS
 
+log = logging.getLogger("imgproxy.demo")
 THUMB_PRESET: Final = "thumb"  # demo_config's [transform.presets.thumb]: THUMB px, cover, fmt=auto
 THUMB_PARAMS: Final = {"preset": THUMB_PRESET}
-SIGN_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
+SIGN_TIMEOUT: Final = aiohttp.ClientTimeout(total=60)  # a cold page: 200 placeholder renders
 SIGNED_PATH: Final = "/signed"
 
 
@@ -121,20 +131,48 @@ async def user_page(request: web.Request) -> web.Response:
 
 
 def sign_request(people: Sequence[Person], source: str) -> list[dict[str, Any]]:
-    """Three URLs per person (1x and 2x thumbnails, the full image), in one batch."""
+    """Three URLs per person (1x and 2x thumbnails, the full image), in one batch; the 1x item also
+    asks the photo's metadata with its placeholder."""
     items: list[dict[str, Any]] = []
     for person in people:
-        items.append({"source": source, "key": person.key, "params": THUMB_PARAMS})
-        items.append({"source": source, "key": person.key, "params": {**THUMB_PARAMS, "dpr": "2"}})
+        thumb = {**THUMB_PARAMS, "fp": person.focus, "initials": person.initials}
+        items.append({"source": source, "key": person.key, "params": thumb, "meta": True,
+                      "placeholder": True})
+        items.append({"source": source, "key": person.key, "params": {**thumb, "dpr": "2"}})
         items.append({"source": source, "key": person.key})
     return items
 
 
-def signed_cards(people: Sequence[Person], answers: Sequence[Mapping[str, str]]) -> list[Card]:
+def signed_cards(people: Sequence[Person], answers: Sequence[Mapping[str, Any]]) -> list[Card]:
     if len(answers) != 3 * len(people):
         raise ValueError(f"POST /sign answered {len(answers)} items for {3 * len(people)}")
     urls = [answer["url"] for answer in answers]  # KeyError: an item failed to sign
-    return [Card(person, *urls[3 * i:3 * i + 3]) for i, person in enumerate(people)]
+    cards = []
+    for i, person in enumerate(people):
+        meta = answers[3 * i]  # a missing photo: its meta_error (not_found), no placeholder
+        missing = meta.get("meta_error", {}).get("error") == "not_found"
+        thumb, thumb_2x, full = urls[3 * i:3 * i + 3]
+        cards.append(Card(person, thumb, thumb_2x, full, placeholder=meta.get("placeholder") or "",
+                          width=meta.get("width", 0), height=meta.get("height", 0), missing=missing))
+    return cards
+
+
+async def warm_placeholders(app: web.Application, people: Sequence[Person], source: str) -> None:
+    """Make every photo's placeholder once, at start-up, in this process (what a page's first
+    ``"placeholder": true`` would make), four at a time: the first view then finds them cached.
+    Cancelled with the demo; a photo that fails is left for the page to try."""
+    describer, slots = Describer(app[VARIANTS]), asyncio.Semaphore(4)
+
+    async def warm(person: Person) -> None:
+        settings = app[LIVE].current
+        wanted = Asked(settings.sources[source], person.key, settings.transforms, True, None, lambda: None)
+        async with slots:
+            try:
+                await describer.describe(wanted, Durations())
+            except ProxyError as exc:
+                log.warning("demo: no placeholder for a portrait: %s", exc.code)
+
+    await asyncio.gather(*(warm(person) for person in people if person.has_photo))
 
 
 def signed_view(cards: Sequence[Card], expires: int, sign_ms: float, with_login: bool) -> View:

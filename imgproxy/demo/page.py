@@ -32,6 +32,10 @@ class Card:
     thumb: str = ""
     thumb_2x: str = ""
     full: str = ""
+    placeholder: str = ""  # the photo's ThumbHash (POST /sign "meta": true), painted before it loads
+    width: int = 0  # the photo's size, as displayed (the same answer)
+    height: int = 0
+    missing: bool = False  # no photo yet: the thumbnail is the proxy's initials avatar
 
     @property
     def is_visible(self) -> bool:
@@ -68,9 +72,16 @@ def render_card(card: Card, deferred: bool) -> str:
                 f'<span class="info" role="tooltip">Not shared with you: your identity provider\'s '
                 f'claims grant no scope for this photo, so the page asks the proxy for nothing.</span></li>')
     src = "data-src" if deferred else "src"
-    return (f'<li class="card"><a href="{esc(card.full)}" target="_blank" rel="noopener">'
+    # The placeholder: a canvas under the image, painted from the ThumbHash by the script (in
+    # the photo's own aspect, cropped to the square as the thumbnail will be).
+    canvas = (f'<canvas class="ph" width="{max(1, card.width)}" height="{max(1, card.height)}" '
+              f'data-thumbhash="{esc(card.placeholder)}"></canvas>' if card.placeholder else "")
+    size = f' data-size="{card.width} x {card.height}"' if card.width else ""
+    photo = ' data-photo="missing"' if card.missing else ""
+    return (f'<li class="card"{photo}{size}><a href="{esc(card.full)}" target="_blank" rel="noopener">'
+            f'<span class="frame">{canvas}'
             f'<img {src}="{esc(card.thumb)}" {src}set="{esc(card.thumb)} 1x, {esc(card.thumb_2x)} 2x" '
-            f'width="{THUMB}" height="{THUMB}" alt="{esc(person.name)}"></a>{label}'
+            f'width="{THUMB}" height="{THUMB}" alt="{esc(person.name)}"></span></a>{label}'
             f'<span class="info" role="tooltip">loading…</span></li>')
 
 
@@ -94,6 +105,58 @@ def render_page(cards: Sequence[Card], view: View, nonce: str) -> str:
 
 SCRIPT: Final = """
 performance.setResourceTimingBufferSize(5000);
+// ThumbHash (github.com/evanw/thumbhash's format) to RGBA: the DC terms and scales from the header,
+// the 4-bit AC terms after it, an inverse DCT at 32 px on the long side.
+function thumbHashPixels(hash) {
+  const h24 = hash[0] | (hash[1] << 8) | (hash[2] << 16), h16 = hash[3] | (hash[4] << 8);
+  const alpha = (h24 >> 23) & 1, landscape = (h16 >> 15) & 1;
+  const lDc = (h24 & 63) / 63, pDc = ((h24 >> 6) & 63) / 31.5 - 1, qDc = ((h24 >> 12) & 63) / 31.5 - 1;
+  const lScale = ((h24 >> 18) & 31) / 31, pScale = ((h16 >> 3) & 63) / 63, qScale = ((h16 >> 9) & 63) / 63;
+  const limit = alpha ? 5 : 7, stored = h16 & 7;
+  const lx = Math.max(3, landscape ? limit : stored), ly = Math.max(3, landscape ? stored : limit);
+  const aDc = alpha ? (hash[5] & 15) / 15 : 1, aScale = (hash[5] >> 4) / 15;
+  let at = alpha ? 6 : 5, nibble = 0;
+  const terms = (nx, ny, scale) => {
+    const out = [];
+    for (let cy = 0; cy < ny; cy++)
+      for (let cx = cy ? 0 : 1; cx * ny < nx * (ny - cy); cx++, nibble++)
+        out.push((((hash[at + (nibble >> 1)] >> ((nibble & 1) * 4)) & 15) / 7.5 - 1) * scale);
+    return out;
+  };
+  const lAc = terms(lx, ly, lScale), pAc = terms(3, 3, pScale * 1.25), qAc = terms(3, 3, qScale * 1.25);
+  const aAc = alpha ? terms(5, 5, aScale) : [];
+  const ratio = (landscape ? limit : stored) / (landscape ? stored : limit);
+  const w = Math.round(ratio > 1 ? 32 : 32 * ratio), h = Math.round(ratio > 1 ? 32 / ratio : 32);
+  const rgba = new Uint8ClampedArray(w * h * 4);
+  const sum = (ac, nx, ny, x, y) => {
+    let v = 0, j = 0;
+    for (let cy = 0; cy < ny; cy++)
+      for (let cx = cy ? 0 : 1; cx * ny < nx * (ny - cy); cx++, j++)
+        v += ac[j] * Math.cos(Math.PI / w * (x + 0.5) * cx) * Math.cos(Math.PI / h * (y + 0.5) * cy) * 2;
+    return v;
+  };
+  for (let y = 0, i = 0; y < h; y++) {
+    for (let x = 0; x < w; x++, i += 4) {
+      const l = lDc + sum(lAc, lx, ly, x, y), p = pDc + sum(pAc, 3, 3, x, y), q = qDc + sum(qAc, 3, 3, x, y);
+      const b = l - 2 / 3 * p, r = (3 * l - b + q) / 2, g = r - q;
+      rgba.set([r * 255, g * 255, b * 255, (alpha ? aDc + sum(aAc, 5, 5, x, y) : 1) * 255], i);
+    }
+  }
+  return {w, h, rgba};
+}
+function paintPlaceholders() {  // before any thumbnail has arrived: each canvas gets its picture
+  let painted = 0;
+  for (const canvas of document.querySelectorAll("canvas.ph")) {
+    const bytes = Uint8Array.from(atob(canvas.dataset.thumbhash), c => c.charCodeAt(0));
+    const {w, h, rgba} = thumbHashPixels(bytes);
+    canvas.width = w;
+    canvas.height = h;
+    canvas.getContext("2d").putImageData(new ImageData(rgba, w, h), 0, 0);
+    canvas.dataset.paintedAt = performance.now().toFixed(1);
+    painted += 1;
+  }
+  document.body.dataset.placeholders = painted;
+}
 function describe(img) {
   if (!img.complete || img.naturalWidth === 0) return {source: "error", text: "failed to load"};
   const entries = performance.getEntriesByName(img.currentSrc);
@@ -108,6 +171,9 @@ function describe(img) {
   if (facts.cache) lines.push(`proxy cache: ${facts.cache}`);
   if (facts.total !== undefined) lines.push(`proxy time: ${Number(facts.total).toFixed(1)} ms`);
   lines.push(`${img.naturalWidth} x ${img.naturalHeight} px`);
+  const card = img.closest(".card");
+  if (card.dataset.size) lines.push(`photo: ${card.dataset.size} px, placeholder painted first`);
+  if (card.dataset.photo === "missing") lines.push("no photo yet: the proxy's initials avatar");
   return {source, text: lines.join("\\n")};
 }
 function settled(img) {  // resolves once the image has loaded or failed
@@ -148,6 +214,11 @@ function report(note) {
 document.addEventListener("DOMContentLoaded", async () => {
   const body = document.body.dataset;
   const images = [...document.querySelectorAll(".card img")];
+  paintPlaceholders();
+  for (const img of images) {
+    const loaded = () => { img.dataset.loadedAt = performance.now().toFixed(1); };
+    img.addEventListener("load", loaded, {once: true});
+  }
   let note = "";
   if (body.token) {
     try {
@@ -190,6 +261,11 @@ ul {{ list-style: none; display: grid; grid-template-columns: repeat(auto-fill, 
          text-align: center; box-shadow: 0 1px 2px rgba(0,0,0,.08); }}
 .card img, .tile {{ width: {thumb}px; height: {thumb}px; border-radius: 50%; display: block;
                     margin: 0 auto 6px; background: #e3e6ec; }}
+.frame {{ position: relative; display: block; width: {thumb}px; height: {thumb}px; margin: 0 auto 6px; }}
+.frame img {{ position: relative; margin: 0; }}
+.frame canvas.ph + img {{ background: transparent; }}
+canvas.ph {{ position: absolute; inset: 0; width: {thumb}px; height: {thumb}px; border-radius: 50%;
+             object-fit: cover; }}
 .tile {{ line-height: {thumb}px; font-size: 28px; font-weight: 600; color: #98a2b3;
          border: 2px dashed #c4cad4; box-sizing: border-box; background: #f2f4f7; }}
 .name {{ display: block; font-weight: 600; }}
@@ -211,7 +287,9 @@ ul {{ list-style: none; display: grid; grid-template-columns: repeat(auto-fill, 
 <p id="load">Loading thumbnails…</p>
 <p>Thumbnails are <code>preset=thumb</code>: {thumb} px, <code>fmt=auto</code> (AVIF, WebP or JPEG by
 what the browser accepts), defined once in the proxy's config;
-each opens the full photo. Hover a photo to see how it was delivered.</p>
+each opens the full photo. Hover a photo to see how it was delivered. Without a login, each photo's
+ThumbHash placeholder (from <code>POST /sign</code> with <code>"meta": true</code>) is painted
+before it loads, and a new hire without a photo gets the proxy's initials avatar.</p>
 </header>
 <ul>
 {items}

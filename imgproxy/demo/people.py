@@ -26,6 +26,8 @@ TEAMS: Final = ("Engineering", "Finance", "People", "Sales", "Support", "Design"
                 "Operations")
 FOLD: Final = str.maketrans({"Ł": "L", "Ø": "O", "ł": "l", "ø": "o"})
 PORTRAIT_SIZE: Final = (480, 600)  # 4:5, like an ID photo; about 20 KB as JPEG
+FACE: Final = "0.5,0.38"  # the centre of the head portrait() draws, in fractions of its size
+NEW_HIRE_EVERY: Final = 25  # one person in 25 has no photo yet (a new hire)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,13 @@ class Person:
     team: str
     key: str  # the object key in the demo bucket
     hue: float  # 0..1: the portrait's colours
+    has_photo: bool = True  # False: a new hire, no portrait in the bucket (an initials avatar shows)
+
+    @property
+    def focus(self) -> str:
+        """Where the face is, as a signed ``fp`` (the portrait's head: ``portrait`` draws it
+        there), as a dashboard would store it per employee."""
+        return FACE
 
     @property
     def initials(self) -> str:
@@ -50,9 +59,10 @@ def directory(count: int = 200, seed: int = 6) -> tuple[Person, ...]:
     if count > len(names):
         raise ValueError(f"at most {len(names)} people")
     people = []
-    for name in sorted(names[:count]):
+    for index, name in enumerate(sorted(names[:count])):
         team = rng.choice(TEAMS)
-        people.append(Person(name=name, team=team, key=person_key(team, name), hue=rng.random()))
+        people.append(Person(name=name, team=team, key=person_key(team, name), hue=rng.random(),
+                             has_photo=index % NEW_HIRE_EVERY != NEW_HIRE_EVERY // 2))
     return tuple(people)
 
 

@@ -1,4 +1,4 @@
-"""Image URL paths: ``/img/{source}/{key}`` -> (source, object key), validated and confined.
+"""Image URL paths: ``/{route}/{source}/{key}`` -> (source, object key), validated and confined.
 
 Pure. The key is decoded from the *raw* request path exactly once (strict percent-decoding,
 strict UTF-8), then checked before anything is sent to S3: no ``.``/``..`` segments, no
@@ -15,7 +15,10 @@ from urllib.parse import quote, unquote_to_bytes
 
 from imgproxy.errors import BadRequest, InvalidPath
 
-ROUTE_PREFIX: Final = "/img/"
+IMG: Final = "img"  # the image itself
+META: Final = "meta"  # what its header says (width, height, format, placeholder)
+ROUTES: Final = frozenset({IMG, META})
+ROUTE_PREFIX: Final = f"/{IMG}/"
 MAX_KEY_BYTES: Final = 1024
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ABSOLUTE_FORM: Final = re.compile(r"https?://[^/?#]*", re.IGNORECASE | re.ASCII)
@@ -87,23 +90,27 @@ def origin_form(target: str) -> str:
     return rest if rest.startswith("/") else "/" + rest
 
 
-def parse_image_path(raw_path: str) -> ImagePath:
-    """Split and check the raw (still percent-encoded) path of an ``/img/...`` request."""
+def parse_image_path(raw_path: str, route: str = IMG) -> ImagePath:
+    """Split and check the raw (still percent-encoded) path of an ``/img/...`` (or ``/meta/...``)
+    request."""
     path = raw_path.split("?", 1)[0].split("#", 1)[0]
-    if not path.startswith(ROUTE_PREFIX):
-        raise InvalidPath(f"path outside {ROUTE_PREFIX}")
-    raw_source, sep, raw_key = path[len(ROUTE_PREFIX):].partition("/")
+    prefix = f"/{route}/"
+    if not path.startswith(prefix):
+        raise InvalidPath(f"path outside {prefix}")
+    raw_source, sep, raw_key = path[len(prefix):].partition("/")
     if not sep or not raw_source:
         raise InvalidPath("no source segment",
-                          public_message="The path must be /img/{source}/{key}.")
+                          public_message=f"The path must be /{route}/{{source}}/{{key}}.")
     source = percent_decode(raw_source, "source name")
     key = check_key(percent_decode(raw_key, "object key"))
     return ImagePath(source=source, key=key)
 
 
-def image_path(source: str, key: str) -> str:
-    """The canonical, percent-encoded URL path for ``source`` and ``key``."""
-    return f"{ROUTE_PREFIX}{percent_encode(source, keep_slash=False)}/{percent_encode(key, keep_slash=True)}"
+def image_path(source: str, key: str, route: str = IMG) -> str:
+    """The canonical, percent-encoded URL path for ``source`` and ``key`` under ``route``."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {sorted(ROUTES)}")
+    return f"/{route}/{percent_encode(source, keep_slash=False)}/{percent_encode(key, keep_slash=True)}"
 
 
 def object_key(prefix: str, key: str) -> str:

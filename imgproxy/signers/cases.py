@@ -3,8 +3,8 @@
 Each case is chosen for one way a signer can go wrong: an encoding (reserved characters, UTF-8,
 NFC against NFD: signers never normalise), the order of parameter names (by code point, not by
 UTF-16 unit), the integer parameters, the kid, the window and ttl arithmetic (exp rounded up,
-iat derived from it; fractional ``now``), durable URLs and ``sub``. Expected values are never
-written here: ``vectors.py`` computes them with ``UrlSigner``.
+iat derived from it; fractional ``now``), durable URLs, ``sub`` and the route (``/meta/...``).
+Expected values are never written here: ``vectors.py`` computes them with ``UrlSigner``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class Case:
     window: int = 0
     durable: bool = False
     sub: str | None = None
+    route: str = "img"  # "meta": a GET /meta/... URL (the same path, its own signature)
 
 
 CASES: Final = (
@@ -80,4 +81,9 @@ CASES: Final = (
     Case("sub-reserved-characters-and-emoji", "photos", "a.jpg", {"w": 300}, sub="a+b&c=d?e#f%g/🎉",
          window=60, now=1767222001.5),
     Case("sub-128-characters", "photos", "a.jpg", sub="ë" * 64 + "x" * 64),
+    # The route is part of the canonical form: the readme-key case as a /meta URL signs differently.
+    Case("meta-readme-key", "photos", "employees/Zoë Smith+1.jpg", route="meta"),
+    Case("meta-placeholder", "photos", "employees/ada.jpg", {"placeholder": 1}, window=3600, route="meta"),
+    Case("meta-durable-sub", "photos", "team photos/ summer  2026 .jpg", durable=True, sub="viewer-42",
+         route="meta"),
 )

@@ -7,6 +7,7 @@
 //                                 baseUrl: "https://img.example.com" });
 //   const url = signer.sign("photos", "employees/ada.jpg", { ttl: 3600, params: { w: 96 } });
 //   const urls = signer.signMany([["photos", "a.jpg"], ["photos", "b.jpg", { w: 96 }]], { window: 3600 });
+//   const meta = signer.sign("photos", "employees/ada.jpg", { route: "meta", params: { placeholder: 1 } });
 //
 // Parameter values are strings or safe integers (written in decimal). ttl and window are whole
 // seconds; now (unix seconds, may be fractional) defaults to the clock, read once per signMany.
@@ -92,14 +93,18 @@ export function stamps(now, ttl, window = 0, durable = false) {
   return { exp, iat: exp - ceilTo(ttl, window) - window };
 }
 
-export function canonicalForm(source, key, params) {
+// route: "img" (the image) or "meta" (its metadata, GET /meta/...): a signature opens one route.
+const ROUTES = new Set(["img", "meta"]);
+
+export function canonicalForm(source, key, params, route = "img") {
+  if (!ROUTES.has(route)) throw new RangeError("route must be img or meta");
   const names = Object.keys(params).sort(compareCodePoints);
   const query = names.map((name) => `${percentEncode(name)}=${percentEncode(params[name])}`).join("&");
-  return `/img/${percentEncode(source)}/${percentEncode(checkKey(key), true)}?${query}`;
+  return `/${route}/${percentEncode(source)}/${percentEncode(checkKey(key), true)}?${query}`;
 }
 
 export function signUrl({ secret, kid = null, baseUrl = "", source, key, params = {}, ttl = 3600,
-                          window = 0, durable = false, sub = null, now = Date.now() / 1000 }) {
+                          window = 0, durable = false, sub = null, route = "img", now = Date.now() / 1000 }) {
   const signed = {};
   for (const [name, value] of Object.entries(params ?? {})) {
     checkText(name, "parameter name");
@@ -112,7 +117,7 @@ export function signUrl({ secret, kid = null, baseUrl = "", source, key, params 
   signed.iat = String(iat);
   if (kid !== null && kid !== undefined) signed.kid = checkText(kid, "kid");
   if (sub !== null && sub !== undefined) signed.sub = checkSub(sub);
-  const canonical = canonicalForm(checkText(source, "source"), key, signed);
+  const canonical = canonicalForm(checkText(source, "source"), key, signed, route);
   const secretBytes = typeof secret === "string" ? Buffer.from(checkText(secret, "secret"), "utf8") : secret;
   const sig = createHmac("sha256", secretBytes).update(canonical, "utf8").digest("base64url");
   return `${checkText(baseUrl, "baseUrl").replace(/\/+$/, "")}${canonical}&sig=${sig}`;

@@ -56,7 +56,7 @@ def expected_for(case: Case) -> Expected:
     """Sign ``case`` with ``UrlSigner`` and take its URL apart into the canonical form and sig."""
     signer = UrlSigner(case.secret, case.kid, case.base_url)
     url = signer.sign(case.source, case.key, ttl=case.ttl, params=text_params(case.params), now=case.now,
-                      window=case.window, durable=case.durable, sub=case.sub)
+                      window=case.window, durable=case.durable, sub=case.sub, route=case.route)
     exp, iat = stamps(case.now, case.ttl, case.window, durable=case.durable)
     path, _, sig = url[len(case.base_url.rstrip("/")):].rpartition("&sig=")
     if compute_signature(case.secret.encode(), path) != sig:

@@ -35,7 +35,9 @@ from imgproxy.errors import Overloaded, TransformTimeout
 from imgproxy.memory import TRIM_INTERVAL, find_malloc_trim
 from imgproxy.storage.worker_read import ReadMeta, SourceRead
 from imgproxy.transform.drawing import Drawing
+from imgproxy.transform.header import Header, NeedBytes
 from imgproxy.transform.jobs import Rendered, RenderSettings
+from imgproxy.transform.metajobs import Placeholder, run_header_job, run_placeholder_job
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.procs import WorkerDied, WorkerSet
 
@@ -232,6 +234,19 @@ class TransformPool:
         a failed read raises ``SourceReadFailed``."""
         return await self._run(read.budget + self.timeout * 2 + BACKSTOP_SECONDS, run_read_job, read, spec,
                                target, settings, self.timeout)
+
+    async def read_header(self, data: bytes, total: int,
+                          input_formats: tuple[str, ...]) -> Header | NeedBytes:
+        """What the first bytes of an object say (``/meta``; call inside ``admit()``)."""
+        return await self._run(self.timeout + BACKSTOP_SECONDS, run_header_job, data, total,
+                               input_formats)
+
+    async def read_placeholder(self, read: SourceRead,
+                               settings: RenderSettings) -> tuple[ReadMeta, Placeholder]:
+        """A worker reads the source and hashes a small render of it (call inside ``admit()``
+        and ``loading()``)."""
+        return await self._run(read.budget + self.timeout * 2 + BACKSTOP_SECONDS, run_placeholder_job, read,
+                               settings, self.timeout)
 
     async def _run(self, backstop: float, job: Callable[..., T], *args: object) -> T:
         try:

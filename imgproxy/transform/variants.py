@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from imgproxy.cache import (
     Coalescer,
@@ -52,12 +53,14 @@ from imgproxy.protocol.conditional import is_not_modified
 from imgproxy.storage.metadata import known_meta
 from imgproxy.storage.s3 import S3Source
 from imgproxy.storage.variant_store import VariantStore
-from imgproxy.storage.worker_read import SourceReadFailed
+from imgproxy.storage.worker_read import ReadMeta, SourceRead, SourceReadFailed
 from imgproxy.transform.drawing import Drawing
 from imgproxy.transform.negotiate import choose_target
 from imgproxy.transform.params import OutputFormat, TransformSpec
 from imgproxy.transform.policy import TransformPolicy
 from imgproxy.transform.pool import TransformPool
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,24 +232,9 @@ class VariantService:
     async def render(self, name: VariantKey, wanted: Wanted, target: OutputFormat | None,
                      durations: Durations) -> Variant:
         source, key, policy = wanted.source, wanted.key, wanted.policy
-        # Admitted (or 503) before a byte is read; then handed to a worker, which reads the
-        # source itself (storage/worker_read.py): it is never in this process's memory.
-        with self.pool.admit() as ticket:
-            wanted.charge_render()
-            async with ticket.loading():
-                read = await source.worker_read(key, policy.max_source_bytes)
-                started = time.perf_counter()
-                try:
-                    meta, rendered = await self.pool.read_and_render(read, wanted.spec, target,
-                                                                     policy.settings)
-                except SourceReadFailed as failed:
-                    durations.add(Part.STORAGE, failed.seconds)
-                    if failed.kind == "too_large":
-                        policy.check_size(failed.status)  # raises: 413, as before a read
-                    raise source.worker_read_failed(failed) from None
-                source.worker_read_done(meta.seconds)
-                durations.add(Part.STORAGE, meta.seconds)
-                durations.add(Part.TRANSFORM, time.perf_counter() - started - meta.seconds)
+        meta, rendered = await self.in_worker(
+            source, key, policy, wanted.charge_render, durations,
+            lambda read: self.pool.read_and_render(read, wanted.spec, target, policy.settings))
         # The object may have changed since the HEAD: what was read decides the variant.
         self.metadata.put(source.config.name, key, SourceMeta(meta.etag, meta.length, meta.content_type))
         read_name = replace(name, source_etag=meta.etag)
@@ -256,3 +244,26 @@ class VariantService:
         if self.store is not None:
             self.store.put(read_name, variant)  # in the background: never awaited here
         return variant
+
+    async def in_worker(self, source: S3Source, key: str, policy: TransformPolicy, charge: Callable[[], None],
+                        durations: Durations, job: Callable[[SourceRead], Awaitable[tuple[ReadMeta, R]]],
+                        ) -> tuple[ReadMeta, R]:
+        """``job`` on ``key``'s source, read by the worker itself (a render, ``/meta``'s
+        placeholder): admitted (or 503) and charged before a byte is read, the source never in
+        this process's memory (storage/worker_read.py); the read and the work timed apart."""
+        with self.pool.admit() as ticket:
+            charge()
+            async with ticket.loading():
+                read = await source.worker_read(key, policy.max_source_bytes)
+                started = time.perf_counter()
+                try:
+                    meta, result = await job(read)
+                except SourceReadFailed as failed:
+                    durations.add(Part.STORAGE, failed.seconds)
+                    if failed.kind == "too_large":
+                        policy.check_size(failed.status)  # raises: 413, as before a read
+                    raise source.worker_read_failed(failed) from None
+                source.worker_read_done(meta.seconds)
+                durations.add(Part.STORAGE, meta.seconds)
+                durations.add(Part.TRANSFORM, time.perf_counter() - started - meta.seconds)
+        return meta, result

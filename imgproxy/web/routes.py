@@ -12,61 +12,33 @@ from collections.abc import Callable
 from aiohttp import hdrs, web
 
 from imgproxy.auth.batch import Signer, askable, parse_batch, sign_items
-from imgproxy.auth.principal import Principal, authorize, identify_bearer
-from imgproxy.auth.signing import UrlSigner, parse_query, stable_expiry
+from imgproxy.auth.principal import identify_bearer
+from imgproxy.auth.signing import UrlSigner, stable_expiry
 from imgproxy.delivery.conversion import converted_spec
 from imgproxy.delivery.fallback import choose_placeholder
 from imgproxy.delivery.originals import Context, respond_original
 from imgproxy.delivery.placeholder import Asked, respond_placeholder
 from imgproxy.delivery.policy import Delivery
 from imgproxy.delivery.responses import variant_response
-from imgproxy.errors import NotFound, NotReady, OutOfScope, ProxyError, Unauthorized, UnknownSource
-from imgproxy.facts import RequestFacts
+from imgproxy.errors import NotFound, NotReady, OutOfScope, ProxyError, Unauthorized
 from imgproxy.limits.buckets import Budget
-from imgproxy.protocol.accesslog import key_hash
 from imgproxy.protocol.jsonbody import read_json
-from imgproxy.protocol.paths import origin_form, parse_image_path
-from imgproxy.storage.s3 import S3Source
+from imgproxy.protocol.paths import IMG
 from imgproxy.transform.drawing import parse_initials
 from imgproxy.transform.variants import Wanted
-from imgproxy.web import appkeys, session
+from imgproxy.web import appkeys, meta, session
+from imgproxy.web.access import authorized, record_principal
 from imgproxy.web.appkeys import FACTS, SEND_WATCH, SETTINGS
-from imgproxy.web.forward import believed_headers
-from imgproxy.web.live import Settings
-from imgproxy.web.permission import require_allowed, sign_refusals
+from imgproxy.web.permission import sign_refusals
 
 
 async def image(request: web.Request) -> web.StreamResponse:
     settings = request[SETTINGS]
     config = settings.config
     facts = request[FACTS]
-    # 1. What is asked for: a checked source name and key, and the decoded query.
-    raw_target = origin_form(request.raw_path)
-    target = parse_image_path(raw_target)
-    params = parse_query(raw_target.partition("?")[2], config.server.max_query_params)
-    facts.source = target.source
-    if config.server.log_keys:
-        facts.key = target.key
-    else:
-        facts.key_hash = key_hash(settings.key_hash_secret, target.source, target.key)
-    # 2. Who asks, and may they: signature (key, scopes, revocations), bearer token or JWT (its
-    #    provider's keys fetched first if the token names one not held), a grant cookie
-    #    ([auth.grants]), or the user a trusted auth proxy names ([auth.forward]); nothing
-    #    touches S3 before.
-    authorization, jwks = request.headers.get(hdrs.AUTHORIZATION), request.app[appkeys.JWKS]
-    forwarded = cookie = None
-    if "sig" not in params:
-        await jwks.prepare(authorization, settings.auth.oidc)
-        if authorization is None:
-            cookie = grant_cookie(request, settings)
-            forwarded = believed_headers(request) if cookie is None else None
-    principal = authorize(target.source, target.key, params, authorization, settings.auth,
-                          request.app[appkeys.CLOCK](), jwks.keys_for, forwarded, cookie)
-    record_principal(facts, principal, config.auth.durable_max_age)
-    # 2b. The application's say ([auth.webhook]) for a JWT, grant or forwarded user: 403 or 503.
-    await require_allowed(request, principal, target.source, target.key)
-    # 3. Which bucket: unknown sources are 404 only after authorization succeeded.
-    source = find_source(settings, target.source)
+    # 1-3. Parse, authorize (nothing touches S3 before), find the source.
+    access = await authorized(request, IMG)
+    target, params, principal, source = access.target, access.params, access.principal, access.source
     inline = config.server.inline_types
     # 4. A transform (w, h, fmt, ...) is always answered here: 304, cache, store, or one render
     #    (a HEAD renders only if neither cache nor store knows the variant's size).
@@ -160,44 +132,11 @@ async def sign_batch(request: web.Request) -> web.Response:
                          limits=limits, check_params=settings.transforms.parse, ttl=config.auth.sign_ttl,
                          window=config.auth.url_window, now=now, refused=refused,
                          presets_only=principal.presets_only or limits.presets_only)
+    # 5. The metadata of the items that ask for it ("meta": true), next to their URLs.
+    await meta.describe_items(request, principal, items, answers)
     expires = stable_expiry(now, config.auth.sign_ttl, config.auth.url_window)
     return web.json_response({"expires": expires, "items": answers},
                              headers={hdrs.CACHE_CONTROL: "no-store"})
-
-
-def grant_cookie(request: web.Request, settings: Settings) -> str | None:
-    """The grant cookie's value, when grants are on (cookies authorize only GET and HEAD)."""
-    grants = settings.auth.grants
-    if grants is None or request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
-        return None
-    return request.cookies.get(grants.cookie_name)
-
-
-def record_principal(facts: RequestFacts, principal: Principal, durable_max_age: float) -> None:
-    """Who asked, for the access log (key id, token name, ``jwt:PROVIDER:SUB``, ``grant:SUB`` or
-    ``forward:USER``, and the viewer); a durable URL's answers are cached at most
-    ``durable_max_age`` (``middleware.stamp_facts``, ``offload``); a user's own credential's
-    answers are private, and a grant's vary by cookie."""
-    facts.principal = f"{principal.kind}:{principal.name}"
-    if principal.kind == "signature":
-        facts.kid = principal.name
-    elif principal.kind == "token":
-        facts.token = principal.name
-    elif principal.kind == "jwt":
-        facts.principal = f"jwt:{principal.name}:{principal.sub}"
-    facts.sub = principal.sub
-    facts.private = principal.is_user
-    if principal.kind == "grant":
-        facts.vary = "Cookie"
-    if principal.durable:
-        facts.max_age_cap = durable_max_age
-
-
-def find_source(settings: Settings, name: str) -> S3Source:
-    source = settings.sources.get(name)
-    if source is None:
-        raise UnknownSource(f"unknown source {name!r}")
-    return source
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -224,3 +163,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/session", session.end_session)
     # [\s\S], not ".": a key with an encoded newline (%0A) must reach the path check (400).
     app.router.add_get(r"/img/{tail:[\s\S]+}", image)
+    app.router.add_get(r"/meta/{tail:[\s\S]+}", meta.describe)

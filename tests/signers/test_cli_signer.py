@@ -55,7 +55,8 @@ def sign_with_cli(directory: Path, vector: Vector) -> Printed:
     data["auth"] = {"keys": {case.kid: key}, "max_ttl": "7d"}
     data["sources"] = {case.source: data["sources"]["photos"]}
     params = (f"{name}={value}" for name, value in text_params(case.params).items())
-    options = ["--durable"] * case.durable + (["--sub", case.sub] if case.sub is not None else [])
+    options = (["--durable"] * case.durable + (["--sub", case.sub] if case.sub is not None else [])
+               + ["--meta"] * (case.route == "meta"))
     before = time.time()
     result = run("sign", "--config", str(write_config(directory, data)), case.source, case.key,
                  "--ttl", str(case.ttl), "--window", str(case.window), "--kid", str(case.kid),
@@ -91,4 +92,5 @@ def test_sign_prints_each_vector_for_the_time_it_ran(printed: dict[str, Printed]
         assert stable_expiry(run_of.before, case.ttl, case.window) <= exp
         assert exp <= stable_expiry(run_of.after, case.ttl, case.window)
     assert url == sign_url(case.source, case.key, secret=case.secret, exp=exp, iat=iat, kid=case.kid,
-                           params=text_params(case.params), base_url=case.base_url, sub=case.sub)
+                           params=text_params(case.params), base_url=case.base_url, sub=case.sub,
+                           route=case.route)

@@ -25,7 +25,8 @@ import { readFileSync } from "node:fs";
 import { createSigner, signUrl } from "%(module)s";
 const { cases } = JSON.parse(readFileSync(0, "utf8"));
 const out = cases.map((c) => {
-  const opts = { ttl: c.ttl, window: c.window, durable: c.durable, sub: c.sub, now: c.now, params: c.params };
+  const opts = { ttl: c.ttl, window: c.window, durable: c.durable, sub: c.sub, now: c.now, params: c.params,
+                 route: c.route };
   const signer = createSigner({ secret: c.secret, kid: c.kid, baseUrl: c.base_url });
   const { params, ...batchOpts } = opts;
   return {

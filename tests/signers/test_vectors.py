@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from imgproxy.auth.signing import UrlSigner, compute_signature, parse_query, sign_url, verify_signature
+from imgproxy.auth.signing import UrlSigner, compute_signature, parse_query, sign_url, verify_url
+from imgproxy.errors import InvalidSignature
 from imgproxy.protocol.paths import parse_image_path
 from imgproxy.signers.cases import CASES
 from imgproxy.signers.vectors import Vector, committed_text, load_vectors, render, text_params
@@ -56,7 +57,7 @@ def test_url_signer_produces_each_vector(vector: Vector) -> None:
     case = vector.case
     url = UrlSigner(case.secret, case.kid, case.base_url).sign(
         case.source, case.key, ttl=case.ttl, params=text_params(case.params), now=case.now,
-        window=case.window, durable=case.durable, sub=case.sub)
+        window=case.window, durable=case.durable, sub=case.sub, route=case.route)
     assert url == vector.expected.url
 
 
@@ -64,7 +65,8 @@ def test_url_signer_produces_each_vector(vector: Vector) -> None:
 def test_sign_url_with_the_vectors_stamps_produces_it(vector: Vector) -> None:
     case, expected = vector.case, vector.expected
     url = sign_url(case.source, case.key, secret=case.secret, exp=expected.exp, iat=expected.iat,
-                   kid=case.kid, params=text_params(case.params), base_url=case.base_url, sub=case.sub)
+                   kid=case.kid, params=text_params(case.params), base_url=case.base_url, sub=case.sub,
+                   route=case.route)
     assert url == expected.url
     assert url == case.base_url.rstrip("/") + expected.canonical + "&sig=" + expected.sig
     assert compute_signature(case.secret.encode(), expected.canonical) == expected.sig
@@ -76,12 +78,33 @@ def test_the_server_verifies_each_expiring_vector(vector: Vector) -> None:
     """What the server decodes from the URL rebuilds the same canonical form."""
     case, parts = vector.case, urlsplit(vector.expected.url)
     base_path = urlsplit(case.base_url).path.rstrip("/")
-    target = parse_image_path(parts.path[len(base_path):])
+    target = parse_image_path(parts.path[len(base_path):], case.route)
     params = parse_query(parts.query, 32)
     assert params["sig"] == vector.expected.sig
-    kid = verify_signature(target.source, target.key, params, keys={case.kid or "only": case.secret.encode()},
-                           now=case.now, max_ttl=case.ttl + case.window, clock_skew=1)
-    assert kid == (case.kid or "only")
+    url = verify_url(target.source, target.key, params, keys={case.kid or "only": case.secret.encode()},
+                     now=case.now, max_ttl=case.ttl + case.window, clock_skew=1, route=case.route)
+    assert url.kid == (case.kid or "only")
+
+
+@pytest.mark.parametrize("route", ["img", "meta"])
+def test_a_signature_opens_only_its_own_route(route: str) -> None:
+    """The route is in the canonical form: the same path and params under the other route fail."""
+    vector = next(v for v in VECTORS if v.case.route == route and not v.case.durable)
+    case, parts = vector.case, urlsplit(vector.expected.url)
+    target = parse_image_path(parts.path, route)
+    params = parse_query(parts.query, 32)
+    other = "meta" if route == "img" else "img"
+    with pytest.raises(InvalidSignature):
+        verify_url(target.source, target.key, params, keys={case.kid or "only": case.secret.encode()},
+                   now=case.now, max_ttl=case.ttl + case.window, clock_skew=1, route=other)
+
+
+def test_the_readme_vector_signs_differently_as_a_meta_url() -> None:
+    img, meta = BY_NAME["readme-key"], BY_NAME["meta-readme-key"]
+    assert img.expected.canonical.startswith("/img/photos/employees/Zo%C3%AB%20Smith%2B1.jpg?")
+    assert meta.expected.canonical.startswith("/meta/photos/employees/Zo%C3%AB%20Smith%2B1.jpg?")
+    as_image = "/img" + meta.expected.canonical.removeprefix("/meta")
+    assert compute_signature(meta.case.secret.encode(), as_image) != meta.expected.sig
 
 
 def test_vectors_and_signers_are_package_data() -> None:
