@@ -27,6 +27,15 @@ def heic(image: Image.Image, *, quality: int = 60, orientation: int | None = Non
     return buffer.getvalue()
 
 
+def with_primary_second(first: Image.Image, primary: Image.Image) -> bytes:
+    """A HEIF of two images whose primary (the one a viewer shows) is the second."""
+    container = pillow_heif.from_pillow(first)
+    container.add_from_pillow(primary)
+    buffer = io.BytesIO()
+    container.save(buffer, quality=60, primary_index=1)
+    return buffer.getvalue()
+
+
 def marked(width: int, height: int) -> Image.Image:
     """White, with a red block in the top-left corner (a quarter of each side): where it lands in
     a render tells how the picture was turned."""

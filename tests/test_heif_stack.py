@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import hdrs
-from heic import declaring, heic, is_red, marked, rgb_at
+from heic import declaring, heic, is_red, marked, rgb_at, with_primary_second
 from PIL import Image
 from support import ProxyFactory
 
@@ -39,6 +39,8 @@ def objects() -> dict[str, bytes]:
         "truncated.heic": heic(marked(1200, 800), quality=90)[:-600],
         "text.heic": b"Quarterly numbers, definitely not an image.\n" * 40,
         "jpeg.heic": _jpeg(),
+        "primary-second.heic": with_primary_second(Image.new("RGB", (300, 300), (20, 200, 20)),
+                                                   marked(600, 400)),
     }
 
 
@@ -84,6 +86,15 @@ async def test_a_heic_renders_as_a_jpeg_thumbnail(photos: Photos) -> None:
     assert (image.format, image.size) == ("JPEG", (300, 200))
     assert is_red(image, (10, 10))
     assert min(rgb_at(image, (290, 190))) >= 240
+
+
+async def test_a_heif_renders_its_primary_image_not_its_first(photos: Photos) -> None:
+    # The first image is a green 300x300 square, the primary a 600x400 marked one.
+    status, _, body = await photos.get("primary-second.heic", w="150")
+    assert status == 200, body
+    image = opened(body)
+    assert image.size == (150, 100)
+    assert is_red(image, (5, 5))
 
 
 async def test_the_orientation_of_a_turned_heic_is_applied_exactly_once(photos: Photos) -> None:

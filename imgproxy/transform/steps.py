@@ -101,8 +101,11 @@ def draft(job: Job) -> None:
 
 
 def load_first_frame(job: Job) -> None:
-    """Decode the pixels (a decoder failure is a 422, made in ``render``)."""
-    job.image.seek(0)
+    """Decode the pixels (a decoder failure is a 422, made in ``render``): an animation's first
+    frame; a HEIF's primary image, which pillow-heif opens at and which need not be its first
+    (a burst or an edited photo keeps others beside it)."""
+    if job.source_format != "HEIF":
+        job.image.seek(0)
     job.image.load()
     profile = job.image.info.get("icc_profile")
     job.icc_profile = profile if isinstance(profile, bytes) and profile else None
