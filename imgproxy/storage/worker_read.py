@@ -203,7 +203,6 @@ def _open(read: SourceRead) -> tuple[Response, Done]:
 
 _Route = tuple[str, str, int, str | None, bool]  # scheme, host, port, ca_bundle, verify_tls
 _CONNECTIONS: dict[_Route, http.client.HTTPConnection] = {}
-_RETRYABLE: Final = (TimeoutError, ConnectionError, http.client.RemoteDisconnected, OSError)
 
 
 def _connection(route: _Route, read: SourceRead) -> http.client.HTTPConnection:
@@ -252,7 +251,7 @@ def _open_direct(read: SourceRead) -> tuple[Response, Done]:
         except TimeoutError:
             conn.close()
             raise SourceReadFailed("timeout") from None
-        except (http.client.HTTPException, *_RETRYABLE) as exc:
+        except (http.client.HTTPException, OSError) as exc:  # refused, reset, closed (RemoteDisconnected)
             conn.close()
             if reused:  # the endpoint closed a kept-alive connection: once more, on a new one
                 continue
@@ -321,7 +320,7 @@ def _open_with(manager: urllib3.PoolManager, read: SourceRead) -> urllib3.BaseHT
                 return response
             response.drain_conn()
             response.release_conn()
-        time.sleep(RETRY_BACKOFF * 2 ** (attempt - 1))
+        _backoff(attempt)
     raise AssertionError("unreachable")
 
 
